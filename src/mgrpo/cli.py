@@ -15,7 +15,11 @@ from collections.abc import Sequence
 from mgrpo import __version__
 
 # name -> (module implementing configure_parser/run, one-line help)
-COMMANDS: dict[str, tuple[str, str]] = {}
+COMMANDS: dict[str, tuple[str, str]] = {
+    "report": ("mgrpo.report", "plots and an HTML report of one or more run directories"),
+    "compare": ("mgrpo.compare", "run a recipe under several presets / G / seeds and compare"),
+    "eval": ("mgrpo.evaluate", "benchmark accuracy (avg@k, pass@k, maj@k) of a model or checkpoint"),
+}
 
 
 def _top_parser() -> argparse.ArgumentParser:

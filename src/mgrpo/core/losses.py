@@ -1,0 +1,246 @@
+"""Clipped policy-gradient loss with a k3 KL penalty and three aggregations (DESIGN.md 3).
+
+Per response token t of a rollout in the loss set (``mask == 1``):
+
+    ratio = exp(logp - logp_old)
+    pg    = -min(ratio * A, clip(ratio, 1 - eps, 1 + eps) * A)        eps = ``clip``
+    kl    = exp(ref - logp) - (ref - logp) - 1                         (k3, >= 0)
+    l     = pg + beta * kl                                             beta = ``kl_coef``
+
+and the per-token values are reduced by one of ``LOSS_AGGREGATIONS``:
+
+- ``token-mean`` (default, verl): ``sum_{r,t} m l / sum_{r,t} m`` over the whole mini-batch.
+- ``seq-mean-token-mean`` (GRPO paper): mean over the sequences with >= 1 loss token of each
+  sequence's token mean.
+- ``seq-mean-token-sum-norm`` (Dr. GRPO): each sequence's token sum divided by the padded length
+  T (or ``norm_length``), then the mean over the sequences with >= 1 loss token.
+
+Gradient accumulation: a mini-batch split into micro-batches gives the same gradient as one
+batch if every micro-batch passes the mini-batch totals: ``num_tokens_global`` (loss tokens,
+read by ``token-mean``) and ``num_seqs_global`` (sequences with >= 1 loss token, read by the two
+``seq-*`` aggregations); the per-micro-batch losses are then summed, not averaged. For
+``seq-mean-token-sum-norm`` also pass a fixed ``norm_length`` (e.g. max_new_tokens) if the
+micro-batches are padded to different lengths.
+
+Departures from the paper: none in the formulas. The KL term is skipped entirely (not
+computed) when ``logp_ref`` is None or ``kl_coef == 0``; there is no clamp on the k3 value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from mgrpo.core._checks import as_bool_mask, check_number, check_same_shape, check_tensor
+from mgrpo.core.constants import DEFAULT_CLIP, DEFAULT_KL_COEF, DEFAULT_LOSS_AGG, compute_dtype
+
+__all__ = [
+    "LOSS_AGGREGATIONS",
+    "get_loss_aggregation",
+    "policy_loss",
+    "seq_mean_token_mean",
+    "seq_mean_token_sum_norm",
+    "token_mean",
+]
+
+#: ``agg(values (R, T), mask (R, T) bool, *, num_tokens_global, num_seqs_global, norm_length)``
+#: ``-> scalar``. Each aggregation reads only the normaliser it needs and ignores the others.
+LossAggregation = Callable[..., torch.Tensor]
+
+
+def _positive_or_one(value: float | None, local: torch.Tensor) -> torch.Tensor | float:
+    """Normaliser: the global count when given, else the local count; 0 -> 1 (the sum is 0)."""
+    if value is None:
+        return local.clamp_min(1)
+    return value if value > 0 else 1.0
+
+
+def token_mean(
+    values: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    num_tokens_global: float | None = None,
+    num_seqs_global: float | None = None,
+    norm_length: int | None = None,
+) -> torch.Tensor:
+    """``sum(mask * values) / N`` with N = ``num_tokens_global`` or ``mask.sum()`` (0 -> 1)."""
+    del num_seqs_global, norm_length  # not used by this aggregation
+    total = torch.where(mask, values, values.new_zeros(())).sum()
+    return total / _positive_or_one(num_tokens_global, mask.sum().to(values.dtype))
+
+
+def seq_mean_token_mean(
+    values: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    num_tokens_global: float | None = None,
+    num_seqs_global: float | None = None,
+    norm_length: int | None = None,
+) -> torch.Tensor:
+    """``sum_r [sum_t m v / sum_t m] / S`` over sequences with >= 1 loss token.
+
+    S = ``num_seqs_global`` or the local number of such sequences (0 -> 1).
+    """
+    del num_tokens_global, norm_length
+    counts = mask.sum(dim=-1).to(values.dtype)  # (R,)
+    seq_sum = torch.where(mask, values, values.new_zeros(())).sum(dim=-1)  # (R,)
+    seq_mean = seq_sum / counts.clamp_min(1)  # (R,); 0 for sequences with no loss token
+    n_seqs = (counts > 0).sum().to(values.dtype)
+    return seq_mean.sum() / _positive_or_one(num_seqs_global, n_seqs)
+
+
+def seq_mean_token_sum_norm(
+    values: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    num_tokens_global: float | None = None,
+    num_seqs_global: float | None = None,
+    norm_length: int | None = None,
+) -> torch.Tensor:
+    """``sum_r [sum_t m v / L] / S`` (Dr. GRPO), L = ``norm_length`` or the padded length T.
+
+    S = ``num_seqs_global`` or the local number of sequences with >= 1 loss token (0 -> 1).
+    """
+    del num_tokens_global
+    length = norm_length if norm_length is not None else max(values.shape[-1], 1)
+    seq_sum = torch.where(mask, values, values.new_zeros(())).sum(dim=-1)  # (R,)
+    n_seqs = mask.any(dim=-1).sum().to(values.dtype)
+    return (seq_sum / length).sum() / _positive_or_one(num_seqs_global, n_seqs)
+
+
+#: Registry of loss aggregations, ``name -> aggregation``.
+LOSS_AGGREGATIONS: dict[str, LossAggregation] = {
+    "token-mean": token_mean,
+    "seq-mean-token-mean": seq_mean_token_mean,
+    "seq-mean-token-sum-norm": seq_mean_token_sum_norm,
+}
+
+
+def get_loss_aggregation(name: str) -> LossAggregation:
+    """Look up an aggregation by name; unknown names raise a ValueError listing the valid ones."""
+    try:
+        return LOSS_AGGREGATIONS[name]
+    except (KeyError, TypeError):
+        valid = ", ".join(sorted(LOSS_AGGREGATIONS))
+        raise ValueError(f"unknown loss aggregation {name!r}; valid names: {valid}") from None
+
+
+def _check_count(value: float | None, name: str) -> float | None:
+    return None if value is None else check_number(value, name, low=0.0)
+
+
+def policy_loss(
+    logp: torch.Tensor,
+    logp_old: torch.Tensor,
+    logp_ref: torch.Tensor | None,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    clip: float = DEFAULT_CLIP,
+    kl_coef: float = DEFAULT_KL_COEF,
+    agg: str = DEFAULT_LOSS_AGG,
+    *,
+    num_tokens_global: float | None = None,
+    num_seqs_global: float | None = None,
+    norm_length: int | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Clipped PG loss + ``kl_coef`` * k3 KL, aggregated by ``agg`` (formulas: module docstring).
+
+    Args:
+        logp: ``(R, T)`` log-probs of the sampled tokens under the current policy (with grad).
+        logp_old: ``(R, T)`` log-probs under the policy that sampled (treated as constant).
+        logp_ref: ``(R, T)`` log-probs under the frozen reference model, or None (no KL).
+        advantages: ``(R,)`` one advantage per rollout (treated as constant).
+        mask: ``(R, T)`` bool / 0-1; 0 on padding and on rollouts outside the loss set.
+            Values under ``mask == 0`` never reach the loss or its gradient (NaN-safe).
+        clip: PPO epsilon ``>= 0``.
+        kl_coef: KL coefficient ``>= 0``; 0 skips the KL computation.
+        agg: a name in ``LOSS_AGGREGATIONS``.
+        num_tokens_global: total loss tokens over all micro-batches of the mini-batch
+            (``token-mean``); None = this call's ``mask.sum()``.
+        num_seqs_global: total sequences with >= 1 loss token over all micro-batches
+            (``seq-*`` aggregations); None = this call's count.
+        norm_length: the Dr. GRPO length normaliser; None = the padded length T.
+
+    Returns:
+        ``(loss, metrics)``: ``loss`` a 0-dim fp32 tensor (fp64 for fp64 logp). A mask with no
+        token gives ``loss == 0`` that still has a grad path (zero gradients), never NaN.
+        ``metrics`` (python floats): ``pg_loss`` and ``kl`` (each aggregated like the loss, so
+        ``loss = pg_loss + kl_coef * kl``; ``kl`` is 0.0 when the KL is skipped),
+        ``clip_fraction`` (share of loss tokens whose clipped term is active, i.e. gets zero
+        gradient), ``ratio_mean`` / ``ratio_min`` / ``ratio_max`` over loss tokens (1.0 when
+        there are none), ``num_tokens`` and ``num_seqs`` (local counts).
+
+    Raises:
+        ValueError: bad shapes, negative ``clip`` / ``kl_coef`` / counts, unknown ``agg``.
+    """
+    aggregate = get_loss_aggregation(agg)
+    check_tensor(logp, "logp", ndim=2)
+    check_tensor(logp_old, "logp_old", ndim=2)
+    check_same_shape(logp, "logp", logp_old, "logp_old")
+    check_tensor(mask, "mask", ndim=2)
+    check_same_shape(logp, "logp", mask, "mask")
+    if logp_ref is not None:
+        check_tensor(logp_ref, "logp_ref", ndim=2)
+        check_same_shape(logp, "logp", logp_ref, "logp_ref")
+    check_tensor(advantages, "advantages", ndim=1)
+    if advantages.shape[0] != logp.shape[0]:
+        raise ValueError(
+            f"advantages must have shape ({logp.shape[0]},) (one per rollout), "
+            f"got {tuple(advantages.shape)}"
+        )
+    clip = check_number(clip, "clip", low=0.0)
+    kl_coef = check_number(kl_coef, "kl_coef", low=0.0)
+    counts = {
+        "num_tokens_global": _check_count(num_tokens_global, "num_tokens_global"),
+        "num_seqs_global": _check_count(num_seqs_global, "num_seqs_global"),
+        "norm_length": None,
+    }
+    if norm_length is not None:
+        counts["norm_length"] = int(check_number(norm_length, "norm_length", low=0, low_open=True))
+    mask = as_bool_mask(mask)
+
+    dtype = compute_dtype(logp.dtype)
+    lp = logp.to(dtype)  # (R, T)
+    zero = lp.new_zeros(())
+    # (R, T); zero outside the mask so that a NaN advantage of an excluded rollout cannot reach
+    # the gradient through 0 * NaN.
+    adv = torch.where(mask, advantages.detach().to(dtype)[:, None], zero)
+    log_ratio = torch.where(mask, lp - logp_old.detach().to(dtype), zero)  # (R, T)
+    ratio = log_ratio.exp()  # (R, T)
+    pg_unclipped = -adv * ratio  # (R, T)
+    pg_clipped = -adv * ratio.clamp(1.0 - clip, 1.0 + clip)  # (R, T)
+    pg_tok = torch.maximum(pg_unclipped, pg_clipped)  # (R, T) = -min(ratio A, clip(ratio) A)
+
+    use_kl = logp_ref is not None and kl_coef != 0.0
+    if use_kl:
+        delta = torch.where(mask, logp_ref.detach().to(dtype) - lp, zero)  # (R, T)
+        kl_tok = delta.exp() - delta - 1.0  # (R, T), k3 >= 0
+        loss = aggregate(pg_tok + kl_coef * kl_tok, mask, **counts)
+    else:
+        kl_tok = None
+        loss = aggregate(pg_tok, mask, **counts)
+
+    with torch.no_grad():
+        n_tok = int(mask.sum())
+        n_seq = int(mask.any(dim=-1).sum())
+        pg_metric = float(aggregate(pg_tok.detach(), mask, **counts))
+        kl_metric = float(aggregate(kl_tok.detach(), mask, **counts)) if use_kl else 0.0
+        if n_tok:
+            clipped = (pg_clipped > pg_unclipped) & mask
+            ratios = ratio.detach()[mask]
+            clip_fraction = float(clipped.sum()) / n_tok
+            ratio_stats = (float(ratios.mean()), float(ratios.min()), float(ratios.max()))
+        else:
+            clip_fraction, ratio_stats = 0.0, (1.0, 1.0, 1.0)
+    metrics = {
+        "pg_loss": pg_metric,
+        "kl": kl_metric,
+        "clip_fraction": clip_fraction,
+        "ratio_mean": ratio_stats[0],
+        "ratio_min": ratio_stats[1],
+        "ratio_max": ratio_stats[2],
+        "num_tokens": float(n_tok),
+        "num_seqs": float(n_seq),
+    }
+    return loss, metrics

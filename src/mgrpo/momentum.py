@@ -1,0 +1,65 @@
+"""The momentum (EMA) model of M-GRPO: an fp32 master copy plus a generator for sampling.
+
+    theta_k <- m * theta_k + (1 - m) * theta_q        after every optimizer step
+
+The master is kept in fp32 because a bf16 EMA at m = 0.99 rounds most updates away and
+silently stops moving. The generator is an inference-only model object (no grads, no
+optimizer state) that the momentum rollout engine samples from. When the policy itself is
+fp32 the generator's parameters *are* the master (no second copy); otherwise the master is
+a separate fp32 list copied into the generator after each update.
+
+The pure update is `mgrpo.core.ema.ema_update_`; this module only owns the tensors around it
+(the distributed wrapper, when there is one, works on local shards of the same lists).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from mgrpo.core.ema import ema_update_
+
+
+def _trainable(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+class MomentumModel:
+    """EMA copy of a policy. `generator` is what the momentum rollout engine samples from."""
+
+    def __init__(self, policy: torch.nn.Module) -> None:
+        self.generator = copy.deepcopy(policy)
+        self.generator.eval()
+        # names of trainable policy params, in policy order (LoRA: adapters only)
+        self.names = [n for n, p in policy.named_parameters() if p.requires_grad]
+        gen_params = dict(self.generator.named_parameters())
+        self._gen_tensors = [gen_params[n] for n in self.names]
+        for p in self.generator.parameters():
+            p.requires_grad_(False)
+        self.shares_storage = all(t.dtype == torch.float32 for t in self._gen_tensors)
+        if self.shares_storage:
+            self.master = [t.data for t in self._gen_tensors]
+        else:
+            self.master = [t.detach().to(torch.float32).clone() for t in self._gen_tensors]
+
+    @torch.no_grad()
+    def update_(self, policy: torch.nn.Module, momentum: float) -> None:
+        """One EMA step from the policy's current trainable parameters."""
+        ema_update_(self.master, [p.detach() for p in _trainable(policy)], momentum)
+        if not self.shares_storage:
+            torch._foreach_copy_([t.data for t in self._gen_tensors], self.master)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """fp32 master tensors by parameter name (for checkpoints)."""
+        return {name: t.detach().cpu().contiguous() for name, t in zip(self.names, self.master)}
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        missing = [n for n in self.names if n not in state]
+        if missing:
+            raise ValueError(f"momentum state lacks {len(missing)} tensors, e.g. {missing[:3]}")
+        for name, master in zip(self.names, self.master):
+            master.copy_(state[name].to(master.dtype))
+        if not self.shares_storage:
+            torch._foreach_copy_([t.data for t in self._gen_tensors], self.master)

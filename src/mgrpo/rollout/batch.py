@@ -1,0 +1,113 @@
+"""`RolloutBatch`: what every engine returns, plus input validation shared by the engines."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+
+import torch
+
+FINISH_REASONS = ("stop", "length")
+
+
+@dataclass
+class RolloutBatch:
+    """R = len(prompts) * n rollouts, prompt-major (prompt 0's n samples first).
+
+    Tensors (T = longest response in the batch):
+    - prompt_index (R,) long: which prompt each rollout answers.
+    - response_ids (R, T) long, right-padded with the pad id.
+    - response_mask (R, T) bool: True on real tokens, the stop/EOS token included.
+    - logprobs (R, T) fp32: log p(token) under softmax(logits / T_s); 0 on padding.
+    - entropies (R, T) fp32: -sum p log p of that distribution (DESIGN 3); 0 on padding.
+    - lengths (R,) long = response_mask.sum(1).
+    - finish_reasons: "stop" (ended on a stop token) or "length" (hit max_new_tokens).
+    """
+
+    prompt_index: torch.Tensor
+    response_ids: torch.Tensor
+    response_mask: torch.Tensor
+    logprobs: torch.Tensor
+    entropies: torch.Tensor
+    lengths: torch.Tensor
+    finish_reasons: list[str]
+
+    @property
+    def num_rollouts(self) -> int:
+        return int(self.response_ids.shape[0])
+
+    def to(self, device: torch.device | str) -> RolloutBatch:
+        """A copy with every tensor moved to `device`."""
+        moved = {
+            f.name: (v.to(device) if isinstance(v, torch.Tensor) else list(v))
+            for f in fields(self)
+            for v in [getattr(self, f.name)]
+        }
+        return RolloutBatch(**moved)
+
+
+def check_prompts(
+    prompt_token_ids: Sequence[Sequence[int]], *, max_positions: int | None, name: str
+) -> list[list[int]]:
+    """Validate prompts: non-empty list of non-empty int lists shorter than the context."""
+    if not isinstance(prompt_token_ids, Sequence) or len(prompt_token_ids) == 0:
+        raise ValueError(f"{name} must be a non-empty list of token-id lists")
+    out = []
+    for i, p in enumerate(prompt_token_ids):
+        if isinstance(p, torch.Tensor):
+            p = p.tolist()
+        if not isinstance(p, Sequence) or len(p) == 0:
+            raise ValueError(f"{name}[{i}] must be a non-empty list of token ids")
+        p = [int(t) for t in p]
+        if max_positions is not None and len(p) >= max_positions:
+            raise ValueError(
+                f"{name}[{i}] has {len(p)} tokens, which leaves no room in the model's "
+                f"context of {max_positions} positions"
+            )
+        out.append(p)
+    return out
+
+
+def check_budget(prompts: list[list[int]], max_new_tokens: int, max_positions: int | None) -> None:
+    longest = max(len(p) for p in prompts)
+    if max_positions is not None and longest + max_new_tokens > max_positions:
+        raise ValueError(
+            f"max_new_tokens={max_new_tokens} plus the longest prompt ({longest} tokens) exceeds "
+            f"the model's context of {max_positions} positions"
+        )
+
+
+def finalize_batch(
+    tokens: torch.Tensor,
+    logprobs: torch.Tensor,
+    entropies: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    stop_ids: torch.Tensor,
+    n: int,
+    num_prompts: int,
+    pad_token_id: int,
+) -> RolloutBatch:
+    """Trim to the longest response, zero the padding, derive lengths and finish reasons.
+
+    A response finishes with "stop" iff its last real token is a stop token.
+    """
+    lengths = mask.sum(1)  # (R,)
+    t_max = max(int(lengths.max()), 1)
+    tokens, logprobs, entropies, mask = (x[:, :t_max] for x in (tokens, logprobs, entropies, mask))
+    tokens = tokens.masked_fill(~mask, pad_token_id)
+    logprobs = logprobs.float().masked_fill(~mask, 0.0)
+    entropies = entropies.float().masked_fill(~mask, 0.0)
+    last = tokens.gather(1, (lengths - 1).clamp(min=0)[:, None])[:, 0]  # (R,)
+    stopped = torch.isin(last, stop_ids) & (lengths > 0)
+    reasons = ["stop" if s else "length" for s in stopped.tolist()]
+    prompt_index = torch.arange(num_prompts, device=tokens.device).repeat_interleave(n)
+    return RolloutBatch(
+        prompt_index=prompt_index,
+        response_ids=tokens,
+        response_mask=mask,
+        logprobs=logprobs,
+        entropies=entropies,
+        lengths=lengths,
+        finish_reasons=reasons,
+    )

@@ -1,0 +1,183 @@
+"""Teacher-forced log-probs and entropies of given responses, chunked over tokens.
+
+`score_responses` is used both for rollout scoring (no grad: `logp_old`, `logp_ref`) and
+for the training loss (with grad). The transformer trunk runs once to the final hidden
+states; the LM head, `log_softmax(logits / T)` and the entropy are then computed by
+`ChunkedTokenLogProb` over `chunk_tokens` response tokens at a time, so the full
+(R, T, V) fp32 logits never exist. Its backward recomputes each chunk's logits from the
+saved hidden states (nothing per chunk is stored for backward), and it produces exactly
+the naive gradient: d logp_t / d z = (onehot(y_t) - softmax(z)) / T.
+
+Sequences are laid out as [left-padded prompt | right-padded response] with an
+attention mask and position ids = cumsum(mask) - 1, so a padded batch scores each
+sequence as if it were alone (test). Entropies are returned detached.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+DEFAULT_CHUNK_TOKENS = 1024  # response tokens per LM-head chunk: V * 1024 * 4 bytes of fp32 logits
+
+
+class ChunkedTokenLogProb(torch.autograd.Function):
+    """(logp (N,), entropy (N,)) of `targets` under softmax((hidden @ W.T + b) / T), chunked.
+
+    Forward: per chunk of rows, z = linear(h, W, b).float() / T (the same cast as an HF
+    model's `logits.float()`), logp = z[y] - logsumexp(z), H = logsumexp(z) - sum softmax(z) z.
+    Backward: recompute z per chunk; dz = g * (onehot(y) - softmax(z)) / T, cast to the
+    weight dtype; dh = dz @ W, dW += dz.T @ h (accumulated in fp32), db += sum dz.
+    The entropy output is non-differentiable.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, targets, temperature: float, chunk: int):  # noqa: D401
+        n = hidden.shape[0]
+        logp = hidden.new_empty(n, dtype=torch.float32)  # (N,)
+        ent = hidden.new_empty(n, dtype=torch.float32)  # (N,)
+        for s in range(0, n, chunk):
+            z = F.linear(hidden[s : s + chunk], weight, bias).float() / temperature  # (c, V)
+            lse = torch.logsumexp(z, dim=-1)  # (c,)
+            logp[s : s + chunk] = z.gather(1, targets[s : s + chunk, None])[:, 0] - lse
+            ent[s : s + chunk] = lse - (torch.softmax(z, dim=-1) * z).sum(-1)
+        ctx.save_for_backward(hidden, weight, bias, targets)
+        ctx.temperature, ctx.chunk = temperature, chunk
+        ctx.mark_non_differentiable(ent)
+        return logp, ent
+
+    @staticmethod
+    def backward(ctx, grad_logp, _grad_ent):
+        hidden, weight, bias, targets = ctx.saved_tensors
+        need_h, need_w, need_b = ctx.needs_input_grad[:3]
+        t, chunk = ctx.temperature, ctx.chunk
+        grad_h = torch.empty_like(hidden) if need_h else None
+        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
+        grad_b = (
+            torch.zeros(bias.shape, dtype=torch.float32, device=bias.device)
+            if need_b and bias is not None
+            else None
+        )
+        for s in range(0, hidden.shape[0], chunk):
+            h = hidden[s : s + chunk]  # (c, H)
+            g = grad_logp[s : s + chunk].float()  # (c,)
+            z = F.linear(h, weight, bias).float() / t  # (c, V)
+            dz = torch.softmax(z, dim=-1).mul_(-g[:, None])  # -g * p
+            dz.scatter_add_(1, targets[s : s + chunk, None], g[:, None])  # + g * onehot
+            dz = dz.div_(t).to(weight.dtype)
+            if grad_h is not None:
+                grad_h[s : s + chunk] = dz @ weight
+            if grad_w is not None:
+                grad_w.addmm_(dz.t().float(), h.float())
+            if grad_b is not None:
+                grad_b += dz.float().sum(0)
+        grad_w = grad_w.to(weight.dtype) if grad_w is not None else None
+        grad_b = grad_b.to(bias.dtype) if grad_b is not None else None
+        return grad_h, grad_w, grad_b, None, None, None
+
+
+def lm_head_of(model: nn.Module) -> nn.Linear:
+    """The model's output projection; only a plain `nn.Linear` head is supported."""
+    head = model.get_output_embeddings()
+    if not isinstance(head, nn.Linear):
+        raise ValueError(
+            f"model {type(model).__name__}: score_responses needs an nn.Linear LM head, "
+            f"got {type(head).__name__}"
+        )
+    return head
+
+
+def build_scoring_inputs(
+    prompt_ids: Sequence[Sequence[int]],
+    response_ids: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    pad_token_id: int,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """[left-padded prompt | response] ids, attention mask, position ids, prompt width P.
+
+    Returns input_ids (R, P + T), attention (R, P + T) long, position_ids (R, P + T), P.
+    """
+    r = len(prompt_ids)
+    width = max(len(p) for p in prompt_ids)
+    prompt = torch.full((r, width), pad_token_id, dtype=torch.long)
+    prompt_mask = torch.zeros((r, width), dtype=torch.long)
+    for i, p in enumerate(prompt_ids):
+        if len(p):
+            prompt[i, width - len(p) :] = torch.as_tensor(list(p), dtype=torch.long)
+            prompt_mask[i, width - len(p) :] = 1
+    input_ids = torch.cat([prompt.to(device), response_ids.to(device)], dim=1)  # (R, P+T)
+    attention = torch.cat([prompt_mask.to(device), mask.to(device).long()], dim=1)  # (R, P+T)
+    position_ids = (attention.cumsum(1) - 1).clamp(min=0)  # (R, P+T)
+    return input_ids, attention, position_ids, width
+
+
+def score_responses(
+    model: nn.Module,
+    prompt_ids: Sequence[Sequence[int]],
+    response_ids: torch.Tensor,
+    mask: torch.Tensor,
+    temperature: float,
+    *,
+    chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
+    with_grad: bool = False,
+    pad_token_id: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probs (R, T) and entropies (R, T), fp32, of `response_ids` given `prompt_ids`.
+
+    logp[r, t] = log softmax(logits / T)[response_ids[r, t]] with logits predicting that
+    token from the prompt and the response prefix; entropy[r, t] = -sum p log p of the same
+    distribution. Both are 0 where `mask` is False. `with_grad=True` keeps autograd through
+    logp (entropy is always detached); otherwise runs under no_grad. The pad id only fills
+    masked positions and never influences the result.
+    """
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0 for scoring, got {temperature!r}")
+    if chunk_tokens < 1:
+        raise ValueError(f"chunk_tokens must be >= 1, got {chunk_tokens!r}")
+    if response_ids.dim() != 2 or mask.shape != response_ids.shape:
+        raise ValueError(
+            f"response_ids (R, T) and mask must have the same 2-D shape, got "
+            f"{tuple(response_ids.shape)} and {tuple(mask.shape)}"
+        )
+    r, t = response_ids.shape
+    if len(prompt_ids) != r:
+        raise ValueError(f"prompt_ids has {len(prompt_ids)} entries but response_ids has {r} rows")
+    if any(len(p) == 0 for p in prompt_ids):
+        raise ValueError("prompt_ids entries must be non-empty")
+    head = lm_head_of(model)
+    device = head.weight.device
+    mask = mask.to(device=device, dtype=torch.bool)
+    response_ids = response_ids.to(device)
+    out_logp = torch.zeros((r, t), dtype=torch.float32, device=device)
+    out_ent = torch.zeros((r, t), dtype=torch.float32, device=device)
+    t_eff = int(mask.any(0).nonzero().max()) + 1 if bool(mask.any()) else 0
+    if t_eff == 0:
+        return out_logp, out_ent
+    resp, m = response_ids[:, :t_eff], mask[:, :t_eff]
+    resp = resp.masked_fill(~m, pad_token_id)
+    input_ids, attention, position_ids, width = build_scoring_inputs(
+        prompt_ids, resp, m, pad_token_id=pad_token_id, device=device
+    )
+    grad_ctx = torch.enable_grad() if with_grad else torch.no_grad()
+    with grad_ctx:
+        trunk = model.base_model
+        hidden = trunk(
+            input_ids=input_ids,
+            attention_mask=attention,
+            position_ids=position_ids,
+            use_cache=False,
+        ).last_hidden_state  # (R, P+T', H)
+        h = hidden[:, width - 1 : width - 1 + t_eff][m]  # (N, H): states predicting real tokens
+        logp_sel, ent_sel = ChunkedTokenLogProb.apply(
+            h, head.weight, head.bias, resp[m], float(temperature), int(chunk_tokens)
+        )
+        full = torch.zeros((r, t), dtype=torch.bool, device=device)
+        full[:, :t_eff] = m
+        logp = out_logp.masked_scatter(full, logp_sel)  # differentiable in logp_sel
+        ent = out_ent.masked_scatter(full, ent_sel.detach())
+    return logp, ent

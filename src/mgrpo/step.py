@@ -1,0 +1,388 @@
+"""One M-GRPO training step, top to bottom (DESIGN.md section 2).
+
+    policy rollouts (M [+ vote-only]) and momentum rollouts (N) for B prompts
+    -> trajectory entropies (B, G) -> IQR keep mask -> answers -> majority vote (pseudo-labels)
+    -> rewards (B, M) -> loss set -> group advantages -> clipped PG loss (+ k3 KL)
+    -> optimizer step(s) -> EMA of the momentum model after each optimizer step.
+
+Every preset (m-grpo, srt, ttrl, intuitor, grpo) runs this same function; what differs is the
+`AlgorithmSpec` (see `algorithms.py`). Stage names double as timer and metric prefixes:
+`generate`, `score`, `advantage`, `train`, `ema`.
+
+Departures from the paper: none in the math. Engineering choices: `logp_old` is recomputed by
+a teacher-forced pass of the policy (so ratio == 1 exactly on the first update), and rollouts
+outside the loss set are not forwarded at all during training (their loss mask is 0).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from mgrpo.algorithms import AlgorithmSpec
+from mgrpo.answers import extract_answer
+from mgrpo.config import Config
+from mgrpo.core.advantages import get_advantage_estimator
+from mgrpo.core.entropy import trajectory_entropy
+from mgrpo.core.filtering import iqr_keep_mask
+from mgrpo.core.losses import policy_loss
+from mgrpo.core.voting import Vote, majority_vote
+from mgrpo.momentum import MomentumModel
+from mgrpo.rewards import self_certainty
+from mgrpo.rollout import RolloutBatch, SamplingParams, score_responses
+
+
+@dataclass
+class StepModels:
+    """Everything a step touches. `reference` is None when kl_coef == 0 (no third model)."""
+
+    policy: torch.nn.Module
+    policy_engine: Any
+    momentum: MomentumModel | None
+    momentum_engine: Any | None
+    reference: torch.nn.Module | None
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    checker: Any  # mgrpo.answers.AnswerChecker
+    tokenizer: Any
+    stop_token_ids: tuple[int, ...]
+
+
+@dataclass
+class StepBatch:
+    """B prompts: their token ids and (diagnostic-only, unless reward == truth) answers."""
+
+    prompt_ids: list[list[int]]
+    answers: list[str | None]
+
+
+@dataclass
+class StageTimer:
+    times: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.times[stage] = self.times.get(stage, 0.0) + time.perf_counter() - start
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss or gradient norm was NaN/inf; the update was skipped."""
+
+
+def step_seed(seed: int, step: int, stream: int) -> int:
+    """Deterministic per-step sampling seed (independent of any global RNG state)."""
+    return (seed * 1_000_003 + step * 7_919 + stream * 104_729) % (2**31 - 1)
+
+
+class _CachedEquivalence:
+    """`equivalent(answer, representative)` memoised across a whole step (one checker call
+    per distinct ordered pair; identical strings never reach the checker)."""
+
+    def __init__(self, checker: Any) -> None:
+        self.checker = checker
+        self.memo: dict[tuple[str, str], bool] = {}
+
+    def __call__(self, a: str, b: str) -> bool:
+        if a == b:
+            return True
+        key = (a, b)
+        if key not in self.memo:
+            self.memo[key] = bool(self.checker.equivalent(a, b))
+        return self.memo[key]
+
+
+def _decode_answers(tokenizer: Any, rollouts: RolloutBatch, kind: str) -> list[str | None]:
+    ids = [row[mask].tolist() for row, mask in zip(rollouts.response_ids, rollouts.response_mask)]
+    texts = tokenizer.batch_decode(ids, skip_special_tokens=True)
+    return [extract_answer(text, kind=kind) for text in texts]
+
+
+def _rows(rollouts: RolloutBatch, index: torch.Tensor) -> RolloutBatch:
+    """Sub-batch of rollouts by row index, trimmed to its longest response."""
+    mask = rollouts.response_mask[index]
+    width = max(int(mask.sum(dim=1).max().item()), 1) if len(index) else 1
+    return RolloutBatch(
+        prompt_index=rollouts.prompt_index[index],
+        response_ids=rollouts.response_ids[index, :width],
+        response_mask=mask[:, :width],
+        logprobs=rollouts.logprobs[index, :width],
+        entropies=rollouts.entropies[index, :width],
+        lengths=rollouts.lengths[index],
+        finish_reasons=[rollouts.finish_reasons[i] for i in index.tolist()],
+    )
+
+
+def _vote_all(
+    answers: list[list[str | None]], keep: torch.Tensor, equivalent: Callable, min_share: float
+) -> list[Vote]:
+    votes = []
+    for row_answers, row_keep in zip(answers, keep.tolist()):
+        pool = [a if k else None for a, k in zip(row_answers, row_keep)]
+        votes.append(majority_vote(pool, equivalent, min_share=min_share))
+    return votes
+
+
+def _rewards(
+    spec: AlgorithmSpec,
+    answers: list[list[str | None]],  # (B, M) policy train rollouts
+    targets: list[str | None],  # (B,) pseudo-label or ground truth
+    equivalent: Callable,
+) -> torch.Tensor:
+    rows = []
+    for row_answers, target in zip(answers, targets):
+        rows.append(
+            [
+                1.0 if target is not None and a is not None and equivalent(a, target) else 0.0
+                for a in row_answers
+            ]
+        )
+    return torch.tensor(rows, dtype=torch.float32)  # (B, M)
+
+
+def train_step(models: StepModels, batch: StepBatch, cfg: Config, spec: AlgorithmSpec, step: int) -> dict[str, Any]:
+    """Run one training step in place (optimizer, scheduler, momentum); return its metrics.
+
+    Raises NonFiniteLossError (after zeroing grads, without stepping) when the loss or the
+    gradient norm is not finite, so the caller can count and stop after repeated failures.
+    """
+    timer = StageTimer()
+    step_start = time.perf_counter()
+    gen = cfg.generation
+    B = len(batch.prompt_ids)
+    M, V, N = spec.policy_rollouts, spec.vote_only_rollouts, spec.momentum_rollouts
+    equivalent = _CachedEquivalence(models.checker)
+
+    def params(stream: int) -> SamplingParams:
+        return SamplingParams(
+            max_new_tokens=gen.max_new_tokens,
+            temperature=gen.temperature,
+            top_p=gen.top_p,
+            top_k=gen.top_k,
+            stop_token_ids=models.stop_token_ids,
+            seed=step_seed(cfg.seed, step, stream),
+        )
+
+    # ---- generate ------------------------------------------------------------------
+    with timer("generate"):
+        policy_rollouts = models.policy_engine.generate(batch.prompt_ids, n=M + V, params=params(0))
+        momentum_rollouts = (
+            models.momentum_engine.generate(batch.prompt_ids, n=N, params=params(1)) if N else None
+        )
+
+    # ---- score: entropies, filter, answers, vote, rewards -------------------------------
+    with timer("score"):
+        policy_entropy = trajectory_entropy(
+            policy_rollouts.entropies, policy_rollouts.response_mask
+        ).view(B, M + V)  # (B, M+V)
+        if momentum_rollouts is not None:
+            momentum_entropy = trajectory_entropy(
+                momentum_rollouts.entropies, momentum_rollouts.response_mask
+            ).view(B, N)  # (B, N)
+            entropy = torch.cat([policy_entropy, momentum_entropy], dim=1)  # (B, G)
+        else:
+            momentum_entropy = None
+            entropy = policy_entropy
+        keep = iqr_keep_mask(entropy, spec.iqr_k)  # (B, G)
+
+        kind = cfg.data.answer_kind
+        flat = _decode_answers(models.tokenizer, policy_rollouts, kind)
+        answers = [flat[b * (M + V) : (b + 1) * (M + V)] for b in range(B)]  # (B, M+V)
+        if momentum_rollouts is not None:
+            flat_m = _decode_answers(models.tokenizer, momentum_rollouts, kind)
+            answers = [row + flat_m[b * N : (b + 1) * N] for b, row in enumerate(answers)]
+        policy_answers = [row[:M] for row in answers]  # (B, M)
+
+        votes: list[Vote] = []
+        if spec.reward == "vote":
+            votes = _vote_all(answers, keep, equivalent, spec.min_vote_share)
+            rewards = _rewards(spec, policy_answers, [v.label for v in votes], equivalent)
+        elif spec.reward == "truth":
+            if any(a is None for a in batch.answers):
+                raise ValueError("preset grpo needs a ground-truth answer for every prompt")
+            rewards = _rewards(spec, policy_answers, batch.answers, equivalent)
+        else:  # self-certainty (Intuitor)
+            train_rows = _policy_train_rows(B, M, V)
+            sub = _rows(policy_rollouts, train_rows)
+            rewards = self_certainty(
+                models.policy,
+                [batch.prompt_ids[int(i)] for i in sub.prompt_index],
+                sub.response_ids,
+                sub.response_mask,
+                gen.temperature,
+            ).view(B, M)
+
+    # ---- advantage ----------------------------------------------------------------------
+    with timer("advantage"):
+        in_loss = keep[:, :M].clone() if spec.filter_in_loss else torch.ones(B, M, dtype=torch.bool)
+        advantages = get_advantage_estimator(cfg.algorithm.advantage)(rewards, in_loss)  # (B, M)
+
+    # ---- train: logp_old / logp_ref before any update, then U updates with accumulation ----
+    train_rows = _policy_train_rows(B, M, V)  # rows of policy_rollouts that train, (B*M,)
+    train_rollouts = _rows(policy_rollouts, train_rows)
+    loss_rows = in_loss.flatten().nonzero().flatten()  # (L,) indices into train_rollouts
+    loss_rollouts = _rows(train_rollouts, loss_rows)  # (L, T)
+    algo = cfg.algorithm
+    micro = cfg.trainer.micro_batch_size
+    use_ref = models.reference is not None and algo.kl_coef > 0
+    with timer("score"), torch.no_grad():
+        logp_old = torch.zeros(loss_rollouts.response_ids.shape)  # (L, T)
+        logp_ref = torch.zeros(loss_rollouts.response_ids.shape) if use_ref else None
+        for chunk in _chunks(len(loss_rows), micro):
+            mb = _rows(loss_rollouts, chunk)
+            prompts = [batch.prompt_ids[int(i)] for i in mb.prompt_index]
+            width = mb.response_ids.shape[1]
+            old, _ = score_responses(
+                models.policy, prompts, mb.response_ids, mb.response_mask, gen.temperature,
+                with_grad=False,
+            )
+            logp_old[chunk, :width] = old.float().cpu()
+            if logp_ref is not None:
+                ref, _ = score_responses(
+                    models.reference, prompts, mb.response_ids, mb.response_mask,
+                    gen.temperature, with_grad=False,
+                )
+                logp_ref[chunk, :width] = ref.float().cpu()
+    loss_adv = advantages.flatten()[loss_rows]  # (L,)
+
+    metrics_acc: dict[str, float] = {"loss/pg": 0.0, "loss/kl": 0.0, "loss/clip_fraction": 0.0}
+    grad_norms: list[float] = []
+    updates = cfg.trainer.updates_per_step
+    for update in range(updates):
+        lo, hi = update * B // updates, (update + 1) * B // updates
+        positions = ((loss_rollouts.prompt_index >= lo) & (loss_rollouts.prompt_index < hi))
+        positions = positions.nonzero().flatten()  # (L_u,) rows of this update
+        n_tokens = float(loss_rollouts.response_mask[positions].sum())
+        n_seqs = float(len(positions))
+        with timer("train"):
+            models.optimizer.zero_grad(set_to_none=True)
+            for chunk in _chunks(len(positions), micro):
+                rows = positions[chunk]
+                mb = _rows(loss_rollouts, rows)
+                width = mb.response_ids.shape[1]
+                device = mb.response_ids.device
+                prompts = [batch.prompt_ids[int(i)] for i in mb.prompt_index]
+                logp, _ = score_responses(
+                    models.policy, prompts, mb.response_ids, mb.response_mask, gen.temperature,
+                    with_grad=True,
+                )
+                loss, stats = policy_loss(
+                    logp,
+                    logp_old[rows, :width].to(device),
+                    None if logp_ref is None else logp_ref[rows, :width].to(device),
+                    loss_adv[rows].to(device),
+                    mb.response_mask,
+                    clip=algo.clip,
+                    kl_coef=algo.kl_coef,
+                    agg=algo.loss_agg,
+                    num_tokens_global=n_tokens,
+                    num_seqs_global=n_seqs,
+                    norm_length=gen.max_new_tokens,
+                )
+                if not torch.isfinite(loss):
+                    models.optimizer.zero_grad(set_to_none=True)
+                    raise NonFiniteLossError(f"step {step}: loss is {loss.item()}")
+                loss.backward()
+                share = len(chunk) / max(len(positions), 1) / updates
+                metrics_acc["loss/pg"] += stats["pg_loss"] * share
+                metrics_acc["loss/kl"] += stats["kl"] * share
+                metrics_acc["loss/clip_fraction"] += stats["clip_fraction"] * share
+            grad_norm = torch.nn.utils.clip_grad_norm_(
+                [p for p in models.policy.parameters() if p.requires_grad],
+                cfg.optim.max_grad_norm,
+            )
+            if not torch.isfinite(grad_norm):
+                models.optimizer.zero_grad(set_to_none=True)
+                raise NonFiniteLossError(f"step {step}: gradient norm is {grad_norm.item()}")
+            grad_norms.append(float(grad_norm))
+            models.optimizer.step()
+            models.optimizer.zero_grad(set_to_none=True)
+        with timer("ema"):
+            if models.momentum is not None:
+                models.momentum.update_(models.policy, spec.momentum)
+    lr = models.optimizer.param_groups[0]["lr"]
+    models.scheduler.step()
+
+    metrics = _step_metrics(
+        spec, batch, policy_rollouts, momentum_rollouts, policy_entropy, momentum_entropy,
+        keep, rewards, votes, policy_answers, equivalent, B, M,
+    )
+    metrics.update(metrics_acc)
+    metrics["grad_norm"] = sum(grad_norms) / len(grad_norms)
+    metrics["lr"] = lr
+    for stage in ("generate", "score", "advantage", "train", "ema"):
+        metrics[f"time/{stage}"] = timer.times.get(stage, 0.0)
+    metrics["time/step"] = time.perf_counter() - step_start
+    return metrics
+
+
+def _chunks(n: int, size: int) -> Iterator[torch.Tensor]:
+    """Index tensors [0, size), [size, 2 size), ... covering range(n)."""
+    for start in range(0, n, size):
+        yield torch.arange(start, min(start + size, n))
+
+
+def _policy_train_rows(B: int, M: int, V: int) -> torch.Tensor:
+    """Row indices (prompt-major) of the first M of each prompt's M + V policy rollouts."""
+    return (torch.arange(B).unsqueeze(1) * (M + V) + torch.arange(M).unsqueeze(0)).flatten()
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
+
+
+def _step_metrics(
+    spec: AlgorithmSpec,
+    batch: StepBatch,
+    policy_rollouts: RolloutBatch,
+    momentum_rollouts: RolloutBatch | None,
+    policy_entropy: torch.Tensor,
+    momentum_entropy: torch.Tensor | None,
+    keep: torch.Tensor,
+    rewards: torch.Tensor,
+    votes: list[Vote],
+    policy_answers: list[list[str | None]],
+    equivalent: Callable,
+    B: int,
+    M: int,
+) -> dict[str, Any]:
+    labels = [v.label for v in votes]
+    train_rows = _policy_train_rows(B, M, policy_entropy.shape[1] - M)
+    lengths = policy_rollouts.lengths[train_rows].float()
+    out: dict[str, Any] = {
+        "reward/mean": float(rewards.mean()),
+        "reward/std": float(rewards.std()) if rewards.numel() > 1 else 0.0,
+        "label/vote_share": _mean([v.share for v in votes if v.label is not None]),
+        "label/none_fraction": _mean([float(v.label is None) for v in votes]) if votes else 0.0,
+        "entropy/policy": float(policy_entropy[:, :M].mean()),
+        "entropy/momentum": float(momentum_entropy.mean()) if momentum_entropy is not None else math.nan,
+        "filter/dropped_fraction": float((~keep).float().mean()),
+        "response/length_mean": float(lengths.mean()),
+        "response/truncated_fraction": _mean(
+            [float(policy_rollouts.finish_reasons[int(i)] == "length") for i in train_rows]
+        ),
+        "answers/parsed_fraction": _mean([float(a is not None) for row in policy_answers for a in row]),
+    }
+    if all(a is not None for a in batch.answers):
+        truth = batch.answers
+        out["policy/accuracy"] = _mean(
+            [
+                float(a is not None and equivalent(a, t))
+                for row, t in zip(policy_answers, truth)
+                for a in row
+            ]
+        )
+        if votes:
+            out["label/accuracy"] = _mean(
+                [float(lbl is not None and equivalent(lbl, t)) for lbl, t in zip(labels, truth)]
+            )
+    return out

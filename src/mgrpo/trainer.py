@@ -1,0 +1,405 @@
+"""The training loop: models, data order, schedule, validation, logging, checkpoints, resume.
+
+`train(cfg, output_dir)` builds the three models of M-GRPO (policy; momentum = EMA master +
+generator; frozen reference, only when kl_coef > 0), then calls `step.train_step` once per
+step. Everything that decides a step's outcome is a pure function of (seed, step) plus the
+restored model/optimizer/scheduler state, so `--resume` continues bit-exactly on CPU.
+
+Run directory:
+    config.yaml          the fully resolved config
+    metrics.jsonl        one JSON object per step (flushed + fsynced each step)
+    checkpoints/step-N/  see `checkpoint.py`
+    tensorboard/         the same scalars for TensorBoard
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import random
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mgrpo.algorithms import AlgorithmSpec, resolve_algorithm
+from mgrpo.checkpoint import (
+    latest_checkpoint,
+    load_tensors,
+    optimizer_from_files,
+    read_json,
+    save_checkpoint,
+)
+from mgrpo.config import Config, config_to_dict, dump_config
+from mgrpo.data.datasets import PromptRecord
+from mgrpo.momentum import MomentumModel
+from mgrpo.step import NonFiniteLossError, StepBatch, StepModels, train_step
+from mgrpo.training_data import PromptSet, build_prompt_set, load_records
+
+# Config keys allowed to differ between the original run and a `--resume`.
+RESUME_MUTABLE = ("trainer.max_steps", "trainer.save_every", "trainer.eval_every",
+                  "trainer.progress", "trainer.keep_last", "trainer.threads")
+
+
+class TrainingError(RuntimeError):
+    """The run cannot continue (bad resume, repeated NaN losses, ...); message says why."""
+
+
+# ------------------------------------------------------------------------------ schedule
+
+
+def lr_lambda(warmup_steps: int, total_steps: int, schedule: str, min_ratio: float):
+    """Multiplier of the base lr at scheduler step s (0-based): linear warmup over
+    `warmup_steps`, then cosine from 1 to `min_ratio` at `total_steps` (or constant)."""
+
+    def fn(s: int) -> float:
+        if warmup_steps > 0 and s < warmup_steps:
+            return (s + 1) / warmup_steps
+        if schedule == "constant":
+            return 1.0
+        span = max(total_steps - warmup_steps, 1)
+        progress = min(max(s - warmup_steps, 0) / span, 1.0)
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return fn
+
+
+# ------------------------------------------------------------------------------- metrics
+
+
+class MetricsLog:
+    """Appends one JSON line per step (fsynced) and mirrors scalars to TensorBoard."""
+
+    def __init__(self, run_dir: Path, tensorboard: bool = True) -> None:
+        self.path = run_dir / "metrics.jsonl"
+        self.writer = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+            except ImportError:  # pragma: no cover - tensorboard is a dependency
+                warnings.warn("tensorboard not installed; skipping TensorBoard logs", stacklevel=2)
+
+    def truncate_after(self, step: int) -> None:
+        """Drop lines past `step` (a resumed run rewrites them)."""
+        if not self.path.exists():
+            return
+        keep = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                if json.loads(line)["step"] <= step:
+                    keep.append(line)
+            except (ValueError, KeyError):
+                continue  # a partial last line from a killed run
+        self.path.write_text("".join(x + "\n" for x in keep), encoding="utf-8")
+
+    def write(self, metrics: dict[str, Any]) -> None:
+        clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(clean) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        if self.writer is not None:
+            for key, value in clean.items():
+                if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                    self.writer.add_scalar(key, value, metrics["step"])
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+# --------------------------------------------------------------------------------- setup
+
+
+@dataclass
+class Run:
+    cfg: Config
+    spec: AlgorithmSpec
+    run_dir: Path
+    models: StepModels
+    train_set: PromptSet
+    val_records: list[PromptRecord]
+    alarm: Any
+
+
+def _config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key in sorted(set(a) | set(b)):
+        dotted = f"{prefix}{key}"
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += _config_diff(va, vb, dotted + ".")
+        elif va != vb:
+            out.append(dotted)
+    return out
+
+
+def _prepare_run_dir(cfg: Config, run_dir: Path, resume: bool) -> None:
+    config_path = run_dir / "config.yaml"
+    if resume:
+        if not config_path.exists():
+            raise TrainingError(f"--resume: {run_dir} has no config.yaml (not a run directory)")
+        import yaml
+
+        saved = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+        changed = [k for k in _config_diff(saved, config_to_dict(cfg)) if k not in RESUME_MUTABLE]
+        if changed:
+            raise TrainingError(
+                f"--resume: the config differs from {config_path} in {', '.join(changed)}; "
+                f"only {', '.join(RESUME_MUTABLE)} may change on resume"
+            )
+    elif (run_dir / "metrics.jsonl").exists() or (run_dir / "checkpoints").exists():
+        raise TrainingError(
+            f"{run_dir} already holds a run; pass --resume to continue it or choose another -o"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = config_path.with_suffix(".yaml.tmp")
+    tmp.write_text(dump_config(cfg), encoding="utf-8")
+    os.replace(tmp, config_path)
+
+
+def _stop_token_ids(tokenizer: Any, model: Any) -> tuple[int, ...]:
+    ids = set()
+    for source in (tokenizer.eos_token_id, getattr(model.generation_config, "eos_token_id", None)):
+        if isinstance(source, int):
+            ids.add(source)
+        elif isinstance(source, (list, tuple)):
+            ids.update(int(i) for i in source)
+    if not ids:
+        raise TrainingError("the tokenizer defines no EOS token; rollouts would never stop")
+    return tuple(sorted(ids))
+
+
+def build_run(cfg: Config, run_dir: Path, resume: bool = False) -> Run:
+    """Everything a run needs, in the order that keeps resume exact."""
+    from mgrpo.answers import AnswerChecker
+    from mgrpo.diagnostics import CollapseAlarm
+    from mgrpo.models.loading import load_model_and_tokenizer
+    from mgrpo.rollout import make_engine
+
+    spec = resolve_algorithm(cfg.algorithm)
+    _prepare_run_dir(cfg, run_dir, resume)
+    if cfg.trainer.threads:
+        torch.set_num_threads(cfg.trainer.threads)
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+
+    policy, tokenizer = load_model_and_tokenizer(
+        cfg.model.name, dtype=cfg.model.dtype, device=cfg.model.device, seed=cfg.seed,
+        tiny_hidden_size=cfg.model.tiny_hidden_size, tiny_layers=cfg.model.tiny_layers,
+    )
+    train_records = load_records(cfg.data, cfg.data.train, split="train", seed=cfg.seed)
+    if spec.needs_labels and any(r.answer is None for r in train_records):
+        raise TrainingError(
+            f"preset {spec.name!r} trains on ground truth: every row of {cfg.data.train} needs "
+            f"data.answer_field ({cfg.data.answer_field!r})"
+        )
+    train_set = build_prompt_set(train_records, tokenizer, cfg.data, seed=cfg.seed)
+    val_records: list[PromptRecord] = []
+    if cfg.validation.data:
+        val_records = load_records(cfg.data, cfg.validation.data, split="val", seed=cfg.seed + 1)
+        val_records = val_records[: cfg.validation.limit]
+
+    reference = None
+    if cfg.algorithm.kl_coef > 0:
+        reference = copy.deepcopy(policy)
+        for p in reference.parameters():
+            p.requires_grad_(False)
+    if cfg.model.gradient_checkpointing:
+        policy.gradient_checkpointing_enable()
+    momentum = MomentumModel(policy) if spec.uses_momentum_model else None
+    trainable = [p for p in policy.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        trainable, lr=cfg.optim.lr, betas=(cfg.optim.beta1, cfg.optim.beta2),
+        eps=cfg.optim.eps, weight_decay=cfg.optim.weight_decay,
+    )
+    warmup = int(cfg.optim.warmup_ratio * cfg.trainer.max_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lr_lambda(warmup, cfg.trainer.max_steps, cfg.optim.schedule, cfg.optim.min_lr_ratio),
+    )
+    pad = tokenizer.pad_token_id
+    models = StepModels(
+        policy=policy,
+        policy_engine=make_engine(cfg.model.engine, policy, pad_token_id=pad),
+        momentum=momentum,
+        momentum_engine=(
+            make_engine(cfg.model.engine, momentum.generator, pad_token_id=pad) if momentum else None
+        ),
+        reference=reference,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        checker=AnswerChecker(),
+        tokenizer=tokenizer,
+        stop_token_ids=_stop_token_ids(tokenizer, policy),
+    )
+    return Run(cfg, spec, run_dir, models, train_set, val_records, CollapseAlarm())
+
+
+def _restore(run: Run, ckpt: Path) -> dict[str, Any]:
+    """Load policy/momentum/optimizer/scheduler/RNG from a verified checkpoint."""
+    from safetensors.torch import load_file
+
+    models = run.models
+    weights = {}
+    for shard in sorted(ckpt.glob("model*.safetensors")):
+        weights.update(load_file(str(shard)))
+    missing, unexpected = models.policy.load_state_dict(weights, strict=False)
+    tied = {k for k in missing if "lm_head" in k and getattr(models.policy.config, "tie_word_embeddings", False)}
+    if set(missing) - tied or unexpected:
+        raise TrainingError(f"{ckpt}: policy weights do not match the model "
+                            f"(missing {sorted(set(missing) - tied)[:3]}, unexpected {unexpected[:3]})")
+    if models.momentum is not None:
+        models.momentum.load_state_dict(load_tensors(ckpt / "momentum.safetensors"))
+    meta = read_json(ckpt / "optimizer.json")
+    models.optimizer.load_state_dict(
+        optimizer_from_files(load_tensors(ckpt / "optimizer.safetensors"), meta)
+    )
+    state = read_json(ckpt / "trainer_state.json")
+    sched = dict(state["scheduler"])
+    sched["lr_lambdas"] = [None] * len(models.optimizer.param_groups)
+    models.scheduler.load_state_dict(sched)
+    torch.set_rng_state(load_tensors(ckpt / "rng.safetensors")["torch"])
+    random.setstate(tuple(_tuplify(state["python_rng"])))
+    return state
+
+
+def _tuplify(x: Any) -> Any:
+    return tuple(_tuplify(v) for v in x) if isinstance(x, list) else x
+
+
+def _save(run: Run, step: int, extra: dict[str, Any]) -> Path:
+    from safetensors.torch import save_file
+
+    models = run.models
+    sched = {k: v for k, v in models.scheduler.state_dict().items() if k != "lr_lambdas"}
+    state = {"step": step, "scheduler": sched, "python_rng": random.getstate(), **extra}
+    path = save_checkpoint(
+        run.run_dir / "checkpoints",
+        step,
+        model=models.policy,
+        tokenizer=models.tokenizer,
+        optimizer=models.optimizer,
+        trainer_state=state,
+        momentum=models.momentum.state_dict() if models.momentum else None,
+        keep_last=run.cfg.trainer.keep_last,
+        extra_tensors={"rng.safetensors": {"torch": torch.get_rng_state()}},
+    )
+    return path
+
+
+# ------------------------------------------------------------------------------ the loop
+
+
+def train(cfg: Config, run_dir: str | Path, *, resume: bool = False) -> Path:
+    """Run (or resume) training; return the run directory."""
+    from mgrpo.validation import run_validation
+
+    run_dir = Path(run_dir)
+    run = build_run(cfg, run_dir, resume)
+    log = MetricsLog(run_dir)
+    start, bad_steps = 0, 0
+    summary: dict[str, Any] = {}
+    if resume:
+        ckpt = latest_checkpoint(run_dir / "checkpoints")
+        if ckpt is None:
+            print(f"mgrpo: no complete checkpoint in {run_dir}; starting from step 0", file=sys.stderr)
+        else:
+            state = _restore(run, ckpt)
+            start, bad_steps = state["step"], state.get("bad_steps", 0)
+            summary = state.get("summary", {})
+            print(f"mgrpo: resumed from {ckpt} (step {start})", file=sys.stderr)
+    log.truncate_after(start)
+    if start == 0 and run.val_records:
+        summary["before"] = run_validation(run, step=0)
+    if start >= cfg.trainer.max_steps:
+        print(f"mgrpo: {run_dir} is already at step {start} >= trainer.max_steps", file=sys.stderr)
+
+    progress = _progress(cfg, start)
+    try:
+        for step in range(start + 1, cfg.trainer.max_steps + 1):
+            records, prompt_ids = run.train_set.batch(step, cfg.trainer.prompts_per_step)
+            batch = StepBatch(prompt_ids=prompt_ids, answers=[r.answer for r in records])
+            try:
+                metrics = train_step(run.models, batch, cfg, run.spec, step)
+                bad_steps = 0
+            except NonFiniteLossError as exc:
+                bad_steps += 1
+                run.models.scheduler.step()
+                metrics = {"train/skipped": 1, "train/skip_reason": str(exc)}
+                print(f"mgrpo: {exc}; update skipped ({bad_steps} in a row)", file=sys.stderr)
+                if bad_steps >= cfg.trainer.max_bad_steps:
+                    raise TrainingError(
+                        f"{bad_steps} consecutive non-finite losses (last at step {step}); "
+                        f"stopping. Lower optim.lr or check the data."
+                    ) from None
+            metrics = {"step": step, **metrics, "data/overlong_prompts": run.train_set.overlong}
+            is_last = step == cfg.trainer.max_steps
+            if run.val_records and (
+                is_last or (cfg.trainer.eval_every and step % cfg.trainer.eval_every == 0)
+            ):
+                val = run_validation(run, step=step)
+                metrics.update({f"val/{k}": v for k, v in val.items()})
+                if is_last:
+                    summary["after"] = val
+            alarm = run.alarm.update(metrics)
+            if alarm is not None:
+                metrics["alarm/collapse"] = 1
+                metrics["alarm/reason"] = alarm.reason
+                progress.write(f"mgrpo: collapse alarm at step {step}: {alarm.reason}")
+            log.write(metrics)
+            progress.update(1)
+            progress.set_postfix(_postfix(metrics), refresh=False)
+            stop = alarm is not None and cfg.trainer.alarm_action == "stop"
+            if is_last or stop or (cfg.trainer.save_every and step % cfg.trainer.save_every == 0):
+                _save(run, step, {"bad_steps": bad_steps, "summary": summary})
+            if stop:
+                raise TrainingError(f"stopped by the collapse alarm at step {step}: {alarm.reason}")
+    finally:
+        progress.close()
+        log.close()
+        run.models.checker.close()
+    _print_summary(run, summary)
+    return run_dir
+
+
+def _progress(cfg: Config, start: int):
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=cfg.trainer.max_steps, initial=start, desc=f"mgrpo {cfg.algorithm.preset}",
+        unit="step", disable=not cfg.trainer.progress, dynamic_ncols=True,
+    )
+
+
+def _postfix(metrics: dict[str, Any]) -> dict[str, str]:
+    shown = {"reward/mean": "reward", "label/accuracy": "label_acc", "entropy/policy": "H",
+             "val/accuracy": "val"}
+    return {short: f"{metrics[k]:.3f}" for k, short in shown.items()
+            if isinstance(metrics.get(k), float)}
+
+
+def _print_summary(run: Run, summary: dict[str, Any]) -> None:
+    before, after = summary.get("before"), summary.get("after")
+    lines = []
+    if before or after:
+        keys = [k for k in ("accuracy", "maj@k", "entropy") if k in (after or before or {})]
+        lines.append("| metric | before | after |")
+        lines.append("|---|---|---|")
+        for key in keys:
+            b = f"{before[key]:.3f}" if before and key in before else "-"
+            a = f"{after[key]:.3f}" if after and key in after else "-"
+            lines.append(f"| val {key} | {b} | {a} |")
+    ckpt = latest_checkpoint(run.run_dir / "checkpoints")
+    lines.append(f"run directory: {run.run_dir}")
+    lines.append(f"checkpoint:    {ckpt}")
+    lines.append(f"tensorboard:   tensorboard --logdir {run.run_dir / 'tensorboard'}")
+    print("\n".join(lines), file=sys.stderr)

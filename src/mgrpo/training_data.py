@@ -1,0 +1,113 @@
+"""Training prompts: load the records, render + tokenize them once, serve step batches.
+
+The batch of step s (1-based) is a pure function of (seed, s): prompts are visited in a
+fresh seeded permutation each epoch, so a resumed run sees exactly the prompts an
+uninterrupted run would have seen, with nothing to store but the step number.
+
+Prompts longer than `data.max_prompt_length` tokens are skipped (default), truncated from
+the left (keeping the question's end and the instruction), or rejected, per
+`data.overlong_prompts`; the count is logged as `data/overlong_prompts`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from mgrpo.config import DataConfig
+from mgrpo.data.datasets import PromptRecord, load_prompt_dataset
+from mgrpo.data.prompts import encode_prompts, render_prompt, uses_chat_template
+
+SYNTHETIC_VAL_SEED_OFFSET = 7_919
+
+
+def load_records(data: DataConfig, source: str, *, split: str, seed: int) -> list[PromptRecord]:
+    """Records of `source`: `arithmetic`, `lab`, or anything `load_prompt_dataset` reads."""
+    if source == "arithmetic":
+        from mgrpo.data.arithmetic import make_problems
+
+        syn = data.synthetic
+        kwargs = dict(min_operands=syn.min_operands, max_operands=syn.max_operands,
+                      max_value=syn.max_value, ops=syn.ops)
+        train = make_problems(syn.size, seed=seed, **kwargs)
+        if split == "train":
+            return train
+        return make_problems(
+            syn.size, seed=seed + SYNTHETIC_VAL_SEED_OFFSET,
+            exclude={r.question for r in train}, **kwargs,
+        )
+    if source == "lab":
+        from mgrpo.lab import lab_task_problems
+
+        return lab_task_problems(split=split)
+    return load_prompt_dataset(
+        source,
+        prompt_field=data.prompt_field,
+        answer_field=data.answer_field,
+        id_field=data.id_field,
+        split="test" if split == "val" and source in ("math500", "gsm8k") else "train",
+        limit=data.limit,
+    )
+
+
+def tokenize_prompts(records: list[PromptRecord], tokenizer: Any, data: DataConfig) -> list[list[int]]:
+    """Render each question with the configured template and tokenize it."""
+    texts = [render_prompt(r.question, tokenizer, data.template, data.suffix) for r in records]
+    return encode_prompts(texts, tokenizer, chat=uses_chat_template(tokenizer, data.template))
+
+
+@dataclass
+class PromptSet:
+    records: list[PromptRecord]
+    prompt_ids: list[list[int]]
+    seed: int
+    overlong: int = 0  # prompts skipped or truncated for length
+
+    def batch(self, step: int, size: int) -> tuple[list[PromptRecord], list[list[int]]]:
+        """The `size` prompts of step `step` (1-based), in a per-epoch seeded order."""
+        n = len(self.records)
+        picked = []
+        for position in range((step - 1) * size, step * size):
+            epoch, offset = divmod(position, n)
+            picked.append(int(self._order(epoch)[offset]))
+        return [self.records[i] for i in picked], [self.prompt_ids[i] for i in picked]
+
+    def _order(self, epoch: int) -> torch.Tensor:
+        cache = getattr(self, "_orders", None)
+        if cache is None:
+            cache = self._orders = {}
+        if epoch not in cache:
+            gen = torch.Generator().manual_seed(self.seed * 10_007 + epoch)
+            cache.clear()
+            cache[epoch] = torch.randperm(len(self.records), generator=gen)
+        return cache[epoch]
+
+
+def build_prompt_set(records: list[PromptRecord], tokenizer: Any, data: DataConfig, *, seed: int) -> PromptSet:
+    """Tokenize records and apply the overlong-prompt policy; empty results are an error."""
+    if not records:
+        raise ValueError(f"data.train={data.train!r}: the dataset is empty")
+    ids = tokenize_prompts(records, tokenizer, data)
+    limit = data.max_prompt_length
+    kept_records, kept_ids, overlong = [], [], 0
+    for record, prompt in zip(records, ids):
+        if len(prompt) > limit:
+            overlong += 1
+            if data.overlong_prompts == "error":
+                raise ValueError(
+                    f"data.train={data.train!r}: prompt {record.id!r} has {len(prompt)} tokens "
+                    f"> data.max_prompt_length={limit} (set data.overlong_prompts=skip|truncate)"
+                )
+            if data.overlong_prompts == "skip":
+                continue
+            prompt = prompt[-limit:]
+        kept_records.append(record)
+        kept_ids.append(prompt)
+    if not kept_records:
+        raise ValueError(
+            f"data.train={data.train!r}: all {len(records)} prompts exceed "
+            f"data.max_prompt_length={limit} tokens"
+        )
+    return PromptSet(kept_records, kept_ids, seed, overlong)
