@@ -16,6 +16,7 @@ from mgrpo import __version__
 
 # name -> (module implementing configure_parser/run, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("mgrpo.train_cli", "train a model with M-GRPO or a baseline (SRT, TTRL, Intuitor, GRPO)"),
     "report": ("mgrpo.report", "plots and an HTML report of one or more run directories"),
     "compare": ("mgrpo.compare", "run a recipe under several presets / G / seeds and compare"),
     "eval": ("mgrpo.evaluate", "benchmark accuracy (avg@k, pass@k, maj@k) of a model or checkpoint"),
@@ -47,7 +48,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     module = importlib.import_module(COMMANDS[name][0])
     parser = argparse.ArgumentParser(prog=f"mgrpo {name}", description=COMMANDS[name][1])
     module.configure_parser(parser)
-    args = parser.parse_args(rest)
+    # Commands taking free `key=value` positionals after options opt into intermixed parsing.
+    if getattr(module, "INTERMIXED_ARGS", False):
+        args = parser.parse_intermixed_args(rest)
+    else:
+        args = parser.parse_args(rest)
     return int(module.run(args) or 0)
 
 

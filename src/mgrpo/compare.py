@@ -57,6 +57,10 @@ SCALING_FILE = "scaling.md"
 VAL_KEY = "val/accuracy"
 MIN_ROLLOUTS = 2
 
+#: mgrpo.cli parses this command with parse_intermixed_args: the key=value overrides come
+#: after the options, which plain parse_args rejects once '*' matched nothing before them
+INTERMIXED_ARGS = True
+
 #: runner(argv, run_dir) -> exit status; the default runs argv as a subprocess
 Runner = Callable[[list[str], Path], int]
 
@@ -138,12 +142,15 @@ def check_overrides(overrides: Sequence[str], spec: RunSpec) -> None:
             raise ValueError(f"override {item!r} is not of the form key=value")
         key = item.split("=", 1)[0]
         if key in swept:
-            raise ValueError(f"override {item!r} sets {key}, which compare sweeps; "
-                             "use --presets/--rollouts/--seeds instead")
+            raise ValueError(
+                f"override {item!r} sets {key}, which compare sweeps; "
+                "use --presets/--rollouts/--seeds instead"
+            )
 
 
-def train_command(recipe: str, run_dir: Path, spec: RunSpec, overrides: Sequence[str], *,
-                  resume: bool = False) -> list[str]:
+def train_command(
+    recipe: str, run_dir: Path, spec: RunSpec, overrides: Sequence[str], *, resume: bool = False
+) -> list[str]:
     """The exact argv of one training run."""
     argv = [sys.executable, "-m", "mgrpo", "train", recipe, "-o", str(run_dir)]
     if resume:
@@ -151,17 +158,36 @@ def train_command(recipe: str, run_dir: Path, spec: RunSpec, overrides: Sequence
     return argv + spec.overrides() + list(overrides)
 
 
-def run_state(run_dir: Path) -> str:
-    """``"missing"`` | ``"complete"`` | ``"resumable"`` | ``"incomplete"`` (no checkpoint)."""
-    if not run_dir.exists():
+def requested_max_steps(overrides: Sequence[str]) -> int | None:
+    """``trainer.max_steps`` set on the command line (last one wins), else None."""
+    value = None
+    for item in overrides:
+        key, _, raw = item.partition("=")
+        if key == MAX_STEPS_KEY:
+            try:
+                value = int(raw)
+            except ValueError:
+                raise ValueError(f"override {item!r}: {MAX_STEPS_KEY} must be an integer") from None
+    return value
+
+
+def run_state(run_dir: Path, max_steps: int | None = None) -> str:
+    """``"missing"`` | ``"complete"`` | ``"resumable"`` | ``"incomplete"`` (no checkpoint).
+
+    Complete = ``metrics.jsonl`` reaches ``max_steps`` (default: the run's own resolved
+    ``trainer.max_steps``; pass the requested value when the sweep asks for more steps, so a
+    finished shorter run is resumed rather than skipped).
+    """
+    if not run_dir.exists() or (run_dir.is_dir() and not any(run_dir.iterdir())):
         return "missing"
     metrics, config = run_dir / METRICS_FILE, run_dir / CONFIG_FILE
     if metrics.is_file() and config.is_file():
         try:
-            max_steps = flatten_config(read_config(config)).get(MAX_STEPS_KEY)
+            if max_steps is None:
+                max_steps = flatten_config(read_config(config)).get(MAX_STEPS_KEY)
             log = read_metrics(metrics, lenient=True)
         except MetricsError:
-            max_steps, log = None, None
+            log = None
         if isinstance(max_steps, int) and log is not None and log.records:
             # steps may be numbered from 0 or 1: complete when either reaches max_steps
             if log.last_step >= max_steps or len(log.records) >= max_steps:
@@ -193,16 +219,23 @@ class CompareOutcome:
     returncode: int
 
 
-def run_sweep(recipe: str, specs: Sequence[RunSpec], out_dir: Path, overrides: Sequence[str], *,
-              runner: Runner = subprocess_runner, fail_fast: bool = False,
-              log: Callable[[str], None] = print) -> list[CompareOutcome]:
+def run_sweep(
+    recipe: str,
+    specs: Sequence[RunSpec],
+    out_dir: Path,
+    overrides: Sequence[str],
+    *,
+    runner: Runner = subprocess_runner,
+    fail_fast: bool = False,
+    log: Callable[[str], None] = print,
+) -> list[CompareOutcome]:
     """Run every spec not yet complete, sequentially. Returns one outcome per spec."""
     out_dir.mkdir(parents=True, exist_ok=True)
     outcomes: list[CompareOutcome] = []
     for i, spec in enumerate(specs, 1):
         check_overrides(overrides, spec)
         run_dir = out_dir / spec.dirname
-        state = run_state(run_dir)
+        state = run_state(run_dir, requested_max_steps(overrides))
         tag = f"[{i}/{len(specs)}] {spec.dirname}"
         if state == "complete":
             log(f"{tag}: already complete, skipped")
@@ -263,8 +296,13 @@ def scaling_table(run_dirs: Sequence[Path]) -> Table:
     headers += [f"{b} (%)" for b in benches]
     table_rows = []
     for (preset, g), cells in rows.items():
-        row = [preset, g, str(len(cells.get("n", []))),
-               _mean_std(cells.get("best", [])), _mean_std(cells.get("final", []))]
+        row = [
+            preset,
+            g,
+            str(len(cells.get("n", []))),
+            _mean_std(cells.get("best", [])),
+            _mean_std(cells.get("final", [])),
+        ]
         row += [_mean_std(cells.get(f"bench:{b}", [])) for b in benches]
         table_rows.append(row)
     return Table(headers, table_rows)
@@ -272,15 +310,23 @@ def scaling_table(run_dirs: Sequence[Path]) -> Table:
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("recipe", metavar="RECIPE", help="recipe name or YAML path")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                        help="extra dotted overrides passed to every run")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="extra dotted overrides passed to every run",
+    )
     parser.add_argument("--presets", required=True, help="comma list, e.g. srt,m-grpo")
     parser.add_argument("--rollouts", default=None, help="comma list of G, e.g. 8,16,32")
     parser.add_argument("--seeds", default=None, help="comma list of seeds, e.g. 0,1")
-    parser.add_argument("-o", "--output", default=None,
-                        help="sweep directory (default: compare-<recipe name>)")
-    parser.add_argument("--fail-fast", action="store_true",
-                        help="stop at the first failed run (default: run the rest, exit 1)")
+    parser.add_argument(
+        "-o", "--output", default=None, help="sweep directory (default: compare-<recipe name>)"
+    )
+    parser.add_argument(
+        "--fail-fast",
+        action="store_true",
+        help="stop at the first failed run (default: run the rest, exit 1)",
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the commands only")
 
 
@@ -291,6 +337,7 @@ def run(args: argparse.Namespace, runner: Runner = subprocess_runner) -> int:
         specs = plan_runs(args.presets, args.rollouts, args.seeds)
         for spec in specs:
             check_overrides(args.overrides, spec)
+        requested_max_steps(args.overrides)
     except ValueError as exc:
         print(f"mgrpo compare: error: {exc}", file=sys.stderr)
         return 2
@@ -298,14 +345,17 @@ def run(args: argparse.Namespace, runner: Runner = subprocess_runner) -> int:
     if args.dry_run:
         for spec in specs:
             run_dir = out_dir / spec.dirname
-            resume = run_state(run_dir) == "resumable"
-            print(" ".join(train_command(args.recipe, run_dir, spec, args.overrides,
-                                         resume=resume)))
+            resume = run_state(run_dir, requested_max_steps(args.overrides)) == "resumable"
+            print(
+                " ".join(train_command(args.recipe, run_dir, spec, args.overrides, resume=resume))
+            )
         return 0
-    outcomes = run_sweep(args.recipe, specs, out_dir, args.overrides, runner=runner,
-                         fail_fast=args.fail_fast)
-    done = [o.run_dir for o in outcomes
-            if o.returncode == 0 and (o.run_dir / METRICS_FILE).is_file()]
+    outcomes = run_sweep(
+        args.recipe, specs, out_dir, args.overrides, runner=runner, fail_fast=args.fail_fast
+    )
+    done = [
+        o.run_dir for o in outcomes if o.returncode == 0 and (o.run_dir / METRICS_FILE).is_file()
+    ]
     failed = [o for o in outcomes if o.returncode != 0]
     if not done:
         print("mgrpo compare: no run finished; no report written", file=sys.stderr)

@@ -15,10 +15,12 @@ not trip it; the rule must hold ``patience`` consecutive steps before it fires):
    below ``length_fraction`` x its initial (median of the warm-up window) value: unanimous
    agreement on ever-shorter answers. A unanimous vote alone is not an alarm (easy data
    is unanimous in healthy runs); a length drop alone is not either (models learn to be brief).
-3. ``divergence`` -- (only when ``val/accuracy`` is logged) at a validation step, val accuracy
-   is more than ``val_drop`` below its best so far while the smoothed training reward is more
-   than ``reward_rise`` above its value at the best-validation step. Evaluated on validation
-   steps only and held until the next one; patience does not apply (validation is sparse).
+3. ``divergence`` -- (only when ``val/accuracy`` is logged) val accuracy, EMA-smoothed over
+   validation points (weight ``val_smoothing``), is more than ``val_drop`` below its best so
+   far while the smoothed training reward is more than ``reward_rise`` above its value at the
+   best-validation step, on ``val_patience`` consecutive validation points. Evaluated on
+   validation steps only and held until the next one (validation is sparse). The smoothing
+   and the patience keep the max-so-far of a noisy validation score from tripping it.
 
 All thresholds are absolute for accuracies/reward (in [0, 1]) and relative for entropy and
 length (they have model-dependent scales). No rule uses labels except the optional
@@ -67,6 +69,8 @@ class CollapseAlarmConfig:
     length_fraction: rule 2's fraction of the initial response length, in (0, 1).
     val_drop: rule 3's absolute drop of val accuracy from its best, >= 0.
     reward_rise: rule 3's absolute rise of smoothed reward since the best val step, >= 0.
+    val_smoothing: rule 3's EMA weight over validation points, in [0, 1).
+    val_patience: consecutive validation points rule 3 must hold before it fires (>= 1).
     """
 
     warmup_steps: int = 10
@@ -77,17 +81,25 @@ class CollapseAlarmConfig:
     length_fraction: float = 0.5
     val_drop: float = 0.05
     reward_rise: float = 0.1
+    val_smoothing: float = 0.5
+    val_patience: int = 2
 
     def __post_init__(self) -> None:
         def bad(name: str, rule: str) -> ValueError:
-            return ValueError(f"CollapseAlarmConfig.{name} must be {rule}, got {getattr(self, name)!r}")
+            return ValueError(
+                f"CollapseAlarmConfig.{name} must be {rule}, got {getattr(self, name)!r}"
+            )
 
         if not isinstance(self.warmup_steps, int) or self.warmup_steps < 1:
             raise bad("warmup_steps", "an integer >= 1")
         if not isinstance(self.patience, int) or self.patience < 1:
             raise bad("patience", "an integer >= 1")
+        if not isinstance(self.val_patience, int) or self.val_patience < 1:
+            raise bad("val_patience", "an integer >= 1")
         if not 0.0 <= self.smoothing < 1.0:
             raise bad("smoothing", "in [0, 1)")
+        if not 0.0 <= self.val_smoothing < 1.0:
+            raise bad("val_smoothing", "in [0, 1)")
         if not 0.0 < self.entropy_fraction < 1.0:
             raise bad("entropy_fraction", "in (0, 1)")
         if not 0.0 < self.vote_share_threshold <= 1.0:
@@ -143,6 +155,8 @@ class CollapseAlarm:
         self._best_val: float | None = None
         self._reward_at_best: float | None = None
         self._divergence_reason: str | None = None
+        self._val_ema: float | None = None
+        self._val_streak = 0
         self.first_step: int | None = None  # first step on which the alarm fired
         self.fired_steps = 0  # number of steps on which the alarm fired
         self.updates = 0  # number of update() calls
@@ -159,6 +173,8 @@ class CollapseAlarm:
             "best_val": self._best_val,
             "reward_at_best": self._reward_at_best,
             "divergence_reason": self._divergence_reason,
+            "val_ema": self._val_ema,
+            "val_streak": self._val_streak,
             "first_step": self.first_step,
             "fired_steps": self.fired_steps,
             "updates": self.updates,
@@ -177,6 +193,8 @@ class CollapseAlarm:
         self._best_val = state["best_val"]
         self._reward_at_best = state["reward_at_best"]
         self._divergence_reason = state["divergence_reason"]
+        self._val_ema = state["val_ema"]
+        self._val_streak = int(state["val_streak"])
         self.first_step = state["first_step"]
         self.fired_steps = int(state["fired_steps"])
         self.updates = int(state["updates"])
@@ -208,24 +226,31 @@ class CollapseAlarm:
         if len(window) >= self.config.warmup_steps:
             self._initial[key] = statistics.median(window)
 
-    def _check_divergence(self, val: float | None, reward: float | None) -> None:
+    def _check_divergence(self, val_raw: float | None, reward: float | None) -> None:
         """Update the best-val bookkeeping on validation steps (rule 3)."""
-        if val is None:
+        if val_raw is None:
             return
         cfg = self.config
+        w = cfg.val_smoothing
+        val = val_raw if self._val_ema is None else w * self._val_ema + (1.0 - w) * val_raw
+        self._val_ema = val
         if self._best_val is None or val > self._best_val:
             self._best_val, self._reward_at_best = val, reward
-            self._divergence_reason = None
+            self._divergence_reason, self._val_streak = None, 0
             return
         drop = self._best_val - val
-        if reward is None or self._reward_at_best is None:
-            self._divergence_reason = None
-            return
-        rise = reward - self._reward_at_best
-        if drop > cfg.val_drop and rise > cfg.reward_rise:
+        rise = None
+        if reward is not None and self._reward_at_best is not None:
+            rise = reward - self._reward_at_best
+        if rise is not None and drop > cfg.val_drop and rise > cfg.reward_rise:
+            self._val_streak += 1
+        else:
+            self._val_streak = 0
+        if self._val_streak >= cfg.val_patience:
             self._divergence_reason = (
-                f"val accuracy {val:.3f} fell {drop:.3f} below its best {self._best_val:.3f} "
-                f"while training reward rose {rise:+.3f} (margins {cfg.val_drop}, {cfg.reward_rise})"
+                f"val accuracy (smoothed) {val:.3f} fell {drop:.3f} below its best "
+                f"{self._best_val:.3f} while training reward rose {rise:+.3f} "
+                f"(margins {cfg.val_drop}, {cfg.reward_rise})"
             )
         else:
             self._divergence_reason = None
@@ -286,7 +311,9 @@ class CollapseAlarm:
         return AlarmState(step=step, rules=tuple(fired_rules), reasons=tuple(reasons), first=first)
 
 
-def replay(records: list[dict[str, Any]], config: CollapseAlarmConfig | None = None) -> list[AlarmState]:
+def replay(
+    records: list[dict[str, Any]], config: CollapseAlarmConfig | None = None
+) -> list[AlarmState]:
     """Run a fresh alarm over a whole metrics log; the states of the steps that fired."""
     alarm = CollapseAlarm(config)
     states = []

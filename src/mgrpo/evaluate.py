@@ -55,6 +55,7 @@ PAPER_TOP_P = 1.0
 PAPER_MAX_NEW_TOKENS = 3072
 DEFAULT_BENCHMARKS = "math500"
 DEFAULT_OUTPUT = "eval-results"
+DEFAULT_ANSWER_WORKERS = 2
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -148,6 +149,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         default=5.0,
         help="seconds per answer comparison before it counts as wrong",
     )
+    parser.add_argument(
+        "--answer-workers",
+        type=int,
+        default=DEFAULT_ANSWER_WORKERS,
+        help=f"math-verify worker processes (default {DEFAULT_ANSWER_WORKERS})",
+    )
     parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
 
 
@@ -225,6 +232,7 @@ def run(args: argparse.Namespace) -> int:
         ("--max-new-tokens", args.max_new_tokens, 1),
         ("--limit", args.limit, 1),
         ("--batch-size", args.batch_size, 1),
+        ("--answer-workers", args.answer_workers, 1),
     ):
         if value is not None and value < low:
             return _fail(f"{flag} must be >= {low}, got {value}")
@@ -248,7 +256,12 @@ def run(args: argparse.Namespace) -> int:
     from mgrpo.models.loading import load_model_and_tokenizer
     from mgrpo.rollout import SamplingParams, make_engine
 
-    model, tokenizer = load_model_and_tokenizer(args.model, dtype=args.dtype, device=args.device)
+    try:
+        model, tokenizer = load_model_and_tokenizer(
+            args.model, dtype=args.dtype, device=args.device
+        )
+    except (OSError, ValueError) as exc:
+        return _fail(f"cannot load model {args.model!r}: {exc}")
     engine = make_engine(args.engine, model, pad_token_id=tokenizer.pad_token_id)
     params = SamplingParams(
         max_new_tokens=args.max_new_tokens or PAPER_MAX_NEW_TOKENS,
@@ -258,11 +271,13 @@ def run(args: argparse.Namespace) -> int:
         stop_token_ids=_stop_token_ids(model, tokenizer),
         seed=args.seed,
     )
+    context = getattr(model.config, "max_position_embeddings", None)
+    max_prompt_tokens = None if context is None else max(1, context - params.max_new_tokens)
     out = Path(args.output)
     (out / "samples").mkdir(parents=True, exist_ok=True)
     from mgrpo.answers import AnswerChecker
 
-    checker = AnswerChecker(timeout_s=args.answer_timeout)
+    checker = AnswerChecker(timeout_s=args.answer_timeout, workers=args.answer_workers)
     device = next(model.parameters()).device
     settings = {
         "model": args.model,
@@ -281,7 +296,9 @@ def run(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "limit": args.limit,
         "batch_size": args.batch_size,
+        "max_prompt_tokens": max_prompt_tokens,
         "answer_timeout_s": args.answer_timeout,
+        "answer_workers": args.answer_workers,
     }
     results: dict[str, dict[str, Any]] = {}
     try:
@@ -303,6 +320,7 @@ def run(args: argparse.Namespace) -> int:
                 progress=True,
                 desc=bench.name,
                 sample_rows=rows,
+                max_prompt_tokens=max_prompt_tokens,
             )
             with (out / "samples" / f"{bench.name}.jsonl").open("w", encoding="utf-8") as fh:
                 for row in rows:

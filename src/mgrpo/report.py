@@ -29,7 +29,7 @@ from pathlib import Path
 
 from mgrpo.diagnostics import ALARM_KEY, REASON_KEY, replay
 from mgrpo.reporting.html import MISSING, Table, render_report
-from mgrpo.reporting.plots import DEFAULT_MAX_POINTS, DEFAULT_SMOOTHING, make_plots
+from mgrpo.reporting.plots import DEFAULT_MAX_POINTS, DEFAULT_SMOOTHING, PLOT_NAMES, make_plots
 from mgrpo.reporting.runs import RunData, load_runs
 
 VAL_KEY = "val/accuracy"
@@ -117,8 +117,14 @@ def summarize(run: RunData) -> RunSummary:
 def summary_table(summaries: Sequence[RunSummary]) -> tuple[Table, set[tuple[int, int]]]:
     """The summary table and the cells to highlight as alarms."""
     headers = [
-        "run", "steps", "best val acc (%)", "step of best", "final val acc (%)",
-        "final reward", "final entropy", "alarms",
+        "run",
+        "steps",
+        "best val acc (%)",
+        "step of best",
+        "final val acc (%)",
+        "final reward",
+        "final entropy",
+        "alarms",
     ]
     rows, alarm_cells = [], set()
     for i, s in enumerate(summaries):
@@ -133,16 +139,18 @@ def summary_table(summaries: Sequence[RunSummary]) -> tuple[Table, set[tuple[int
             alarm_cells.add((i, len(headers) - 1))
         else:
             alarm = f"none [{s.alarm_source}]" if s.alarm_source != "none" else "none"
-        rows.append([
-            s.name,
-            str(s.steps),
-            pct(s.best_val),
-            MISSING if s.best_val_step is None else str(s.best_val_step),
-            pct(s.final_val),
-            num(s.final_reward),
-            num(s.final_entropy),
-            alarm,
-        ])
+        rows.append(
+            [
+                s.name,
+                str(s.steps),
+                pct(s.best_val),
+                MISSING if s.best_val_step is None else str(s.best_val_step),
+                pct(s.final_val),
+                num(s.final_reward),
+                num(s.final_entropy),
+                alarm,
+            ]
+        )
     return Table(headers, rows), alarm_cells
 
 
@@ -184,6 +192,7 @@ def build_report(
     smoothing: float = DEFAULT_SMOOTHING,
     max_points: int = DEFAULT_MAX_POINTS,
     lenient: bool = False,
+    plots: Sequence[str] | None = None,
     extra_sections: Sequence[tuple[str, str]] = (),
     extra_markdown: str = "",
 ) -> ReportResult:
@@ -196,8 +205,9 @@ def build_report(
     out.mkdir(parents=True, exist_ok=True)
     summaries = [summarize(run) for run in runs]
     alarm_steps = {s.name: s.alarm_first_step for s in summaries}
-    plots = make_plots(runs, out, smoothing=smoothing, max_points=max_points,
-                       alarm_steps=alarm_steps)
+    plot_paths = make_plots(
+        runs, out, smoothing=smoothing, max_points=max_points, alarm_steps=alarm_steps, only=plots
+    )
     table, alarm_cells = summary_table(summaries)
     bench = benchmark_table(runs)
     notes = [w for run in runs for w in run.warnings]
@@ -206,7 +216,7 @@ def build_report(
         title=title,
         summary=table,
         alarm_cells=alarm_cells,
-        plots=plots,
+        plots=plot_paths,
         names=[run.name for run in runs],
         flat_configs=[run.flat_config for run in runs],
         benchmark=bench,
@@ -222,22 +232,43 @@ def build_report(
         md += ["\n## Benchmarks\n", bench.to_markdown()]
     md_path = out / MARKDOWN_FILE
     md_path.write_text("\n".join(md), encoding="utf-8")
-    return ReportResult(out, html_path, md_path, plots, summaries, notes,
-                        time.perf_counter() - start)
+    return ReportResult(
+        out, html_path, md_path, plot_paths, summaries, notes, time.perf_counter() - start
+    )
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories")
-    parser.add_argument("-o", "--output", default=None,
-                        help="output directory (default: RUN_DIR/report for one run, ./report)")
-    parser.add_argument("--smoothing", type=float, default=DEFAULT_SMOOTHING,
-                        help="EMA weight of the smoothed lines, in [0, 1) (default %(default)s)")
-    parser.add_argument("--max-points", type=int, default=DEFAULT_MAX_POINTS,
-                        help="subsample lines to at most this many points (default %(default)s)")
-    parser.add_argument("--lenient", action="store_true",
-                        help="skip undecodable lines anywhere in metrics.jsonl (default: only "
-                             "a truncated last line is skipped)")
+    parser.add_argument(
+        "-o",
+        "--output",
+        default=None,
+        help="output directory (default: RUN_DIR/report for one run, ./report)",
+    )
+    parser.add_argument(
+        "--smoothing",
+        type=float,
+        default=DEFAULT_SMOOTHING,
+        help="EMA weight of the smoothed lines, in [0, 1) (default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-points",
+        type=int,
+        default=DEFAULT_MAX_POINTS,
+        help="subsample lines to at most this many points (default %(default)s)",
+    )
+    parser.add_argument(
+        "--lenient",
+        action="store_true",
+        help="skip undecodable lines anywhere in metrics.jsonl (default: only "
+        "a truncated last line is skipped)",
+    )
     parser.add_argument("--title", default=None, help="report title")
+    parser.add_argument(
+        "--plots",
+        default=None,
+        help=f"comma list of plots to draw (default: all of {','.join(PLOT_NAMES)})",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -248,8 +279,15 @@ def run(args: argparse.Namespace) -> int:
     else:
         out = Path("report")
     try:
-        result = build_report(args.run_dirs, out, title=args.title, smoothing=args.smoothing,
-                              max_points=args.max_points, lenient=args.lenient)
+        result = build_report(
+            args.run_dirs,
+            out,
+            title=args.title,
+            smoothing=args.smoothing,
+            max_points=args.max_points,
+            lenient=args.lenient,
+            plots=None if args.plots is None else [p.strip() for p in args.plots.split(",")],
+        )
     except ValueError as exc:
         print(f"mgrpo report: error: {exc}", file=sys.stderr)
         return 2

@@ -99,6 +99,18 @@ class MetricsLog:
                 continue  # a partial last line from a killed run
         self.path.write_text("".join(x + "\n" for x in keep), encoding="utf-8")
 
+    def read(self) -> list[dict[str, Any]]:
+        """Complete lines written so far (a partial last line is ignored)."""
+        if not self.path.exists():
+            return []
+        out = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+        return out
+
     def write(self, metrics: dict[str, Any]) -> None:
         clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
         with open(self.path, "a", encoding="utf-8") as fh:
@@ -318,6 +330,8 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False) -> Path:
             summary = state.get("summary", {})
             print(f"mgrpo: resumed from {ckpt} (step {start})", file=sys.stderr)
     log.truncate_after(start)
+    for past in log.read():  # rebuild the alarm's state from the steps already run
+        run.alarm.update(past)
     if start == 0 and run.val_records:
         summary["before"] = run_validation(run, step=0)
     if start >= cfg.trainer.max_steps:
@@ -351,10 +365,10 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False) -> Path:
                 if is_last:
                     summary["after"] = val
             alarm = run.alarm.update(metrics)
+            metrics.update(alarm.as_metrics() if alarm is not None else run.alarm.quiet_metrics())
             if alarm is not None:
-                metrics["alarm/collapse"] = 1
-                metrics["alarm/reason"] = alarm.reason
-                progress.write(f"mgrpo: collapse alarm at step {step}: {alarm.reason}")
+                if alarm.first:
+                    progress.write(f"mgrpo: collapse alarm at step {step}: {alarm.reason}")
             log.write(metrics)
             progress.update(1)
             progress.set_postfix(_postfix(metrics), refresh=False)

@@ -60,11 +60,11 @@ def test_token_entropy_is_stable_for_huge_logits_and_masked_vocab() -> None:
     torch.testing.assert_close(h, torch.tensor([math.log(2)]))
 
 
-@FAST
+@settings(deadline=None, max_examples=20, derandomize=True)
 @given(seed=st.integers(0, 2**31 - 1), scale=st.floats(0.1, 20.0))
 def test_bf16_logits_accumulate_in_fp32(seed: int, scale: float) -> None:
     g = torch.Generator().manual_seed(seed)
-    logits = (torch.randn(4, 2048, generator=g) * scale).to(torch.bfloat16)  # (4, V)
+    logits = (torch.randn(2, 1024, generator=g) * scale).to(torch.bfloat16)  # (2, V)
     h = token_entropy(logits, temperature=1.1)
     assert h.dtype == torch.float32
     # reference on the SAME bf16-rounded values, in fp64: only accumulation error remains

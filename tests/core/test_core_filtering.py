@@ -78,7 +78,9 @@ def test_handcrafted_row_drops_only_the_low_tail() -> None:
     assert torch.equal(iqr_keep_mask(h), expected)
     assert DEFAULT_IQR_K == 0.75
     # k = 0 keeps exactly H >= q1; a huge high outlier is never dropped
-    assert torch.equal(iqr_keep_mask(h, 0.0), torch.tensor([[False, False, True, True, True, True]]))
+    assert torch.equal(
+        iqr_keep_mask(h, 0.0), torch.tensor([[False, False, True, True, True, True]])
+    )
 
 
 def test_k_none_keeps_all_and_degenerate_rows() -> None:

@@ -9,8 +9,15 @@ import numpy as np
 import yaml
 
 
-def synthetic_records(steps: int, *, seed: int = 0, collapse: bool = False, val_every: int = 10,
-                      labels: bool = True, momentum: bool = True) -> list[dict]:
+def synthetic_records(
+    steps: int,
+    *,
+    seed: int = 0,
+    collapse: bool = False,
+    val_every: int = 10,
+    labels: bool = True,
+    momentum: bool = True,
+) -> list[dict]:
     """Per-step metrics shaped like the trainer's (step numbering from 1).
 
     collapse=True: entropy, length fall to ~0 and vote share goes to 1 from mid-run, val
@@ -39,7 +46,9 @@ def synthetic_records(steps: int, *, seed: int = 0, collapse: bool = False, val_
             "label/vote_share": float(np.clip(vote + rng.normal(0, 0.03), 0, 1)),
             "label/none_fraction": 0.0,
             "entropy/policy": float(max(entropy + rng.normal(0, 0.04), 1e-4)),
-            "entropy/momentum": float(max(entropy * 1.1 + rng.normal(0, 0.04), 1e-4)) if momentum else 0.0,
+            "entropy/momentum": float(max(entropy * 1.1 + rng.normal(0, 0.04), 1e-4))
+            if momentum
+            else 0.0,
             "filter/dropped_fraction": float(np.clip(0.1 + rng.normal(0, 0.02), 0, 1)),
             "response/length_mean": float(max(length + rng.normal(0, 10), 1)),
             "loss/pg": float(rng.normal(0, 0.01)),
@@ -61,9 +70,17 @@ def synthetic_records(steps: int, *, seed: int = 0, collapse: bool = False, val_
     return records
 
 
-def write_run(path: Path, *, steps: int = 60, preset: str = "m-grpo", rollouts: int = 16,
-              seed: int = 0, records: list[dict] | None = None, eval_results: dict | None = None,
-              **kwargs) -> Path:
+def write_run(
+    path: Path,
+    *,
+    steps: int = 60,
+    preset: str = "m-grpo",
+    rollouts: int = 16,
+    seed: int = 0,
+    records: list[dict] | None = None,
+    eval_results: dict | None = None,
+    **kwargs,
+) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     config = {
         "seed": seed,

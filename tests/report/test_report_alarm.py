@@ -18,8 +18,18 @@ from mgrpo.diagnostics import (
 )
 
 
-def stream(n: int, *, seed: int = 0, entropy=None, length=None, vote=None, reward=None,
-           val=None, val_every: int = 10, noise: float = 1.0) -> list[dict]:
+def stream(
+    n: int,
+    *,
+    seed: int = 0,
+    entropy=None,
+    length=None,
+    vote=None,
+    reward=None,
+    val=None,
+    val_every: int = 10,
+    noise: float = 1.0,
+) -> list[dict]:
     """Metrics from callables of t in [0, 1] plus seeded noise."""
     rng = np.random.default_rng(seed)
     entropy = entropy or (lambda t: 0.8)
@@ -52,7 +62,9 @@ def test_healthy_noisy_runs_stay_quiet(seed):
     assert replay(synthetic_records(400, seed=seed)) == []
     # a noisier one: entropy halves, vote share saturates near 1 but length holds, val plateaus
     records = stream(
-        400, seed=seed, noise=2.0,
+        400,
+        seed=seed,
+        noise=2.0,
         entropy=lambda t: 0.8 - 0.4 * t,
         vote=lambda t: min(0.6 + 0.5 * t, 1.0),
         length=lambda t: 200 - 60 * t,
@@ -77,7 +89,7 @@ def test_entropy_collapse_raises_once_with_reason():
     assert first.as_metrics() == {ALARM_KEY: 1, REASON_KEY: first.reason}
     assert alarm.first_step == first_step
     assert alarm.fired_steps == len(fired)
-    assert 0.7 < alarm.initial_values["entropy/policy"] < 0.85
+    assert 0.6 < alarm.initial_values["entropy/policy"] < 0.8
 
 
 def test_length_collapse_with_unanimous_vote_raises():
@@ -92,8 +104,7 @@ def test_length_collapse_with_unanimous_vote_raises():
 
 def test_unanimous_vote_alone_or_short_answers_alone_stay_quiet():
     assert replay(stream(200, vote=lambda t: 1.0, noise=0.3)) == []
-    short = stream(200, vote=lambda t: 0.6,
-                   length=lambda t: max(200.0 - 500 * t, 12.0), noise=0.3)
+    short = stream(200, vote=lambda t: 0.6, length=lambda t: max(200.0 - 500 * t, 12.0), noise=0.3)
     assert replay(short) == []
 
 
@@ -112,8 +123,7 @@ def test_reward_rising_while_val_falls_raises_divergence():
 
 
 def test_val_falling_with_flat_reward_stays_quiet():
-    records = stream(300, reward=lambda t: 0.5,
-                     val=lambda t: 0.5 - 0.3 * t, noise=0.5)
+    records = stream(300, reward=lambda t: 0.5, val=lambda t: 0.5 - 0.3 * t, noise=0.5)
     assert replay(records) == []
 
 
@@ -141,9 +151,13 @@ def test_nothing_fires_during_warmup():
 
 
 def test_state_dict_resume_is_exact():
-    records = stream(200, entropy=lambda t: 0.8 * math.exp(-6 * t) + 0.01, seed=5,
-                     reward=lambda t: 0.3 + 0.6 * t,
-                     val=lambda t: 0.3 + 0.4 * t if t < 0.4 else 0.46 - 0.5 * (t - 0.4))
+    records = stream(
+        200,
+        entropy=lambda t: 0.8 * math.exp(-6 * t) + 0.01,
+        seed=5,
+        reward=lambda t: 0.3 + 0.6 * t,
+        val=lambda t: 0.3 + 0.4 * t if t < 0.4 else 0.46 - 0.5 * (t - 0.4),
+    )
     straight = CollapseAlarm()
     expected = [straight.update(r) for r in records]
     first = CollapseAlarm()
@@ -160,9 +174,18 @@ def test_state_dict_resume_is_exact():
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("warmup_steps", 0), ("patience", 0), ("smoothing", 1.0), ("entropy_fraction", 0.0),
-     ("entropy_fraction", 1.5), ("vote_share_threshold", 0.0), ("length_fraction", 1.0),
-     ("val_drop", -0.1), ("reward_rise", float("nan")), ("warmup_steps", 2.5)],
+    [
+        ("warmup_steps", 0),
+        ("patience", 0),
+        ("smoothing", 1.0),
+        ("entropy_fraction", 0.0),
+        ("entropy_fraction", 1.5),
+        ("vote_share_threshold", 0.0),
+        ("length_fraction", 1.0),
+        ("val_drop", -0.1),
+        ("reward_rise", float("nan")),
+        ("warmup_steps", 2.5),
+    ],
 )
 def test_config_validation_names_the_field(field, value):
     with pytest.raises(ValueError, match=f"CollapseAlarmConfig.{field}"):

@@ -70,7 +70,12 @@ def test_record_without_step_and_missing_file(tmp_path):
 
 def test_duplicate_steps_keep_last_record(tmp_path):
     path = tmp_path / "metrics.jsonl"
-    lines = [{"step": 1, "x": 1.0}, {"step": 2, "x": 2.0}, {"step": 2, "x": 20.0}, {"step": 3, "x": 3.0}]
+    lines = [
+        {"step": 1, "x": 1.0},
+        {"step": 2, "x": 2.0},
+        {"step": 2, "x": 20.0},
+        {"step": 3, "x": 3.0},
+    ]
     path.write_text("".join(json.dumps(r) + "\n" for r in lines))
     log = read_metrics(path)
     steps, xs = log.series("x")
@@ -94,7 +99,10 @@ def test_series_skips_sparse_non_numeric_and_nan(tmp_path):
 
 def test_config_flatten_and_run_names(tmp_path):
     assert flatten_config({"a": {"b": 1, "c": {"d": [1, 2]}}, "e": None, "f": {}}) == {
-        "a.b": 1, "a.c.d": [1, 2], "e": None, "f": {}
+        "a.b": 1,
+        "a.c.d": [1, 2],
+        "e": None,
+        "f": {},
     }
     a = write_run(tmp_path / "a", steps=5, preset="srt", rollouts=8, seed=1)
     b = write_run(tmp_path / "b", steps=5, preset="srt", rollouts=8, seed=1)
@@ -115,8 +123,10 @@ def test_bad_config_yaml(tmp_path):
 
 
 def test_eval_results_both_shapes(tmp_path):
-    nested = {"benchmarks": {"math500": {"n_problems": 5, "avg@2": 0.4, "pass@1": 0.4, "pass@2": 0.6}},
-              "settings": {"temperature": 0.8}}
+    nested = {
+        "benchmarks": {"math500": {"n_problems": 5, "avg@2": 0.4, "pass@1": 0.4, "pass@2": 0.6}},
+        "settings": {"temperature": 0.8},
+    }
     p = tmp_path / "eval" / "results.json"
     p.parent.mkdir()
     p.write_text(json.dumps(nested))
@@ -128,6 +138,8 @@ def test_eval_results_both_shapes(tmp_path):
     ev = read_eval_results(p)
     assert list(ev.benchmarks) == ["aime24"] and ev.primary("aime24") == ("accuracy", 0.1)
     assert ev.primary("missing") is None
+    p.write_text(json.dumps({"benchmarks": {"aime24": {"avg@k": 0.2, "samples": 8}}}))
+    assert read_eval_results(p).primary("aime24") == ("avg@8", 0.2)
     p.write_text("{broken")
     with pytest.raises(MetricsError, match="results.json:1: invalid JSON"):
         read_eval_results(p)

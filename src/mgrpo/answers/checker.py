@@ -15,8 +15,10 @@
   compare at once (up to ``workers`` in parallel); signals are never used, so any thread works.
 - Lazy: no process starts until math-verify is first needed. ``close()`` kills the workers;
   an ``atexit`` finaliser does the same for checkers never closed.
-- Answers longer than ``max_chars`` skip math-verify (not equivalent, ``stats["too_long"]``):
-  real final answers are short and parsing 100 kB of LaTeX only burns the timeout.
+- Answers longer than ``max_chars`` or nesting brackets deeper than ``max_depth`` skip
+  math-verify (not equivalent, ``stats["too_complex"]``): real final answers are short and
+  shallow, and parsing 100 kB of LaTeX or 200 nested ``\\sqrt{`` only burns the timeout (or
+  overflows the parser's recursion).
 
 Departures from the brief's sketch: workers are separate interpreters started with
 ``subprocess`` rather than ``multiprocessing`` spawn/forkserver (see ``_worker.py``: no
@@ -26,7 +28,7 @@ fails inside the worker instead of swapping the machine.
 
 Stats keys: ``calls`` (pairs compared), ``fast_path`` (decided without math-verify),
 ``verified`` (sent to math-verify), ``timeouts``, ``parse_failures`` (a side had no parsable
-expression, or math-verify raised), ``crashes``, ``too_long``, ``worker_starts``.
+expression, or math-verify raised), ``crashes``, ``too_complex``, ``worker_starts``.
 """
 
 from __future__ import annotations
@@ -50,7 +52,14 @@ __all__ = ["AnswerChecker", "WorkerStartError", "default_checker", "is_equivalen
 DEFAULT_TIMEOUT_S = 5.0
 DEFAULT_STARTUP_TIMEOUT_S = 120.0  # importing sympy on a contended 2-core machine is slow
 DEFAULT_MEMORY_MB = 2048
-DEFAULT_MAX_CHARS = 4096
+# Final answers are short; past ~1000 characters math-verify 0.9 starts failing to parse LaTeX
+# and silently falls back to a fragment (a 2001-term sum 1+1+...+1 was judged equal to 1).
+DEFAULT_MAX_CHARS = 1000
+# math-verify 0.9 is exponential in bracket nesting: 8 nested parentheses took ~4 s, 12 nested
+# braces > 10 s (2-core machine). Real final answers nest 2-4 deep.
+DEFAULT_MAX_DEPTH = 10
+_OPENERS = frozenset("{([")
+_CLOSERS = frozenset("})]")
 READ_CHUNK = 65536
 STDERR_TAIL_CHARS = 2000
 WORKER_PATH = Path(__file__).with_name("_worker.py")
@@ -59,7 +68,7 @@ _BOOT = (
     "sys.argv = [sys.argv[2]] + sys.argv[3:]; runpy.run_path(sys.argv[0], run_name='__main__')"
 )
 _STAT_KEYS = ("calls", "fast_path", "verified", "timeouts", "parse_failures", "crashes",
-              "too_long", "worker_starts")
+              "too_complex", "worker_starts")
 
 
 class WorkerStartError(RuntimeError):
@@ -152,6 +161,19 @@ def _kill_process(proc: subprocess.Popen) -> None:
         pass
 
 
+def nesting_depth(text: str) -> int:
+    """Maximum nesting of ``{``, ``(``, ``[`` (closers decrease it, never below 0). Linear."""
+    depth = best = 0
+    for ch in text:
+        if ch in _OPENERS:
+            depth += 1
+            if depth > best:
+                best = depth
+        elif ch in _CLOSERS and depth:
+            depth -= 1
+    return best
+
+
 def _kill_all(workers: list[_Worker]) -> None:
     """Finaliser: kill every worker in the (shared, mutable) list."""
     for worker in list(workers):
@@ -167,6 +189,7 @@ class AnswerChecker:
         workers: maximum number of worker processes (started lazily, one per concurrent need).
         memory_mb: address-space cap of each worker (0 disables the cap).
         max_chars: answers longer than this are not sent to math-verify (not equivalent).
+        max_depth: answers nesting brackets deeper than this are not sent either.
         startup_timeout_s: seconds allowed for a worker to import math-verify and say ready.
     """
 
@@ -177,6 +200,7 @@ class AnswerChecker:
         *,
         memory_mb: int = DEFAULT_MEMORY_MB,
         max_chars: int = DEFAULT_MAX_CHARS,
+        max_depth: int = DEFAULT_MAX_DEPTH,
         startup_timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S,
     ) -> None:
         if not timeout_s > 0:
@@ -191,6 +215,9 @@ class AnswerChecker:
         self.workers = workers
         self.memory_mb = memory_mb
         self.max_chars = max_chars
+        if max_depth < 1:
+            raise ValueError(f"AnswerChecker: max_depth must be >= 1, got {max_depth!r}")
+        self.max_depth = max_depth
         self.startup_timeout_s = float(startup_timeout_s)
         self._cond = threading.Condition()
         self._idle: list[_Worker] = []
@@ -221,7 +248,7 @@ class AnswerChecker:
         """
         results: list[bool | None] = [None] * len(pairs)
         pending: dict[tuple[str, str], list[int]] = {}
-        fast = too_long = 0
+        fast = too_complex = 0
         for k, pair in enumerate(pairs):
             if not isinstance(pair, (tuple, list)) or len(pair) != 2:
                 raise TypeError(f"equivalent_many: pairs[{k}] must be a (gold, candidate) pair")
@@ -240,9 +267,9 @@ class AnswerChecker:
             if decided is not None:
                 results[k] = decided
                 fast += 1
-            elif len(gold) > self.max_chars or len(cand) > self.max_chars:
+            elif self._too_complex(gold) or self._too_complex(cand):
                 results[k] = False
-                too_long += 1
+                too_complex += 1
             else:
                 pending.setdefault((gold, cand), []).append(k)
         with self._cond:
@@ -250,13 +277,16 @@ class AnswerChecker:
                 raise RuntimeError("AnswerChecker is closed")
             self._stats["calls"] += len(pairs)
             self._stats["fast_path"] += fast
-            self._stats["too_long"] += too_long
+            self._stats["too_complex"] += too_complex
         if pending:
             unique = list(pending)
             for pair, verdict in zip(unique, self._verify(unique), strict=True):
                 for k in pending[pair]:
                     results[k] = verdict
         return [bool(r) for r in results]
+
+    def _too_complex(self, answer: str) -> bool:
+        return len(answer) > self.max_chars or nesting_depth(answer) > self.max_depth
 
     def close(self) -> None:
         """Kill all workers; further calls raise RuntimeError. Idempotent."""
@@ -341,12 +371,16 @@ class AnswerChecker:
         threads = [threading.Thread(target=run, args=(j,)) for j in range(1, len(workers))]
         for t in threads:
             t.start()
-        run(0)
+        run(0)  # in the calling thread, so Ctrl-C lands here and is recorded in `errors`
         for t in threads:
             t.join()
-        self._checkin([w for w in workers if w is not None])
+        live = [w for w in workers if w is not None]
         if errors:
+            # A worker interrupted mid-batch may still write stale answers: never reuse it.
+            for worker in live:
+                self._discard(worker)
             raise errors[0]
+        self._checkin(live)
         out: list[bool] = [False] * len(pairs)
         for j, chunk_verdicts in enumerate(verdicts):
             out[j :: len(workers)] = chunk_verdicts

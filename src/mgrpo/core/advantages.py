@@ -49,7 +49,7 @@ def _prepare(
     check_same_shape(rewards, "rewards", mask, "mask")
     mask = as_bool_mask(mask)
     r = rewards.to(compute_dtype(rewards.dtype))  # (B, M)
-    if r.numel() and not bool(torch.isfinite(r[mask]).all()):
+    if r.numel() and not bool((torch.isfinite(r) | ~mask).all()):
         raise ValueError("rewards hold NaN/inf values inside the mask")
     zero = torch.zeros((), dtype=r.dtype, device=r.device)
     r = torch.where(mask, r, zero)  # (B, M)

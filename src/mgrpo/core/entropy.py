@@ -4,9 +4,9 @@
 ``p = softmax(logits / T)`` at the *sampling* temperature ``T``; ``trajectory_entropy`` is its
 mean over the valid response tokens of each rollout (padding excluded, EOS included).
 
-Departure from the paper: none in the formula. The paper does not say at which temperature the
-entropy is taken; we use the sampling temperature (the distribution the rollout came from), and
-accumulate in fp32 even for bf16 logits so that ``log V``-sized entropies keep 3+ digits.
+Departure from the paper: none in the formula. The temperature is the sampling temperature
+(DESIGN.md 3: the distribution the rollout came from), and we accumulate in fp32 even for bf16
+logits so that entropies near ``log V`` keep their precision.
 """
 
 from __future__ import annotations

@@ -197,7 +197,9 @@ def policy_loss(
         "norm_length": None,
     }
     if norm_length is not None:
-        counts["norm_length"] = int(check_number(norm_length, "norm_length", low=0, low_open=True))
+        if isinstance(norm_length, bool) or not isinstance(norm_length, int) or norm_length <= 0:
+            raise ValueError(f"norm_length must be a positive int, got {norm_length!r}")
+        counts["norm_length"] = norm_length
     mask = as_bool_mask(mask)
 
     dtype = compute_dtype(logp.dtype)
@@ -221,26 +223,33 @@ def policy_loss(
         kl_tok = None
         loss = aggregate(pg_tok, mask, **counts)
 
-    with torch.no_grad():
-        n_tok = int(mask.sum())
-        n_seq = int(mask.any(dim=-1).sum())
-        pg_metric = float(aggregate(pg_tok.detach(), mask, **counts))
-        kl_metric = float(aggregate(kl_tok.detach(), mask, **counts)) if use_kl else 0.0
-        if n_tok:
-            clipped = (pg_clipped > pg_unclipped) & mask
-            ratios = ratio.detach()[mask]
-            clip_fraction = float(clipped.sum()) / n_tok
-            ratio_stats = (float(ratios.mean()), float(ratios.min()), float(ratios.max()))
-        else:
-            clip_fraction, ratio_stats = 0.0, (1.0, 1.0, 1.0)
+    with torch.no_grad():  # all metrics in one tensor -> one device sync
+        r = ratio.detach()
+        inf = torch.tensor(float("inf"), dtype=dtype, device=r.device)
+        has_tokens = r.numel() > 0
+        stats = torch.stack(
+            [
+                aggregate(pg_tok.detach(), mask, **counts),
+                aggregate(kl_tok.detach(), mask, **counts) if use_kl else zero,
+                ((pg_clipped > pg_unclipped) & mask).sum().to(dtype),
+                mask.sum().to(dtype),
+                mask.any(dim=-1).sum().to(dtype),
+                torch.where(mask, r, zero).sum(),
+                torch.where(mask, r, inf).amin() if has_tokens else inf,
+                torch.where(mask, r, -inf).amax() if has_tokens else -inf,
+            ]
+        ).tolist()
+    pg_metric, kl_metric, n_clipped, n_tok, n_seq, ratio_sum, ratio_min, ratio_max = stats
+    if n_tok == 0:  # no loss token: neutral values, never NaN/inf
+        ratio_min = ratio_max = 1.0
     metrics = {
         "pg_loss": pg_metric,
         "kl": kl_metric,
-        "clip_fraction": clip_fraction,
-        "ratio_mean": ratio_stats[0],
-        "ratio_min": ratio_stats[1],
-        "ratio_max": ratio_stats[2],
-        "num_tokens": float(n_tok),
-        "num_seqs": float(n_seq),
+        "clip_fraction": n_clipped / n_tok if n_tok else 0.0,
+        "ratio_mean": ratio_sum / n_tok if n_tok else 1.0,
+        "ratio_min": ratio_min,
+        "ratio_max": ratio_max,
+        "num_tokens": n_tok,
+        "num_seqs": n_seq,
     }
     return loss, metrics

@@ -7,9 +7,10 @@ representative. The winner is the largest cluster, ties going to the cluster ope
 label is the winner's representative. Empty pool -> no label. ``min_share`` (SRT's consistency
 threshold) rejects winners with ``count / pool_size < min_share``.
 
-Departure from the paper: the paper votes with exact string matching; we cluster with a
-(possibly non-transitive) equivalence such as math-verify, hence the explicit walk order.
-``equivalent`` is assumed reflexive: identical strings are matched without calling it.
+Departure from the paper: none intended; the paper does not spell out how equivalent but
+differently written answers are grouped. We cluster with a (possibly non-transitive)
+equivalence such as math-verify, hence the explicit walk order. ``equivalent`` is assumed
+reflexive: identical strings are matched without calling it.
 """
 
 from __future__ import annotations

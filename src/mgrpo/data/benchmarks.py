@@ -170,6 +170,9 @@ def _parse_options(value: Any, where: str) -> list[str]:
 
 
 def _correct_index(row: Mapping[str, Any], options: list[str], where: str) -> int:
+    """0-based index of the correct option: `answer_index` (int), else `answer` read as an
+    int index, a letter (A..), the exact text of an option, or a digit string index, in
+    that order."""
     if (
         "answer_index" in row
         and isinstance(row["answer_index"], int)
@@ -180,12 +183,16 @@ def _correct_index(row: Mapping[str, Any], options: list[str], where: str) -> in
         answer = row.get("answer")
         if isinstance(answer, int) and not isinstance(answer, bool):
             index = answer
-        elif isinstance(answer, str) and answer.strip().upper() in CHOICE_LETTERS[: len(options)]:
+        elif (
+            isinstance(answer, str)
+            and len(answer.strip()) == 1
+            and answer.strip().upper() in CHOICE_LETTERS[: len(options)]
+        ):
             index = CHOICE_LETTERS.index(answer.strip().upper())
-        elif isinstance(answer, str) and answer.strip().isdigit():
-            index = int(answer.strip())
         elif isinstance(answer, str) and answer.strip() in options:
             index = options.index(answer.strip())
+        elif isinstance(answer, str) and answer.strip().isdigit():
+            index = int(answer.strip())
         else:
             raise DatasetError(
                 f"{where}: 'answer' must be a letter, a 0-based index or the text of an option, got {answer!r}"

@@ -4,14 +4,17 @@
 validation, so a training curve and `mgrpo eval` agree on a checkpoint.
 
 Pipeline per batch of prompts: `render_prompt` -> tokenize -> `engine.generate(ids, n=k)`
-(prompt-major, k samples per prompt) -> decode. After all batches: extract answers, grade
-them in one batch (`AnswerChecker.equivalent_many`: one round trip to the worker pool with
-hard timeouts, so a pathological answer cannot stall the run), vote per problem
-(`majority_vote` over precomputed equivalences), summarise (`metrics.summarize`).
-Code benchmarks run each sample in the sandbox instead (threads, `CODE_WORKERS`).
+(prompt-major, k samples per prompt) -> decode -> hand the batch to ONE background grading
+thread and start generating the next batch. Grading a batch = extract answers, check them in
+one call (`AnswerChecker.equivalent_many`: one round trip to the worker pool with hard
+timeouts, so a pathological answer cannot stall the run), vote per problem (`majority_vote`
+over equivalences computed in one batch) — or, for code, run each sample in the sandbox
+(threads, `CODE_WORKERS`). Then `metrics.summarize`.
 
 Timing: `time/generate` is the wall time inside `engine.generate` only; `time/total` the
 whole call; their difference is the harness's own overhead (`overhead_report`).
+`time/grade` is the total grading time, `time/grade_wait` the part not hidden behind
+generation (the last batch, or all of it when grading is slower than generation).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import dataclasses
 import os
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from mgrpo.data.datasets import PromptRecord
@@ -150,6 +153,36 @@ def _majority(
     return out
 
 
+@dataclasses.dataclass
+class _Graded:
+    extracted: list[str | None]
+    correct: list[bool]
+    majority: list[bool]
+    details: list[dict[str, Any]]
+    seconds: float
+
+
+def _grade_batch(
+    responses: list[str], records: list[PromptRecord], kind: str, k: int, checker: Any
+) -> _Graded:
+    """Extract, check and vote for one batch of problems (k responses each, prompt-major)."""
+    t0 = time.perf_counter()
+    if kind == "code":
+        from mgrpo.sandbox import extract_code
+
+        extracted = [extract_code(text) for text in responses]
+        correct, details = _grade_code(responses, records, k)
+        return _Graded(extracted, correct, [], details, time.perf_counter() - t0)
+    from mgrpo.answers import extract_answer
+
+    extracted = [extract_answer(text, kind) for text in responses]
+    references = [r.answer for r in records for _ in range(k)]
+    correct = _grade_answers(extracted, references, kind, checker)
+    majority = _majority(extracted, correct, k, kind, checker)
+    details: list[dict[str, Any]] = [{} for _ in responses]
+    return _Graded(extracted, correct, majority, details, time.perf_counter() - t0)
+
+
 def evaluate_records(
     engine: Any,
     tokenizer: Any,
@@ -165,6 +198,7 @@ def evaluate_records(
     progress: bool = False,
     desc: str = "eval",
     sample_rows: list[dict[str, Any]] | None = None,
+    max_prompt_tokens: int | None = None,
 ) -> dict[str, Any]:
     """Sample `samples` responses per record and grade them against `record.answer`.
 
@@ -174,11 +208,13 @@ def evaluate_records(
     do not replay the same random stream. checker: an `AnswerChecker` (one is created and
     closed here when None). suffix: the prompt suffix ("auto": by kind). `sample_rows`,
     when a list, receives one dict per sample (problem_id, prompt, response, extracted,
-    reference, correct, ...).
+    reference, correct, ...). `max_prompt_tokens`: a longer prompt keeps its LAST
+    max_prompt_tokens tokens (the instruction and generation prompt survive) and is counted
+    in `prompts_truncated`; None = no limit (the engine rejects prompts beyond the context).
 
     Returns {accuracy (= avg@k), avg@k, maj@k (None for code), pass@1..pass@k, pass@k,
-    n_problems, samples, response_length_mean, length_finish_fraction, time/generate,
-    time/grade, time/total}. Raises ValueError for an unknown kind, samples < 1, no
+    n_problems, samples, response_length_mean, length_finish_fraction, prompts_truncated,
+    time/generate, time/grade, time/total}. Raises ValueError for an unknown kind, samples < 1, no
     records, or (non-code) records without an answer.
     """
     t_start = time.perf_counter()
@@ -188,6 +224,8 @@ def evaluate_records(
         raise ValueError(f"samples must be an int >= 1, got {samples!r}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if max_prompt_tokens is not None and max_prompt_tokens < 1:
+        raise ValueError(f"max_prompt_tokens must be >= 1 or None, got {max_prompt_tokens}")
     records = list(records)
     if not records:
         raise ValueError("records is empty: nothing to evaluate")
@@ -206,57 +244,63 @@ def evaluate_records(
     lengths: list[int] = []
     finish: list[str] = []
     t_generate = 0.0
+    truncated = 0
+    own_checker = None
+    if checker is None and kind not in ("choice", "code"):
+        from mgrpo.answers import AnswerChecker
+
+        checker = own_checker = AnswerChecker()
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(records), desc=desc, unit="problem", dynamic_ncols=True)
-    for b, start in enumerate(range(0, len(records), batch_size)):
-        chunk = prompts[start : start + batch_size]
-        ids = encode_prompts(chunk, tokenizer, chat=chat)
-        batch_params = dataclasses.replace(params, seed=params.seed + b)
-        t0 = time.perf_counter()
-        batch = engine.generate(ids, n=k, params=batch_params)
-        _sync_device()
-        t_generate += time.perf_counter() - t0
-        if batch.num_rollouts != len(chunk) * k:
-            raise RuntimeError(
-                f"engine returned {batch.num_rollouts} rollouts for {len(chunk)} prompts x {k}"
-            )
-        texts, lens, reasons = _decode(batch, tokenizer)
-        responses += texts
-        lengths += lens
-        finish += reasons
+    # Grading of batch b runs in one background thread while batch b+1 generates, so only
+    # the last batch's grading adds to the wall time.
+    pending: list[Future[_Graded]] = []
+    try:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mgrpo-grade") as grader:
+            for b, start in enumerate(range(0, len(records), batch_size)):
+                chunk = prompts[start : start + batch_size]
+                ids = encode_prompts(chunk, tokenizer, chat=chat)
+                if max_prompt_tokens is not None:
+                    truncated += sum(len(p) > max_prompt_tokens for p in ids)
+                    ids = [p[-max_prompt_tokens:] for p in ids]
+                batch_params = dataclasses.replace(params, seed=params.seed + b)
+                t0 = time.perf_counter()
+                batch = engine.generate(ids, n=k, params=batch_params)
+                _sync_device()
+                t_generate += time.perf_counter() - t0
+                if batch.num_rollouts != len(chunk) * k:
+                    raise RuntimeError(
+                        f"engine returned {batch.num_rollouts} rollouts for {len(chunk)} prompts x {k}"
+                    )
+                texts, lens, reasons = _decode(batch, tokenizer)
+                responses += texts
+                lengths += lens
+                finish += reasons
+                pending.append(
+                    grader.submit(
+                        _grade_batch, texts, records[start : start + batch_size], kind, k, checker
+                    )
+                )
+                if bar is not None:
+                    bar.update(len(chunk))
+            t_wait = time.perf_counter()
+            graded = [future.result() for future in pending]
+            wait_s = time.perf_counter() - t_wait
+    finally:
+        for future in pending:
+            future.cancel()
         if bar is not None:
-            bar.update(len(chunk))
-    if bar is not None:
-        bar.close()
-
-    t_grade = time.perf_counter()
-    references = [r.answer for r in records for _ in range(k)]
-    details: list[dict[str, Any]] = [{} for _ in responses]
-    own_checker = None
-    if kind == "code":
-        from mgrpo.sandbox import extract_code
-
-        extracted = [extract_code(text) for text in responses]
-        correct, details = _grade_code(responses, records, k)
-        majority = None
-    else:
-        from mgrpo.answers import extract_answer
-
-        if checker is None and kind != "choice":
-            from mgrpo.answers import AnswerChecker
-
-            checker = own_checker = AnswerChecker()
-        try:
-            extracted = [extract_answer(text, kind) for text in responses]
-            correct = _grade_answers(extracted, references, kind, checker)
-            majority = _majority(extracted, correct, k, kind, checker)
-        finally:
-            if own_checker is not None:
-                own_checker.close()
-    grade_s = time.perf_counter() - t_grade
+            bar.close()
+        if own_checker is not None:
+            own_checker.close()
+    extracted = [x for g in graded for x in g.extracted]
+    correct = [x for g in graded for x in g.correct]
+    details = [x for g in graded for x in g.details]
+    majority = None if kind == "code" else [x for g in graded for x in g.majority]
+    grade_s = sum(g.seconds for g in graded)
 
     if sample_rows is not None:
         for i, text in enumerate(responses):
@@ -281,8 +325,10 @@ def evaluate_records(
     metrics = summarize([correct[p * k : (p + 1) * k] for p in range(len(records))], majority)
     metrics["response_length_mean"] = sum(lengths) / len(lengths)
     metrics["length_finish_fraction"] = sum(r == "length" for r in finish) / len(finish)
+    metrics["prompts_truncated"] = truncated
     metrics["time/generate"] = t_generate
-    metrics["time/grade"] = grade_s
+    metrics["time/grade"] = grade_s  # total grading time, mostly hidden behind generation
+    metrics["time/grade_wait"] = wait_s  # grading time not hidden (waited for at the end)
     metrics["time/total"] = time.perf_counter() - t_start
     return metrics
 

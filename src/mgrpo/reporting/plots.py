@@ -32,6 +32,8 @@ RAW_ALPHA = 0.25
 TIME_PREFIX = "time/"
 TIME_TOTAL_KEY = "time/step"
 STYLES = ("-", "--", ":", "-.")
+STAGE_PALETTE = "Set2"
+MARGINS = {"left": 0.1, "right": 0.97, "bottom": 0.12, "top": 0.9, "wspace": 0.2}
 
 
 @dataclass(frozen=True)
@@ -116,15 +118,24 @@ def _new_figure(figsize: tuple[float, float] = FIGSIZE, ncols: int = 1):
     return fig, axes
 
 
-def _colors(n: int) -> list:
+def _colors(n: int, palette: str | None = None) -> list:
+    """Run colours (tab10/tab20) or, with ``palette``, another qualitative colormap."""
     from matplotlib import colormaps
 
-    cmap = colormaps["tab10" if n <= 10 else "tab20"]
+    cmap = colormaps[palette or ("tab10" if n <= 10 else "tab20")]
     return [cmap(i % cmap.N) for i in range(n)]
 
 
-def _draw_series(ax, run: RunData, key: str, color, style: str, spec_sparse: bool,
-                 smoothing: float, max_points: int) -> bool:
+def _draw_series(
+    ax,
+    run: RunData,
+    key: str,
+    color,
+    style: str,
+    spec_sparse: bool,
+    smoothing: float,
+    max_points: int,
+) -> bool:
     steps, values = run.metrics.series(key)
     if steps.size == 0:
         return False
@@ -139,11 +150,17 @@ def _draw_series(ax, run: RunData, key: str, color, style: str, spec_sparse: boo
     return True
 
 
-def _finish(fig, ax_list, path: Path, title: str) -> Path:
+def _finish(fig, ax_list, path: Path, title: str, *, tight: bool = False) -> Path:
+    """Grid, title, layout, save. Fixed margins unless ``tight``: tight_layout costs a full
+    extra draw per figure (a third of the report's time), so only the figure with long
+    tick labels (run names on the step-time bars) uses it."""
     for ax in ax_list:
         ax.grid(True, alpha=0.3)
     fig.suptitle(title)
-    fig.tight_layout()
+    if tight:
+        fig.tight_layout()
+    else:
+        fig.subplots_adjust(**MARGINS)
     fig.savefig(path, dpi=DPI)
     return path
 
@@ -151,7 +168,9 @@ def _finish(fig, ax_list, path: Path, title: str) -> Path:
 def _legend(ax, runs: Sequence[RunData], colors, key_labels: list[tuple[str, str]]) -> None:
     from matplotlib.lines import Line2D
 
-    handles = [Line2D([], [], color=c, lw=2, label=r.name) for r, c in zip(runs, colors, strict=True)]
+    handles = [
+        Line2D([], [], color=c, lw=2, label=r.name) for r, c in zip(runs, colors, strict=True)
+    ]
     if len(key_labels) > 1:
         handles += [Line2D([], [], color="0.3", ls=s, label=lab) for lab, s in key_labels]
     ax.legend(handles=handles, fontsize=7, loc="best", framealpha=0.7)
@@ -164,8 +183,15 @@ def _mark_alarms(ax, runs: Sequence[RunData], colors, alarm_steps: dict[str, int
             ax.axvline(step, color=color, ls=":", lw=1.2, alpha=0.9)
 
 
-def plot_line(spec: PlotSpec, runs: Sequence[RunData], out_dir: Path, *, smoothing: float,
-              max_points: int, alarm_steps: dict[str, int | None]) -> Path | None:
+def plot_line(
+    spec: PlotSpec,
+    runs: Sequence[RunData],
+    out_dir: Path,
+    *,
+    smoothing: float,
+    max_points: int,
+    alarm_steps: dict[str, int | None],
+) -> Path | None:
     """One overlay line plot; None when no run logs any of the spec's keys."""
     if not any(run.metrics.has(key) for run in runs for key, _ in spec.keys):
         return None
@@ -185,8 +211,14 @@ def plot_line(spec: PlotSpec, runs: Sequence[RunData], out_dir: Path, *, smoothi
     return _finish(fig, [ax], out_dir / f"{spec.name}.png", spec.title)
 
 
-def plot_loss(runs: Sequence[RunData], out_dir: Path, *, smoothing: float, max_points: int,
-              alarm_steps: dict[str, int | None]) -> Path | None:
+def plot_loss(
+    runs: Sequence[RunData],
+    out_dir: Path,
+    *,
+    smoothing: float,
+    max_points: int,
+    alarm_steps: dict[str, int | None],
+) -> Path | None:
     """Policy-gradient loss and KL side by side (their scales differ by orders of magnitude)."""
     if not any(run.metrics.has(key) for run in runs for key, _ in LOSS_KEYS):
         return None
@@ -210,8 +242,9 @@ def _stage_keys(runs: Sequence[RunData]) -> list[str]:
     return sorted(k for k in keys if any(run.metrics.has(k) for run in runs))
 
 
-def plot_step_time(runs: Sequence[RunData], out_dir: Path, *, smoothing: float,
-                   max_points: int) -> Path | None:
+def plot_step_time(
+    runs: Sequence[RunData], out_dir: Path, *, smoothing: float, max_points: int
+) -> Path | None:
     """Step-time breakdown: stacked mean seconds per stage per run (left); over steps (right).
 
     Right panel: one run -> stacked (smoothed) stage times over steps; several runs ->
@@ -220,20 +253,20 @@ def plot_step_time(runs: Sequence[RunData], out_dir: Path, *, smoothing: float,
     stages = _stage_keys(runs)
     if not stages:
         return None
-    stage_colors = _colors(len(stages))
+    stage_colors = _colors(len(stages), STAGE_PALETTE)  # distinct from the run colours
     fig, (left, right) = _new_figure(WIDE_FIGSIZE, ncols=2)
     names = [run.name for run in runs]
     offsets = np.zeros(len(runs))
     for stage, color in zip(stages, stage_colors, strict=True):
-        means = np.array([
-            float(np.mean(v)) if (v := run.metrics.series(stage)[1]).size else 0.0 for run in runs
-        ])
-        left.barh(names, means, left=offsets, color=color, label=stage[len(TIME_PREFIX):])
+        means = np.array(
+            [float(np.mean(v)) if (v := run.metrics.series(stage)[1]).size else 0.0 for run in runs]
+        )
+        left.barh(names, means, left=offsets, color=color, label=stage[len(TIME_PREFIX) :])
         offsets += means
     left.set_xlabel("mean seconds per step")
     left.invert_yaxis()
     left.tick_params(axis="y", labelsize=7)
-    left.legend(fontsize=7, loc="best")
+    left.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=len(stages))
     if len(runs) == 1:
         run = runs[0]
         steps = run.metrics.steps.astype(np.float64)
@@ -243,8 +276,13 @@ def plot_step_time(runs: Sequence[RunData], out_dir: Path, *, smoothing: float,
             s_steps, s_vals = run.metrics.series(stage)
             full = np.interp(steps, s_steps, s_vals) if s_steps.size else np.zeros_like(steps)
             stacks.append(ema_smooth(full, smoothing)[idx])
-        right.stackplot(steps[idx], *stacks, colors=stage_colors,
-                        labels=[s[len(TIME_PREFIX):] for s in stages], alpha=0.85)
+        right.stackplot(
+            steps[idx],
+            *stacks,
+            colors=stage_colors,
+            labels=[s[len(TIME_PREFIX) :] for s in stages],
+            alpha=0.85,
+        )
         right.set_title("stage seconds over steps (smoothed, stacked)", fontsize=9)
     else:
         for run, color in zip(runs, _colors(len(runs)), strict=True):
@@ -260,34 +298,43 @@ def plot_step_time(runs: Sequence[RunData], out_dir: Path, *, smoothing: float,
                 idx = _subsample(steps.size, max_points)
                 right.plot(steps[idx], ema_smooth(total, smoothing)[idx], color=color, lw=1.6)
         right.set_title("seconds per step (smoothed)", fontsize=9)
+        _legend(right, runs, _colors(len(runs)), [])
     right.set_xlabel("step")
-    return _finish(fig, [left, right], out_dir / "step_time.png", "Step time breakdown")
+    return _finish(fig, [left, right], out_dir / "step_time.png", "Step time breakdown", tight=True)
 
 
-def make_plots(runs: Sequence[RunData], out_dir: str | Path, *,
-               smoothing: float = DEFAULT_SMOOTHING, max_points: int = DEFAULT_MAX_POINTS,
-               alarm_steps: dict[str, int | None] | None = None) -> dict[str, Path]:
+def make_plots(
+    runs: Sequence[RunData],
+    out_dir: str | Path,
+    *,
+    smoothing: float = DEFAULT_SMOOTHING,
+    max_points: int = DEFAULT_MAX_POINTS,
+    alarm_steps: dict[str, int | None] | None = None,
+    only: Sequence[str] | None = None,
+) -> dict[str, Path]:
     """Write every plot that has data to ``out_dir``; returns ``{plot name: png path}``.
 
-    Plot names (in order): see :data:`PLOT_NAMES`. A plot whose metrics no run logs
+    Plot names (in order): see :data:`PLOT_NAMES`; ``only`` restricts to a subset (unknown
+    names raise ValueError listing the valid ones). A plot whose metrics no run logs
     (e.g. ``label_accuracy`` on unlabelled data) is skipped, not drawn empty.
     """
     if max_points < 2:
         raise ValueError(f"max_points must be >= 2, got {max_points}")
     ema_smooth(np.zeros(0), smoothing)  # validates the weight before any drawing
+    wanted = set(PLOT_NAMES if only is None else only)
+    unknown = sorted(wanted - set(PLOT_NAMES))
+    if unknown:
+        raise ValueError(f"unknown plot(s) {unknown}; valid: {', '.join(PLOT_NAMES)}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     alarm_steps = alarm_steps or {}
-    paths: dict[str, Path] = {}
+    kwargs = {"smoothing": smoothing, "max_points": max_points}
+    paths: dict[str, Path | None] = {}
     for spec in LINE_PLOTS:
-        path = plot_line(spec, runs, out, smoothing=smoothing, max_points=max_points,
-                         alarm_steps=alarm_steps)
-        if path is not None:
-            paths[spec.name] = path
-    loss = plot_loss(runs, out, smoothing=smoothing, max_points=max_points, alarm_steps=alarm_steps)
-    if loss is not None:
-        paths["loss"] = loss
-    timing = plot_step_time(runs, out, smoothing=smoothing, max_points=max_points)
-    if timing is not None:
-        paths["step_time"] = timing
-    return paths
+        if spec.name in wanted:
+            paths[spec.name] = plot_line(spec, runs, out, alarm_steps=alarm_steps, **kwargs)
+    if "loss" in wanted:
+        paths["loss"] = plot_loss(runs, out, alarm_steps=alarm_steps, **kwargs)
+    if "step_time" in wanted:
+        paths["step_time"] = plot_step_time(runs, out, **kwargs)
+    return {name: path for name, path in paths.items() if path is not None}

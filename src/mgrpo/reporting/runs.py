@@ -194,7 +194,9 @@ def read_config(path: str | Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise MetricsError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+        raise MetricsError(
+            f"{path}: expected a mapping at the top level, got {type(data).__name__}"
+        )
     return data
 
 
@@ -215,6 +217,9 @@ class EvalResult:
         for key in ("accuracy", "avg@k", "pass@1", "maj@k"):
             v = _as_float(metrics.get(key))
             if v is not None:
+                k = metrics.get("samples")
+                if key.endswith("@k") and isinstance(k, int) and not isinstance(k, bool):
+                    key = f"{key[:-1]}{k}"  # mgrpo eval writes "avg@k" and "samples": k
                 return key, v
         return None
 

@@ -40,7 +40,9 @@ class SamplingParams:
             raise ValueError(f"seed must be an int, got {self.seed!r}")
         stop = tuple(self.stop_token_ids)
         if any(not isinstance(t, int) or t < 0 for t in stop):
-            raise ValueError(f"stop_token_ids must be non-negative ints, got {self.stop_token_ids!r}")
+            raise ValueError(
+                f"stop_token_ids must be non-negative ints, got {self.stop_token_ids!r}"
+            )
         object.__setattr__(self, "stop_token_ids", stop)
 
     @property

@@ -55,7 +55,9 @@ class ChunkedTokenLogProb(torch.autograd.Function):
         need_h, need_w, need_b = ctx.needs_input_grad[:3]
         t, chunk = ctx.temperature, ctx.chunk
         grad_h = torch.empty_like(hidden) if need_h else None
-        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
+        grad_w = (
+            torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
+        )
         grad_b = (
             torch.zeros(bias.shape, dtype=torch.float32, device=bias.device)
             if need_b and bias is not None

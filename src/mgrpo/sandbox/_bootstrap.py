@@ -58,23 +58,55 @@ DEVICES = ("null", "zero", "random", "urandom")
 
 _FORBIDDEN_EVENTS = frozenset(
     {
-        "os.fork", "os.forkpty", "os.posix_spawn", "os.spawn", "os.exec", "os.system",
-        "os.startfile", "subprocess.Popen", "pty.spawn", "os.setuid", "os.setgid",
-        "socket.__new__", "socket.connect", "socket.bind", "socket.sendto", "socket.sendmsg",
-        "socket.getaddrinfo", "socket.gethostbyname", "socket.gethostbyaddr",
-        "socket.getnameinfo", "os.chroot", "os.mknod", "resource.prlimit", "sys.remote_exec",
-        "os.killpg", "signal.pthread_kill",
+        "os.fork",
+        "os.forkpty",
+        "os.posix_spawn",
+        "os.spawn",
+        "os.exec",
+        "os.system",
+        "os.startfile",
+        "subprocess.Popen",
+        "pty.spawn",
+        "os.setuid",
+        "os.setgid",
+        "socket.__new__",
+        "socket.connect",
+        "socket.bind",
+        "socket.sendto",
+        "socket.sendmsg",
+        "socket.getaddrinfo",
+        "socket.gethostbyname",
+        "socket.gethostbyaddr",
+        "socket.getnameinfo",
+        "os.chroot",
+        "os.mknod",
+        "resource.prlimit",
+        "sys.remote_exec",
+        "os.killpg",
+        "signal.pthread_kill",
     }
 )
 _FORBIDDEN_MODULES = frozenset(
     {"ctypes", "_ctypes", "_posixsubprocess", "multiprocessing", "_multiprocessing", "cffi"}
 )
 _PATH_WRITE_EVENTS = {  # event -> indices of path arguments that must be inside the work dir
-    "os.remove": (0,), "os.rename": (0, 1), "os.rmdir": (0,), "os.mkdir": (0,),
-    "os.chmod": (0,), "os.chown": (0,), "os.symlink": (1,), "os.link": (0, 1),
-    "os.truncate": (0,), "os.utime": (0,), "shutil.rmtree": (0,), "shutil.copyfile": (1,),
-    "shutil.copytree": (1,), "shutil.move": (0, 1), "os.setxattr": (0,),
-    "os.removexattr": (0,), "os.chflags": (0,),
+    "os.remove": (0,),
+    "os.rename": (0, 1),
+    "os.rmdir": (0,),
+    "os.mkdir": (0,),
+    "os.chmod": (0,),
+    "os.chown": (0,),
+    "os.symlink": (1,),
+    "os.link": (0, 1),
+    "os.truncate": (0,),
+    "os.utime": (0,),
+    "shutil.rmtree": (0,),
+    "shutil.copyfile": (1,),
+    "shutil.copytree": (1,),
+    "shutil.move": (0, 1),
+    "os.setxattr": (0,),
+    "os.removexattr": (0,),
+    "os.chflags": (0,),
 }
 _PATH_READ_EVENTS = {"os.listdir": (0,), "os.scandir": (0,), "glob.glob": (0,), "os.chdir": (0,)}
 
@@ -93,7 +125,9 @@ def _check(ctypes, rc: int, what: str) -> None:
 
 def _mount(ctypes, libc, src, dst, fstype, flags, data=None) -> None:
     enc = [None if x is None else os.fsencode(x) for x in (src, dst, fstype, data)]
-    _check(ctypes, libc.mount(enc[0], enc[1], enc[2], ctypes.c_ulong(flags), enc[3]), f"mount {dst}")
+    _check(
+        ctypes, libc.mount(enc[0], enc[1], enc[2], ctypes.c_ulong(flags), enc[3]), f"mount {dst}"
+    )
 
 
 def _build_jail(ctypes, libc, cfg: dict) -> None:
@@ -116,7 +150,14 @@ def _build_jail(ctypes, libc, cfg: dict) -> None:
             continue
         os.makedirs(target, exist_ok=True)
         _mount(ctypes, libc, host, target, None, MS_BIND | MS_REC)
-        _mount(ctypes, libc, None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+        _mount(
+            ctypes,
+            libc,
+            None,
+            target,
+            None,
+            MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV,
+        )
     os.makedirs(inside("/dev"), exist_ok=True)
     for dev in DEVICES:
         target = inside(f"/dev/{dev}")
@@ -185,7 +226,7 @@ def _set_limits(cfg: dict, drop: bool) -> None:
 
 def _make_hook(workdir: str, read_roots: tuple[str, ...]):
     """PEP 578 audit hook confining the program (defence in depth, see module doc)."""
-    realpath, join, fspath = os.path.realpath, os.path.join, os.fspath
+    realpath, fspath = os.path.realpath, os.fspath
     write_roots = (workdir, "/dev/null")
     read_ok = (workdir, *read_roots)
     my_pid = os.getpid()
@@ -230,7 +271,6 @@ def _make_hook(workdir: str, read_roots: tuple[str, ...]):
         elif event == "object.__setattr__" and args[1] in ("__code__", "__closure__"):
             raise PermissionError("sandbox: code object replacement is not allowed")
 
-    del join
     return hook
 
 

@@ -1,0 +1,37 @@
+"""Engine registry: `make_engine(name, model, pad_token_id=..., **options)`.
+
+"fast" on a model it does not support falls back to "hf" with a one-line warning.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+from torch import nn
+
+from mgrpo.rollout.base import RolloutEngine
+from mgrpo.rollout.fast_engine import FastEngine, unsupported_reason
+from mgrpo.rollout.hf_engine import HFEngine
+
+ENGINES: dict[str, type[RolloutEngine]] = {"hf": HFEngine, "fast": FastEngine}
+
+
+def make_engine(name: str, model: nn.Module, *, pad_token_id: int, **options) -> RolloutEngine:
+    """Build engine `name` ("hf" | "fast") over the live `model` (shared, never copied).
+
+    `options` go to the engine (fast: compile, compile_mode, check_every, compact_ratio;
+    both: score_chunk_tokens, score_batch_tokens).
+    """
+    if name not in ENGINES:
+        raise ValueError(f"unknown engine {name!r}; valid engines: {sorted(ENGINES)}")
+    if name == "fast":
+        reason = unsupported_reason(model)
+        if reason is not None:
+            warnings.warn(
+                f"fast engine does not support {reason}; falling back to the hf engine",
+                stacklevel=2,
+            )
+            fast_only = ("compile", "compile_mode", "check_every", "compact_ratio")
+            options = {k: v for k, v in options.items() if k not in fast_only}
+            return HFEngine(model, pad_token_id=pad_token_id, **options)
+    return ENGINES[name](model, pad_token_id=pad_token_id, **options)

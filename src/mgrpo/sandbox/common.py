@@ -1,0 +1,141 @@
+"""Pieces shared by the code graders: code extraction, verdicts, the harness round trip."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from mgrpo.sandbox.runner import RunResult, run_program
+
+HARNESS_SOURCE_PATH = Path(__file__).with_name("_harness.py")
+RESULTS_FILE = "results.jsonl"
+RESULTS_FILE_LIMIT = 256 << 20
+_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+\-.]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
+_PYTHON_TAGS = {"python", "py", "python3"}
+
+
+@dataclass(frozen=True)
+class CodeVerdict:
+    """Result of grading one program.
+
+    passed: every test passed (all-or-nothing). status: "passed" | "no_code" |
+    "syntax_error" | "load_error" (module or entry point failed) | "wrong_answer" |
+    "runtime_error" | "timeout" | "memory" | "killed". detail: one short human line
+    (first failing test). n_tests: tests in the suite; n_passed: tests that matched.
+    """
+
+    passed: bool
+    status: str
+    detail: str
+    n_tests: int
+    n_passed: int = 0
+
+
+def extract_code(response: str) -> str | None:
+    """The last ```python fenced block of ``response``, else the last ``` block, else None.
+
+    Tags accepted as Python: python, py, python3 (case-insensitive). An unterminated
+    final fence counts (the model ran out of tokens inside it). Blank blocks are skipped.
+    """
+    if not isinstance(response, str):
+        raise ValueError(f"response must be a str, got {type(response).__name__}")
+    blocks = [(m.group(1).lower(), m.group(2)) for m in _FENCE.finditer(response)]
+    blocks = [(tag, body) for tag, body in blocks if body.strip()]
+    python = [body for tag, body in blocks if tag in _PYTHON_TAGS]
+    if python:
+        return python[-1]
+    untagged = [body for tag, body in blocks if not tag]
+    return untagged[-1] if untagged else None
+
+
+def syntax_error(code: str) -> str | None:
+    """``None`` when ``code`` compiles, else a one-line message (compile only, no exec)."""
+    try:
+        compile(code, "solution.py", "exec", dont_inherit=True)
+    except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
+        return f"{type(exc).__name__}: {exc}"[:300]
+    return None
+
+
+@dataclass
+class HarnessOutcome:
+    """Parsed harness output: per-test records (index -> record) and the raw run."""
+
+    load_error: str | None
+    records: dict[int, dict]
+    run: RunResult
+
+
+def run_harness(
+    code: str,
+    *,
+    mode: str,
+    entry: str | None,
+    tests: list,
+    limits: list[float],
+    timeout_s: float,
+    memory_mb: int,
+    task_id: str = "",
+    fail_fast: bool = False,
+) -> HarnessOutcome:
+    """Run ``code`` against ``tests`` with the sandboxed harness (see ``_harness``)."""
+    job = {
+        "mode": mode,
+        "entry": entry,
+        "task_id": task_id,
+        "limits": limits,
+        "load_limit": max(1.0, timeout_s),
+        "fail_fast": fail_fast,
+    }
+    run = run_program(
+        HARNESS_SOURCE_PATH.read_text(encoding="utf-8"),
+        timeout_s=timeout_s,
+        memory_mb=memory_mb,
+        files={"solution.py": code, "job.json": json.dumps(job), "tests.json": json.dumps(tests)},
+        read_files=(RESULTS_FILE,),
+        file_limit=RESULTS_FILE_LIMIT,
+    )
+    records: dict[int, dict] = {}
+    load_error = None
+    loaded = False
+    raw = run.files.get(RESULTS_FILE, b"").decode("utf-8", "replace")
+    for line in raw.splitlines():
+        try:
+            rec = json.loads(line)
+        except (json.JSONDecodeError, RecursionError):
+            continue
+        if not isinstance(rec, dict):
+            continue
+        if "load_error" in rec and not loaded:
+            load_error = str(rec["load_error"])
+        elif rec.get("loaded") is True:
+            loaded = True
+        elif isinstance(rec.get("i"), int) and rec["i"] not in records:
+            records[rec["i"]] = rec
+    if not loaded and load_error is None:
+        load_error = f"harness did not start ({run.status}): {run.stderr.strip()[-300:]}"
+    return HarnessOutcome(load_error=load_error, records=records, run=run)
+
+
+def failure_status(exc: str) -> str:
+    """Verdict status for a per-test exception string recorded by the harness."""
+    if exc == "timeout":
+        return "timeout"
+    if exc.startswith("MemoryError"):
+        return "memory"
+    return "runtime_error"
+
+
+def run_failure(outcome: HarnessOutcome, n_tests: int, n_passed: int) -> CodeVerdict | None:
+    """Verdict when the run itself failed (timeout, memory, killed) before all tests ran."""
+    run = outcome.run
+    if len(outcome.records) >= n_tests and run.status == "ok":
+        return None
+    status = {"timeout": "timeout", "memory": "memory", "killed": "killed"}.get(
+        run.status, "runtime_error"
+    )
+    tail = run.stderr.strip().splitlines()[-1:] or [f"exit {run.returncode}"]
+    detail = f"run ended with status {run.status} after {len(outcome.records)}/{n_tests} tests: {tail[0][:200]}"
+    return CodeVerdict(False, status, detail, n_tests, n_passed)

@@ -1,0 +1,56 @@
+"""`mgrpo train [RECIPE] [-o OUTPUT_DIR] [--resume] [key=value ...]`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+INTERMIXED_ARGS = True  # `mgrpo train tiny -o out key=value` (see cli.main)
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Train with M-GRPO or a baseline. RECIPE is a YAML file or a shipped recipe name "
+        "(default: demo). Overrides use dotted keys, e.g. algorithm.rollouts=16 optim.lr=2e-6."
+    )
+    parser.add_argument("recipe", nargs="?", default=None, help="YAML path or shipped recipe name")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
+    parser.add_argument("-o", "--output-dir", default=None, help="run directory (default: runs/<recipe>)")
+    parser.add_argument("--resume", action="store_true", help="continue from the latest complete checkpoint")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("--list-recipes", action="store_true", help="list shipped recipes and exit")
+
+
+def run(args: argparse.Namespace) -> int:
+    from mgrpo.config import ConfigError, dump_config, resolve_config, shipped_recipes
+
+    if args.list_recipes:
+        print("\n".join(shipped_recipes()))
+        return 0
+    recipe, overrides = args.recipe, list(args.overrides)
+    if recipe is not None and "=" in recipe and not Path(recipe).exists():
+        overrides.insert(0, recipe)  # `mgrpo train key=value` means the default recipe
+        recipe = None
+    try:
+        cfg = resolve_config(recipe, overrides)
+    except ConfigError as exc:
+        print(f"mgrpo train: config error: {exc}", file=sys.stderr)
+        return 2
+    if args.print_config:
+        print(dump_config(cfg), end="")
+        return 0
+    name = Path(recipe).stem if recipe else "demo"
+    output = Path(args.output_dir or Path("runs") / name)
+
+    from mgrpo.trainer import TrainingError, train
+
+    try:
+        train(cfg, output, resume=args.resume)
+    except (TrainingError, ValueError, FileNotFoundError) as exc:
+        print(f"mgrpo train: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("mgrpo train: interrupted; the last complete checkpoint is kept", file=sys.stderr)
+        return 130
+    return 0

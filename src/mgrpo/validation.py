@@ -1,0 +1,48 @@
+"""Periodic validation during training, through the evaluation harness.
+
+The trainer's `val/*` metrics come from `mgrpo.evaluation.runner.evaluate_records`, the
+same code `mgrpo eval` runs, sampling from the live policy through its rollout engine, so
+a training curve and `mgrpo eval` on the saved checkpoint agree (same prompts, settings
+and seed give the same numbers).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mgrpo.rollout import SamplingParams
+from mgrpo.step import step_seed
+
+VALIDATION_STREAM = 99  # seed stream, distinct from the training rollouts' streams
+
+
+def run_validation(run: Any, *, step: int) -> dict[str, float]:
+    """Accuracy (avg@k), maj@k, pass@k and mean length of the policy on the validation set."""
+    from mgrpo.evaluation.runner import evaluate_records
+
+    cfg, models = run.cfg, run.models
+    val = cfg.validation
+    params = SamplingParams(
+        max_new_tokens=val.max_new_tokens or cfg.generation.max_new_tokens,
+        temperature=val.temperature,
+        top_p=cfg.generation.top_p if val.temperature > 0 else 1.0,
+        stop_token_ids=models.stop_token_ids,
+        seed=step_seed(cfg.seed, step, VALIDATION_STREAM),
+    )
+    result = evaluate_records(
+        models.policy_engine,
+        models.tokenizer,
+        run.val_records,
+        kind=cfg.data.answer_kind,
+        samples=val.samples,
+        params=params,
+        template=cfg.data.template,
+        checker=models.checker,
+        suffix=cfg.data.suffix,
+    )
+    out = {"accuracy": float(result["accuracy"]), "response_length": float(result["response_length_mean"])}
+    if val.samples > 1:
+        if result.get("maj@k") is not None:
+            out["maj@k"] = float(result["maj@k"])
+        out["pass@k"] = float(result["pass@k"])
+    return out
