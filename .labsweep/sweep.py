@@ -11,15 +11,35 @@ tok = build_char_tokenizer(ALPH)
 OUT = os.environ.get("OUT", "/tmp")
 def boxed(s):
     m = re.findall(r"\\boxed\{(-?\d+)\}", s); return m[-1] if m else None
-def run(name, H=128, L=4, I=None, steps=300, bs=64, lr=3e-3, easy=(2,3,9), ops="+-", evals=(), temps=(1.0,)):
+import random
+from mgrpo.data.arithmetic import solution_steps, evaluate_expression
+def rewrite_solution(rec):
+    ops_, q = [], rec.question
+    import re as _re
+    toks = _re.findall(r"\d+|[+-]", q)
+    vals = [int(t) for t in toks[0::2]]; opl = toks[1::2]
+    parts = []
+    while opl:
+        a, op, b = vals[0], opl[0], vals[1]
+        v = a + b if op == "+" else a - b
+        vals = [v] + vals[2:]; opl = opl[1:]
+        parts.append(str(vals[0]) + "".join(o + str(x) for o, x in zip(opl, vals[1:])))
+    return "=".join(parts) + ".\\boxed{" + rec.answer + "}"
+def run(name, H=128, L=4, I=None, steps=300, bs=64, lr=3e-3, easy=(2,3,9), ops="+-", evals=(), temps=(1.0,), mix=None, fmt="chain"):
+    sol = worked_solution if fmt == "chain" else rewrite_solution
     torch.manual_seed(0)
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=H, num_hidden_layers=L, num_attention_heads=4, num_key_value_heads=2,
       intermediate_size=I or 2*H, max_position_embeddings=128, pad_token_id=0, bos_token_id=1, eos_token_id=2, tie_word_embeddings=False)
     model = LlamaForCausalLM(cfg).to(dev)
-    train = make_problems(steps*bs, seed=1, min_operands=easy[0], max_operands=easy[1], max_value=easy[2], ops=ops)
+    mix = mix or [(1.0,) + tuple(easy)]
+    train = []
+    for j, (w, a, b, v) in enumerate(mix):
+        train += make_problems(int(round(steps*bs*w)) + 1, seed=1 + j, min_operands=a, max_operands=b, max_value=v, ops=ops)
+    random.Random(0).shuffle(train); train = train[:steps*bs]
+    print(name, sol(train[0]), train[0].question)
     enc = []
     for rec in train:
-        p = [1]+tok.encode(TEMPLATE.format(question=rec.question)); r = tok.encode(worked_solution(rec)) + [2]; enc.append((p, r))
+        p = [1]+tok.encode(TEMPLATE.format(question=rec.question)); r = tok.encode(sol(rec)) + [2]; enc.append((p, r))
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
     warm = max(1, steps//10)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1, (s+1)/warm) * 0.5*(1+math.cos(math.pi*min(s,steps)/steps)))
@@ -33,7 +53,7 @@ def run(name, H=128, L=4, I=None, steps=300, bs=64, lr=3e-3, easy=(2,3,9), ops="
         out = model(input_ids=ids.to(dev), attention_mask=att.to(dev), labels=lab.to(dev))
         out.loss.backward(); torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0); opt.step(); sched.step(); opt.zero_grad()
         losses.append(out.loss.item())
-    res = dict(name=name, H=H, L=L, steps=steps, bs=bs, lr=lr, easy=easy, ops=ops, final_loss=sum(losses[-20:])/20, train_s=time.time()-t0, evals={})
+    res = dict(mix=mix, fmt=fmt, name=name, H=H, L=L, steps=steps, bs=bs, lr=lr, easy=easy, ops=ops, final_loss=sum(losses[-20:])/20, train_s=time.time()-t0, evals={})
     model.eval()
     for (a,b,v) in evals:
         recs = make_problems(100, seed=99, min_operands=a, max_operands=b, max_value=v, ops=ops)
@@ -57,22 +77,20 @@ def run(name, H=128, L=4, I=None, steps=300, bs=64, lr=3e-3, easy=(2,3,9), ops="
         res["ex_"+f"{a}-{b}<={v}"] = texts[0]
     print(json.dumps(res), flush=True)
     with open(f"{OUT}/sweep.jsonl", "a") as f: f.write(json.dumps(res)+"\n")
-EV = [(2,3,9),(4,4,9),(5,5,9),(2,3,15),(3,3,20),(4,4,15),(2,3,20)]
+EV = [(4,4,9),(5,5,9),(3,3,20),(3,3,15),(2,3,9)]
+M = lambda p: [(1-p, 2, 3, 9), (p, 4, 4, 9)]
 CONFIGS = [
- dict(name="a", steps=300, lr=3e-3, easy=(2,3,9)),
- dict(name="b", steps=400, lr=5e-3, easy=(2,3,9)),
- dict(name="c", steps=300, lr=3e-3, easy=(2,4,9)),
- dict(name="d", steps=400, lr=5e-3, easy=(2,4,9)),
- dict(name="e", steps=400, lr=5e-3, easy=(2,3,20)),
- dict(name="f", steps=300, lr=3e-3, easy=(2,3,9), H=192),
- dict(name="g", steps=300, lr=3e-3, easy=(2,3,9), ops="+"),
- dict(name="h", steps=800, lr=5e-3, easy=(2,4,9)),
- dict(name="i", steps=600, lr=3e-3, bs=32, easy=(2,3,9)),
- dict(name="j", steps=400, lr=5e-3, easy=(2,3,15)),
- dict(name="k", steps=400, lr=1e-2, easy=(2,3,9)),
- dict(name="l", steps=400, lr=5e-3, easy=(2,3,9), H=96, L=3),
+ dict(name="m1", mix=M(0.05)),
+ dict(name="m2", mix=M(0.10)),
+ dict(name="r1", fmt="rewrite", easy=(2,3,9)),
+ dict(name="r2", fmt="rewrite", easy=(2,4,9)),
+ dict(name="x1", mix=[(0.5,2,2,20),(0.5,3,3,9)]),
+ dict(name="x2", fmt="rewrite", mix=[(0.5,2,2,20),(0.5,3,3,9)]),
+ dict(name="x3", mix=[(0.9,2,3,9),(0.1,3,3,20)]),
+ dict(name="m3", mix=M(0.03)),
+ dict(name="x4", mix=[(0.4,2,2,20),(0.6,2,3,9)]),
+ dict(name="r3", fmt="rewrite", mix=[(0.9,2,3,9),(0.1,4,4,9)]),
 ]
-CONFIGS.append(dict(name="z", steps=3, bs=8, easy=(2,3,9)))
 sel = sys.argv[1:]
 for c in CONFIGS:
     if not sel or c["name"] in sel:

@@ -252,6 +252,8 @@ class TrainerConfig:
     threads: int = 0  # torch CPU threads (0 = all cores)
     alarm_action: str = "warn"  # warn | stop
     progress: bool = True
+    stop_after: int | None = None  # end this invocation after that step (checkpointed); resume later
+
 
     def __post_init__(self) -> None:
         _check(self.max_steps >= 1, "trainer.max_steps", "must be >= 1")
@@ -268,6 +270,7 @@ class TrainerConfig:
         _check(self.max_bad_steps >= 1, "trainer.max_bad_steps", "must be >= 1")
         _check(self.threads >= 0, "trainer.threads", "must be >= 0")
         _one_of(self.alarm_action, "trainer.alarm_action", ["warn", "stop"])
+        _check(self.stop_after is None or self.stop_after >= 1, "trainer.stop_after", "must be >= 1")
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mgrpo import __version__
 from mgrpo.evaluation.metrics import pass_at_k, summarize
 from mgrpo.evaluation.runner import (
     DEFAULT_BATCH_SIZE,
@@ -243,11 +244,14 @@ def run(args: argparse.Namespace) -> int:
     try:
         benches = _resolve_benchmarks(args)
         # Load (and so validate) every data set before the model: fail in seconds, not after hours.
-        t0 = time.perf_counter()
-        loaded = {
-            b.name: load_benchmark(b, file=f, limit=args.limit, seed=args.seed) for b, f in benches
-        }
-        load_s = (time.perf_counter() - t0) / max(1, len(loaded))
+        loaded: dict[str, Any] = {}
+        load_s: dict[str, float] = {}
+        for bench, file in benches:
+            if bench.name in loaded:
+                raise ValueError(f"benchmark {bench.name!r} named twice")
+            t0 = time.perf_counter()
+            loaded[bench.name] = load_benchmark(bench, file=file, limit=args.limit, seed=args.seed)
+            load_s[bench.name] = time.perf_counter() - t0
     except (ValueError, BenchmarkDataMissing, DatasetError) as exc:
         return _fail(str(exc))
 
@@ -280,6 +284,8 @@ def run(args: argparse.Namespace) -> int:
     checker = AnswerChecker(timeout_s=args.answer_timeout, workers=args.answer_workers)
     device = next(model.parameters()).device
     settings = {
+        "mgrpo_version": __version__,
+        "torch_version": torch.__version__,
         "model": args.model,
         "protocol": args.protocol,
         "engine": args.engine,
@@ -325,10 +331,10 @@ def run(args: argparse.Namespace) -> int:
             with (out / "samples" / f"{bench.name}.jsonl").open("w", encoding="utf-8") as fh:
                 for row in rows:
                     fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-            wall = time.perf_counter() - t0 + load_s
+            wall = time.perf_counter() - t0 + load_s[bench.name]
             results[bench.name] = {
                 **metrics,
-                "time/load": load_s,
+                "time/load": load_s[bench.name],
                 **overhead_report(wall, metrics["time/generate"]),
                 "settings": {**settings, "benchmark": bench.name, "samples": k, "data_file": file},
             }

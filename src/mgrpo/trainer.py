@@ -43,7 +43,7 @@ from mgrpo.training_data import PromptSet, build_prompt_set, load_records
 
 # Config keys allowed to differ between the original run and a `--resume`.
 RESUME_MUTABLE = ("trainer.max_steps", "trainer.save_every", "trainer.eval_every",
-                  "trainer.progress", "trainer.keep_last", "trainer.threads")
+                  "trainer.progress", "trainer.keep_last", "trainer.threads", "trainer.stop_after")
 
 
 class TrainingError(RuntimeError):
@@ -373,10 +373,16 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False) -> Path:
             progress.update(1)
             progress.set_postfix(_postfix(metrics), refresh=False)
             stop = alarm is not None and cfg.trainer.alarm_action == "stop"
-            if is_last or stop or (cfg.trainer.save_every and step % cfg.trainer.save_every == 0):
+            pause = cfg.trainer.stop_after is not None and step >= cfg.trainer.stop_after
+            if is_last or stop or pause or (
+                cfg.trainer.save_every and step % cfg.trainer.save_every == 0
+            ):
                 _save(run, step, {"bad_steps": bad_steps, "summary": summary})
             if stop:
                 raise TrainingError(f"stopped by the collapse alarm at step {step}: {alarm.reason}")
+            if pause and not is_last:
+                progress.write(f"mgrpo: stopping after step {step} (trainer.stop_after); --resume continues")
+                break
     finally:
         progress.close()
         log.close()

@@ -256,3 +256,31 @@ def test_parquet_without_pyarrow_message(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setattr(builtins, "__import__", fake_import)
     with pytest.raises(DatasetError, match="x.parquet: reading Parquet needs pyarrow"):
         load_prompt_dataset(tmp_path / "x.parquet")
+
+
+def test_hub_id_through_datasets_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    import types
+
+    calls: list[tuple] = []
+
+    def load_dataset(name, config, split):
+        calls.append((name, config, split))
+        if name == "offline/set":
+            raise ConnectionError("no network")
+        return [{"prompt": "hello", "sol": 4}, {"prompt": "bye", "sol": 5}]
+
+    monkeypatch.setitem(
+        __import__("sys").modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset)
+    )
+    records = load_prompt_dataset(
+        "org/set:cfg", prompt_field="prompt", answer_field="sol", split="test"
+    )
+    assert calls == [("org/set", "cfg", "test")]
+    assert [(r.id, r.question, r.answer) for r in records] == [
+        ("org_set:cfg-0", "hello", "4"),
+        ("org_set:cfg-1", "bye", "5"),
+    ]
+    with pytest.raises(
+        DatasetError, match="could not load 'offline/set'.*ConnectionError: no network.*local"
+    ):
+        load_prompt_dataset("offline/set")

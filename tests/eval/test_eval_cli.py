@@ -159,6 +159,7 @@ def test_custom_benchmark_file(tmp_path: Path) -> None:
         (["-b", "gpqa_diamond"], "Required columns"),
         (["--kind", "math"], "--kind needs --benchmark-file"),
         (["--samples", "0"], "--samples must be >= 1"),
+        (["-b", "aime24,aime24"], "named twice"),
         (["--top-p", "1.5"], "--top-p must be in (0, 1]"),
         (["-b", "math500,aime24", "--benchmark-file", "x.jsonl"], "exactly one benchmark"),
     ],

@@ -270,7 +270,7 @@ def test_evaluate_benchmark_reports_overhead(tokenizer, checker) -> None:
     )  # paper k
     assert out["avg@k"] == pytest.approx(1 / 3) and out["maj@k"] == pytest.approx(1 / 3)
     assert out["overhead_s"] == pytest.approx(out["wall_s"] - out["time/generate"])
-    assert 0 <= out["overhead_fraction"] < 1 and out["time/grade_wait"] <= out["time/grade"] + 1e-9
+    assert 0 <= out["overhead_fraction"] < 1 and out["time/grade_wait"] >= 0
     assert len(rows) == 24
 
 

@@ -67,6 +67,11 @@ CASES = {
         "sys.exit(0)",
         "passed",
     ),
+    "stdin_open0": (
+        STDIN_ROW,
+        "import os\na, b = map(int, open(0).read().split())\nos.write(1, f'{a + b}\\n'.encode())",
+        "passed",
+    ),
     "stdin_wrong": (STDIN_ROW, "a, b = map(int, input().split())\nprint(a * b)", "wrong_answer"),
     "stdin_crash": (STDIN_ROW, "raise RuntimeError('x')", "runtime_error"),
     "stdin_loop": (STDIN_ROW, "while True:\n    pass", "timeout"),

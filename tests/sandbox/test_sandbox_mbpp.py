@@ -166,6 +166,15 @@ def test_correct_alternative_passes_and_wrong_fails():
     assert "expected" in bad.detail
 
 
+def test_main_guard_demo_code_does_not_run():
+    code = (
+        "def is_not_prime(n):\n    return n < 2 or any(n % d == 0 for d in range(2, n))\n"
+        "if __name__ == '__main__':\n    print(is_not_prime(int(input())))"
+    )
+    verdict = grade_mbpp_plus(_fenced(code), BY_ID["Mbpp/3"])
+    assert verdict.passed, verdict
+
+
 def test_float_tolerance_task():
     problem = next(r for r in ROWS if r["atol"] > 0)
     verdict = grade_mbpp_plus(_fenced(problem["canonical_solution"]), problem)

@@ -1,0 +1,187 @@
+"""Configuration of the lab world: model shape, tokenizer alphabet, the easy SFT mixture,
+the hard RL task, SFT schedule and the post-build measurement, with a stable hash.
+
+The hash keys the on-disk cache (`~/.cache/mgrpo/lab/<hash>/`): any change to any field
+(or to `LAB_FORMAT_VERSION`, bumped whenever the build procedure changes what it
+produces) gives a new cache entry.
+
+Task split. Every RL-task problem (train or val) is held out of the SFT data: a problem
+belongs to the RL pool iff it lies in the task distribution and its question's stable
+bucket (`question_bucket`, sha256-based, 0..99) is below `RL_POOL_BUCKETS`; val takes
+buckets [0, VAL_BUCKETS), train the rest of the pool. SFT never draws a question of the
+pool, so RL prompts are never memorised answers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+from mgrpo.data.arithmetic import VALID_OPS, parse_expression
+
+LAB_MODEL_NAME = "lab"  # the embedded model name the model loader resolves to build_lab_model()
+LAB_FORMAT_VERSION = 1  # bump when the build procedure changes its output for the same config
+# Prompt template (use with mgrpo.data.prompts.render_prompt(template=LAB_TEMPLATE)); no BOS.
+LAB_TEMPLATE = "Q:{question}=?\nA:"
+# every character the template, questions and worked solutions use (char tokenizer)
+LAB_ALPHABET = "0123456789+-*=?:,.\\{}boxedQA\n"
+NUM_BUCKETS = 100
+RL_POOL_BUCKETS = 50  # buckets [0, 50) of task-distribution questions are held out of SFT
+VAL_BUCKETS = 10  # of those, [0, 10) are the val split, [10, 50) the train split
+SPLITS = ("train", "val")
+
+
+def question_bucket(question: str) -> int:
+    """Stable bucket 0..NUM_BUCKETS-1 of a question (sha256 of its text; not Python's hash)."""
+    return int(hashlib.sha256(question.encode()).hexdigest()[:8], 16) % NUM_BUCKETS
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One arithmetic distribution (see `mgrpo.data.arithmetic.make_problems`)."""
+
+    min_operands: int
+    max_operands: int
+    max_value: int
+    ops: str = "+-"
+    min_value: int = 0
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.min_operands, int) and self.min_operands >= 1):
+            raise ValueError(f"TaskSpec.min_operands must be an int >= 1, got {self.min_operands!r}")
+        if not (isinstance(self.max_operands, int) and self.max_operands >= self.min_operands):
+            raise ValueError(f"TaskSpec.max_operands must be >= min_operands, got {self.max_operands!r}")
+        if not (isinstance(self.min_value, int) and 0 <= self.min_value <= self.max_value):
+            raise ValueError(
+                f"TaskSpec needs 0 <= min_value <= max_value, got {self.min_value!r}, {self.max_value!r}"
+            )
+        if not self.ops or any(op not in VALID_OPS for op in self.ops):
+            raise ValueError(f"TaskSpec.ops must use characters of {VALID_OPS!r}, got {self.ops!r}")
+
+    def contains(self, question: str) -> bool:
+        """True if `question` could have been drawn from this distribution."""
+        operands, operators = parse_expression(question)
+        return (
+            self.min_operands <= len(operands) <= self.max_operands
+            and all(self.min_value <= v <= self.max_value for v in operands)
+            and all(op in self.ops for op in operators)
+        )
+
+    def kwargs(self) -> dict:
+        """Keyword arguments for `make_problems`."""
+        return dict(min_operands=self.min_operands, max_operands=self.max_operands,
+                    max_value=self.max_value, ops=self.ops, min_value=self.min_value)
+
+    def describe(self) -> str:
+        n = (f"{self.min_operands}" if self.min_operands == self.max_operands
+             else f"{self.min_operands}-{self.max_operands}")
+        return f"{n} operands in {self.min_value}..{self.max_value}, ops {self.ops!r}"
+
+
+# The easy SFT mixture and the hard RL task of the default lab world (chosen by a sweep, see
+# README/report): SFT mostly on 2-3 single-digit operands plus a thin slice of 4-operand
+# problems; the RL task is 4 operands, on which the SFT model is right only part of the time.
+DEFAULT_SFT_MIX: tuple[tuple[float, TaskSpec], ...] = (
+    (0.95, TaskSpec(min_operands=2, max_operands=3, max_value=9)),
+    (0.05, TaskSpec(min_operands=4, max_operands=4, max_value=9)),
+)
+DEFAULT_TASK = TaskSpec(min_operands=4, max_operands=4, max_value=9)
+
+
+@dataclass(frozen=True)
+class LabConfig:
+    """Everything that determines the lab model bit for bit (on a given torch build).
+
+    Model: a Llama of `hidden_size` x `num_layers` (~0.6 M parameters by default) over a
+    character tokenizer of `alphabet`. SFT: `sft_steps` AdamW steps of `batch_size`
+    fresh problems drawn from `sft_mix` (weights sum to 1), loss on response tokens +
+    EOS only, lr linear warm-up over `warmup_fraction` then cosine to 0, grad clip
+    `grad_clip`. Measurement: `measure_problems` val problems of `task`, `measure_samples`
+    samples each at `measure_temperature`, reported as mean sample accuracy and maj@G.
+    """
+
+    hidden_size: int = 128
+    num_layers: int = 4
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    intermediate_size: int = 256
+    max_position_embeddings: int = 128
+    alphabet: str = LAB_ALPHABET
+    template: str = LAB_TEMPLATE
+    sft_mix: tuple[tuple[float, TaskSpec], ...] = DEFAULT_SFT_MIX
+    task: TaskSpec = DEFAULT_TASK
+    sft_steps: int = 300
+    batch_size: int = 64
+    lr: float = 3e-3
+    warmup_fraction: float = 0.1
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = 1.0
+    seed: int = 0
+    measure_problems: int = 128
+    measure_samples: int = 8
+    measure_temperature: float = 1.0
+    max_new_tokens: int = 64
+    extra: tuple[tuple[str, str], ...] = field(default=())  # free-form tags that enter the hash
+
+    def __post_init__(self) -> None:
+        for name in ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size",
+                     "max_position_embeddings", "sft_steps", "batch_size", "max_new_tokens",
+                     "measure_samples"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"LabConfig.{name} must be a positive int, got {value!r}")
+        if not isinstance(self.measure_problems, int) or self.measure_problems < 0:
+            raise ValueError(
+                f"LabConfig.measure_problems must be an int >= 0, got {self.measure_problems!r}"
+            )
+        if "{question}" not in self.template:
+            raise ValueError(f"LabConfig.template must contain '{{question}}', got {self.template!r}")
+        missing = sorted(set(self.template.replace("{question}", "")) - set(self.alphabet))
+        if missing:
+            raise ValueError(f"LabConfig.alphabet lacks template characters {missing}")
+        if not self.sft_mix:
+            raise ValueError("LabConfig.sft_mix must name at least one (weight, TaskSpec)")
+        for weight, spec in self.sft_mix:
+            if not (isinstance(spec, TaskSpec) and weight > 0):
+                raise ValueError(f"LabConfig.sft_mix entries must be (weight > 0, TaskSpec), "
+                                 f"got ({weight!r}, {spec!r})")
+        if abs(sum(w for w, _ in self.sft_mix) - 1.0) > 1e-6:
+            raise ValueError(f"LabConfig.sft_mix weights must sum to 1, got "
+                             f"{[w for w, _ in self.sft_mix]}")
+        if not isinstance(self.task, TaskSpec):
+            raise ValueError(f"LabConfig.task must be a TaskSpec, got {self.task!r}")
+        if not (self.lr > 0 and 0 <= self.warmup_fraction < 1 and self.grad_clip > 0):
+            raise ValueError(
+                f"LabConfig needs lr > 0, 0 <= warmup_fraction < 1, grad_clip > 0; got lr={self.lr}, "
+                f"warmup_fraction={self.warmup_fraction}, grad_clip={self.grad_clip}"
+            )
+        if not self.measure_temperature > 0:
+            raise ValueError(
+                f"LabConfig.measure_temperature must be > 0, got {self.measure_temperature!r}"
+            )
+
+    def to_dict(self) -> dict:
+        """Plain JSON-able dict (nested TaskSpecs become dicts, tuples lists)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    def config_hash(self) -> str:
+        """16 hex chars of sha256 over the canonical JSON of the config + LAB_FORMAT_VERSION."""
+        payload = json.dumps({"format": LAB_FORMAT_VERSION, "config": self.to_dict()},
+                             sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def replace(self, **changes) -> LabConfig:
+        return dataclasses.replace(self, **changes)
+
+
+DEFAULT_LAB_CONFIG = LabConfig()
+# `mgrpo lab build --quick` and the test suite: a tiny model and a few SFT steps (seconds);
+# it learns nothing useful, it only exercises build, cache and measurement end to end.
+QUICK_LAB_CONFIG = LabConfig(
+    hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64,
+    max_position_embeddings=96, sft_steps=4, batch_size=8, measure_problems=8, measure_samples=4,
+    max_new_tokens=24,
+)
