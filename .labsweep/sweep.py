@@ -56,7 +56,7 @@ def run(name, H=128, L=4, I=None, steps=300, bs=64, lr=3e-3, easy=(2,3,9), ops="
     res = dict(mix=mix, fmt=fmt, name=name, H=H, L=L, steps=steps, bs=bs, lr=lr, easy=easy, ops=ops, final_loss=sum(losses[-20:])/20, train_s=time.time()-t0, evals={})
     model.eval()
     for (a,b,v) in evals:
-        recs = make_problems(100, seed=99, min_operands=a, max_operands=b, max_value=v, ops=ops)
+        recs = make_problems(200, seed=99, min_operands=a, max_operands=b, max_value=v, ops=ops)
         for temp in temps:
             G = 8
             prompts = [[1]+tok.encode(TEMPLATE.format(question=r.question)) for r in recs]
@@ -77,21 +77,19 @@ def run(name, H=128, L=4, I=None, steps=300, bs=64, lr=3e-3, easy=(2,3,9), ops="
         res["ex_"+f"{a}-{b}<={v}"] = texts[0]
     print(json.dumps(res), flush=True)
     with open(f"{OUT}/sweep.jsonl", "a") as f: f.write(json.dumps(res)+"\n")
-EV = [(4,4,9),(5,5,9),(3,3,20),(3,3,15),(2,3,9)]
+EV = [(4,4,9),(2,3,9)]
 M = lambda p: [(1-p, 2, 3, 9), (p, 4, 4, 9)]
 CONFIGS = [
- dict(name="m1", mix=M(0.05)),
- dict(name="m2", mix=M(0.10)),
- dict(name="r1", fmt="rewrite", easy=(2,3,9)),
- dict(name="r2", fmt="rewrite", easy=(2,4,9)),
- dict(name="x1", mix=[(0.5,2,2,20),(0.5,3,3,9)]),
- dict(name="x2", fmt="rewrite", mix=[(0.5,2,2,20),(0.5,3,3,9)]),
- dict(name="x3", mix=[(0.9,2,3,9),(0.1,3,3,20)]),
- dict(name="m3", mix=M(0.03)),
- dict(name="x4", mix=[(0.4,2,2,20),(0.6,2,3,9)]),
- dict(name="r3", fmt="rewrite", mix=[(0.9,2,3,9),(0.1,4,4,9)]),
+ dict(name="p1", mix=M(0.2)),
+ dict(name="p2", mix=M(0.25)),
+ dict(name="p3", mix=M(1/3), steps=200),
+ dict(name="p4", mix=M(1/3), steps=150),
+ dict(name="p5", mix=M(0.25), steps=250),
+ dict(name="p6", mix=M(0.2), steps=250, lr=4e-3),
+ dict(name="p7", mix=M(1/3)),
+ dict(name="p8", mix=M(0.15)),
 ]
 sel = sys.argv[1:]
 for c in CONFIGS:
     if not sel or c["name"] in sel:
-        run(evals=EV, temps=(1.0,), **c)
+        run(evals=EV, temps=(1.0, 1.2), **c)

@@ -29,6 +29,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from mgrpo import faults
+
 MANIFEST = "manifest.json"
 STEP_DIR = re.compile(r"^step-(\d+)$")
 
@@ -50,6 +52,10 @@ def _fsync_tree(root: Path) -> None:
         if path.is_file():
             with open(path, "rb") as fh:
                 os.fsync(fh.fileno())
+    _fsync_dir(root)
+
+
+def _fsync_dir(root: Path) -> None:
     fd = os.open(root, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -111,15 +117,20 @@ def save_checkpoint(
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-step-{step}-", dir=root))
     try:
         model.save_pretrained(tmp, safe_serialization=True)
+        faults.hit("checkpoint_write", tmp / "model.safetensors")
         tokenizer.save_pretrained(tmp)
+        faults.hit("checkpoint_write", tmp / "tokenizer.json")
         if momentum is not None:
             save_file(momentum, str(tmp / "momentum.safetensors"))
+            faults.hit("checkpoint_write", tmp / "momentum.safetensors")
         opt_tensors, opt_meta = optimizer_to_files(optimizer)
         save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
         write_json(tmp / "optimizer.json", opt_meta)
+        faults.hit("checkpoint_write", tmp / "optimizer.safetensors")
         write_json(tmp / "trainer_state.json", trainer_state)
         for filename, tensors in (extra_tensors or {}).items():
             save_file(tensors, str(tmp / filename))
+        faults.hit("checkpoint_write", tmp / "trainer_state.json")
         files = {
             str(p.relative_to(tmp)): {"size": p.stat().st_size, "sha256": _sha256(p)}
             for p in sorted(tmp.rglob("*"))
@@ -127,9 +138,11 @@ def save_checkpoint(
         }
         write_json(tmp / MANIFEST, {"step": step, "files": files})
         _fsync_tree(tmp)
+        faults.hit("checkpoint_write", tmp / MANIFEST)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
+        _fsync_dir(root)  # make the rename itself durable
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -138,9 +151,19 @@ def save_checkpoint(
 
 
 def _rotate(root: Path, keep_last: int) -> None:
-    good = [p for _, p in list_checkpoints(root) if verify_checkpoint(p) is None]
-    for stale in good[keep_last:]:
-        shutil.rmtree(stale, ignore_errors=True)
+    """Keep the newest `keep_last` checkpoints that verify and anything newer than the
+    oldest of them; delete everything older (broken ones included, so they cannot pile up).
+    Fewer than `keep_last` good ones: nothing is deleted. Verification stops as soon as
+    `keep_last` good ones are found (it reads every byte; older ones are not worth reading)."""
+    found = list_checkpoints(root)
+    good = 0
+    for i, (_, path) in enumerate(found):
+        if verify_checkpoint(path) is None:
+            good += 1
+            if good == keep_last:
+                for _, stale in found[i + 1 :]:
+                    shutil.rmtree(stale, ignore_errors=True)
+                break
     for leftover in root.glob(".tmp-step-*"):
         shutil.rmtree(leftover, ignore_errors=True)
 

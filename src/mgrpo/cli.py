@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("mgrpo.report", "plots and an HTML report of one or more run directories"),
     "compare": ("mgrpo.compare", "run a recipe under several presets / G / seeds and compare"),
     "eval": ("mgrpo.evaluate", "benchmark accuracy (avg@k, pass@k, maj@k) of a model or checkpoint"),
+    "lab": ("mgrpo.lab.cli", "build / inspect the embedded lab model (tiny Llama SFT'd on arithmetic)"),
 }
 
 

@@ -37,6 +37,31 @@ def _one_of(value: Any, key: str, allowed: Sequence[Any]) -> None:
 
 
 @dataclass(frozen=True)
+class LoraConfig:
+    """LoRA adapters (peft). `r = 0` (default) trains full weights. With `r > 0` only the
+    adapters train; the momentum model is the base plus an EMA of the adapters and the
+    reference is the base with adapters disabled (no extra model). `export`: `merge` writes
+    merged full weights into each checkpoint's HF directory, `adapters` a peft adapter dir."""
+
+    r: int = 0
+    alpha: float = 16.0
+    dropout: float = 0.0
+    # comma-separated module names, or "all-linear" (peft: every linear layer but the head)
+    target_modules: str = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
+    export: str = "merge"  # merge | adapters
+
+    def __post_init__(self) -> None:
+        _check(self.r >= 0, "model.lora.r", "must be >= 0 (0 = LoRA off)")
+        _check(self.alpha > 0, "model.lora.alpha", "must be > 0")
+        _check(0.0 <= self.dropout < 1.0, "model.lora.dropout", "must be in [0, 1)")
+        _check(
+            bool(self.target_modules.strip(" ,")), "model.lora.target_modules",
+            "must name >= 1 module (comma-separated) or be all-linear",
+        )
+        _one_of(self.export, "model.lora.export", ["merge", "adapters"])
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """Which model to train. `name`: HF hub id, local HF directory, or an embedded name
     (`tiny`: random tiny Llama + character tokenizer; `lab`: the lab-world model;
@@ -50,6 +75,7 @@ class ModelConfig:
     # shape of the `tiny` embedded model (ignored for other names)
     tiny_hidden_size: int = 64
     tiny_layers: int = 2
+    lora: LoraConfig = field(default_factory=LoraConfig)
 
     def __post_init__(self) -> None:
         _check(bool(self.name), "model.name", "must be a non-empty model name or path")
@@ -71,6 +97,7 @@ class SyntheticConfig:
     size: int = 256
     min_operands: int = 2
     max_operands: int = 2
+    min_value: int = 0
     max_value: int = 9
     ops: str = "+-"
 
@@ -82,7 +109,12 @@ class SyntheticConfig:
             "data.synthetic.max_operands",
             "must be >= data.synthetic.min_operands",
         )
-        _check(self.max_value >= 1, "data.synthetic.max_value", "must be >= 1")
+        _check(self.min_value >= 0, "data.synthetic.min_value", "must be >= 0")
+        _check(
+            self.max_value >= max(self.min_value, 1),
+            "data.synthetic.max_value",
+            "must be >= 1 and >= data.synthetic.min_value",
+        )
         _check(
             bool(self.ops) and set(self.ops) <= set("+-*"),
             "data.synthetic.ops",
@@ -274,6 +306,26 @@ class TrainerConfig:
 
 
 @dataclass(frozen=True)
+class DistributedConfig:
+    """Multi-process training under `torchrun` (read only when WORLD_SIZE > 1, or with
+    `fsdp: true` on one process). `backend`: auto = nccl on CUDA, gloo on CPU.
+    `timeout_s`: a collective that waits longer (a dead or hung rank) raises on the others.
+    `seed_per_prompt`: sample each prompt with its own seed from (seed, step, global prompt
+    index), so rollouts do not depend on the world size (one generate call per prompt);
+    false = one call per rank over its prompts (faster; samples depend on the world size).
+    `fsdp`: shard policy, momentum master and reference with FSDP2 (null = when WORLD_SIZE > 1)."""
+
+    backend: str = "auto"  # auto | nccl | gloo
+    timeout_s: float = 600.0
+    seed_per_prompt: bool = False
+    fsdp: bool | None = None  # null = auto (on when WORLD_SIZE > 1)
+
+    def __post_init__(self) -> None:
+        _one_of(self.backend, "distributed.backend", ["auto", "nccl", "gloo"])
+        _check(self.timeout_s > 0, "distributed.timeout_s", "must be > 0 seconds")
+
+
+@dataclass(frozen=True)
 class Config:
     """A complete, resolved run configuration."""
 
@@ -285,6 +337,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
 
     def __post_init__(self) -> None:
         _check(self.seed >= 0, "seed", "must be >= 0")

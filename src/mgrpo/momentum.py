@@ -63,3 +63,45 @@ class MomentumModel:
             master.copy_(state[name].to(master.dtype))
         if not self.shares_storage:
             torch._foreach_copy_([t.data for t in self._gen_tensors], self.master)
+
+
+class ShardedMomentum:
+    """The momentum model under FSDP2: an fp32 master with the policy's sharding (DTensors
+    cloned from the sharded policy parameters), updated on LOCAL shards with no communication,
+    plus an unsharded inference-only `generator` that the momentum engine samples from,
+    refreshed by all-gathering the master one tensor at a time after each EMA update."""
+
+    def __init__(self, policy: torch.nn.Module, generator: torch.nn.Module, ctx) -> None:
+        from mgrpo.distributed import local_tensor
+
+        self.ctx = ctx
+        self.generator = generator
+        self.generator.eval()
+        for p in self.generator.parameters():
+            p.requires_grad_(False)
+        self.names = [n for n, p in policy.named_parameters() if p.requires_grad]
+        self.sharded = [
+            p.detach().to(torch.float32).clone() for p in _trainable(policy)
+        ]  # DTensors, the policy's placements
+        self.master = [local_tensor(t) for t in self.sharded]  # local shards (views)
+
+    @torch.no_grad()
+    def update_(self, policy: torch.nn.Module, momentum: float) -> None:
+        from mgrpo.distributed import local_tensor
+
+        ema_update_(self.master, [local_tensor(p.detach()) for p in _trainable(policy)], momentum)
+        if momentum != 1.0:
+            self.refresh()
+
+    def refresh(self) -> None:
+        from mgrpo.distributed import refresh_full_copy_
+
+        refresh_full_copy_(self.ctx, self.generator, list(zip(self.names, self.sharded)),
+                           "momentum generator refresh")
+
+    def sharded_state(self) -> dict[str, torch.Tensor]:
+        """name -> sharded fp32 master (for torch.distributed.checkpoint, loaded in place)."""
+        return dict(zip(self.names, self.sharded))
+
+    def state_dict(self) -> dict[str, torch.Tensor]:  # pragma: no cover - FSDP uses DCP
+        raise RuntimeError("ShardedMomentum is saved with torch.distributed.checkpoint")

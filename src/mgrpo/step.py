@@ -12,10 +12,16 @@ Every preset (m-grpo, srt, ttrl, intuitor, grpo) runs this same function; what d
 Departures from the paper: none in the math. Engineering choices: `logp_old` is recomputed by
 a teacher-forced pass of the policy (so ratio == 1 exactly on the first update), and rollouts
 outside the loss set are not forwarded at all during training (their loss mask is 0).
+
+Distributed (see `distributed.py`): the batch holds this rank's slice of the step's prompts
+(`StepBatch.prompt_offset` / `global_prompts`); loss normalisers are summed over ranks so the
+summed gradient equals the 1-rank gradient, and the metrics are computed by the 1-rank
+formulas on the gathered per-rollout statistics.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -33,6 +39,7 @@ from mgrpo.core.entropy import trajectory_entropy
 from mgrpo.core.filtering import iqr_keep_mask
 from mgrpo.core.losses import policy_loss
 from mgrpo.core.voting import Vote, majority_vote
+from mgrpo.distributed import SINGLE, DistContext, all_reduce, all_reduce_grads_, gather_objects
 from mgrpo.momentum import MomentumModel
 from mgrpo.rewards import self_certainty
 from mgrpo.rollout import RolloutBatch, SamplingParams, score_responses
@@ -52,14 +59,26 @@ class StepModels:
     checker: Any  # mgrpo.answers.AnswerChecker
     tokenizer: Any
     stop_token_ids: tuple[int, ...]
+    dist: DistContext = SINGLE
+    # full-weight (unsharded) policy for no-grad passes (FSDP: the generator copy); None = policy
+    policy_full: torch.nn.Module | None = None
+    # context in which `reference` scores (LoRA: adapters disabled); None = nothing to enter
+    reference_scope: Callable[[], contextlib.AbstractContextManager] | None = None
+    # after each optimizer step (FSDP: refresh the unsharded generator copy); None = nothing
+    after_update: Callable[[], None] | None = None
 
 
 @dataclass
 class StepBatch:
-    """B prompts: their token ids and (diagnostic-only, unless reward == truth) answers."""
+    """B prompts: their token ids and (diagnostic-only, unless reward == truth) answers.
+
+    Under data parallelism it is this rank's slice: global prompt indices
+    [prompt_offset, prompt_offset + B) out of `global_prompts` (None = B, one process)."""
 
     prompt_ids: list[list[int]]
     answers: list[str | None]
+    prompt_offset: int = 0
+    global_prompts: int | None = None
 
 
 @dataclass
@@ -79,9 +98,58 @@ class NonFiniteLossError(RuntimeError):
     """The loss or gradient norm was NaN/inf; the update was skipped."""
 
 
-def step_seed(seed: int, step: int, stream: int) -> int:
-    """Deterministic per-step sampling seed (independent of any global RNG state)."""
-    return (seed * 1_000_003 + step * 7_919 + stream * 104_729) % (2**31 - 1)
+def step_seed(seed: int, step: int, stream: int, prompt: int = 0) -> int:
+    """Deterministic sampling seed of (seed, step, stream[, global prompt index]), independent
+    of any global RNG state; `prompt` 0 gives the historical per-step seed."""
+    return (seed * 1_000_003 + step * 7_919 + stream * 104_729 + prompt * 15_485_863) % (2**31 - 1)
+
+
+def _generate(engine: Any, batch: StepBatch, n: int, params: Callable[[int], SamplingParams],
+              per_prompt: bool) -> RolloutBatch:
+    """n rollouts per prompt of the batch. `per_prompt`: one call per prompt seeded by its
+    GLOBAL index (world-size independent samples); else one call seeded by the first index."""
+    if not per_prompt:
+        return engine.generate(batch.prompt_ids, n=n, params=params(batch.prompt_offset))
+    parts = [
+        engine.generate([ids], n=n, params=params(batch.prompt_offset + b + 1))
+        for b, ids in enumerate(batch.prompt_ids)
+    ]
+    return _concat(parts)
+
+
+def _concat(parts: list[RolloutBatch]) -> RolloutBatch:
+    """Prompt-major concatenation of single-prompt batches (right-padded to the widest)."""
+    width = max(p.response_ids.shape[1] for p in parts)
+
+    def pad(t: torch.Tensor, value: Any) -> torch.Tensor:
+        return torch.nn.functional.pad(t, (0, width - t.shape[1]), value=value)
+
+    return RolloutBatch(  # padding ids are never read (masked everywhere)
+        prompt_index=torch.cat([p.prompt_index + i for i, p in enumerate(parts)]),
+        response_ids=torch.cat([pad(p.response_ids, 0) for p in parts]),
+        response_mask=torch.cat([pad(p.response_mask, False) for p in parts]),
+        logprobs=torch.cat([pad(p.logprobs, 0.0) for p in parts]),
+        entropies=torch.cat([pad(p.entropies, 0.0) for p in parts]),
+        lengths=torch.cat([p.lengths for p in parts]),
+        finish_reasons=[r for p in parts for r in p.finish_reasons],
+    )
+
+
+def _score(model: torch.nn.Module, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """score_responses, through the FSDP-registered forward method when the model is sharded."""
+    method = getattr(model, "mgrpo_score", None)
+    if method is not None:
+        return method(*args, **kwargs)
+    return score_responses(model, *args, **kwargs)
+
+
+def _lockstep(ctx: DistContext, chunks: list[torch.Tensor], sharded: bool) -> list[torch.Tensor | None]:
+    """FSDP forwards are collectives: every rank must run as many micro-batches as the
+    busiest one; the shortfall is filled with None (a zero-weight dummy micro-batch)."""
+    if not (sharded and ctx.world_size > 1):
+        return list(chunks)
+    most = int(all_reduce(ctx, [len(chunks)], "max", stage="micro-batch count")[0])
+    return list(chunks) + [None] * (most - len(chunks))
 
 
 class _CachedEquivalence:
@@ -162,21 +230,24 @@ def train_step(models: StepModels, batch: StepBatch, cfg: Config, spec: Algorith
     M, V, N = spec.policy_rollouts, spec.vote_only_rollouts, spec.momentum_rollouts
     equivalent = _CachedEquivalence(models.checker)
 
-    def params(stream: int) -> SamplingParams:
-        return SamplingParams(
+    ctx = models.dist
+    per_prompt = cfg.distributed.seed_per_prompt
+
+    def params(stream: int) -> Callable[[int], SamplingParams]:
+        return lambda prompt: SamplingParams(
             max_new_tokens=gen.max_new_tokens,
             temperature=gen.temperature,
             top_p=gen.top_p,
             top_k=gen.top_k,
             stop_token_ids=models.stop_token_ids,
-            seed=step_seed(cfg.seed, step, stream),
+            seed=step_seed(cfg.seed, step, stream, prompt),
         )
 
     # ---- generate ------------------------------------------------------------------
     with timer("generate"):
-        policy_rollouts = models.policy_engine.generate(batch.prompt_ids, n=M + V, params=params(0))
+        policy_rollouts = _generate(models.policy_engine, batch, M + V, params(0), per_prompt)
         momentum_rollouts = (
-            models.momentum_engine.generate(batch.prompt_ids, n=N, params=params(1)) if N else None
+            _generate(models.momentum_engine, batch, N, params(1), per_prompt) if N else None
         )
 
     # ---- score: entropies, filter, answers, vote, rewards -------------------------------
@@ -214,7 +285,7 @@ def train_step(models: StepModels, batch: StepBatch, cfg: Config, spec: Algorith
             train_rows = _policy_train_rows(B, M, V)
             sub = _rows(policy_rollouts, train_rows)
             rewards = self_certainty(
-                models.policy,
+                models.policy_full or models.policy,
                 [batch.prompt_ids[int(i)] for i in sub.prompt_index],
                 sub.response_ids,
                 sub.response_mask,
@@ -234,47 +305,62 @@ def train_step(models: StepModels, batch: StepBatch, cfg: Config, spec: Algorith
     algo = cfg.algorithm
     micro = cfg.trainer.micro_batch_size
     use_ref = models.reference is not None and algo.kl_coef > 0
+    ref_scope = models.reference_scope or contextlib.nullcontext
+    sharded_ref = use_ref and hasattr(models.reference, "mgrpo_score")
     with timer("score"), torch.no_grad():
         logp_old = torch.zeros(loss_rollouts.response_ids.shape)  # (L, T)
         logp_ref = torch.zeros(loss_rollouts.response_ids.shape) if use_ref else None
-        for chunk in _chunks(len(loss_rows), micro):
-            mb = _rows(loss_rollouts, chunk)
+        for chunk in _lockstep(ctx, list(_chunks(len(loss_rows), micro)), sharded_ref):
+            dummy = chunk is None  # FSDP lockstep filler: a forward whose result is dropped
+            mb = _rows(train_rollouts, torch.arange(1)) if dummy else _rows(loss_rollouts, chunk)
             prompts = [batch.prompt_ids[int(i)] for i in mb.prompt_index]
             width = mb.response_ids.shape[1]
-            old, _ = score_responses(
-                models.policy, prompts, mb.response_ids, mb.response_mask, gen.temperature,
-                with_grad=False,
-            )
-            logp_old[chunk, :width] = old.float().cpu()
-            if logp_ref is not None:
-                ref, _ = score_responses(
-                    models.reference, prompts, mb.response_ids, mb.response_mask,
-                    gen.temperature, with_grad=False,
+            if not dummy:
+                old, _ = _score(
+                    models.policy_full or models.policy, prompts, mb.response_ids,
+                    mb.response_mask, gen.temperature, with_grad=False,
                 )
-                logp_ref[chunk, :width] = ref.float().cpu()
+                logp_old[chunk, :width] = old.float().cpu()
+            if logp_ref is not None:
+                with ref_scope():
+                    ref, _ = _score(
+                        models.reference, prompts, mb.response_ids, mb.response_mask,
+                        gen.temperature, with_grad=False,
+                    )
+                if not dummy:
+                    logp_ref[chunk, :width] = ref.float().cpu()
     loss_adv = advantages.flatten()[loss_rows]  # (L,)
 
     metrics_acc: dict[str, float] = {"loss/pg": 0.0, "loss/kl": 0.0, "loss/clip_fraction": 0.0}
     grad_norms: list[float] = []
     updates = cfg.trainer.updates_per_step
+    B_global = batch.global_prompts or B
+    sharded = hasattr(models.policy, "mgrpo_score")
+    trainable = [p for p in models.policy.parameters() if p.requires_grad]
     for update in range(updates):
-        lo, hi = update * B // updates, (update + 1) * B // updates
-        positions = ((loss_rollouts.prompt_index >= lo) & (loss_rollouts.prompt_index < hi))
+        # update u trains on the GLOBAL prompts [lo, hi); local prompt b is global offset + b
+        lo, hi = update * B_global // updates, (update + 1) * B_global // updates
+        global_index = loss_rollouts.prompt_index + batch.prompt_offset
+        positions = (global_index >= lo) & (global_index < hi)
         positions = positions.nonzero().flatten()  # (L_u,) rows of this update
-        n_tokens = float(loss_rollouts.response_mask[positions].sum())
-        n_seqs = float(len(positions))
+        local_counts = [float(loss_rollouts.response_mask[positions].sum()), float(len(positions))]
+        n_tokens, n_seqs = all_reduce(ctx, local_counts, stage="loss normalisers")
         with timer("train"):
             models.optimizer.zero_grad(set_to_none=True)
-            for chunk in _chunks(len(positions), micro):
-                rows = positions[chunk]
-                mb = _rows(loss_rollouts, rows)
+            for chunk in _lockstep(ctx, list(_chunks(len(positions), micro)), sharded):
+                dummy = chunk is None  # FSDP lockstep filler: zero-weight loss on one row
+                rows = positions[:1] if dummy else positions[chunk]
+                mb = _rows(train_rollouts, torch.arange(1)) if dummy else _rows(loss_rollouts, rows)
                 width = mb.response_ids.shape[1]
                 device = mb.response_ids.device
                 prompts = [batch.prompt_ids[int(i)] for i in mb.prompt_index]
-                logp, _ = score_responses(
+                logp, _ = _score(
                     models.policy, prompts, mb.response_ids, mb.response_mask, gen.temperature,
                     with_grad=True,
                 )
+                if dummy:
+                    (logp.sum() * 0.0).backward()
+                    continue
                 loss, stats = policy_loss(
                     logp,
                     logp_old[rows, :width].to(device),
@@ -288,40 +374,52 @@ def train_step(models: StepModels, batch: StepBatch, cfg: Config, spec: Algorith
                     num_seqs_global=n_seqs,
                     norm_length=gen.max_new_tokens,
                 )
-                if not torch.isfinite(loss):
+                if not torch.isfinite(loss) and ctx.world_size == 1:  # W > 1: the global
                     models.optimizer.zero_grad(set_to_none=True)
                     raise NonFiniteLossError(f"step {step}: loss is {loss.item()}")
-                loss.backward()
-                share = len(chunk) / max(len(positions), 1) / updates
-                metrics_acc["loss/pg"] += stats["pg_loss"] * share
-                metrics_acc["loss/kl"] += stats["kl"] * share
-                metrics_acc["loss/clip_fraction"] += stats["clip_fraction"] * share
-            grad_norm = torch.nn.utils.clip_grad_norm_(
-                [p for p in models.policy.parameters() if p.requires_grad],
-                cfg.optim.max_grad_norm,
-            )
+                # (grad norm below, the same on every rank, catches a NaN on any rank)
+                (loss * ctx.grad_scale if ctx.grad_scale != 1.0 else loss).backward()
+                # each micro-batch's loss is its partial sum over the update's GLOBAL
+                # normaliser, so the sum over micro-batches (and ranks) is the update's loss
+                metrics_acc["loss/pg"] += stats["pg_loss"] / updates
+                metrics_acc["loss/kl"] += stats["kl"] / updates
+                metrics_acc["loss/clip_fraction"] += (
+                    stats["clip_fraction"] * stats["num_tokens"] / max(n_tokens, 1.0) / updates
+                )
+            all_reduce_grads_(ctx, trainable)  # replicated DP only; FSDP reduced in backward
+            grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.optim.max_grad_norm)
+            grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
             if not torch.isfinite(grad_norm):
                 models.optimizer.zero_grad(set_to_none=True)
                 raise NonFiniteLossError(f"step {step}: gradient norm is {grad_norm.item()}")
             grad_norms.append(float(grad_norm))
             models.optimizer.step()
             models.optimizer.zero_grad(set_to_none=True)
+        with timer("sync"):
+            if models.after_update is not None:
+                models.after_update()
         with timer("ema"):
             if models.momentum is not None:
                 models.momentum.update_(models.policy, spec.momentum)
     lr = models.optimizer.param_groups[0]["lr"]
     models.scheduler.step()
 
-    metrics = _step_metrics(
-        spec, batch, policy_rollouts, momentum_rollouts, policy_entropy, momentum_entropy,
-        keep, rewards, votes, policy_answers, equivalent, B, M,
+    local = _metric_inputs(
+        batch, policy_rollouts, policy_entropy, momentum_entropy, keep, rewards, votes,
+        policy_answers, equivalent, M,
     )
-    metrics.update(metrics_acc)
+    metrics = _step_metrics(_merge_inputs(gather_objects(ctx, local, stage="step metrics")), M)
+    loss_keys = list(metrics_acc)
+    metrics.update(zip(loss_keys, all_reduce(ctx, [metrics_acc[k] for k in loss_keys])))
     metrics["grad_norm"] = sum(grad_norms) / len(grad_norms)
     metrics["lr"] = lr
-    for stage in ("generate", "score", "advantage", "train", "ema"):
-        metrics[f"time/{stage}"] = timer.times.get(stage, 0.0)
-    metrics["time/step"] = time.perf_counter() - step_start
+    stages = ("generate", "score", "advantage", "train", "sync", "ema")
+    times = [timer.times.get(stage, 0.0) for stage in stages]
+    times.append(time.perf_counter() - step_start)
+    times = all_reduce(ctx, times, "max", stage="step timings")  # the slowest rank sets the pace
+    for stage, value in zip((*stages, "step"), times):
+        if stage != "sync" or models.after_update is not None:
+            metrics[f"time/{stage}"] = value
     return metrics
 
 
@@ -340,11 +438,9 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else 0.0
 
 
-def _step_metrics(
-    spec: AlgorithmSpec,
+def _metric_inputs(
     batch: StepBatch,
     policy_rollouts: RolloutBatch,
-    momentum_rollouts: RolloutBatch | None,
     policy_entropy: torch.Tensor,
     momentum_entropy: torch.Tensor | None,
     keep: torch.Tensor,
@@ -352,37 +448,71 @@ def _step_metrics(
     votes: list[Vote],
     policy_answers: list[list[str | None]],
     equivalent: Callable,
-    B: int,
     M: int,
 ) -> dict[str, Any]:
-    labels = [v.label for v in votes]
+    """This rank's per-prompt / per-rollout statistics behind the step metrics: small,
+    picklable, concatenable over ranks (prompt-major, so rank order = global order)."""
+    B = len(batch.prompt_ids)
     train_rows = _policy_train_rows(B, M, policy_entropy.shape[1] - M)
-    lengths = policy_rollouts.lengths[train_rows].float()
     out: dict[str, Any] = {
-        "reward/mean": float(rewards.mean()),
-        "reward/std": float(rewards.std()) if rewards.numel() > 1 else 0.0,
-        "label/vote_share": _mean([v.share for v in votes if v.label is not None]),
-        "label/none_fraction": _mean([float(v.label is None) for v in votes]) if votes else 0.0,
-        "entropy/policy": float(policy_entropy[:, :M].mean()),
-        "entropy/momentum": float(momentum_entropy.mean()) if momentum_entropy is not None else math.nan,
-        "filter/dropped_fraction": float((~keep).float().mean()),
-        "response/length_mean": float(lengths.mean()),
-        "response/truncated_fraction": _mean(
-            [float(policy_rollouts.finish_reasons[int(i)] == "length") for i in train_rows]
-        ),
-        "answers/parsed_fraction": _mean([float(a is not None) for row in policy_answers for a in row]),
+        "rewards": rewards.float(),  # (B, M)
+        "policy_entropy": policy_entropy[:, :M].float(),  # (B, M)
+        "momentum_entropy": None if momentum_entropy is None else momentum_entropy.float(),
+        "keep": keep,  # (B, G)
+        "votes": [(v.label is None, float(v.share)) for v in votes],
+        "lengths": policy_rollouts.lengths[train_rows].float().cpu(),  # (B*M,)
+        "truncated": [float(policy_rollouts.finish_reasons[int(i)] == "length") for i in train_rows],
+        "parsed": [float(a is not None) for row in policy_answers for a in row],
+        "policy_correct": None,
+        "label_correct": None,
     }
     if all(a is not None for a in batch.answers):
         truth = batch.answers
-        out["policy/accuracy"] = _mean(
-            [
-                float(a is not None and equivalent(a, t))
-                for row, t in zip(policy_answers, truth)
-                for a in row
-            ]
-        )
+        out["policy_correct"] = [
+            float(a is not None and equivalent(a, t)) for row, t in zip(policy_answers, truth) for a in row
+        ]
         if votes:
-            out["label/accuracy"] = _mean(
-                [float(lbl is not None and equivalent(lbl, t)) for lbl, t in zip(labels, truth)]
-            )
+            out["label_correct"] = [
+                float(v.label is not None and equivalent(v.label, t)) for v, t in zip(votes, truth)
+            ]
+    return out
+
+
+def _merge_inputs(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Concatenate the ranks' `_metric_inputs` (a key missing on any rank -> None)."""
+    if len(parts) == 1:
+        return parts[0]
+    merged: dict[str, Any] = {}
+    for key in parts[0]:
+        values = [p[key] for p in parts]
+        if any(v is None for v in values):
+            merged[key] = None
+        elif isinstance(values[0], torch.Tensor):
+            merged[key] = torch.cat([v.cpu() for v in values])
+        else:
+            merged[key] = [x for v in values for x in v]
+    return merged
+
+
+def _step_metrics(inputs: dict[str, Any], M: int) -> dict[str, Any]:
+    """The step's scalar metrics from (gathered) per-rollout statistics."""
+    rewards = inputs["rewards"]
+    votes = inputs["votes"]
+    momentum_entropy = inputs["momentum_entropy"]
+    out: dict[str, Any] = {
+        "reward/mean": float(rewards.mean()),
+        "reward/std": float(rewards.std()) if rewards.numel() > 1 else 0.0,
+        "label/vote_share": _mean([share for none, share in votes if not none]),
+        "label/none_fraction": _mean([float(none) for none, _ in votes]) if votes else 0.0,
+        "entropy/policy": float(inputs["policy_entropy"].mean()),
+        "entropy/momentum": float(momentum_entropy.mean()) if momentum_entropy is not None else math.nan,
+        "filter/dropped_fraction": float((~inputs["keep"]).float().mean()),
+        "response/length_mean": float(inputs["lengths"].mean()),
+        "response/truncated_fraction": _mean(inputs["truncated"]),
+        "answers/parsed_fraction": _mean(inputs["parsed"]),
+    }
+    if inputs["policy_correct"] is not None:
+        out["policy/accuracy"] = _mean(inputs["policy_correct"])
+        if inputs["label_correct"] is not None:
+            out["label/accuracy"] = _mean(inputs["label_correct"])
     return out

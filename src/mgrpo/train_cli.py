@@ -43,14 +43,40 @@ def run(args: argparse.Namespace) -> int:
     name = Path(recipe).stem if recipe else "demo"
     output = Path(args.output_dir or Path("runs") / name)
 
-    from mgrpo.trainer import TrainingError, train
+    from mgrpo.checkpoint import CheckpointError
+    from mgrpo.trainer import TrainingError, TrainingInterrupted, train
 
     try:
         train(cfg, output, resume=args.resume)
-    except (TrainingError, ValueError, FileNotFoundError) as exc:
+    except (TrainingError, CheckpointError, ValueError, FileNotFoundError) as exc:
         print(f"mgrpo train: error: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # disk full, permission denied, ... while writing the run
+        print(f"mgrpo train: error: {_os_error(exc)}; {_last_checkpoint(output)}", file=sys.stderr)
+        return 1
+    except TrainingInterrupted as exc:
+        print(f"mgrpo train: {exc}", file=sys.stderr)
+        return 128 + exc.signum
     except KeyboardInterrupt:
         print("mgrpo train: interrupted; the last complete checkpoint is kept", file=sys.stderr)
         return 130
     return 0
+
+
+def _os_error(exc: OSError) -> str:
+    """`cannot write /path: No space left on device (errno 28)` (one line)."""
+    what = exc.strerror or str(exc)
+    where = f" {exc.filename}" if exc.filename else ""
+    return f"I/O failure{where}: {what}" + (f" (errno {exc.errno})" if exc.errno else "")
+
+
+def _last_checkpoint(output: Path) -> str:
+    from mgrpo.checkpoint import latest_checkpoint
+
+    try:
+        ckpt = latest_checkpoint(output / "checkpoints")
+    except OSError:
+        return "the checkpoint directory is unreadable"
+    if ckpt is None:
+        return "no complete checkpoint was written yet"
+    return f"the last complete checkpoint {ckpt} is intact (--resume continues from it)"

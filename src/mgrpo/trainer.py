@@ -19,7 +19,9 @@ import json
 import math
 import os
 import random
+import signal
 import sys
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +29,7 @@ from typing import Any
 
 import torch
 
+from mgrpo import faults
 from mgrpo.algorithms import AlgorithmSpec, resolve_algorithm
 from mgrpo.checkpoint import (
     latest_checkpoint,
@@ -48,6 +51,54 @@ RESUME_MUTABLE = ("trainer.max_steps", "trainer.save_every", "trainer.eval_every
 
 class TrainingError(RuntimeError):
     """The run cannot continue (bad resume, repeated NaN losses, ...); message says why."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGTERM/SIGINT stopped the run; `signum` is the signal, the message one line."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum
+
+
+class _StopSignals:
+    """SIGTERM/SIGINT handling for the loop (main thread only; elsewhere a no-op).
+
+    First signal: set `signum`; the loop finishes the current step, checkpoints it and stops.
+    Second signal: abandon the step at once (TrainingInterrupted raised from the handler; a
+    checkpoint write in progress is discarded, the previous one stays).
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if self.signum is not None:
+            raise TrainingInterrupted(
+                f"{name} again: current step abandoned; the last complete checkpoint is kept", signum
+            )
+        self.signum = signum
+        print(f"mgrpo: {name} received; finishing the current step, then checkpointing "
+              f"(send it again to abandon the step)", file=sys.stderr, flush=True)
+
+    def interrupted(self, what: str) -> TrainingInterrupted:
+        assert self.signum is not None
+        name = signal.Signals(self.signum).name
+        return TrainingInterrupted(f"stopped by {name} {what}; --resume continues", self.signum)
 
 
 # ------------------------------------------------------------------------------ schedule
@@ -113,6 +164,7 @@ class MetricsLog:
 
     def write(self, metrics: dict[str, Any]) -> None:
         clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
+        faults.hit("metrics_write", self.path)
         with open(self.path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(clean) + "\n")
             fh.flush()
@@ -253,6 +305,7 @@ def build_run(cfg: Config, run_dir: Path, resume: bool = False) -> Run:
         tokenizer=tokenizer,
         stop_token_ids=_stop_token_ids(tokenizer, policy),
     )
+    faults.install(models)  # no-op unless MGRPO_FAULT is set (reliability tests)
     return Run(cfg, spec, run_dir, models, train_set, val_records, CollapseAlarm())
 
 
@@ -289,7 +342,6 @@ def _tuplify(x: Any) -> Any:
 
 
 def _save(run: Run, step: int, extra: dict[str, Any]) -> Path:
-    from safetensors.torch import save_file
 
     models = run.models
     sched = {k: v for k, v in models.scheduler.state_dict().items() if k != "lr_lambdas"}
@@ -312,7 +364,16 @@ def _save(run: Run, step: int, extra: dict[str, Any]) -> Path:
 
 
 def train(cfg: Config, run_dir: str | Path, *, resume: bool = False) -> Path:
-    """Run (or resume) training; return the run directory."""
+    """Run (or resume) training; return the run directory.
+
+    SIGTERM/SIGINT (main thread): the current step finishes and is checkpointed, then
+    TrainingInterrupted (a KeyboardInterrupt) is raised; a second signal abandons the step.
+    A signal during the last step lets the run finish normally."""
+    with _StopSignals() as signals:
+        return _train(cfg, run_dir, resume=resume, signals=signals)
+
+
+def _train(cfg: Config, run_dir: str | Path, *, resume: bool, signals: _StopSignals) -> Path:
     from mgrpo.validation import run_validation
 
     run_dir = Path(run_dir)
@@ -340,6 +401,8 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False) -> Path:
     progress = _progress(cfg, start)
     try:
         for step in range(start + 1, cfg.trainer.max_steps + 1):
+            if signals.signum is not None:  # arrived while loading or validating
+                raise signals.interrupted(f"before step {step}")
             records, prompt_ids = run.train_set.batch(step, cfg.trainer.prompts_per_step)
             batch = StepBatch(prompt_ids=prompt_ids, answers=[r.answer for r in records])
             try:
@@ -374,12 +437,15 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False) -> Path:
             progress.set_postfix(_postfix(metrics), refresh=False)
             stop = alarm is not None and cfg.trainer.alarm_action == "stop"
             pause = cfg.trainer.stop_after is not None and step >= cfg.trainer.stop_after
-            if is_last or stop or pause or (
+            signalled = signals.signum is not None and not is_last
+            if is_last or stop or pause or signalled or (
                 cfg.trainer.save_every and step % cfg.trainer.save_every == 0
             ):
                 _save(run, step, {"bad_steps": bad_steps, "summary": summary})
             if stop:
                 raise TrainingError(f"stopped by the collapse alarm at step {step}: {alarm.reason}")
+            if signalled:
+                raise signals.interrupted(f"after step {step} (checkpointed)")
             if pause and not is_last:
                 progress.write(f"mgrpo: stopping after step {step} (trainer.stop_after); --resume continues")
                 break

@@ -30,7 +30,7 @@ def load_records(data: DataConfig, source: str, *, split: str, seed: int) -> lis
 
         syn = data.synthetic
         kwargs = dict(min_operands=syn.min_operands, max_operands=syn.max_operands,
-                      max_value=syn.max_value, ops=syn.ops)
+                      min_value=syn.min_value, max_value=syn.max_value, ops=syn.ops)
         train = make_problems(syn.size, seed=seed, **kwargs)
         if split == "train":
             return train

@@ -23,7 +23,7 @@ def test_cuda_graph_matches_eager_and_hf_fp32():
     probe = hf.generate(_prompts(), 2, SamplingParams(max_new_tokens=24, temperature=0))
     stop = int(probe.response_ids[0, 6])
     params = SamplingParams(max_new_tokens=24, temperature=0, stop_token_ids=(stop,))
-    graphed = make_engine("fast", model, pad_token_id=0, check_every=2)
+    graphed = make_engine("fast", model, pad_token_id=0, check_every=2, attn_bucket=8)
     eager = make_engine("fast", model, pad_token_id=0, cuda_graph=False)
     assert graphed.cuda_graph and not eager.cuda_graph
     a, b, c = (e.generate(_prompts(), 2, params) for e in (hf, graphed, eager))

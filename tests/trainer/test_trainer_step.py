@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import torch
-from conftest import ScriptedEngine
 
+from conftest import ScriptedEngine
 from mgrpo.algorithms import resolve_algorithm
 from mgrpo.config import config_from_dict, load_recipe
 from mgrpo.step import StepBatch, train_step
@@ -165,9 +165,9 @@ def test_gradient_accumulation_gives_the_same_update(tmp_path):
         real_step = opt.step
         seen = []
 
-        def recording_step(*args, **kwargs):
-            seen.append([p.grad.detach().clone() for p in run.models.policy.parameters()])
-            return real_step(*args, **kwargs)
+        def recording_step(*args, _seen=seen, _run=run, _real=real_step, **kwargs):
+            _seen.append([p.grad.detach().clone() for p in _run.models.policy.parameters()])
+            return _real(*args, **kwargs)
 
         opt.step = recording_step
         train_step(run.models, StepBatch(ids, [r.answer for r in records]), cfg, run.spec, 1)

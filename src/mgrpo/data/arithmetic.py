@@ -15,7 +15,7 @@ demonstrated on a CPU in minutes.
 from __future__ import annotations
 
 import random
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 
 try:  # the shared record type (helper EVAL); identical fields if it is not there yet
     from mgrpo.data.datasets import PromptRecord
@@ -152,6 +152,7 @@ def make_problems(
     min_value: int = 0,
     unique: bool = False,
     exclude: Collection[str] = (),
+    accept: Callable[[str], bool] | None = None,
     id_prefix: str = ID_PREFIX,
 ) -> list[PromptRecord]:
     """`n` seeded arithmetic problems as PromptRecords with exact integer answers.
@@ -162,7 +163,8 @@ def make_problems(
     (a private `random.Random(seed)`, no global state).
 
     `unique=True` never repeats a question; `exclude` holds questions that must not be
-    drawn (e.g. another split's). If the distribution is too small to supply `n` such
+    drawn (e.g. another split's); `accept(question) -> bool`, if given, rejects draws for
+    which it is False (e.g. a held-out split). If the distribution is too small to supply `n` such
     problems, raises ValueError instead of looping forever.
     """
     _validate(n, min_operands, max_operands, min_value, max_value, ops)
@@ -183,6 +185,8 @@ def make_problems(
         operators = [rng.choice(ops) for _ in range(count - 1)]
         question = str(values[0]) + "".join(f"{op}{v}" for op, v in zip(operators, values[1:]))
         if (unique or exclude) and question in seen:
+            continue
+        if accept is not None and not accept(question):
             continue
         if unique:
             seen.add(question)

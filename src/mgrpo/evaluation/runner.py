@@ -4,8 +4,10 @@
 validation, so a training curve and `mgrpo eval` agree on a checkpoint.
 
 Pipeline per batch of prompts: `render_prompt` -> tokenize -> `engine.generate(ids, n=k)`
-(prompt-major, k samples per prompt) -> decode -> hand the batch to ONE background grading
-thread and start generating the next batch. Grading a batch = extract answers, check them in
+(prompt-major, k samples per prompt) -> hand the batch to ONE helper thread and start
+generating the next batch (whose prompts the helper tokenized meanwhile). The helper owns
+the tokenizer, so it is never used from two threads at once. Grading a batch = decode,
+extract answers, check them in
 one call (`AnswerChecker.equivalent_many`: one round trip to the worker pool with hard
 timeouts, so a pathological answer cannot stall the run), vote per problem (`majority_vote`
 over equivalences computed in one batch) — or, for code, run each sample in the sandbox
@@ -59,9 +61,18 @@ def _sync_device() -> None:
         torch.cuda.synchronize()
 
 
-def _decode(batch: Any, tokenizer: Any) -> tuple[list[str], list[int], list[str]]:
+@dataclasses.dataclass
+class _Outputs:
+    """What grading needs from a RolloutBatch, copied off the engine's buffers."""
+
+    response_ids: Any  # (R, T) long, CPU
+    lengths: Any  # (R,) long, CPU
+    finish_reasons: list[str]
+
+
+def _decode(batch: _Outputs, tokenizer: Any) -> tuple[list[str], list[int], list[str]]:
     lengths = batch.lengths.tolist()
-    ids = batch.response_ids.cpu().tolist()
+    ids = batch.response_ids.tolist()
     seqs = [row[:length] for row, length in zip(ids, lengths, strict=True)]
     texts = tokenizer.batch_decode(seqs, skip_special_tokens=True)
     return texts, lengths, list(batch.finish_reasons)
@@ -155,6 +166,9 @@ def _majority(
 
 @dataclasses.dataclass
 class _Graded:
+    responses: list[str]
+    lengths: list[int]
+    finish: list[str]
     extracted: list[str | None]
     correct: list[bool]
     majority: list[bool]
@@ -163,24 +177,27 @@ class _Graded:
 
 
 def _grade_batch(
-    responses: list[str], records: list[PromptRecord], kind: str, k: int, checker: Any
+    batch: _Outputs, tokenizer: Any, records: list[PromptRecord], kind: str, k: int, checker: Any
 ) -> _Graded:
-    """Extract, check and vote for one batch of problems (k responses each, prompt-major)."""
+    """Decode, extract, check and vote for one batch of problems (k rollouts each, prompt-major)."""
     t0 = time.perf_counter()
+    texts, lengths, finish = _decode(batch, tokenizer)
     if kind == "code":
         from mgrpo.sandbox import extract_code
 
-        extracted = [extract_code(text) for text in responses]
-        correct, details = _grade_code(responses, records, k)
-        return _Graded(extracted, correct, [], details, time.perf_counter() - t0)
-    from mgrpo.answers import extract_answer
+        extracted = [extract_code(text) for text in texts]
+        correct, details = _grade_code(texts, records, k)
+        majority: list[bool] = []
+    else:
+        from mgrpo.answers import extract_answer
 
-    extracted = [extract_answer(text, kind) for text in responses]
-    references = [r.answer for r in records for _ in range(k)]
-    correct = _grade_answers(extracted, references, kind, checker)
-    majority = _majority(extracted, correct, k, kind, checker)
-    details: list[dict[str, Any]] = [{} for _ in responses]
-    return _Graded(extracted, correct, majority, details, time.perf_counter() - t0)
+        extracted = [extract_answer(text, kind) for text in texts]
+        references = [r.answer for r in records for _ in range(k)]
+        correct = _grade_answers(extracted, references, kind, checker)
+        majority = _majority(extracted, correct, k, kind, checker)
+        details = [{} for _ in texts]
+    seconds = time.perf_counter() - t0
+    return _Graded(texts, lengths, finish, extracted, correct, majority, details, seconds)
 
 
 def evaluate_records(
@@ -214,8 +231,8 @@ def evaluate_records(
 
     Returns {accuracy (= avg@k), avg@k, maj@k (None for code), pass@1..pass@k, pass@k,
     n_problems, samples, response_length_mean, length_finish_fraction, prompts_truncated,
-    time/generate, time/grade, time/total}. Raises ValueError for an unknown kind, samples < 1, no
-    records, or (non-code) records without an answer.
+    time/generate, time/grade, time/grade_wait, time/total}. Raises ValueError for an unknown
+    kind, samples < 1, no records, or (non-code) records without an answer.
     """
     t_start = time.perf_counter()
     if kind not in EVAL_KINDS:
@@ -240,9 +257,6 @@ def evaluate_records(
 
     prompts = [render_prompt(r.question, tokenizer, template, suffix) for r in records]
     chat = uses_chat_template(tokenizer, template)
-    responses: list[str] = []
-    lengths: list[int] = []
-    finish: list[str] = []
     t_generate = 0.0
     truncated = 0
     own_checker = None
@@ -255,14 +269,20 @@ def evaluate_records(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(records), desc=desc, unit="problem", dynamic_ncols=True)
-    # Grading of batch b runs in one background thread while batch b+1 generates, so only
-    # the last batch's grading adds to the wall time.
     pending: list[Future[_Graded]] = []
     try:
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mgrpo-grade") as grader:
-            for b, start in enumerate(range(0, len(records), batch_size)):
+        # ONE helper thread owns the tokenizer (never used from two threads at once): it
+        # tokenizes batch b+1 and decodes + grades batch b while the engine generates, so
+        # only the first batch's tokenization and the last batch's grading add wall time.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mgrpo-eval") as helper:
+            starts = list(range(0, len(records), batch_size))
+            next_ids = helper.submit(encode_prompts, prompts[:batch_size], tokenizer, chat=chat)
+            for b, start in enumerate(starts):
                 chunk = prompts[start : start + batch_size]
-                ids = encode_prompts(chunk, tokenizer, chat=chat)
+                ids = next_ids.result()
+                if b + 1 < len(starts):
+                    following = prompts[starts[b + 1] : starts[b + 1] + batch_size]
+                    next_ids = helper.submit(encode_prompts, following, tokenizer, chat=chat)
                 if max_prompt_tokens is not None:
                     truncated += sum(len(p) > max_prompt_tokens for p in ids)
                     ids = [p[-max_prompt_tokens:] for p in ids]
@@ -275,14 +295,15 @@ def evaluate_records(
                     raise RuntimeError(
                         f"engine returned {batch.num_rollouts} rollouts for {len(chunk)} prompts x {k}"
                     )
-                texts, lens, reasons = _decode(batch, tokenizer)
-                responses += texts
-                lengths += lens
-                finish += reasons
+                # a private CPU copy: an engine may reuse its output buffers for the next batch
+                snapshot = _Outputs(
+                    batch.response_ids.to("cpu", copy=True),
+                    batch.lengths.to("cpu", copy=True),
+                    list(batch.finish_reasons),
+                )
+                problems = records[start : start + batch_size]
                 pending.append(
-                    grader.submit(
-                        _grade_batch, texts, records[start : start + batch_size], kind, k, checker
-                    )
+                    helper.submit(_grade_batch, snapshot, tokenizer, problems, kind, k, checker)
                 )
                 if bar is not None:
                     bar.update(len(chunk))
@@ -296,6 +317,9 @@ def evaluate_records(
             bar.close()
         if own_checker is not None:
             own_checker.close()
+    responses = [x for g in graded for x in g.responses]
+    lengths = [x for g in graded for x in g.lengths]
+    finish = [x for g in graded for x in g.finish]
     extracted = [x for g in graded for x in g.extracted]
     correct = [x for g in graded for x in g.correct]
     details = [x for g in graded for x in g.details]

@@ -45,6 +45,7 @@ from mgrpo.rollout.scoring import lm_head_of
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "qwen3")
 DEFAULT_CHECK_EVERY = 8  # decode steps between host reads of the finished flags
 DEFAULT_COMPACT_RATIO = 0.75  # compact when active rows <= ratio * current batch
+DEFAULT_ATTN_BUCKET = 64  # static step: attend over the cache prefix rounded up to this
 LAYER_MODULES = ("input_layernorm", "post_attention_layernorm", "mlp", "self_attn")
 ATTN_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
 
@@ -74,6 +75,16 @@ def unsupported_reason(model: nn.Module) -> str | None:
     return None
 
 
+def _rms_norm(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """HF Llama/Qwen RMSNorm, w * (x_fp32 * rsqrt(mean(x_fp32^2) + eps)).to(dtype), via the
+    fused `F.rms_norm` (fewer kernels per decode step); any other norm module is called."""
+    eps = getattr(module, "variance_epsilon", None)
+    if eps is None or not type(module).__name__.endswith("RMSNorm"):
+        return module(x)
+    normed = F.rms_norm(x.float(), (x.shape[-1],), eps=eps).to(x.dtype)
+    return module.weight * normed
+
+
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     x1, x2 = x.chunk(2, dim=-1)
     return torch.cat((-x2, x1), dim=-1)
@@ -89,24 +100,28 @@ def sample_tokens(
     restricted by top-k / top-p, via the exponential race argmax(p / E), E ~ Exp(1),
     which selects index i with probability p_i.
     """
-    z = logits / params.scoring_temperature  # (B, V)
-    logp_all = torch.log_softmax(z, dim=-1)
-    entropy = -(logp_all.exp() * logp_all).sum(-1)  # (B,)
+    temp = params.scoring_temperature
+    z = logits if temp == 1.0 else logits / temp  # (B, V) fp32
+    lse = torch.logsumexp(z, dim=-1)  # (B,)
+    p = torch.softmax(z, dim=-1)  # (B, V)
+    entropy = lse - torch.einsum("bv,bv->b", p, z)  # H = lse - sum p z
     if params.greedy:
         tok = logits.argmax(-1)
     else:
         if params.top_k and params.top_k < z.shape[-1]:
             kth = torch.topk(z, params.top_k, dim=-1).values[:, -1:]  # (B, 1)
-            z = z.masked_fill(z < kth, float("-inf"))
+            z_s = z.masked_fill(z < kth, float("-inf"))
+        else:
+            z_s = z
         if params.top_p < 1.0:
-            sorted_z, order = torch.sort(z, dim=-1, descending=True)
+            sorted_z, order = torch.sort(z_s, dim=-1, descending=True)
             p_sorted = torch.softmax(sorted_z, dim=-1)
             drop = (p_sorted.cumsum(-1) - p_sorted) > params.top_p  # keeps at least the top token
-            z = z.scatter(1, order, sorted_z.masked_fill(drop, float("-inf")))
-        probs = torch.softmax(z, dim=-1)
+            z_s = z_s.scatter(1, order, sorted_z.masked_fill(drop, float("-inf")))
+        probs = p if z_s is z else torch.softmax(z_s, dim=-1)
         race = torch.empty_like(probs).exponential_(generator=generator)
-        tok = (probs / race).argmax(-1)
-    logp = logp_all.gather(1, tok[:, None])[:, 0]
+        tok = torch.div(probs, race, out=race).argmax(-1)
+    logp = z.gather(1, tok[:, None])[:, 0] - lse
     return tok, logp, entropy
 
 
@@ -121,6 +136,7 @@ class FastEngine(RolloutEngine):
         compile: bool = False,
         compile_mode: str | None = None,
         cuda_graph: bool | None = None,
+        attn_bucket: int | None = None,
         check_every: int = DEFAULT_CHECK_EVERY,
         compact_ratio: float = DEFAULT_COMPACT_RATIO,
         **score_options,
@@ -138,6 +154,10 @@ class FastEngine(RolloutEngine):
         on_cuda = self.device.type == "cuda"
         self.cuda_graph = on_cuda if cuda_graph is None else bool(cuda_graph) and on_cuda
         self.static = bool(compile) or self.cuda_graph
+        # graphs are cheap per shape, recompiles are not: compiled steps span the whole cache
+        self.attn_bucket = attn_bucket or (0 if compile else DEFAULT_ATTN_BUCKET)
+        if self.attn_bucket < 0:
+            raise ValueError(f"attn_bucket must be >= 0 (0 = whole cache), got {attn_bucket!r}")
         self._step = self._decode_step
         if compile:
             self._step = torch.compile(self._decode_step, mode=compile_mode, dynamic=False)
@@ -161,17 +181,18 @@ class FastEngine(RolloutEngine):
         """One decoder layer over x (B, S, H) writing K/V at cache columns [col, col + S).
 
         cos/sin (B, S, D); mask (B, 1, S, L) bool over the first L cache columns. With
-        `col` a tensor (static mode) S must be 1 and attention spans the whole cache.
+        `col` a tensor (static mode) S must be 1 and attention spans all columns of the given
+        cache views (the caller passes a bucketed prefix).
         """
         attn = layer.self_attn
         b, s, _ = x.shape
         nh, kvh, d = self.num_heads, self.num_kv_heads, self.head_dim
-        h = layer.input_layernorm(x)
+        h = _rms_norm(layer.input_layernorm, x)
         q = attn.q_proj(h).view(b, s, nh, d)
         k = attn.k_proj(h).view(b, s, kvh, d)
         v = attn.v_proj(h).view(b, s, kvh, d)
         if hasattr(attn, "q_norm"):  # Qwen3: per-head RMSNorm before rotary
-            q, k = attn.q_norm(q), attn.k_norm(k)
+            q, k = _rms_norm(attn.q_norm, q), _rms_norm(attn.k_norm, k)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, heads, S, D)
         c, sn = cos[:, None], sin[:, None]
         q = q * c + _rotate_half(q) * sn
@@ -197,10 +218,10 @@ class FastEngine(RolloutEngine):
             out = F.scaled_dot_product_attention(q, keys, vals, attn_mask=mask, scale=scale)
             out = out.transpose(1, 2).reshape(b, s, nh * d)
         x = x + attn.o_proj(out)
-        return x + layer.mlp(layer.post_attention_layernorm(x))
+        return x + layer.mlp(_rms_norm(layer.post_attention_layernorm, x))
 
     def _logits(self, x_last: torch.Tensor) -> torch.Tensor:
-        return lm_head_of(self.model)(self.trunk.norm(x_last)).float()  # (B, V)
+        return lm_head_of(self.model)(_rms_norm(self.trunk.norm, x_last)).float()  # (B, V)
 
     def _decode_step(self, tok, pos_ids, key_valid, col, cos_tab, sin_tab, k_caches, v_caches):
         """Logits (B, V) for the next token after `tok` (B,) written at cache column `col`."""
@@ -211,6 +232,11 @@ class FastEngine(RolloutEngine):
             mask = (key_valid & (cols <= col))[:, None, None, :]  # (B, 1, 1, L)
         else:
             mask = key_valid[:, None, None, : col + 1]
+        # additive mask in the compute dtype, built once per step (SDPA would convert a
+        # boolean mask again in every layer)
+        mask = torch.zeros(mask.shape, dtype=x.dtype, device=x.device).masked_fill_(
+            ~mask, float("-inf")
+        )
         for layer, kc, vc in zip(self.trunk.layers, k_caches, v_caches, strict=True):
             x = self._layer(layer, x, cos, sin, kc, vc, col, mask)
         return self._logits(x[:, 0])
@@ -265,6 +291,7 @@ class FastEngine(RolloutEngine):
         kv_views = (k_caches, v_caches)
         step_fn = _GraphedStep(self._step) if self.cuda_graph else self._step
         col_t = torch.full((1,), lp, dtype=torch.long, device=device)  # static-mode column
+        views_key, span_views = None, kv_views
         for step in range(new):
             tok, tok_lp, tok_ent = sample_tokens(logits, params, gen)
             active = ~done
@@ -292,8 +319,18 @@ class FastEngine(RolloutEngine):
                         ]
                         for bufs, views in zip((k_caches, v_caches), kv_views, strict=True)
                     )
-            col_arg = col_t if self.static else lp + step
-            logits = step_fn(tok, pos_ids, key_valid, col_arg, cos_tab, sin_tab, *kv_views)
+            if self.static:  # attend over a bucketed cache prefix (static shapes per bucket)
+                span = length
+                if self.attn_bucket:
+                    span = min(length, -(-(lp + step + 1) // self.attn_bucket) * self.attn_bucket)
+                if views_key != (span, rows.shape[0]):
+                    views_key = (span, rows.shape[0])
+                    span_views = [[c[:, :, :span] for c in caches] for caches in kv_views]
+                logits = step_fn(
+                    tok, pos_ids, key_valid[:, :span], col_t, cos_tab, sin_tab, *span_views
+                )
+            else:
+                logits = step_fn(tok, pos_ids, key_valid, lp + step, cos_tab, sin_tab, *kv_views)
             pos_ids = pos_ids + 1
             col_t += 1
         return finalize_batch(
@@ -315,7 +352,7 @@ class FastEngine(RolloutEngine):
 
 
 class _GraphedStep:
-    """Replays the static decode step from CUDA graphs, one per batch size (lazily captured).
+    """Replays the static decode step from CUDA graphs, one per (batch, span), lazily captured.
 
     Inputs are copied into the graph's static buffers before each replay; the returned
     logits live in the graph's output buffer and are overwritten by the next replay.
@@ -332,7 +369,7 @@ class _GraphedStep:
     def __call__(self, tok, pos_ids, key_valid, col, cos_tab, sin_tab, k_caches, v_caches):
         if self.failed:
             return self.fn(tok, pos_ids, key_valid, col, cos_tab, sin_tab, k_caches, v_caches)
-        b = tok.shape[0]
+        b = (tok.shape[0], key_valid.shape[1])  # (batch, attended cache columns)
         if b not in self.graphs:
             try:
                 self.graphs[b] = self._capture(

@@ -77,6 +77,7 @@ def run_harness(
     limits: list[float],
     timeout_s: float,
     memory_mb: int,
+    cpu_s: float | None = None,
     task_id: str = "",
     fail_fast: bool = False,
 ) -> HarnessOutcome:
@@ -93,6 +94,7 @@ def run_harness(
         HARNESS_SOURCE_PATH.read_text(encoding="utf-8"),
         timeout_s=timeout_s,
         memory_mb=memory_mb,
+        cpu_s=cpu_s,
         files={"solution.py": code, "job.json": json.dumps(job), "tests.json": json.dumps(tests)},
         read_files=(RESULTS_FILE,),
         file_limit=RESULTS_FILE_LIMIT,

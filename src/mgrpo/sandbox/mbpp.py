@@ -21,7 +21,10 @@ Departures from EvalPlus: per-test limits are CPU seconds (``max(1.0, 4 x canoni
 time)``, EvalPlus uses wall time with the same floor and factor) so host contention
 cannot fail a correct program; outputs are compared in the parent on decoded values
 (not in the child), so an object with a rigged ``__eq__`` cannot pass; the whole run
-has one wall timeout (``timeout_s``).
+has a CPU budget (the sum of the per-test limits + slack, RLIMIT_CPU) and a wall-clock
+backstop against programs that block or sleep (``timeout_s``; by default
+``clamp(WALL_FACTOR x CPU budget, 60 s, 600 s)``, generous because a loaded host can
+give a run a small share of a core).
 """
 
 from __future__ import annotations
@@ -46,13 +49,16 @@ from mgrpo.sandbox.common import (
 )
 from mgrpo.sandbox.runner import SandboxError
 
-DEFAULT_TIMEOUT_S = 60.0
+MIN_TIMEOUT_S = 60.0  # wall backstop bounds (see module doc)
+MAX_TIMEOUT_S = 600.0
+WALL_FACTOR = 3.0
+CPU_SLACK_S = 5.0  # module load + harness overhead on top of the per-test limits
 DEFAULT_MEMORY_MB = 4096  # EvalPlus default (EVALPLUS_MAX_MEMORY_BYTES)
 MIN_TEST_CPU_S = 1.0  # EvalPlus DEFAULT_MIN_TIME_LIMIT
 GT_TIME_FACTOR = 4.0  # EvalPlus DEFAULT_GT_TIME_LIMIT_FACTOR
 FLOAT_ATOL = 1e-6  # enforced when atol == 0 and the expected value is float-shaped
 ALLCLOSE_RTOL = 1e-7
-REFERENCE_TIMEOUT_S = 300.0
+REFERENCE_TIMEOUT_S = 600.0
 REQUIRED_FIELDS = (
     "task_id",
     "prompt",
@@ -218,7 +224,7 @@ def grade_mbpp_plus(
     response: str,
     problem: dict,
     *,
-    timeout_s: float = DEFAULT_TIMEOUT_S,
+    timeout_s: float | None = None,
     memory_mb: int = DEFAULT_MEMORY_MB,
 ) -> CodeVerdict:
     """Grade a model response on one MBPP+ problem (all base + plus tests must pass).
@@ -231,6 +237,9 @@ def grade_mbpp_plus(
     _validate(problem)
     ref = _reference(problem, memory_mb)
     n = len(ref.expected)
+    cpu_budget = sum(ref.limits) + CPU_SLACK_S
+    if timeout_s is None:
+        timeout_s = min(MAX_TIMEOUT_S, max(MIN_TIMEOUT_S, WALL_FACTOR * cpu_budget))
     code = extract_code(response)
     if code is None:
         return CodeVerdict(False, "no_code", "no fenced code block in the response", n)
@@ -245,6 +254,7 @@ def grade_mbpp_plus(
         limits=ref.limits,
         timeout_s=timeout_s,
         memory_mb=memory_mb,
+        cpu_s=min(cpu_budget, timeout_s),
         task_id=str(problem["task_id"]),
         fail_fast=True,
     )
