@@ -105,16 +105,21 @@ def save_checkpoint(
     *,
     model: Any,
     tokenizer: Any,
-    optimizer: torch.optim.Optimizer,
+    optimizer: torch.optim.Optimizer | None,
     trainer_state: dict[str, Any],
     momentum: dict[str, torch.Tensor] | None = None,
     keep_last: int = 2,
     extra_tensors: dict[str, dict[str, torch.Tensor]] | None = None,
+    tmp_dir: Path | None = None,
 ) -> Path:
-    """Write checkpoint `step` atomically under `root`; rotate old ones; return its path."""
+    """Write checkpoint `step` atomically under `root`; rotate old ones; return its path.
+
+    `optimizer` None: its state lives elsewhere (FSDP: the sharded files). `tmp_dir`: a
+    directory from `new_tmp_dir` that already holds files (FSDP: every rank's shards under
+    `sharded/`); they are covered by the manifest and renamed into place with the rest."""
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-step-{step}-", dir=root))
+    tmp = tmp_dir if tmp_dir is not None else new_tmp_dir(root, step)
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         faults.hit("checkpoint_write", tmp / "model.safetensors")
@@ -123,9 +128,10 @@ def save_checkpoint(
         if momentum is not None:
             save_file(momentum, str(tmp / "momentum.safetensors"))
             faults.hit("checkpoint_write", tmp / "momentum.safetensors")
-        opt_tensors, opt_meta = optimizer_to_files(optimizer)
-        save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
-        write_json(tmp / "optimizer.json", opt_meta)
+        if optimizer is not None:
+            opt_tensors, opt_meta = optimizer_to_files(optimizer)
+            save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
+            write_json(tmp / "optimizer.json", opt_meta)
         faults.hit("checkpoint_write", tmp / "optimizer.safetensors")
         write_json(tmp / "trainer_state.json", trainer_state)
         for filename, tensors in (extra_tensors or {}).items():
@@ -148,6 +154,12 @@ def save_checkpoint(
         raise
     _rotate(root, keep_last)
     return final
+
+
+def new_tmp_dir(root: Path, step: int) -> Path:
+    """A fresh hidden temp directory beside the final `step-N` (same filesystem: atomic rename)."""
+    root.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".tmp-step-{step}-", dir=root))
 
 
 def _rotate(root: Path, keep_last: int) -> None:

@@ -38,6 +38,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -331,3 +332,107 @@ def refresh_full_copy_(
 def named_params(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
     """(name, parameter) of a model, FSDP-wrapped or not (FSDP2 keeps the original names)."""
     return [(n, p) for n, p in model.named_parameters()]
+
+
+# ------------------------------------------------------------------ model wiring (FSDP)
+
+
+@dataclass
+class ShardedModels:
+    """What `shard_run_models` returns (all on this rank)."""
+
+    policy: nn.Module  # sharded (DTensor params, fp32 master)
+    policy_full: nn.Module  # unsharded generator copy in the generation dtype
+    reference: nn.Module | None  # sharded, generation dtype, frozen
+    momentum: Any  # mgrpo.momentum.ShardedMomentum | None
+
+
+def shard_run_models(
+    ctx: DistContext,
+    policy: nn.Module,
+    *,
+    gen_dtype: torch.dtype,
+    with_reference: bool,
+    with_momentum: bool,
+) -> ShardedModels:
+    """Copy out the unsharded generators and the reference, then shard policy and reference.
+
+    Memory per rank (P params, W ranks): policy master fp32 4P/W + AdamW 8P/W + grads 4P/W,
+    reference 2P/W (bf16), momentum master 4P/W, generator copies 2P each (bf16, unsharded).
+    """
+    import copy
+
+    from mgrpo.momentum import ShardedMomentum
+
+    def inference_copy() -> nn.Module:
+        twin = copy.deepcopy(policy).to(gen_dtype)
+        twin.eval()
+        for p in twin.parameters():
+            p.requires_grad_(False)
+        return twin
+
+    policy_full = inference_copy()
+    momentum_generator = inference_copy() if with_momentum else None
+    reference = inference_copy() if with_reference else None
+    if reference is not None:
+        shard_model(reference, ctx, param_dtype=gen_dtype, trainable=False)
+    shard_model(policy, ctx, param_dtype=gen_dtype, trainable=True)
+    momentum = ShardedMomentum(policy, momentum_generator, ctx) if with_momentum else None
+    return ShardedModels(policy, policy_full, reference, momentum)
+
+
+def policy_refresher(ctx: DistContext, policy: nn.Module, policy_full: nn.Module):
+    """`after_update` hook: all-gather the sharded policy into its generator copy."""
+    sources = [(n, p) for n, p in policy.named_parameters()]
+
+    def refresh() -> None:
+        refresh_full_copy_(ctx, policy_full, sources, "policy generator refresh")
+
+    return refresh
+
+
+# ------------------------------------------------------------- sharded checkpoints (DCP)
+
+SHARDED_DIR = "sharded"  # inside checkpoints/step-N/: torch.distributed.checkpoint files
+
+
+def _dcp_state(policy: nn.Module, optimizer: torch.optim.Optimizer, momentum: Any) -> dict[str, Any]:
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    model_sd, optim_sd = get_state_dict(policy, optimizer)
+    state: dict[str, Any] = {"model": model_sd, "optim": optim_sd}
+    if momentum is not None:
+        state["momentum"] = momentum.sharded_state()
+    return state
+
+
+def save_sharded(ctx: DistContext, directory: Path, policy: nn.Module,
+                 optimizer: torch.optim.Optimizer, momentum: Any) -> None:
+    """Collective: every rank writes its shards of policy / optimizer / momentum master
+    under `directory/sharded` (torch.distributed.checkpoint; rank 0 writes the metadata).
+    `directory` must be on a filesystem every rank sees (multi-node: shared storage)."""
+    import torch.distributed.checkpoint as dcp
+
+    with collective(ctx, "sharded checkpoint save"):
+        dcp.save(_dcp_state(policy, optimizer, momentum), checkpoint_id=str(directory / SHARDED_DIR))
+
+
+def load_sharded(ctx: DistContext, ckpt: Path, policy: nn.Module,
+                 optimizer: torch.optim.Optimizer, momentum: Any) -> None:
+    """Collective: load a sharded checkpoint, resharding to this world size if it differs."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import set_state_dict
+
+    source = ckpt / SHARDED_DIR
+    if not source.is_dir():
+        raise ValueError(
+            f"{ckpt}: no {SHARDED_DIR}/ directory; it was written without FSDP "
+            f"(resume it with distributed.fsdp=false)"
+        )
+    state = _dcp_state(policy, optimizer, momentum)
+    with collective(ctx, "sharded checkpoint load"):
+        dcp.load(state, checkpoint_id=str(source))
+        set_state_dict(policy, optimizer, model_state_dict=state["model"],
+                       optim_state_dict=state["optim"])
+    if momentum is not None:  # loaded in place into the master DTensors
+        momentum.refresh()

@@ -20,6 +20,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue from the latest complete checkpoint")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     parser.add_argument("--list-recipes", action="store_true", help="list shipped recipes and exit")
+    parser.add_argument("--nproc", type=int, default=None, metavar="N",
+                        help="run N data-parallel processes on this machine (re-runs under torchrun)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,15 +42,26 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(dump_config(cfg), end="")
         return 0
+    if args.nproc is not None:
+        from mgrpo.launch import launch
+
+        try:
+            argv = ([recipe] if recipe else []) + overrides
+            argv += ["-o", args.output_dir] if args.output_dir else []
+            return launch(args.nproc, argv + (["--resume"] if args.resume else []))
+        except ValueError as exc:
+            print(f"mgrpo train: error: {exc}", file=sys.stderr)
+            return 2
     name = Path(recipe).stem if recipe else "demo"
     output = Path(args.output_dir or Path("runs") / name)
 
     from mgrpo.checkpoint import CheckpointError
+    from mgrpo.distributed import RankLostError
     from mgrpo.trainer import TrainingError, TrainingInterrupted, train
 
     try:
         train(cfg, output, resume=args.resume)
-    except (TrainingError, CheckpointError, ValueError, FileNotFoundError) as exc:
+    except (TrainingError, CheckpointError, ValueError, FileNotFoundError, RankLostError) as exc:
         print(f"mgrpo train: error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:  # disk full, permission denied, ... while writing the run

@@ -29,11 +29,13 @@ from typing import Any
 
 import torch
 
+from mgrpo import distributed as D
 from mgrpo import faults
 from mgrpo.algorithms import AlgorithmSpec, resolve_algorithm
 from mgrpo.checkpoint import (
     latest_checkpoint,
     load_tensors,
+    new_tmp_dir,
     optimizer_from_files,
     read_json,
     save_checkpoint,
@@ -46,7 +48,8 @@ from mgrpo.training_data import PromptSet, build_prompt_set, load_records
 
 # Config keys allowed to differ between the original run and a `--resume`.
 RESUME_MUTABLE = ("trainer.max_steps", "trainer.save_every", "trainer.eval_every",
-                  "trainer.progress", "trainer.keep_last", "trainer.threads", "trainer.stop_after")
+                  "trainer.progress", "trainer.keep_last", "trainer.threads", "trainer.stop_after",
+                  "distributed.timeout_s", "distributed.backend")
 
 
 class TrainingError(RuntimeError):
@@ -148,7 +151,9 @@ class MetricsLog:
                     keep.append(line)
             except (ValueError, KeyError):
                 continue  # a partial last line from a killed run
-        self.path.write_text("".join(x + "\n" for x in keep), encoding="utf-8")
+        tmp = self.path.with_suffix(".jsonl.tmp")  # atomic: a kill here must not lose lines
+        tmp.write_text("".join(x + "\n" for x in keep), encoding="utf-8")
+        os.replace(tmp, self.path)
 
     def read(self) -> list[dict[str, Any]]:
         """Complete lines written so far (a partial last line is ignored)."""
@@ -250,14 +255,30 @@ def build_run(cfg: Config, run_dir: Path, resume: bool = False) -> Run:
     from mgrpo.rollout import make_engine
 
     spec = resolve_algorithm(cfg.algorithm)
-    _prepare_run_dir(cfg, run_dir, resume)
+    dcfg = cfg.distributed
+    ctx = D.init_distributed(backend=dcfg.backend, timeout_s=dcfg.timeout_s, fsdp=dcfg.fsdp,
+                             device=cfg.model.device)
+    D.local_slice(ctx, cfg.trainer.prompts_per_step)  # whole prompt groups per rank, or a clear error
+    if ctx.fsdp and cfg.model.lora.r > 0:
+        raise TrainingError("model.lora.r > 0 with FSDP is not supported; LoRA states are small: "
+                            "use distributed.fsdp=false (replicated data parallel)")
+    problem = None
+    if ctx.is_main:  # rank 0 owns the run directory; the others learn its verdict
+        try:
+            _prepare_run_dir(cfg, run_dir, resume)
+        except TrainingError as exc:
+            problem = str(exc)
+    problem = D.broadcast_object(ctx, problem, stage="run directory setup")
+    if problem:
+        raise TrainingError(problem)
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
 
-    policy, tokenizer = load_model_and_tokenizer(
-        cfg.model.name, dtype=cfg.model.dtype, device=cfg.model.device, seed=cfg.seed,
+    policy, tokenizer = load_model_and_tokenizer(  # FSDP: fp32 master, bf16 compute on CUDA
+        cfg.model.name, dtype="float32" if ctx.fsdp else cfg.model.dtype,
+        device=cfg.model.device, seed=cfg.seed,
         tiny_hidden_size=cfg.model.tiny_hidden_size, tiny_layers=cfg.model.tiny_layers,
     )
     train_records = load_records(cfg.data, cfg.data.train, split="train", seed=cfg.seed)
@@ -272,14 +293,33 @@ def build_run(cfg: Config, run_dir: Path, resume: bool = False) -> Run:
         val_records = load_records(cfg.data, cfg.validation.data, split="val", seed=cfg.seed + 1)
         val_records = val_records[: cfg.validation.limit]
 
-    reference = None
-    if cfg.algorithm.kl_coef > 0:
+    reference, reference_scope, policy_full, after_update, lora_export = None, None, None, None, None
+    if cfg.model.lora.r > 0:  # adapters train; base shared by policy, momentum and reference
+        from mgrpo.lora import LoraExport, LoraMomentum, apply_lora
+
+        peft_model = apply_lora(policy, cfg.model.lora)
+        lora_export = LoraExport(policy, peft_model, cfg.model.lora.export)
+        if cfg.algorithm.kl_coef > 0:
+            reference, reference_scope = policy, peft_model.disable_adapter
+    elif cfg.algorithm.kl_coef > 0 and not ctx.fsdp:
         reference = copy.deepcopy(policy)
         for p in reference.parameters():
             p.requires_grad_(False)
     if cfg.model.gradient_checkpointing:
         policy.gradient_checkpointing_enable()
-    momentum = MomentumModel(policy) if spec.uses_momentum_model else None
+    if ctx.fsdp:  # shard policy + reference; unsharded generator copies for rollouts
+        from mgrpo.models.loading import resolve_device, resolve_dtype
+
+        gen_dtype = resolve_dtype(cfg.model.dtype, resolve_device(cfg.model.device))
+        sharded = D.shard_run_models(ctx, policy, gen_dtype=gen_dtype,
+                                     with_reference=cfg.algorithm.kl_coef > 0,
+                                     with_momentum=spec.uses_momentum_model)
+        reference, momentum, policy_full = sharded.reference, sharded.momentum, sharded.policy_full
+        after_update = D.policy_refresher(ctx, policy, policy_full)
+    elif lora_export is not None:
+        momentum = LoraMomentum(policy) if spec.uses_momentum_model else None
+    else:
+        momentum = MomentumModel(policy) if spec.uses_momentum_model else None
     trainable = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
         trainable, lr=cfg.optim.lr, betas=(cfg.optim.beta1, cfg.optim.beta2),
@@ -291,43 +331,42 @@ def build_run(cfg: Config, run_dir: Path, resume: bool = False) -> Run:
         lr_lambda(warmup, cfg.trainer.max_steps, cfg.optim.schedule, cfg.optim.min_lr_ratio),
     )
     pad = tokenizer.pad_token_id
+    momentum_engine = None
+    if momentum is not None:
+        momentum_engine = make_engine(cfg.model.engine, momentum.generator, pad_token_id=pad)
+        if lora_export is not None:  # same model, momentum adapters swapped in per call
+            from mgrpo.lora import ScopedEngine
+
+            momentum_engine = ScopedEngine(momentum_engine, momentum.swapped_in)
     models = StepModels(
         policy=policy,
-        policy_engine=make_engine(cfg.model.engine, policy, pad_token_id=pad),
+        policy_engine=make_engine(cfg.model.engine, policy_full or policy, pad_token_id=pad),
         momentum=momentum,
-        momentum_engine=(
-            make_engine(cfg.model.engine, momentum.generator, pad_token_id=pad) if momentum else None
-        ),
+        momentum_engine=momentum_engine,
         reference=reference,
         optimizer=optimizer,
         scheduler=scheduler,
         checker=AnswerChecker(),
         tokenizer=tokenizer,
         stop_token_ids=_stop_token_ids(tokenizer, policy),
+        dist=ctx,
+        policy_full=policy_full,
+        reference_scope=reference_scope,
+        after_update=after_update,
     )
+    models.lora_export = lora_export  # type: ignore[attr-defined]  # None unless LoRA
     faults.install(models)  # no-op unless MGRPO_FAULT is set (reliability tests)
     return Run(cfg, spec, run_dir, models, train_set, val_records, CollapseAlarm())
 
 
 def _restore(run: Run, ckpt: Path) -> dict[str, Any]:
     """Load policy/momentum/optimizer/scheduler/RNG from a verified checkpoint."""
-    from safetensors.torch import load_file
-
     models = run.models
-    weights = {}
-    for shard in sorted(ckpt.glob("model*.safetensors")):
-        weights.update(load_file(str(shard)))
-    missing, unexpected = models.policy.load_state_dict(weights, strict=False)
-    tied = {k for k in missing if "lm_head" in k and getattr(models.policy.config, "tie_word_embeddings", False)}
-    if set(missing) - tied or unexpected:
-        raise TrainingError(f"{ckpt}: policy weights do not match the model "
-                            f"(missing {sorted(set(missing) - tied)[:3]}, unexpected {unexpected[:3]})")
-    if models.momentum is not None:
-        models.momentum.load_state_dict(load_tensors(ckpt / "momentum.safetensors"))
-    meta = read_json(ckpt / "optimizer.json")
-    models.optimizer.load_state_dict(
-        optimizer_from_files(load_tensors(ckpt / "optimizer.safetensors"), meta)
-    )
+    if models.dist.fsdp:  # sharded policy / optimizer / momentum, resharded to this world size
+        D.load_sharded(models.dist, ckpt, models.policy, models.optimizer, models.momentum)
+        models.after_update()  # refresh the generator copy
+    else:
+        _restore_replicated(models, ckpt)
     state = read_json(ckpt / "trainer_state.json")
     sched = dict(state["scheduler"])
     sched["lr_lambdas"] = [None] * len(models.optimizer.param_groups)
@@ -337,26 +376,69 @@ def _restore(run: Run, ckpt: Path) -> dict[str, Any]:
     return state
 
 
+def _restore_replicated(models: StepModels, ckpt: Path) -> None:
+    from safetensors.torch import load_file
+
+    if getattr(models, "lora_export", None) is not None:  # base from model.name; adapters here
+        from mgrpo.lora import load_trainable_state
+
+        load_trainable_state(models.policy, load_tensors(ckpt / "lora.safetensors"), ckpt)
+    else:
+        weights = {}
+        for shard in sorted(ckpt.glob("model*.safetensors")):
+            weights.update(load_file(str(shard)))
+        missing, unexpected = models.policy.load_state_dict(weights, strict=False)
+        tied = {k for k in missing if "lm_head" in k and getattr(models.policy.config, "tie_word_embeddings", False)}
+        if set(missing) - tied or unexpected:
+            raise TrainingError(f"{ckpt}: policy weights do not match the model "
+                                f"(missing {sorted(set(missing) - tied)[:3]}, unexpected {unexpected[:3]})")
+    if models.momentum is not None:
+        models.momentum.load_state_dict(load_tensors(ckpt / "momentum.safetensors"))
+    if not (ckpt / "optimizer.json").is_file():
+        raise TrainingError(f"{ckpt}: no optimizer.json; it was written with FSDP "
+                            f"(resume it with distributed.fsdp=true)")
+    meta = read_json(ckpt / "optimizer.json")
+    models.optimizer.load_state_dict(
+        optimizer_from_files(load_tensors(ckpt / "optimizer.safetensors"), meta)
+    )
+
+
 def _tuplify(x: Any) -> Any:
     return tuple(_tuplify(v) for v in x) if isinstance(x, list) else x
 
 
 def _save(run: Run, step: int, extra: dict[str, Any]) -> Path:
 
-    models = run.models
+    models, ctx = run.models, run.models.dist
+    root = run.run_dir / "checkpoints"
     sched = {k: v for k, v in models.scheduler.state_dict().items() if k != "lr_lambdas"}
     state = {"step": step, "scheduler": sched, "python_rng": random.getstate(), **extra}
-    path = save_checkpoint(
-        run.run_dir / "checkpoints",
-        step,
-        model=models.policy,
-        tokenizer=models.tokenizer,
-        optimizer=models.optimizer,
-        trainer_state=state,
-        momentum=models.momentum.state_dict() if models.momentum else None,
-        keep_last=run.cfg.trainer.keep_last,
-        extra_tensors={"rng.safetensors": {"torch": torch.get_rng_state()}},
-    )
+    extra_tensors = {"rng.safetensors": {"torch": torch.get_rng_state()}}
+    lora_export = getattr(models, "lora_export", None)
+    if lora_export is not None:
+        from mgrpo.lora import trainable_state
+
+        extra_tensors["lora.safetensors"] = trainable_state(models.policy)
+    tmp = None
+    if ctx.fsdp:  # every rank writes its shards into rank 0's temp dir, then rank 0 finishes
+        tmp = D.broadcast_object(ctx, new_tmp_dir(root, step) if ctx.is_main else None)
+        D.save_sharded(ctx, tmp, models.policy, models.optimizer, models.momentum)
+        D.barrier(ctx, "sharded checkpoint save")
+    path = root / f"step-{step}"
+    if ctx.is_main:
+        path = save_checkpoint(
+            root,
+            step,
+            model=models.policy_full if ctx.fsdp else (lora_export or models.policy),
+            tokenizer=models.tokenizer,
+            optimizer=None if ctx.fsdp else models.optimizer,
+            trainer_state=state,
+            momentum=models.momentum.state_dict() if models.momentum and not ctx.fsdp else None,
+            keep_last=run.cfg.trainer.keep_last,
+            extra_tensors=extra_tensors,
+            tmp_dir=tmp,
+        )
+    D.barrier(ctx, "checkpoint")  # nobody runs ahead of a checkpoint rank 0 is still writing
     return path
 
 
@@ -378,19 +460,22 @@ def _train(cfg: Config, run_dir: str | Path, *, resume: bool, signals: _StopSign
 
     run_dir = Path(run_dir)
     run = build_run(cfg, run_dir, resume)
-    log = MetricsLog(run_dir)
+    ctx = run.models.dist  # rank 0 writes metrics, TensorBoard and checkpoints
+    log = MetricsLog(run_dir, tensorboard=ctx.is_main)
     start, bad_steps = 0, 0
     summary: dict[str, Any] = {}
     if resume:
         ckpt = latest_checkpoint(run_dir / "checkpoints")
         if ckpt is None:
-            print(f"mgrpo: no complete checkpoint in {run_dir}; starting from step 0", file=sys.stderr)
+            D.rank_print(ctx, f"mgrpo: no complete checkpoint in {run_dir}; starting from step 0")
         else:
             state = _restore(run, ckpt)
             start, bad_steps = state["step"], state.get("bad_steps", 0)
             summary = state.get("summary", {})
-            print(f"mgrpo: resumed from {ckpt} (step {start})", file=sys.stderr)
-    log.truncate_after(start)
+            D.rank_print(ctx, f"mgrpo: resumed from {ckpt} (step {start})")
+    if ctx.is_main:
+        log.truncate_after(start)
+    D.barrier(ctx, "resume")
     for past in log.read():  # rebuild the alarm's state from the steps already run
         run.alarm.update(past)
     if start == 0 and run.val_records:
@@ -398,13 +483,16 @@ def _train(cfg: Config, run_dir: str | Path, *, resume: bool, signals: _StopSign
     if start >= cfg.trainer.max_steps:
         print(f"mgrpo: {run_dir} is already at step {start} >= trainer.max_steps", file=sys.stderr)
 
-    progress = _progress(cfg, start)
+    progress = _progress(cfg, start, enabled=ctx.is_main)
     try:
         for step in range(start + 1, cfg.trainer.max_steps + 1):
             if signals.signum is not None:  # arrived while loading or validating
                 raise signals.interrupted(f"before step {step}")
             records, prompt_ids = run.train_set.batch(step, cfg.trainer.prompts_per_step)
-            batch = StepBatch(prompt_ids=prompt_ids, answers=[r.answer for r in records])
+            mine = D.local_slice(ctx, len(records))  # this rank's whole prompt groups
+            batch = StepBatch(prompt_ids=prompt_ids[mine.start:mine.stop],
+                              answers=[r.answer for r in records[mine.start:mine.stop]],
+                              prompt_offset=mine.start, global_prompts=len(records))
             try:
                 metrics = train_step(run.models, batch, cfg, run.spec, step)
                 bad_steps = 0
@@ -432,12 +520,17 @@ def _train(cfg: Config, run_dir: str | Path, *, resume: bool, signals: _StopSign
             if alarm is not None:
                 if alarm.first:
                     progress.write(f"mgrpo: collapse alarm at step {step}: {alarm.reason}")
-            log.write(metrics)
+            if ctx.is_main:
+                log.write(metrics)
             progress.update(1)
             progress.set_postfix(_postfix(metrics), refresh=False)
             stop = alarm is not None and cfg.trainer.alarm_action == "stop"
             pause = cfg.trainer.stop_after is not None and step >= cfg.trainer.stop_after
             signalled = signals.signum is not None and not is_last
+            if ctx.world_size > 1:  # a signal on any rank stops every rank at the same step
+                signalled = D.all_reduce(ctx, [float(signalled)], "max", stage="stop signal")[0] > 0
+                if signalled and signals.signum is None:
+                    signals.signum = signal.SIGTERM  # another rank was signalled
             if is_last or stop or pause or signalled or (
                 cfg.trainer.save_every and step % cfg.trainer.save_every == 0
             ):
@@ -453,16 +546,18 @@ def _train(cfg: Config, run_dir: str | Path, *, resume: bool, signals: _StopSign
         progress.close()
         log.close()
         run.models.checker.close()
-    _print_summary(run, summary)
+    if ctx.is_main:
+        _print_summary(run, summary)
+    D.shutdown(ctx)
     return run_dir
 
 
-def _progress(cfg: Config, start: int):
+def _progress(cfg: Config, start: int, enabled: bool = True):
     from tqdm.auto import tqdm
 
     return tqdm(
         total=cfg.trainer.max_steps, initial=start, desc=f"mgrpo {cfg.algorithm.preset}",
-        unit="step", disable=not cfg.trainer.progress, dynamic_ncols=True,
+        unit="step", disable=not (cfg.trainer.progress and enabled), dynamic_ncols=True,
     )
 
 

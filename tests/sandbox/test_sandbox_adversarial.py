@@ -21,11 +21,18 @@ from mgrpo.sandbox.runner import SANDBOX_UID_BASE
 IS_ROOT = os.geteuid() == 0
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "mgrpo-test-secret-7f3a9c"
-TIMEOUT_S = 2.0
-# Slow on a loaded host: touching ~1 GB page by page; 32 processes printing tracebacks.
-SLOW_TIMEOUT_S = {"memory_growth": 20.0, "fork_bomb": 10.0}
-# Without the hook the fork bomb hits RLIMIT_NPROC (BlockingIOError) in every process;
-# the run ends in an error, or the wall timeout if the bomb's children keep going.
+TIMEOUT_S = 2.0  # wall limit for the attacks that must end in "timeout"
+# Attacks that end by themselves get a generous limit so that a slow start on a loaded
+# host is not mistaken for a timeout; two are slow by nature (touching ~1 GB page by
+# page; 32 processes printing tracebacks).
+TIMEOUT_BOUND = {"infinite_loop", "long_sleep", "huge_output"}
+SLOW_TIMEOUT_S = 20.0
+
+
+def _limit(name: str) -> float:
+    return TIMEOUT_S if name in TIMEOUT_BOUND else SLOW_TIMEOUT_S
+
+
 NO_HOOK_STATUS = {"fork_bomb": {"error", "timeout"}}
 
 
@@ -76,7 +83,7 @@ def attack_results():
                 job: pool.submit(
                     run_program,
                     attacks[job[0]][0],
-                    timeout_s=SLOW_TIMEOUT_S.get(job[0], TIMEOUT_S),
+                    timeout_s=_limit(job[0]),
                     audit_hook=job[1],
                     output_limit=1 << 16,
                 )
@@ -118,7 +125,7 @@ def test_attack_contained(attack_results, name, hook):
     assert r.status in expected, (name, hook, r.status, r.stderr[-400:])
     assert SECRET not in r.stdout and SECRET not in r.stderr
     assert "[project]" not in r.stdout  # repo file not read
-    assert r.wall_s < SLOW_TIMEOUT_S.get(name, TIMEOUT_S) + 3.0
+    assert r.wall_s < _limit(name) + 3.0
     if name == "huge_output":
         assert r.truncated and len(r.stdout) == 1 << 16
 
@@ -208,7 +215,7 @@ def graded():
                     grade_mbpp_plus,
                     "no code here" if body is None else _response(body),
                     problem,
-                    timeout_s=TIMEOUT_S + 2,
+                    timeout_s=TIMEOUT_S + 2 if name in TIMEOUT_BOUND else SLOW_TIMEOUT_S,
                 )
                 for name, (body, _) in GRADED.items()
             }

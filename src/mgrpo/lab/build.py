@@ -40,12 +40,12 @@ from mgrpo.lab.cache import (
     lab_cache_root,
     new_temp_dir,
     read_manifest,
+    remove_entry,
     verify_entry,
     write_manifest,
 )
 from mgrpo.lab.config import (
     DEFAULT_LAB_CONFIG,
-    NUM_BUCKETS,
     RL_POOL_BUCKETS,
     SPLITS,
     VAL_BUCKETS,
@@ -320,8 +320,6 @@ def build_lab_model(
         payload = _build_into(temp, config, progress)
         write_manifest(temp, config_hash, payload)
         if force and final.exists():
-            from mgrpo.lab.cache import remove_entry
-
             remove_entry(final)
         install_entry(temp, final, config_hash)
     except BaseException:

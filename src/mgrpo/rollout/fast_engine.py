@@ -12,18 +12,24 @@ What it does (vs the `hf` reference: `model.generate` + a second scoring pass):
   cache rows are squeezed into the front of the static buffers), so they stop costing compute.
 - Returns log p(token) and the entropy of softmax(logits / T) straight from the decode
   logits: no second scoring pass. Greedy (T = 0) reports softmax(logits) (T = 1), like `hf`.
-- Reads the HF modules' parameters at call time (it calls their norms, projections and
-  MLPs, and reimplements only rotary + attention + cache), so in-place weight updates
-  are seen by the next call with no reload or copy.
+- Reads the HF modules' parameters at call time (it calls their projections and MLPs,
+  applies their RMSNorm weights through the fused `F.rms_norm`, and reimplements only
+  rotary + attention + cache), so in-place weight updates are seen with no reload or copy.
 - On CUDA: weights stay in their dtype (bf16 as given). `cuda_graph` (default: on for
-  CUDA, never on CPU) captures the decode step in one CUDA graph per batch size and
-  replays it (the graph records the live parameter addresses, so in-place updates are
-  still seen); `compile=True` additionally wraps the step in torch.compile. Both use the
-  static form of the step: attention over the whole cache with a mask, the write column
-  as a device tensor, compaction to power-of-two batch buckets. If capture fails, the
-  engine warns once and continues eagerly.
-What it does not do: sliding-window / hybrid attention, logit soft-capping, rope variants
-not expressed by the model's own `rotary_emb` module, tied cross-device sharding.
+  CUDA, never on CPU) captures the decode step in one CUDA graph per (batch size,
+  attended span) and replays it (the graph records the live parameter addresses, so
+  in-place updates are still seen); `compile=True` additionally wraps the step in
+  torch.compile (off by default: every new batch bucket recompiles). Both use the static
+  form of the step: attention over a cache prefix rounded up to `attn_bucket` columns
+  (the whole cache when compiled) with an additive mask, the write column as a device
+  tensor, compaction to power-of-two batch buckets. If capture fails, the engine warns
+  once and continues eagerly.
+- Measured (benchmarks/rollout.py, H100, Qwen3-0.6B shape, bf16, 256 seqs, 128 + 256):
+  24.4k tok/s with CUDA graphs, 29.8k with compile=True, vs 10.2k for HF generate with
+  a static cache + compile and 3.1k for the `hf` engine (generate + scoring pass).
+What it does not do: sliding-window / hybrid attention, logit soft-capping, "dynamic" rope
+(the rope table is built once per call from the model's `rotary_emb`), sharded models,
+sampling inside the CUDA graph (the sampler runs eagerly on device after each replay).
 Unsupported models fall back to `hf` (see `registry.make_engine`).
 """
 

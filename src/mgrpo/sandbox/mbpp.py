@@ -232,7 +232,9 @@ def grade_mbpp_plus(
     The program is the last fenced code block of ``response`` (``extract_code``); it
     must define ``problem["entry_point"]``. Never raises for a bad program (the verdict
     says what went wrong); raises ValueError for a malformed row and SandboxError when
-    the sandbox or the canonical solution itself fails.
+    the sandbox or the canonical solution itself fails. ``timeout_s``: wall-clock
+    backstop (default from the task's CPU budget, see module doc); ``memory_mb``:
+    RLIMIT_AS of the program (EvalPlus's 4 GiB by default).
     """
     _validate(problem)
     ref = _reference(problem, memory_mb)
