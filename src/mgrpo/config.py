@@ -12,6 +12,7 @@ Derived values (the policy/momentum split of G, what each preset switches on) ar
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -379,15 +380,18 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     if hint is float:
         if isinstance(value, str):  # YAML 1.1 reads `1e-6` as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 raise ConfigError(f"{key}: expected a number, got {value!r}") from None
-        _check(
-            isinstance(value, (int, float)) and not isinstance(value, bool),
-            key,
-            f"expected a number, got {value!r}",
-        )
-        return float(value)
+        else:
+            _check(
+                isinstance(value, (int, float)) and not isinstance(value, bool),
+                key,
+                f"expected a number, got {value!r}",
+            )
+            number = float(value)
+        _check(math.isfinite(number), key, f"expected a finite number, got {value!r}")
+        return number
     if hint is str:
         _check(isinstance(value, str), key, f"expected a string, got {value!r}")
         return value

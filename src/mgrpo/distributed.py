@@ -238,11 +238,12 @@ def all_reduce_grads_(ctx: DistContext, params: list[nn.Parameter]) -> None:
         if p.grad is None:
             p.grad = torch.zeros_like(p)
         groups.setdefault(p.grad.dtype, []).append(p.grad)
-    with collective(ctx, "gradient all-reduce"):
-        for grads in groups.values():
-            flat = torch.cat([g.reshape(-1) for g in grads])
+    for grads in groups.values():
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        with collective(ctx, "gradient all-reduce"):
             dist.all_reduce(flat)
-            torch._foreach_copy_(grads, list(flat.split([g.numel() for g in grads])))
+        pieces = flat.split([g.numel() for g in grads])
+        torch._foreach_copy_(grads, [x.view_as(g) for x, g in zip(pieces, grads)])
 
 
 # ------------------------------------------------------------------------------ FSDP2

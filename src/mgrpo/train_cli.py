@@ -61,8 +61,11 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         train(cfg, output, resume=args.resume)
-    except (TrainingError, CheckpointError, ValueError, FileNotFoundError, RankLostError) as exc:
+    except (TrainingError, ValueError, FileNotFoundError, RankLostError) as exc:
         print(f"mgrpo train: error: {exc}", file=sys.stderr)
+        return 1
+    except CheckpointError as exc:
+        print(f"mgrpo train: error: {exc}; {_last_checkpoint(output)}", file=sys.stderr)
         return 1
     except OSError as exc:  # disk full, permission denied, ... while writing the run
         print(f"mgrpo train: error: {_os_error(exc)}; {_last_checkpoint(output)}", file=sys.stderr)
@@ -77,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _os_error(exc: OSError) -> str:
-    """`cannot write /path: No space left on device (errno 28)` (one line)."""
+    """`I/O failure /path: No space left on device (errno 28)` (one line)."""
     what = exc.strerror or str(exc)
     where = f" {exc.filename}" if exc.filename else ""
     return f"I/O failure{where}: {what}" + (f" (errno {exc.errno})" if exc.errno else "")

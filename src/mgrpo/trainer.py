@@ -49,7 +49,7 @@ from mgrpo.training_data import PromptSet, build_prompt_set, load_records
 # Config keys allowed to differ between the original run and a `--resume`.
 RESUME_MUTABLE = ("trainer.max_steps", "trainer.save_every", "trainer.eval_every",
                   "trainer.progress", "trainer.keep_last", "trainer.threads", "trainer.stop_after",
-                  "distributed.timeout_s", "distributed.backend")
+                  "distributed.timeout_s", "distributed.backend", "distributed.fsdp")
 
 
 class TrainingError(RuntimeError):
@@ -262,15 +262,17 @@ def build_run(cfg: Config, run_dir: Path, resume: bool = False) -> Run:
     if ctx.fsdp and cfg.model.lora.r > 0:
         raise TrainingError("model.lora.r > 0 with FSDP is not supported; LoRA states are small: "
                             "use distributed.fsdp=false (replicated data parallel)")
-    problem = None
+    problem, error = None, None
     if ctx.is_main:  # rank 0 owns the run directory; the others learn its verdict
         try:
             _prepare_run_dir(cfg, run_dir, resume)
-        except TrainingError as exc:
-            problem = str(exc)
+        except Exception as exc:  # noqa: BLE001 - re-raised below, after telling the others
+            problem, error = f"{exc}", exc
     problem = D.broadcast_object(ctx, problem, stage="run directory setup")
+    if error is not None:
+        raise error
     if problem:
-        raise TrainingError(problem)
+        raise TrainingError(f"rank 0 could not set up {run_dir}: {problem}")
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
     torch.manual_seed(cfg.seed)

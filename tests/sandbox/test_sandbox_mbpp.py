@@ -146,6 +146,7 @@ def test_canonical_solutions_pass_sample():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_canonical_solutions_pass_all():
     verdicts = _self_check([r["task_id"] for r in ROWS], workers=4)
     failed = {tid: v for tid, v in verdicts.items() if not v.passed}

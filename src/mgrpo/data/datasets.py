@@ -160,7 +160,14 @@ def _iter_csv(path: Path) -> Iterator[tuple[str, Any]]:
     reader = csv.DictReader(io.StringIO(_decode_whole(path), newline=""))
     if reader.fieldnames is None:
         return
-    for row in reader:
+    rows = iter(reader)
+    while True:
+        try:
+            row = next(rows)
+        except StopIteration:
+            return
+        except csv.Error as exc:  # e.g. a cell over csv.field_size_limit() (a 10 MB row)
+            raise DatasetError(f"{path}:{reader.line_num + 1}: malformed CSV ({exc})") from None
         # reader.line_num is the physical line where this record ended
         if None in row:
             raise DatasetError(f"{path}:{reader.line_num}: more cells than header columns")

@@ -50,15 +50,6 @@ def extract_code(response: str) -> str | None:
     return untagged[-1] if untagged else None
 
 
-def syntax_error(code: str) -> str | None:
-    """``None`` when ``code`` compiles, else a one-line message (compile only, no exec)."""
-    try:
-        compile(code, "solution.py", "exec", dont_inherit=True)
-    except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
-        return f"{type(exc).__name__}: {exc}"[:300]
-    return None
-
-
 @dataclass
 class HarnessOutcome:
     """Parsed harness output: per-test records (index -> record) and the raw run."""
@@ -128,6 +119,15 @@ def failure_status(exc: str) -> str:
     if exc.startswith("MemoryError"):
         return "memory"
     return "runtime_error"
+
+
+def load_failure_status(load_error: str) -> str:
+    """Verdict status when the module or its entry point failed to load in the sandbox."""
+    kind = load_error.split(":")[0]
+    if kind in ("SyntaxError", "IndentationError", "TabError"):
+        return "syntax_error"
+    status = failure_status(kind)
+    return "load_error" if status == "runtime_error" else status
 
 
 def run_failure(outcome: HarnessOutcome, n_tests: int, n_passed: int) -> CodeVerdict | None:

@@ -37,9 +37,9 @@ from mgrpo.sandbox.common import (
     CodeVerdict,
     extract_code,
     failure_status,
+    load_failure_status,
     run_failure,
     run_harness,
-    syntax_error,
 )
 
 DEFAULT_TEST_TIMEOUT_S = 6.0  # LiveCodeBench's per-test timeout
@@ -172,9 +172,6 @@ def grade_livecodebench(
     code = extract_code(response)
     if code is None:
         return CodeVerdict(False, "no_code", "no fenced code block in the response", n)
-    err = syntax_error(code)
-    if err is not None:
-        return CodeVerdict(False, "syntax_error", err, n)
     if timeout_s is None:
         timeout_s = min(MAX_TOTAL_TIMEOUT_S, 5.0 + n * test_timeout_s)
     outcome = run_harness(
@@ -188,8 +185,7 @@ def grade_livecodebench(
         fail_fast=True,
     )
     if outcome.load_error is not None:
-        status = failure_status(outcome.load_error.split(":")[0])
-        status = "load_error" if status == "runtime_error" else status
+        status = load_failure_status(outcome.load_error)
         return CodeVerdict(False, status, outcome.load_error[:300], n)
     n_passed, first = 0, None
     for i, case in enumerate(cases):

@@ -43,9 +43,9 @@ from mgrpo.sandbox.common import (
     CodeVerdict,
     extract_code,
     failure_status,
+    load_failure_status,
     run_failure,
     run_harness,
-    syntax_error,
 )
 from mgrpo.sandbox.runner import SandboxError
 
@@ -245,9 +245,6 @@ def grade_mbpp_plus(
     code = extract_code(response)
     if code is None:
         return CodeVerdict(False, "no_code", "no fenced code block in the response", n)
-    err = syntax_error(code)
-    if err is not None:
-        return CodeVerdict(False, "syntax_error", err, n)
     outcome = run_harness(
         code,
         mode="call",
@@ -261,8 +258,7 @@ def grade_mbpp_plus(
         fail_fast=True,
     )
     if outcome.load_error is not None:
-        status = failure_status(outcome.load_error.split(":")[0])
-        status = "load_error" if status == "runtime_error" else status
+        status = load_failure_status(outcome.load_error)
         return CodeVerdict(False, status, outcome.load_error[:300], n)
     n_passed, first = 0, None
     for i in range(n):
