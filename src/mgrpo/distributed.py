@@ -45,7 +45,6 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-ENV_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 SCORE_METHOD = "mgrpo_score"  # FSDP-registered forward method used for training forwards
 
 
@@ -304,10 +303,6 @@ def shard_model(
     return model
 
 
-def is_sharded(model: nn.Module) -> bool:
-    return hasattr(model, SCORE_METHOD)
-
-
 def local_tensor(t: torch.Tensor) -> torch.Tensor:
     """The local shard of a DTensor (a view: in-place ops write the shard), else `t`."""
     return t.to_local() if hasattr(t, "to_local") else t
@@ -329,10 +324,6 @@ def refresh_full_copy_(
         for name, src in sources:
             params[name].copy_(full_tensor(src.detach()))
 
-
-def named_params(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
-    """(name, parameter) of a model, FSDP-wrapped or not (FSDP2 keeps the original names)."""
-    return [(n, p) for n, p in model.named_parameters()]
 
 
 # ------------------------------------------------------------------ model wiring (FSDP)

@@ -16,8 +16,8 @@ checkpoint's HF directory (computed in fp32 from the live tensors; the training 
 modified); ``adapters`` writes a peft adapter directory (``adapter_model.safetensors``).
 
 Departures: none from the paper (which trains full weights); LoRA is an engineering option.
-The fast engine's CUDA graphs are disabled with LoRA (the adapter swap changes which tensors a
-call reads only through copies, but peft's python-level adapter switches are not captured).
+The adapter swap copies in place, so the fast engine's CUDA graphs (which record parameter
+addresses) stay valid and see the momentum adapters.
 """
 
 from __future__ import annotations

@@ -39,7 +39,14 @@ from mgrpo.core.entropy import trajectory_entropy
 from mgrpo.core.filtering import iqr_keep_mask
 from mgrpo.core.losses import policy_loss
 from mgrpo.core.voting import Vote, majority_vote
-from mgrpo.distributed import SINGLE, DistContext, all_reduce, all_reduce_grads_, gather_objects
+from mgrpo.distributed import (
+    SCORE_METHOD,
+    SINGLE,
+    DistContext,
+    all_reduce,
+    all_reduce_grads_,
+    gather_objects,
+)
 from mgrpo.momentum import MomentumModel
 from mgrpo.rewards import self_certainty
 from mgrpo.rollout import RolloutBatch, SamplingParams, score_responses
@@ -66,6 +73,8 @@ class StepModels:
     reference_scope: Callable[[], contextlib.AbstractContextManager] | None = None
     # after each optimizer step (FSDP: refresh the unsharded generator copy); None = nothing
     after_update: Callable[[], None] | None = None
+    # LoRA: what checkpoints export (`mgrpo.lora.LoraExport`: merged weights or adapters)
+    lora_export: Any | None = None
 
 
 @dataclass
@@ -137,7 +146,7 @@ def _concat(parts: list[RolloutBatch]) -> RolloutBatch:
 
 def _score(model: torch.nn.Module, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """score_responses, through the FSDP-registered forward method when the model is sharded."""
-    method = getattr(model, "mgrpo_score", None)
+    method = getattr(model, SCORE_METHOD, None)
     if method is not None:
         return method(*args, **kwargs)
     return score_responses(model, *args, **kwargs)
@@ -306,7 +315,7 @@ def train_step(models: StepModels, batch: StepBatch, cfg: Config, spec: Algorith
     micro = cfg.trainer.micro_batch_size
     use_ref = models.reference is not None and algo.kl_coef > 0
     ref_scope = models.reference_scope or contextlib.nullcontext
-    sharded_ref = use_ref and hasattr(models.reference, "mgrpo_score")
+    sharded_ref = use_ref and hasattr(models.reference, SCORE_METHOD)
     with timer("score"), torch.no_grad():
         logp_old = torch.zeros(loss_rollouts.response_ids.shape)  # (L, T)
         logp_ref = torch.zeros(loss_rollouts.response_ids.shape) if use_ref else None
@@ -335,7 +344,7 @@ def train_step(models: StepModels, batch: StepBatch, cfg: Config, spec: Algorith
     grad_norms: list[float] = []
     updates = cfg.trainer.updates_per_step
     B_global = batch.global_prompts or B
-    sharded = hasattr(models.policy, "mgrpo_score")
+    sharded = hasattr(models.policy, SCORE_METHOD)
     trainable = [p for p in models.policy.parameters() if p.requires_grad]
     for update in range(updates):
         # update u trains on the GLOBAL prompts [lo, hi); local prompt b is global offset + b
@@ -455,10 +464,11 @@ def _metric_inputs(
     B = len(batch.prompt_ids)
     train_rows = _policy_train_rows(B, M, policy_entropy.shape[1] - M)
     out: dict[str, Any] = {
-        "rewards": rewards.float(),  # (B, M)
-        "policy_entropy": policy_entropy[:, :M].float(),  # (B, M)
-        "momentum_entropy": None if momentum_entropy is None else momentum_entropy.float(),
-        "keep": keep,  # (B, G)
+        # on CPU: they are pickled to the other ranks (a CUDA tensor would land on their GPU 0)
+        "rewards": rewards.float().cpu(),  # (B, M)
+        "policy_entropy": policy_entropy[:, :M].float().cpu(),  # (B, M)
+        "momentum_entropy": None if momentum_entropy is None else momentum_entropy.float().cpu(),
+        "keep": keep.cpu(),  # (B, G)
         "votes": [(v.label is None, float(v.share)) for v in votes],
         "lengths": policy_rollouts.lengths[train_rows].float().cpu(),  # (B*M,)
         "truncated": [float(policy_rollouts.finish_reasons[int(i)] == "length") for i in train_rows],

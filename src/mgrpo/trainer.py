@@ -309,6 +309,8 @@ def build_run(cfg: Config, run_dir: Path, resume: bool = False) -> Run:
             p.requires_grad_(False)
     if cfg.model.gradient_checkpointing:
         policy.gradient_checkpointing_enable()
+        if lora_export is not None:  # frozen embeddings: let checkpointed blocks see a grad input
+            policy.enable_input_require_grads()
     if ctx.fsdp:  # shard policy + reference; unsharded generator copies for rollouts
         from mgrpo.models.loading import resolve_device, resolve_dtype
 
@@ -355,8 +357,8 @@ def build_run(cfg: Config, run_dir: Path, resume: bool = False) -> Run:
         policy_full=policy_full,
         reference_scope=reference_scope,
         after_update=after_update,
+        lora_export=lora_export,
     )
-    models.lora_export = lora_export  # type: ignore[attr-defined]  # None unless LoRA
     faults.install(models)  # no-op unless MGRPO_FAULT is set (reliability tests)
     return Run(cfg, spec, run_dir, models, train_set, val_records, CollapseAlarm())
 
@@ -381,7 +383,7 @@ def _restore(run: Run, ckpt: Path) -> dict[str, Any]:
 def _restore_replicated(models: StepModels, ckpt: Path) -> None:
     from safetensors.torch import load_file
 
-    if getattr(models, "lora_export", None) is not None:  # base from model.name; adapters here
+    if models.lora_export is not None:  # base from model.name; adapters from the checkpoint
         from mgrpo.lora import load_trainable_state
 
         load_trainable_state(models.policy, load_tensors(ckpt / "lora.safetensors"), ckpt)
@@ -416,7 +418,7 @@ def _save(run: Run, step: int, extra: dict[str, Any]) -> Path:
     sched = {k: v for k, v in models.scheduler.state_dict().items() if k != "lr_lambdas"}
     state = {"step": step, "scheduler": sched, "python_rng": random.getstate(), **extra}
     extra_tensors = {"rng.safetensors": {"torch": torch.get_rng_state()}}
-    lora_export = getattr(models, "lora_export", None)
+    lora_export = models.lora_export
     if lora_export is not None:
         from mgrpo.lora import trainable_state
 
@@ -488,7 +490,8 @@ def _train(cfg: Config, run_dir: str | Path, *, resume: bool, signals: _StopSign
     progress = _progress(cfg, start, enabled=ctx.is_main)
     try:
         for step in range(start + 1, cfg.trainer.max_steps + 1):
-            if signals.signum is not None:  # arrived while loading or validating
+            # arrived while loading or validating (several ranks: agreed on after the step)
+            if signals.signum is not None and ctx.world_size == 1:
                 raise signals.interrupted(f"before step {step}")
             records, prompt_ids = run.train_set.batch(step, cfg.trainer.prompts_per_step)
             mine = D.local_slice(ctx, len(records))  # this rank's whole prompt groups

@@ -87,9 +87,12 @@ def _pids_with(tag: str, rank: str) -> list[int]:
     return found
 
 
-def test_killed_rank_stops_the_job_in_bounded_time_and_resume_continues(tmp_path):
+@pytest.mark.parametrize("how", ["dead", "hung"])
+def test_lost_rank_stops_the_job_in_bounded_time_and_resume_continues(tmp_path, how):
+    """dead: SIGKILL rank 1 (its sockets close; torchrun sees the exit). hung: SIGSTOP it
+    (sockets stay open): rank 0 must give up after distributed.timeout_s with a clear error."""
     out, tag = tmp_path / "run", uuid.uuid4().hex
-    args = ["--nproc", "2", "trainer.max_steps=6", "trainer.save_every=1"]
+    args = ["--nproc", "2", "trainer.max_steps=6", "trainer.save_every=1", "distributed.timeout_s=15"]
     cmd = [sys.executable, "-m", "mgrpo", "train", "tiny", "-o", str(out), *COMMON, *args]
     job = subprocess.Popen(cmd, env=_env(tag), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -101,19 +104,34 @@ def test_killed_rank_stops_the_job_in_bounded_time_and_resume_continues(tmp_path
             time.sleep(0.5)
         victims = _pids_with(tag, "1")
         assert victims, "rank 1 not found"
-        os.kill(victims[0], signal.SIGKILL)
+        os.kill(victims[0], signal.SIGKILL if how == "dead" else signal.SIGSTOP)
         killed_at = time.monotonic()
         _, stderr = job.communicate(timeout=KILL_BOUND_S + 60)
         elapsed = time.monotonic() - killed_at
     finally:
         if job.poll() is None:
             job.kill()
+        survivors = _pids_with(tag, "0")
+        for pid in survivors + _pids_with(tag, "1"):  # never leave a stopped rank behind
+            os.kill(pid, signal.SIGKILL)
     assert job.returncode != 0
-    assert elapsed < KILL_BOUND_S, f"took {elapsed:.0f}s to stop after a rank died"
-    assert "SIGKILL" in stderr or "rank 0/2: a collective failed" in stderr, stderr[-3000:]
-    assert not _pids_with(tag, "0"), "rank 0 survived"
+    assert elapsed < KILL_BOUND_S, f"took {elapsed:.0f}s to stop after a rank was lost"
+    if how == "dead":
+        assert "SIGKILL" in stderr or "rank 0/2: a collective failed" in stderr, stderr[-3000:]
+    else:
+        assert "rank 0/2: a collective failed" in stderr and "distributed.timeout_s=15" in stderr, stderr[-3000:]
+    assert not survivors, "rank 0 survived the job"
     done = len(_metrics(out))
     assert 2 <= done < 6
     _train(out, "--resume", *args)
     steps = [m["step"] for m in _metrics(out)]
     assert steps == list(range(1, 7))
+
+
+def test_two_updates_per_step_idle_ranks_keep_lockstep(tmp_path):
+    """updates_per_step=2 with one prompt per rank: in each update one rank has no rollouts
+    and runs zero-weight FSDP forwards/backwards to keep the collectives in step."""
+    steps = ["trainer.max_steps=2", "trainer.updates_per_step=2"]
+    _train(tmp_path / "one", *steps)
+    _train(tmp_path / "two", "--nproc", "2", *steps)
+    _assert_same_run(tmp_path / "one", tmp_path / "two")

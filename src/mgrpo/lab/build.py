@@ -60,37 +60,25 @@ MEASURE_SEED_OFFSET = 2  # val problems for the build-time measurement
 THREADS_ENV = "MGRPO_LAB_THREADS"  # overrides the torch thread count of the build
 
 
-def available_cores() -> int:
-    """CPU cores this process may run on (affinity-aware)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - macOS / Windows
-        return os.cpu_count() or 1
-
-
 def build_threads() -> int:
-    """Torch threads for the build: `$MGRPO_LAB_THREADS`, else the available cores not busy.
+    """Torch threads for the build: `$MGRPO_LAB_THREADS`, else 1.
 
-    "Not busy" = cores minus the 1-minute load average (rounded), at least 1. On an
-    oversubscribed machine, OpenMP threads that wait for each other at every barrier make
-    2 threads ~5x slower than 1 (measured on a 2-core box at load ~10), so the build backs
-    off to fewer threads instead of using all cores blindly.
+    One thread by default so the cached model is bit-identical on every machine for a seed
+    (float reductions split over a different number of threads round differently), and
+    because for a ~0.6M-parameter model a single core is close to the fastest anyway:
+    OpenMP threads that wait at every barrier made 2 threads ~5x slower than 1 on a busy
+    2-core box. Set MGRPO_LAB_THREADS to trade reproducibility for speed.
     """
     env = os.environ.get(THREADS_ENV)
-    if env:
-        try:
-            value = int(env)
-        except ValueError as err:
-            raise ValueError(f"${THREADS_ENV} must be a positive int, got {env!r}") from err
-        if value < 1:
-            raise ValueError(f"${THREADS_ENV} must be a positive int, got {env!r}")
-        return value
-    cores = available_cores()
+    if not env:
+        return 1
     try:
-        busy = round(os.getloadavg()[0])
-    except (AttributeError, OSError):  # pragma: no cover - no load average on this OS
-        busy = 0
-    return max(1, min(cores, cores - busy))
+        value = int(env)
+    except ValueError as err:
+        raise ValueError(f"${THREADS_ENV} must be a positive int, got {env!r}") from err
+    if value < 1:
+        raise ValueError(f"${THREADS_ENV} must be a positive int, got {env!r}")
+    return value
 
 
 def in_rl_pool(question: str, config: LabConfig) -> bool:

@@ -125,7 +125,9 @@ def sample_tokens(
             drop = (p_sorted.cumsum(-1) - p_sorted) > params.top_p  # keeps at least the top token
             z_s = z_s.scatter(1, order, sorted_z.masked_fill(drop, float("-inf")))
         probs = p if z_s is z else torch.softmax(z_s, dim=-1)
-        race = torch.empty_like(probs).exponential_(generator=generator)
+        # E = -log(U), U ~ U[0, 1): Exp(1) noise (uniform draws are much cheaper on CPU)
+        race = torch.rand(probs.shape, generator=generator, device=probs.device)
+        race = race.log_().neg_()
         tok = torch.div(probs, race, out=race).argmax(-1)
     logp = z.gather(1, tok[:, None])[:, 0] - lse
     return tok, logp, entropy
