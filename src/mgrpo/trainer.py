@@ -213,9 +213,13 @@ def _config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
 
 def _prepare_run_dir(cfg: Config, run_dir: Path, resume: bool) -> None:
     config_path = run_dir / "config.yaml"
-    if resume:
-        if not config_path.exists():
+    if resume and not config_path.exists():
+        if run_dir.exists() and any(p.name != "tensorboard" for p in run_dir.iterdir()):
             raise TrainingError(f"--resume: {run_dir} has no config.yaml (not a run directory)")
+        # killed before the run directory was set up: nothing to resume, start fresh
+        print(f"mgrpo: --resume: {run_dir} holds no run yet; starting a new one", file=sys.stderr)
+        resume = False
+    if resume:
         import yaml
 
         saved = yaml.safe_load(config_path.read_text(encoding="utf-8"))

@@ -11,6 +11,7 @@ directory, or a hub id when the network allows).
 
 from __future__ import annotations
 
+import pickle  # only for its exception type: nothing here unpickles
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +97,7 @@ def load_model_and_tokenizer(
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(source))
             model = AutoModelForCausalLM.from_pretrained(str(source), dtype=torch_dtype)
-        except OSError as exc:
+        except (OSError, pickle.UnpicklingError) as exc:
             raise ValueError(
                 f"could not load model {name_or_path!r}: {exc}. Give a local HF model directory, "
                 f"a hub id reachable from this machine, or an embedded name "
