@@ -9,6 +9,14 @@ import pytest
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # Tiny test models are fastest on one thread (2 threads were ~30x slower on a busy
+    # 2-core box); subprocess runs pass trainer.threads=1 for the same reason.
+    import torch
+
+    torch.set_num_threads(1)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     try:
         import torch

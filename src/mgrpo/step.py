@@ -9,9 +9,12 @@ Every preset (m-grpo, srt, ttrl, intuitor, grpo) runs this same function; what d
 `AlgorithmSpec` (see `algorithms.py`). Stage names double as timer and metric prefixes:
 `generate`, `score`, `advantage`, `train`, `ema`.
 
-Departures from the paper: none in the math. Engineering choices: `logp_old` is recomputed by
-a teacher-forced pass of the policy (so ratio == 1 exactly on the first update), and rollouts
-outside the loss set are not forwarded at all during training (their loss mask is 0).
+Departures from the paper: none in the math. Engineering choices: on the first optimizer
+update of a step the policy still has the weights that generated the rollouts, so `logp_old`
+is the detached training log-prob itself (ratio == 1 exactly, no extra forward pass); only
+when `updates_per_step > 1` is it recomputed by a teacher-forced no-grad pass before any
+update, for the later updates. Rollouts outside the loss set are not forwarded at all during
+training (their loss mask is 0).
 
 Distributed (see `distributed.py`): the batch holds this rank's slice of the step's prompts
 (`StepBatch.prompt_offset` / `global_prompts`); loss normalisers are summed over ranks so the
@@ -316,15 +319,19 @@ def train_step(models: StepModels, batch: StepBatch, cfg: Config, spec: Algorith
     use_ref = models.reference is not None and algo.kl_coef > 0
     ref_scope = models.reference_scope or contextlib.nullcontext
     sharded_ref = use_ref and hasattr(models.reference, SCORE_METHOD)
+    updates = cfg.trainer.updates_per_step
+    # update 0 uses logp.detach() as logp_old (same weights); later updates need the pass
+    need_old = updates > 1
     with timer("score"), torch.no_grad():
-        logp_old = torch.zeros(loss_rollouts.response_ids.shape)  # (L, T)
+        logp_old = torch.zeros(loss_rollouts.response_ids.shape) if need_old else None  # (L, T)
         logp_ref = torch.zeros(loss_rollouts.response_ids.shape) if use_ref else None
-        for chunk in _lockstep(ctx, list(_chunks(len(loss_rows), micro)), sharded_ref):
+        score_chunks = list(_chunks(len(loss_rows), micro)) if (need_old or use_ref) else []
+        for chunk in _lockstep(ctx, score_chunks, sharded_ref):
             dummy = chunk is None  # FSDP lockstep filler: a forward whose result is dropped
             mb = _rows(train_rollouts, torch.arange(1)) if dummy else _rows(loss_rollouts, chunk)
             prompts = [batch.prompt_ids[int(i)] for i in mb.prompt_index]
             width = mb.response_ids.shape[1]
-            if not dummy:
+            if not dummy and logp_old is not None:
                 old, _ = _score(
                     models.policy_full or models.policy, prompts, mb.response_ids,
                     mb.response_mask, gen.temperature, with_grad=False,
@@ -342,7 +349,6 @@ def train_step(models: StepModels, batch: StepBatch, cfg: Config, spec: Algorith
 
     metrics_acc: dict[str, float] = {"loss/pg": 0.0, "loss/kl": 0.0, "loss/clip_fraction": 0.0}
     grad_norms: list[float] = []
-    updates = cfg.trainer.updates_per_step
     B_global = batch.global_prompts or B
     sharded = hasattr(models.policy, SCORE_METHOD)
     trainable = [p for p in models.policy.parameters() if p.requires_grad]
@@ -372,7 +378,7 @@ def train_step(models: StepModels, batch: StepBatch, cfg: Config, spec: Algorith
                     continue
                 loss, stats = policy_loss(
                     logp,
-                    logp_old[rows, :width].to(device),
+                    logp.detach() if update == 0 else logp_old[rows, :width].to(device),
                     None if logp_ref is None else logp_ref[rows, :width].to(device),
                     loss_adv[rows].to(device),
                     mb.response_mask,

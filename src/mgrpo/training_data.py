@@ -21,6 +21,8 @@ from mgrpo.data.datasets import PromptRecord, load_prompt_dataset
 from mgrpo.data.prompts import encode_prompts, render_prompt, uses_chat_template
 
 SYNTHETIC_VAL_SEED_OFFSET = 7_919
+LAB_TRAIN_SIZE = 4096  # distinct lab-task problems to train on (no repeats within ~500 steps)
+LAB_VAL_SIZE = 512  # held-out lab-task problems available to validation (validation.limit cuts)
 
 
 def load_records(data: DataConfig, source: str, *, split: str, seed: int) -> list[PromptRecord]:
@@ -41,7 +43,9 @@ def load_records(data: DataConfig, source: str, *, split: str, seed: int) -> lis
     if source == "lab":
         from mgrpo.lab import lab_task_problems
 
-        return lab_task_problems(split=split)
+        # `data.limit` sizes the lab task's train split (default LAB_TRAIN_SIZE distinct problems)
+        n = (data.limit or LAB_TRAIN_SIZE) if split == "train" else LAB_VAL_SIZE
+        return lab_task_problems(split=split, n=n, seed=seed)
     return load_prompt_dataset(
         source,
         prompt_field=data.prompt_field,

@@ -6,7 +6,8 @@ states; the LM head, `log_softmax(logits / T)` and the entropy are then computed
 `ChunkedTokenLogProb` over `chunk_tokens` response tokens at a time, so the full
 (R, T, V) fp32 logits never exist. Its backward recomputes each chunk's logits from the
 saved hidden states (nothing per chunk is stored for backward), and it produces exactly
-the naive gradient: d logp_t / d z = (onehot(y_t) - softmax(z)) / T.
+the naive gradient: d logp_t / d z = (onehot(y_t) - softmax(z)) / T. A chunk is at most
+`chunk_tokens` tokens and at most MAX_CHUNK_LOGITS_BYTES of fp32 logits (large vocabularies).
 
 Sequences are laid out as [left-padded prompt | right-padded response] with an
 attention mask and position ids = cumsum(mask) - 1, so a padded batch scores each
@@ -22,6 +23,9 @@ import torch.nn.functional as F
 from torch import nn
 
 DEFAULT_CHUNK_TOKENS = 1024  # response tokens per LM-head chunk: V * 1024 * 4 bytes of fp32 logits
+# ... capped so one chunk's fp32 logits stay under this many bytes (151,936-token Qwen vocab:
+# 220 tokens per chunk; a per-chunk step holds ~2 such (c, V) tensors at once)
+MAX_CHUNK_LOGITS_BYTES = 128 * 2**20
 
 
 class ChunkedTokenLogProb(torch.autograd.Function):
@@ -40,10 +44,15 @@ class ChunkedTokenLogProb(torch.autograd.Function):
         logp = hidden.new_empty(n, dtype=torch.float32)  # (N,)
         ent = hidden.new_empty(n, dtype=torch.float32)  # (N,)
         for s in range(0, n, chunk):
-            z = F.linear(hidden[s : s + chunk], weight, bias).float() / temperature  # (c, V)
+            z = F.linear(hidden[s : s + chunk], weight, bias).float()  # (c, V)
+            if temperature != 1.0:  # in place (z is a fresh tensor): one (c, V) buffer less
+                z = z.div_(temperature)
             lse = torch.logsumexp(z, dim=-1)  # (c,)
             logp[s : s + chunk] = z.gather(1, targets[s : s + chunk, None])[:, 0] - lse
-            ent[s : s + chunk] = lse - (torch.softmax(z, dim=-1) * z).sum(-1)
+            # H = lse - sum_v p z, the sum as a batched dot (no (c, V) product tensor)
+            p = torch.softmax(z, dim=-1)  # (c, V)
+            ent[s : s + chunk] = lse - torch.einsum("cv,cv->c", p, z)
+            del p, z
         ctx.save_for_backward(hidden, weight, bias, targets)
         ctx.temperature, ctx.chunk = temperature, chunk
         ctx.mark_non_differentiable(ent)
@@ -66,8 +75,11 @@ class ChunkedTokenLogProb(torch.autograd.Function):
         for s in range(0, hidden.shape[0], chunk):
             h = hidden[s : s + chunk]  # (c, H)
             g = grad_logp[s : s + chunk].float()  # (c,)
-            z = F.linear(h, weight, bias).float() / t  # (c, V)
+            z = F.linear(h, weight, bias).float()  # (c, V)
+            if t != 1.0:
+                z = z.div_(t)
             dz = torch.softmax(z, dim=-1).mul_(-g[:, None])  # -g * p
+            del z
             dz.scatter_add_(1, targets[s : s + chunk, None], g[:, None])  # + g * onehot
             dz = dz.div_(t).to(weight.dtype)
             if grad_h is not None:
@@ -153,6 +165,7 @@ def score_responses(
         raise ValueError("prompt_ids entries must be non-empty")
     head = lm_head_of(model)
     device = head.weight.device
+    chunk_tokens = min(int(chunk_tokens), max(1, MAX_CHUNK_LOGITS_BYTES // (4 * head.out_features)))
     mask = mask.to(device=device, dtype=torch.bool)
     response_ids = response_ids.to(device)
     out_logp = torch.zeros((r, t), dtype=torch.float32, device=device)
