@@ -115,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--skip-train", action="store_true")
+    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra override for `mgrpo train tiny` (repeatable), e.g. "
+                             "trainer.threads=1")
     args = parser.parse_args(argv)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     load_before = [round(x, 2) for x in os.getloadavg()]
@@ -137,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(args.runs):
             with tempfile.TemporaryDirectory(prefix="mgrpo-startup-") as tmp:
                 out = Path(tmp) / f"run{i}"
-                cmd = [sys.executable, "-m", "mgrpo", "train", "tiny", "-o", str(out), *TRAIN_ARGS]
+                cmd = [sys.executable, "-m", "mgrpo", "train", "tiny", "-o", str(out), *TRAIN_ARGS,
+                       *args.override]
                 r = run_with_rss(cmd, env, metrics=out / "metrics.jsonl")
                 if r["rc"] != 0:
                     raise RuntimeError(f"mgrpo train tiny failed: {r['stderr']}")
@@ -155,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
           f"heavy modules imported: {heavy_in_help or 'none'}  [target < {HELP_TARGET_S} s]")
     result = {
         "benchmark": "startup", "python": platform.python_version(), "cpus": os.cpu_count(),
-        "loadavg_before": load_before, "loadavg_after": load_after,
+        "loadavg_before": load_before, "loadavg_after": load_after, "overrides": args.override,
         "help_s": help_s, "help_peak_rss_mb": round(statistics.median(help_rss), 1),
         "help_imports_heavy": heavy_in_help, "import_cumulative_s": imports,
         "meets_help_target": help_s["median"] < HELP_TARGET_S and not heavy_in_help,

@@ -44,7 +44,7 @@ from mgrpo.config import Config, config_to_dict, dump_config
 from mgrpo.data.datasets import PromptRecord
 from mgrpo.momentum import MomentumModel
 from mgrpo.step import NonFiniteLossError, StepBatch, StepModels, train_step
-from mgrpo.training_data import PromptSet, build_prompt_set, load_records
+from mgrpo.training_data import VAL_SEED_OFFSET, PromptSet, build_prompt_set, load_records
 
 # Config keys allowed to differ between the original run and a `--resume`.
 RESUME_MUTABLE = ("trainer.max_steps", "trainer.save_every", "trainer.eval_every",
@@ -296,7 +296,7 @@ def build_run(cfg: Config, run_dir: Path, resume: bool = False) -> Run:
     train_set = build_prompt_set(train_records, tokenizer, cfg.data, seed=cfg.seed)
     val_records: list[PromptRecord] = []
     if cfg.validation.data:
-        val_records = load_records(cfg.data, cfg.validation.data, split="val", seed=cfg.seed + 1)
+        val_records = load_records(cfg.data, cfg.validation.data, split="val", seed=cfg.seed + VAL_SEED_OFFSET)
         val_records = val_records[: cfg.validation.limit]
 
     reference, reference_scope, policy_full, after_update, lora_export = None, None, None, None, None

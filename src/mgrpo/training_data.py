@@ -21,12 +21,14 @@ from mgrpo.data.datasets import PromptRecord, load_prompt_dataset
 from mgrpo.data.prompts import encode_prompts, render_prompt, uses_chat_template
 
 SYNTHETIC_VAL_SEED_OFFSET = 7_919
+VAL_SEED_OFFSET = 1  # validation sets are drawn with seed + 1
 LAB_TRAIN_SIZE = 4096  # distinct lab-task problems to train on (no repeats within ~500 steps)
 LAB_VAL_SIZE = 512  # held-out lab-task problems available to validation (validation.limit cuts)
 
 
 def load_records(data: DataConfig, source: str, *, split: str, seed: int) -> list[PromptRecord]:
-    """Records of `source`: `arithmetic`, `lab`, or anything `load_prompt_dataset` reads."""
+    """Records of `source`: `arithmetic`, `lab`, `lab-val` (the lab validation problems, for
+    test-time RL), or anything `load_prompt_dataset` reads."""
     if source == "arithmetic":
         from mgrpo.data.arithmetic import make_problems
 
@@ -40,7 +42,10 @@ def load_records(data: DataConfig, source: str, *, split: str, seed: int) -> lis
             syn.size, seed=seed + SYNTHETIC_VAL_SEED_OFFSET,
             exclude={r.question for r in train}, **kwargs,
         )
-    if source == "lab":
+    if source == "lab-val" and split == "train":
+        # test-time RL: train, without labels, on the validation problems themselves
+        return load_records(data, "lab", split="val", seed=seed + VAL_SEED_OFFSET)[: data.limit]
+    if source in ("lab", "lab-val"):
         from mgrpo.lab import lab_task_problems
 
         # `data.limit` sizes the lab task's train split (default LAB_TRAIN_SIZE distinct problems)

@@ -11,7 +11,6 @@ directory, or a hub id when the network allows).
 
 from __future__ import annotations
 
-import pickle  # only for its exception type: nothing here unpickles
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +96,9 @@ def load_model_and_tokenizer(
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(source))
             model = AutoModelForCausalLM.from_pretrained(str(source), dtype=torch_dtype)
-        except (OSError, pickle.UnpicklingError) as exc:
+        except Exception as exc:  # OSError, or torch refusing a pickled (.bin) checkpoint
+            if not isinstance(exc, OSError) and type(exc).__name__ != "UnpicklingError":
+                raise
             raise ValueError(
                 f"could not load model {name_or_path!r}: {exc}. Give a local HF model directory, "
                 f"a hub id reachable from this machine, or an embedded name "
