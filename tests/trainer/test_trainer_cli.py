@@ -91,14 +91,22 @@ def test_resume_is_exact(tmp_path):
         (["algorithm.rollouts=1"], "algorithm.rollouts"),
         (["algorithm.momentum_rollouts=8"], "algorithm.momentum_rollouts"),
         (["algorithm.nope=1"], "unknown key 'algorithm.nope'"),
-        (["data.train=/nonexistent/prompts.jsonl"], "/nonexistent/prompts.jsonl"),
         (["optim.lr=-1"], "optim.lr"),
     ],
 )
-def test_bad_input_is_a_clear_error(tmp_path, args, message):
-    proc = mgrpo("train", "tiny", "-o", str(tmp_path / "run"), *args, *FAST)
-    assert proc.returncode != 0
-    assert message in proc.stderr
+def test_bad_config_is_a_clear_error(args, message):
+    from mgrpo.config import ConfigError, resolve_config
+
+    with pytest.raises(ConfigError, match=message.replace("'", ".")):
+        resolve_config("tiny", args)
+
+
+def test_bad_input_on_the_command_line_is_one_clear_line(tmp_path):
+    proc = mgrpo("train", "tiny", "-o", str(tmp_path / "run"), "algorithm.nope=1", *FAST)
+    assert proc.returncode == 2 and "unknown key 'algorithm.nope'" in proc.stderr
+    proc = mgrpo("train", "tiny", "-o", str(tmp_path / "run"),
+                 "data.train=/nonexistent/prompts.jsonl", *FAST)
+    assert proc.returncode != 0 and "/nonexistent/prompts.jsonl" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
