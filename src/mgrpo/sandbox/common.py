@@ -141,3 +141,16 @@ def run_failure(outcome: HarnessOutcome, n_tests: int, n_passed: int) -> CodeVer
     tail = run.stderr.strip().splitlines()[-1:] or [f"exit {run.returncode}"]
     detail = f"run ended with status {run.status} after {len(outcome.records)}/{n_tests} tests: {tail[0][:200]}"
     return CodeVerdict(False, status, detail, n_tests, n_passed)
+
+
+def final_verdict(
+    first: tuple[str, str] | None, outcome: HarnessOutcome, n: int, n_passed: int
+) -> CodeVerdict:
+    """The verdict of a graded run: its first failing test (status, detail), else a broken
+    run (crash, timeout, memory), else all `n` tests passed."""
+    if first is not None:
+        return CodeVerdict(False, first[0], first[1][:300], n, n_passed)
+    broken = run_failure(outcome, n, n_passed)
+    if broken is not None:
+        return broken
+    return CodeVerdict(True, "passed", f"{n}/{n} tests passed", n, n_passed)

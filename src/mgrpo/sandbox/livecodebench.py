@@ -37,8 +37,8 @@ from mgrpo.sandbox.common import (
     CodeVerdict,
     extract_code,
     failure_status,
+    final_verdict,
     load_failure_status,
-    run_failure,
     run_harness,
 )
 
@@ -223,9 +223,4 @@ def grade_livecodebench(
                 f"test {i}: got {str(rec.get('out'))[:80]!r}, expected {case['output'][:80]!r}",
             )
         first = first or fail
-    if first is not None:
-        return CodeVerdict(False, first[0], first[1][:300], n, n_passed)
-    broken = run_failure(outcome, n, n_passed)
-    if broken is not None:
-        return broken
-    return CodeVerdict(True, "passed", f"{n}/{n} tests passed", n, n_passed)
+    return final_verdict(first, outcome, n, n_passed)

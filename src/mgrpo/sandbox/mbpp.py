@@ -43,8 +43,8 @@ from mgrpo.sandbox.common import (
     CodeVerdict,
     extract_code,
     failure_status,
+    final_verdict,
     load_failure_status,
-    run_failure,
     run_harness,
 )
 from mgrpo.sandbox.runner import SandboxError
@@ -283,12 +283,7 @@ def grade_mbpp_plus(
                     f"test {i}: got {_short(out)}, expected {_short(ref.expected[i])}",
                 )
         first = first or fail
-    if first is not None:
-        return CodeVerdict(False, first[0], first[1][:300], n, n_passed)
-    broken = run_failure(outcome, n, n_passed)
-    if broken is not None:
-        return broken
-    return CodeVerdict(True, "passed", f"{n}/{n} tests passed", n, n_passed)
+    return final_verdict(first, outcome, n, n_passed)
 
 
 def _short(value, limit: int = 80) -> str:
