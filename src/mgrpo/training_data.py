@@ -51,6 +51,12 @@ def load_records(data: DataConfig, source: str, *, split: str, seed: int) -> lis
         # `data.limit` sizes the lab task's train split (default LAB_TRAIN_SIZE distinct problems)
         n = (data.limit or LAB_TRAIN_SIZE) if split == "train" else LAB_VAL_SIZE
         return lab_task_problems(split=split, n=n, seed=seed)
+    from mgrpo.data.benchmarks import BENCHMARKS, load_benchmark
+
+    if source in BENCHMARKS and source not in ("math500", "gsm8k"):
+        # registry names whose data the user supplies (math_train, gpqa, ...): the registry
+        # knows where to look ($MGRPO_<NAME>_FILE, $MGRPO_DATA_DIR, the hub) and what to say
+        return load_benchmark(source, limit=data.limit, seed=seed)
     return load_prompt_dataset(
         source,
         prompt_field=data.prompt_field,
