@@ -185,18 +185,6 @@ def _resolve_benchmarks(args: argparse.Namespace) -> list[tuple[Any, str | None]
     return [(b, args.benchmark_file) for b in benches]
 
 
-def _stop_token_ids(model: Any, tokenizer: Any) -> tuple[int, ...]:
-    ids: list[int] = []
-    for value in (
-        tokenizer.eos_token_id,
-        getattr(getattr(model, "generation_config", None), "eos_token_id", None),
-    ):
-        for item in value if isinstance(value, (list, tuple)) else [value]:
-            if isinstance(item, int) and item not in ids:
-                ids.append(item)
-    return tuple(ids)
-
-
 def markdown_table(results: dict[str, dict[str, Any]]) -> str:
     """One row per benchmark: n, k, avg@k, pass@k, maj@k, mean length, wall and overhead."""
     lines = [
@@ -259,6 +247,7 @@ def run(args: argparse.Namespace) -> int:
 
     from mgrpo.models.loading import load_model_and_tokenizer
     from mgrpo.rollout import SamplingParams, make_engine
+    from mgrpo.rollout.base import stop_token_ids
 
     try:
         model, tokenizer = load_model_and_tokenizer(
@@ -272,7 +261,7 @@ def run(args: argparse.Namespace) -> int:
         temperature=PAPER_TEMPERATURE if args.temperature is None else args.temperature,
         top_p=PAPER_TOP_P if args.top_p is None else args.top_p,
         top_k=args.top_k,
-        stop_token_ids=_stop_token_ids(model, tokenizer),
+        stop_token_ids=stop_token_ids(model, tokenizer),
         seed=args.seed,
     )
     context = getattr(model.config, "max_position_embeddings", None)

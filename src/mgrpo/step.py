@@ -213,19 +213,16 @@ def _vote_all(
 
 
 def _rewards(
-    spec: AlgorithmSpec,
     answers: list[list[str | None]],  # (B, M) policy train rollouts
     targets: list[str | None],  # (B,) pseudo-label or ground truth
     equivalent: Callable,
 ) -> torch.Tensor:
-    rows = []
-    for row_answers, target in zip(answers, targets):
-        rows.append(
-            [
-                1.0 if target is not None and a is not None and equivalent(a, target) else 0.0
-                for a in row_answers
-            ]
-        )
+    """1.0 where a rollout's answer is equivalent to its prompt's target, else 0.0 (no target
+    or no parsed answer -> 0)."""
+    rows = [
+        [float(t is not None and a is not None and equivalent(a, t)) for a in row]
+        for row, t in zip(answers, targets)
+    ]
     return torch.tensor(rows, dtype=torch.float32)  # (B, M)
 
 
@@ -288,11 +285,11 @@ def train_step(models: StepModels, batch: StepBatch, cfg: Config, spec: Algorith
         votes: list[Vote] = []
         if spec.reward == "vote":
             votes = _vote_all(answers, keep, equivalent, spec.min_vote_share)
-            rewards = _rewards(spec, policy_answers, [v.label for v in votes], equivalent)
+            rewards = _rewards(policy_answers, [v.label for v in votes], equivalent)
         elif spec.reward == "truth":
             if any(a is None for a in batch.answers):
                 raise ValueError("preset grpo needs a ground-truth answer for every prompt")
-            rewards = _rewards(spec, policy_answers, batch.answers, equivalent)
+            rewards = _rewards(policy_answers, batch.answers, equivalent)
         else:  # self-certainty (Intuitor)
             train_rows = _policy_train_rows(B, M, V)
             sub = _rows(policy_rollouts, train_rows)

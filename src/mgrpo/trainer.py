@@ -240,15 +240,12 @@ def _prepare_run_dir(cfg: Config, run_dir: Path, resume: bool) -> None:
 
 
 def _stop_token_ids(tokenizer: Any, model: Any) -> tuple[int, ...]:
-    ids = set()
-    for source in (tokenizer.eos_token_id, getattr(model.generation_config, "eos_token_id", None)):
-        if isinstance(source, int):
-            ids.add(source)
-        elif isinstance(source, (list, tuple)):
-            ids.update(int(i) for i in source)
+    from mgrpo.rollout.base import stop_token_ids
+
+    ids = stop_token_ids(model, tokenizer)
     if not ids:
         raise TrainingError("the tokenizer defines no EOS token; rollouts would never stop")
-    return tuple(sorted(ids))
+    return ids
 
 
 def build_run(cfg: Config, run_dir: Path, resume: bool = False) -> Run:

@@ -11,7 +11,7 @@ the left (keeping the question's end and the instruction), or rejected, per
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -79,6 +79,7 @@ class PromptSet:
     prompt_ids: list[list[int]]
     seed: int
     overlong: int = 0  # prompts skipped or truncated for length
+    _orders: dict[int, torch.Tensor] = field(default_factory=dict, repr=False, compare=False)
 
     def batch(self, step: int, size: int) -> tuple[list[PromptRecord], list[list[int]]]:
         """The `size` prompts of step `step` (1-based), in a per-epoch seeded order."""
@@ -90,14 +91,12 @@ class PromptSet:
         return [self.records[i] for i in picked], [self.prompt_ids[i] for i in picked]
 
     def _order(self, epoch: int) -> torch.Tensor:
-        cache = getattr(self, "_orders", None)
-        if cache is None:
-            cache = self._orders = {}
-        if epoch not in cache:
+        """The seeded permutation of epoch `epoch` (the last two are kept)."""
+        if epoch not in self._orders:
             gen = torch.Generator().manual_seed(self.seed * 10_007 + epoch)
-            cache.clear()
-            cache[epoch] = torch.randperm(len(self.records), generator=gen)
-        return cache[epoch]
+            self._orders[epoch] = torch.randperm(len(self.records), generator=gen)
+            self._orders.pop(epoch - 2, None)
+        return self._orders[epoch]
 
 
 def build_prompt_set(records: list[PromptRecord], tokenizer: Any, data: DataConfig, *, seed: int) -> PromptSet:

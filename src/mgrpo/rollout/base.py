@@ -28,6 +28,17 @@ def model_eos_ids(model: nn.Module) -> tuple[int, ...]:
     return ()
 
 
+def stop_token_ids(model: nn.Module, tokenizer: object) -> tuple[int, ...]:
+    """Sorted union of the tokenizer's EOS id and the model's EOS id(s): the ids that end a
+    rollout in training and evaluation alike; () if neither defines one."""
+    ids = set(model_eos_ids(model))
+    eos = getattr(tokenizer, "eos_token_id", None)
+    for item in eos if isinstance(eos, (list, tuple)) else [eos]:
+        if isinstance(item, int):
+            ids.add(item)
+    return tuple(sorted(ids))
+
+
 class RolloutEngine:
     """Base class: validation, stop ids, micro-batched no-grad `score`."""
 
