@@ -80,16 +80,20 @@ def install(models: Any) -> None:
     generating = [False]
 
     def wrap(engine: Any) -> None:
-        real = engine.generate
+        for name in ("generate", "generate_joint"):
+            real = getattr(engine, name, None)
+            if real is not None:
+                setattr(engine, name, flagged(real))
 
-        def generate(*args: Any, **kwargs: Any) -> Any:
+    def flagged(real: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
             generating[0] = True
             try:
                 return real(*args, **kwargs)
             finally:
                 generating[0] = False
 
-        engine.generate = generate
+        return call
 
     def on_embed(module: Any, inputs: Any) -> None:
         if generating[0]:

@@ -53,6 +53,7 @@ from mgrpo.distributed import (
 from mgrpo.momentum import MomentumModel
 from mgrpo.rewards import self_certainty
 from mgrpo.rollout import RolloutBatch, SamplingParams, score_responses
+from mgrpo.rollout.fast_engine import FastEngine
 
 
 @dataclass
@@ -127,6 +128,37 @@ def _generate(engine: Any, batch: StepBatch, n: int, params: Callable[[int], Sam
         for b, ids in enumerate(batch.prompt_ids)
     ]
     return _concat(parts)
+
+
+def _generate_both(models: StepModels, batch: StepBatch, n_policy: int, n_momentum: int,
+                   params: Callable[[int], Callable[[int], SamplingParams]],
+                   per_prompt: bool) -> tuple[RolloutBatch, RolloutBatch | None]:
+    """Policy rollouts (stream 0) and momentum rollouts (stream 1, none when n_momentum = 0).
+
+    When both engines can share one decode loop (`fast` engines over same-shaped models:
+    `FastEngine.generate_joint`), they do: the momentum model's rows ride in the policy's
+    batch, so M-GRPO pays for one loop instead of two. Both streams are then drawn from the
+    policy stream's seed (still a deterministic function of (seed, step, prompt)).
+    """
+    policy_engine, momentum_engine = models.policy_engine, models.momentum_engine
+    if not n_momentum:
+        return _generate(policy_engine, batch, n_policy, params(0), per_prompt), None
+    # exact type check: a wrapper (LoRA's ScopedEngine swaps adapters around each call) must
+    # keep its own generate
+    if not (type(policy_engine) is FastEngine and type(momentum_engine) is FastEngine):
+        return (_generate(policy_engine, batch, n_policy, params(0), per_prompt),
+                _generate(momentum_engine, batch, n_momentum, params(1), per_prompt))
+
+    def joint(prompt_ids: list[list[int]], prompt: int) -> list[RolloutBatch]:
+        groups = [(policy_engine, n_policy, params(0)(prompt)),
+                  (momentum_engine, n_momentum, params(1)(prompt))]
+        return policy_engine.generate_joint(prompt_ids, groups)
+
+    if not per_prompt:
+        policy, momentum = joint(batch.prompt_ids, batch.prompt_offset)
+        return policy, momentum
+    parts = [joint([ids], batch.prompt_offset + b + 1) for b, ids in enumerate(batch.prompt_ids)]
+    return _concat([p for p, _ in parts]), _concat([m for _, m in parts])
 
 
 def _concat(parts: list[RolloutBatch]) -> RolloutBatch:
@@ -254,10 +286,7 @@ def train_step(models: StepModels, batch: StepBatch, cfg: Config, spec: Algorith
 
     # ---- generate ------------------------------------------------------------------
     with timer("generate"):
-        policy_rollouts = _generate(models.policy_engine, batch, M + V, params(0), per_prompt)
-        momentum_rollouts = (
-            _generate(models.momentum_engine, batch, N, params(1), per_prompt) if N else None
-        )
+        policy_rollouts, momentum_rollouts = _generate_both(models, batch, M + V, N, params, per_prompt)
 
     # ---- score: entropies, filter, answers, vote, rewards -------------------------------
     with timer("score"):

@@ -12,9 +12,15 @@ What it does (vs the `hf` reference: `model.generate` + a second scoring pass):
   cache rows are squeezed into the front of the static buffers), so they stop costing compute.
 - Returns log p(token) and the entropy of softmax(logits / T) straight from the decode
   logits: no second scoring pass. Greedy (T = 0) reports softmax(logits) (T = 1), like `hf`.
-- Reads the HF modules' parameters at call time (it calls their projections and MLPs,
-  applies their RMSNorm weights through the fused `F.rms_norm`, and reimplements only
-  rotary + attention + cache), so in-place weight updates are seen with no reload or copy.
+- Reads the HF modules' parameters at call time (`rollout.decoder`: `F.linear` /
+  `F.rms_norm` on the raw weights of plain Linear / RMSNorm modules, the modules themselves
+  otherwise; only rotary + attention + cache are reimplemented), so in-place weight updates
+  are seen with no reload. `fuse_weights` (default: on CPU) concatenates the q/k/v and
+  gate/up weights once per call (2 matmuls per layer instead of 5).
+- Several models in one loop (`generate_joint`): M-GRPO samples from the policy and the
+  momentum model; their rows share one batch, one cache, one attention call and one sampler
+  per step, and only the weight-touching parts of a layer run per model (a decode step of
+  a small model costs about the same whatever its batch, so two loops cost twice one).
 - On CUDA: weights stay in their dtype (bf16 as given). `cuda_graph` (default: on for
   CUDA, never on CPU) captures the decode step in one CUDA graph per (batch size,
   attended span) and replays it (the graph records the live parameter addresses, so
@@ -30,12 +36,12 @@ What it does (vs the `hf` reference: `model.generate` + a second scoring pass):
 What it does not do: sliding-window / hybrid attention, logit soft-capping, "dynamic" rope
 (the rope table is built once per call from the model's `rotary_emb`), sharded models,
 sampling inside the CUDA graph (the sampler runs eagerly on device after each replay).
+(The CUDA figures above predate `fuse_weights` and the joint loop; re-measure on a GPU.)
 Unsupported models fall back to `hf` (see `registry.make_engine`).
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 
 import torch
@@ -44,9 +50,22 @@ from torch import nn
 
 from mgrpo.rollout.base import RolloutEngine
 from mgrpo.rollout.batch import RolloutBatch, finalize_batch
+from mgrpo.rollout.cuda_graph import GraphedStep
+from mgrpo.rollout.decoder import (
+    Segment,
+    build_plan,
+    by_segment,
+    embed,
+    logits_of,
+    post_attention,
+    pre_attention,
+    rotate_half,
+)
 from mgrpo.rollout.hf_engine import left_pad
 from mgrpo.rollout.params import SamplingParams
-from mgrpo.rollout.scoring import lm_head_of
+from mgrpo.rollout.sampling import sample_tokens
+
+__all__ = ["FastEngine", "sample_tokens", "unsupported_reason"]
 
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "qwen3")
 DEFAULT_CHECK_EVERY = 8  # decode steps between host reads of the finished flags
@@ -54,6 +73,19 @@ DEFAULT_COMPACT_RATIO = 0.75  # compact when active rows <= ratio * current batc
 DEFAULT_ATTN_BUCKET = 64  # static step: attend over the cache prefix rounded up to this
 LAYER_MODULES = ("input_layernorm", "post_attention_layernorm", "mlp", "self_attn")
 ATTN_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
+# config fields two models must share to decode in one loop (same cache and rotary layout)
+JOINT_CONFIG_KEYS = (
+    "model_type",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "rope_theta",
+    "rope_scaling",
+    "rope_parameters",
+    "max_position_embeddings",
+)
 
 
 def unsupported_reason(model: nn.Module) -> str | None:
@@ -81,56 +113,8 @@ def unsupported_reason(model: nn.Module) -> str | None:
     return None
 
 
-def _rms_norm(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """HF Llama/Qwen RMSNorm, w * (x_fp32 * rsqrt(mean(x_fp32^2) + eps)).to(dtype), via the
-    fused `F.rms_norm` (fewer kernels per decode step); any other norm module is called."""
-    eps = getattr(module, "variance_epsilon", None)
-    if eps is None or not type(module).__name__.endswith("RMSNorm"):
-        return module(x)
-    normed = F.rms_norm(x.float(), (x.shape[-1],), eps=eps).to(x.dtype)
-    return module.weight * normed
-
-
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
-
-
-def sample_tokens(
-    logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Sample one token per row on device; no host sync.
-
-    logits (B, V) fp32. Returns token (B,), logp (B,) and entropy (B,) of the FULL
-    softmax(logits / T_s) (T_s = 1 when greedy). Sampling draws from that distribution
-    restricted by top-k / top-p, via the exponential race argmax(p / E), E ~ Exp(1),
-    which selects index i with probability p_i.
-    """
-    temp = params.scoring_temperature
-    z = logits if temp == 1.0 else logits / temp  # (B, V) fp32
-    lse = torch.logsumexp(z, dim=-1)  # (B,)
-    p = torch.softmax(z, dim=-1)  # (B, V)
-    entropy = lse - torch.einsum("bv,bv->b", p, z)  # H = lse - sum p z
-    if params.greedy:
-        tok = logits.argmax(-1)
-    else:
-        if params.top_k and params.top_k < z.shape[-1]:
-            kth = torch.topk(z, params.top_k, dim=-1).values[:, -1:]  # (B, 1)
-            z_s = z.masked_fill(z < kth, float("-inf"))
-        else:
-            z_s = z
-        if params.top_p < 1.0:
-            sorted_z, order = torch.sort(z_s, dim=-1, descending=True)
-            p_sorted = torch.softmax(sorted_z, dim=-1)
-            drop = (p_sorted.cumsum(-1) - p_sorted) > params.top_p  # keeps at least the top token
-            z_s = z_s.scatter(1, order, sorted_z.masked_fill(drop, float("-inf")))
-        probs = p if z_s is z else torch.softmax(z_s, dim=-1)
-        # E = -log(U), U ~ U[0, 1): Exp(1) noise (uniform draws are much cheaper on CPU)
-        race = torch.rand(probs.shape, generator=generator, device=probs.device)
-        race = race.log_().neg_()
-        tok = torch.div(probs, race, out=race).argmax(-1)
-    logp = z.gather(1, tok[:, None])[:, 0] - lse
-    return tok, logp, entropy
+def _segment_sizes(segments: list[Segment]) -> tuple[int, ...]:
+    return tuple(s.stop - s.start for s in segments)
 
 
 class FastEngine(RolloutEngine):
@@ -147,6 +131,7 @@ class FastEngine(RolloutEngine):
         attn_bucket: int | None = None,
         check_every: int = DEFAULT_CHECK_EVERY,
         compact_ratio: float = DEFAULT_COMPACT_RATIO,
+        fuse_weights: bool | None = None,
         **score_options,
     ) -> None:
         super().__init__(model, pad_token_id=pad_token_id, **score_options)
@@ -161,6 +146,9 @@ class FastEngine(RolloutEngine):
         self.compact_ratio = compact_ratio
         on_cuda = self.device.type == "cuda"
         self.cuda_graph = on_cuda if cuda_graph is None else bool(cuda_graph) and on_cuda
+        # fused q/k/v and gate/up copies: fewer ops per layer; off on CUDA by default (the
+        # copy costs memory there, and graphs already remove the per-op launch overhead)
+        self.fuse_weights = (not on_cuda) if fuse_weights is None else bool(fuse_weights)
         self.static = bool(compile) or self.cuda_graph
         # graphs are cheap per shape, recompiles are not: compiled steps span the whole cache
         self.attn_bucket = attn_bucket or (0 if compile else DEFAULT_ATTN_BUCKET)
@@ -185,26 +173,20 @@ class FastEngine(RolloutEngine):
         cos, sin = self.trunk.rotary_emb(torch.empty(0, dtype=dtype, device=device), pos)
         return cos[0], sin[0]
 
-    def _layer(self, layer, x, cos, sin, k_cache, v_cache, col, mask):
-        """One decoder layer over x (B, S, H) writing K/V at cache columns [col, col + S).
+    def _layer(self, segments, index, x, cos, sin, k_cache, v_cache, col, mask):
+        """Decoder layer `index` over x (B, S, H) writing K/V at cache columns [col, col + S).
 
-        cos/sin (B, S, D); mask (B, 1, S, L) bool over the first L cache columns. With
-        `col` a tensor (static mode) S must be 1 and attention spans all columns of the given
-        cache views (the caller passes a bucketed prefix).
+        Rows are grouped by model in `segments`; cos/sin (B, S, D); mask (B, 1, S, L) additive
+        over the first L cache columns. With `col` a tensor (static mode) S must be 1 and
+        attention spans all columns of the given cache views (a bucketed prefix).
         """
-        attn = layer.self_attn
         b, s, _ = x.shape
         nh, kvh, d = self.num_heads, self.num_kv_heads, self.head_dim
-        h = _rms_norm(layer.input_layernorm, x)
-        q = attn.q_proj(h).view(b, s, nh, d)
-        k = attn.k_proj(h).view(b, s, kvh, d)
-        v = attn.v_proj(h).view(b, s, kvh, d)
-        if hasattr(attn, "q_norm"):  # Qwen3: per-head RMSNorm before rotary
-            q, k = _rms_norm(attn.q_norm, q), _rms_norm(attn.k_norm, k)
-        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, heads, S, D)
-        c, sn = cos[:, None], sin[:, None]
-        q = q * c + _rotate_half(q) * sn
-        k = k * c + _rotate_half(k) * sn
+        qkv = by_segment(segments, lambda p, h: pre_attention(p, index, h), x)  # (B, S, nh+2kvh, D)
+        qk, v = qkv[:, :, : nh + kvh], qkv[:, :, nh + kvh :]
+        c, sn = cos[:, :, None], sin[:, :, None]  # (B, S, 1, D)
+        qk = (qk * c + rotate_half(qk) * sn).transpose(1, 2)  # (B, nh + kvh, S, D)
+        q, k, v = qk[:, :nh], qk[:, nh:], v.transpose(1, 2)
         if isinstance(col, torch.Tensor):
             k_cache.index_copy_(2, col, k)
             v_cache.index_copy_(2, col, v)
@@ -213,7 +195,7 @@ class FastEngine(RolloutEngine):
             k_cache[:, :, col : col + s] = k
             v_cache[:, :, col : col + s] = v
             keys, vals = k_cache[:, :, : col + s], v_cache[:, :, : col + s]
-        scale = getattr(attn, "scaling", d**-0.5)
+        scale = getattr(self.trunk.layers[index].self_attn, "scaling", d**-0.5)
         if s == 1:  # decode: fold each KV head's query heads into the query axis (GQA)
             out = F.scaled_dot_product_attention(
                 q.reshape(b, kvh, nh // kvh, d), keys, vals, attn_mask=mask, scale=scale
@@ -225,68 +207,117 @@ class FastEngine(RolloutEngine):
             vals = vals.repeat_interleave(rep, dim=1)
             out = F.scaled_dot_product_attention(q, keys, vals, attn_mask=mask, scale=scale)
             out = out.transpose(1, 2).reshape(b, s, nh * d)
-        x = x + attn.o_proj(out)
-        return x + layer.mlp(_rms_norm(layer.post_attention_layernorm, x))
+        return by_segment(segments, lambda p, xs, o: post_attention(p, index, xs, o), x, out)
 
-    def _logits(self, x_last: torch.Tensor) -> torch.Tensor:
-        return lm_head_of(self.model)(_rms_norm(self.trunk.norm, x_last)).float()  # (B, V)
-
-    def _decode_step(self, tok, pos_ids, key_valid, col, cos_tab, sin_tab, k_caches, v_caches):
+    def _decode_step(
+        self, segments, tok, pos_ids, key_valid, col, cos_tab, sin_tab, k_caches, v_caches
+    ):
         """Logits (B, V) for the next token after `tok` (B,) written at cache column `col`."""
-        x = self.trunk.embed_tokens(tok[:, None])  # (B, 1, H)
+        x = by_segment(segments, embed, tok[:, None])  # (B, 1, H)
         cos, sin = cos_tab[pos_ids][:, None], sin_tab[pos_ids][:, None]  # (B, 1, D)
         if isinstance(col, torch.Tensor):
             cols = torch.arange(key_valid.shape[1], device=key_valid.device)
-            mask = (key_valid & (cols <= col))[:, None, None, :]  # (B, 1, 1, L)
+            valid = key_valid & (cols <= col)  # (B, L)
         else:
-            mask = key_valid[:, None, None, : col + 1]
+            valid = key_valid[:, : col + 1]
         # additive mask in the compute dtype, built once per step (SDPA would convert a
         # boolean mask again in every layer)
-        mask = torch.zeros(mask.shape, dtype=x.dtype, device=x.device).masked_fill_(
-            ~mask, float("-inf")
-        )
-        for layer, kc, vc in zip(self.trunk.layers, k_caches, v_caches, strict=True):
-            x = self._layer(layer, x, cos, sin, kc, vc, col, mask)
-        return self._logits(x[:, 0])
+        mask = torch.zeros(valid.shape, dtype=x.dtype, device=x.device)
+        mask = mask.masked_fill_(~valid, float("-inf"))[:, None, None, :]  # (B, 1, 1, L)
+        for index, (kc, vc) in enumerate(zip(k_caches, v_caches, strict=True)):
+            x = self._layer(segments, index, x, cos, sin, kc, vc, col, mask)
+        return by_segment(segments, logits_of, x[:, 0])
 
     # ---- generation -------------------------------------------------------------------
-    @torch.no_grad()
     def generate(
         self, prompt_token_ids: Sequence[Sequence[int]], n: int, params: SamplingParams
     ) -> RolloutBatch:
         prompts = self._check_call(prompt_token_ids, n, params)
+        return self._run(prompts, [(self, n)], params)[0]
+
+    def generate_joint(
+        self,
+        prompt_token_ids: Sequence[Sequence[int]],
+        groups: Sequence[tuple[FastEngine, int, SamplingParams]],
+    ) -> list[RolloutBatch]:
+        """`engine.generate(prompts, n, params)` for every (engine, n, params) group, decoded
+        in ONE loop (shared batch, cache, attention and sampler; weights per model).
+
+        Every group's engine must be a `FastEngine` over a model of the same architecture
+        shape on the same device, and every `params` must agree except for `seed`. The
+        samples are a deterministic function of the first group's seed (they are not the
+        ones separate calls would draw; greedy decoding gives identical tokens).
+        Returns one `RolloutBatch` per group, in order.
+        """
+        if not groups:
+            raise ValueError("groups must name at least one (engine, n, params)")
+        first = groups[0][2]
+        prompts = None
+        for i, (engine, n, params) in enumerate(groups):
+            if not isinstance(engine, FastEngine):
+                raise ValueError(
+                    f"groups[{i}]: engine must be a FastEngine, got {type(engine).__name__}"
+                )
+            prompts = engine._check_call(prompt_token_ids, n, params)
+            problem = self._joint_mismatch(engine, params, first)
+            if problem:
+                raise ValueError(
+                    f"groups[{i}] cannot share a decode loop with groups[0]: {problem}"
+                )
+        return self._run(prompts, [(engine, n) for engine, n, _ in groups], first)
+
+    def _joint_mismatch(
+        self, other: FastEngine, params: SamplingParams, first: SamplingParams
+    ) -> str | None:
+        if other.device != self.device:
+            return f"device {other.device} != {self.device}"
+        if other.trunk.embed_tokens.weight.dtype != self.trunk.embed_tokens.weight.dtype:
+            return "different weight dtypes"
+        for key in JOINT_CONFIG_KEYS:
+            a, b = getattr(self.model.config, key, None), getattr(other.model.config, key, None)
+            if a != b:
+                return f"config.{key} differs ({a!r} vs {b!r})"
+        for field in ("max_new_tokens", "temperature", "top_p", "top_k"):
+            if getattr(params, field) != getattr(first, field):
+                return f"params.{field} differs"
+        if self.stop_ids(params) != self.stop_ids(first) or other.stop_ids(params) != self.stop_ids(
+            first
+        ):
+            return "stop token ids differ"
+        return None
+
+    @torch.no_grad()
+    def _run(
+        self, prompts: list[list[int]], groups: list[tuple[FastEngine, int]], params: SamplingParams
+    ) -> list[RolloutBatch]:
+        """Prefill + decode for every (engine, n) group; rows are group-major, then
+        prompt-major within a group."""
         device = self.device
         dtype = self.trunk.embed_tokens.weight.dtype
-        num_prompts, r, new = len(prompts), len(prompts) * n, params.max_new_tokens
+        plans = [build_plan(engine.model, fuse=engine.fuse_weights) for engine, _ in groups]
+        counts = [n for _, n in groups]
+        num_prompts, new = len(prompts), params.max_new_tokens
+        r = num_prompts * sum(counts)
         ids, attn = left_pad(prompts, self.pad_token_id, device)  # (P, Lp)
         lp = ids.shape[1]
         length = lp + new
         cos_tab, sin_tab = self._rope_tables(length, dtype, device)  # (L, D)
         cache_shape = (r, self.num_kv_heads, length, self.head_dim)
-        layers = self.trunk.layers
-        k_caches = [torch.zeros(cache_shape, dtype=dtype, device=device) for _ in layers]
-        v_caches = [torch.zeros(cache_shape, dtype=dtype, device=device) for _ in layers]
+        k_caches = [torch.zeros(cache_shape, dtype=dtype, device=device) for _ in plans[0].layers]
+        v_caches = [torch.zeros(cache_shape, dtype=dtype, device=device) for _ in plans[0].layers]
+        expand = self._row_prompt(counts, num_prompts).to(device)  # (R,) row in G*P prefill rows
+        row_prompt = expand % num_prompts  # (R,) prompt of each rollout row
+        logits = self._prefill(plans, expand, ids, attn, cos_tab, sin_tab, k_caches, v_caches)
 
-        # prefill: once per distinct prompt, then expand K/V to its n sample rows
-        prompt_valid = attn.bool()  # (P, Lp)
-        pos = (attn.cumsum(1) - 1).clamp(min=0)  # (P, Lp)
-        causal = torch.ones(lp, lp, dtype=torch.bool, device=device).tril()
-        eye = torch.eye(lp, dtype=torch.bool, device=device)
-        # pad queries attend to themselves only, so no row is fully masked (no NaN)
-        mask = ((causal & prompt_valid[:, None, :]) | eye)[:, None]  # (P, 1, Lp, Lp)
-        x = self.trunk.embed_tokens(ids)  # (P, Lp, H)
-        pk_shape = (num_prompts, self.num_kv_heads, lp, self.head_dim)
-        for layer, kc, vc in zip(layers, k_caches, v_caches, strict=True):
-            pk = torch.empty(pk_shape, dtype=dtype, device=device)
-            pv = torch.empty(pk_shape, dtype=dtype, device=device)
-            x = self._layer(layer, x, cos_tab[pos], sin_tab[pos], pk, pv, 0, mask)
-            kc[:, :, :lp] = pk.repeat_interleave(n, dim=0)
-            vc[:, :, :lp] = pv.repeat_interleave(n, dim=0)
-        logits = self._logits(x[:, -1]).repeat_interleave(n, dim=0)  # (R, V)
-
+        starts = [num_prompts * sum(counts[:g]) for g in range(len(groups) + 1)]
+        segments = [Segment(p, starts[g], starts[g + 1]) for g, p in enumerate(plans)]
+        seg_id = torch.repeat_interleave(
+            torch.arange(len(groups), device=device),
+            torch.tensor(counts, device=device) * num_prompts,
+        )  # (R,) which group each live row belongs to
         key_valid = torch.ones((r, length), dtype=torch.bool, device=device)
-        key_valid[:, :lp] = prompt_valid.repeat_interleave(n, dim=0)
-        pos_ids = attn.sum(1).repeat_interleave(n, dim=0)  # (R,) next position id
+        key_valid[:, :lp] = attn.bool()[row_prompt]
+        pos_ids = attn.sum(1)[row_prompt]  # (R,) next position id
         stop_t = torch.tensor(self.stop_ids(params), dtype=torch.long, device=device)
         out_tok = torch.full((r, new), self.pad_token_id, dtype=torch.long, device=device)
         out_lp = torch.zeros((r, new), dtype=torch.float32, device=device)
@@ -297,7 +328,7 @@ class FastEngine(RolloutEngine):
         gen = torch.Generator(device=device)
         gen.manual_seed(params.seed)
         kv_views = (k_caches, v_caches)
-        step_fn = _GraphedStep(self._step) if self.cuda_graph else self._step
+        step_fn = GraphedStep(self._step, _segment_sizes) if self.cuda_graph else self._step
         col_t = torch.full((1,), lp, dtype=torch.long, device=device)  # static-mode column
         views_key, span_views = None, kv_views
         for step in range(new):
@@ -311,22 +342,45 @@ class FastEngine(RolloutEngine):
             if step == new - 1:
                 break
             if (step + 1) % self.check_every == 0:
-                n_active = int((~done).sum())  # the only host sync
-                if n_active == 0:
+                live = torch.bincount(seg_id[~done], minlength=len(groups)).tolist()  # host sync
+                if sum(live) == 0:
                     break
-                size = self._bucket(n_active)
-                if size <= self.compact_ratio * rows.shape[0]:
-                    keep = torch.argsort(done.to(torch.int8), stable=True)[:size]  # active first
-                    rows, done, tok, pos_ids, key_valid = (
-                        t[keep] for t in (rows, done, tok, pos_ids, key_valid)
+                current = [0] * len(groups)
+                for seg in segments:
+                    current[plans.index(seg.plan)] = seg.stop - seg.start
+                sizes = [
+                    min(self._bucket(a), cur) if a else 0
+                    for a, cur in zip(live, current, strict=True)
+                ]
+                if sum(sizes) <= self.compact_ratio * rows.shape[0]:
+                    keep = torch.cat(
+                        [  # per group: its active rows first, then bucket padding
+                            torch.argsort(done[s.start : s.stop].to(torch.int8), stable=True)[
+                                : sizes[g]
+                            ]
+                            + s.start
+                            for s in segments
+                            for g in [plans.index(s.plan)]
+                        ]
+                    )
+                    rows, done, tok, pos_ids, key_valid, seg_id = (
+                        t[keep] for t in (rows, done, tok, pos_ids, key_valid, seg_id)
                     )
                     kv_views = tuple(
                         [
-                            buf[:size].copy_(view.index_select(0, keep))
+                            buf[: keep.shape[0]].copy_(view.index_select(0, keep))
                             for buf, view in zip(bufs, views, strict=True)
                         ]
                         for bufs, views in zip((k_caches, v_caches), kv_views, strict=True)
                     )
+                    bounds = [0]
+                    for size in sizes:
+                        bounds.append(bounds[-1] + size)
+                    segments = [
+                        Segment(plans[g], bounds[g], bounds[g + 1])
+                        for g in range(len(sizes))
+                        if sizes[g]
+                    ]
             if self.static:  # attend over a bucketed cache prefix (static shapes per bucket)
                 span = length
                 if self.attn_bucket:
@@ -335,74 +389,74 @@ class FastEngine(RolloutEngine):
                     views_key = (span, rows.shape[0])
                     span_views = [[c[:, :, :span] for c in caches] for caches in kv_views]
                 logits = step_fn(
-                    tok, pos_ids, key_valid[:, :span], col_t, cos_tab, sin_tab, *span_views
+                    segments,
+                    tok,
+                    pos_ids,
+                    key_valid[:, :span],
+                    col_t,
+                    cos_tab,
+                    sin_tab,
+                    *span_views,
                 )
             else:
-                logits = step_fn(tok, pos_ids, key_valid, lp + step, cos_tab, sin_tab, *kv_views)
+                logits = step_fn(
+                    segments, tok, pos_ids, key_valid, lp + step, cos_tab, sin_tab, *kv_views
+                )
             pos_ids = pos_ids + 1
             col_t += 1
-        return finalize_batch(
-            out_tok,
-            out_lp,
-            out_ent,
-            out_mask,
-            stop_ids=stop_t,
-            n=n,
-            num_prompts=num_prompts,
-            pad_token_id=self.pad_token_id,
+        return [
+            finalize_batch(
+                *(t[starts[g] : starts[g + 1]] for t in (out_tok, out_lp, out_ent, out_mask)),
+                stop_ids=stop_t,
+                n=n,
+                num_prompts=num_prompts,
+                pad_token_id=self.pad_token_id,
+            )
+            for g, n in enumerate(counts)
+        ]
+
+    @staticmethod
+    def _row_prompt(counts: list[int], num_prompts: int) -> torch.Tensor:
+        """(R,) index into the group-stacked prompt rows (G * P) of every rollout row: prompt p
+        of group g -> n_g consecutive rows."""
+        idx = [
+            g * num_prompts + p
+            for g, n in enumerate(counts)
+            for p in range(num_prompts)
+            for _ in range(n)
+        ]
+        return torch.tensor(idx)
+
+    def _prefill(self, plans, expand, ids, attn, cos_tab, sin_tab, k_caches, v_caches):
+        """Run every model over the P distinct prompts once (rows: G * P, model-major) and copy
+        each prompt's K/V into the cache rows of its samples (`expand` (R,): the prefill row of
+        each rollout row). Returns the first logits (R, V)."""
+        num_prompts, lp = ids.shape
+        groups = len(plans)
+        device = ids.device
+        valid = attn.bool().repeat(groups, 1)  # (G*P, Lp)
+        pos = (attn.cumsum(1) - 1).clamp(min=0).repeat(groups, 1)  # (G*P, Lp)
+        causal = torch.ones(lp, lp, dtype=torch.bool, device=device).tril()
+        eye = torch.eye(lp, dtype=torch.bool, device=device)
+        # pad queries attend to themselves only, so no row is fully masked (no NaN)
+        allowed = ((causal & valid[:, None, :]) | eye)[:, None]  # (G*P, 1, Lp, Lp)
+        dtype = k_caches[0].dtype
+        mask = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill_(
+            ~allowed, float("-inf")
         )
+        segments = [Segment(p, g * num_prompts, (g + 1) * num_prompts) for g, p in enumerate(plans)]
+        x = by_segment(segments, embed, ids.repeat(groups, 1))  # (G*P, Lp, H)
+        pk_shape = (groups * num_prompts, self.num_kv_heads, lp, self.head_dim)
+        for index, (kc, vc) in enumerate(zip(k_caches, v_caches, strict=True)):
+            pk = torch.empty(pk_shape, dtype=dtype, device=device)
+            pv = torch.empty(pk_shape, dtype=dtype, device=device)
+            x = self._layer(segments, index, x, cos_tab[pos], sin_tab[pos], pk, pv, 0, mask)
+            kc[:, :, :lp] = pk.index_select(0, expand)
+            vc[:, :, :lp] = pv.index_select(0, expand)
+        return by_segment(segments, logits_of, x[:, -1]).index_select(0, expand)  # (R, V)
 
     def _bucket(self, n_active: int) -> int:
         """Batch size after compaction: exact in eager mode, next power of two when static."""
         if not self.static:
             return n_active
         return 1 << (n_active - 1).bit_length()
-
-
-class _GraphedStep:
-    """Replays the static decode step from CUDA graphs, one per (batch, span), lazily captured.
-
-    Inputs are copied into the graph's static buffers before each replay; the returned
-    logits live in the graph's output buffer and are overwritten by the next replay.
-    The KV caches are views of the same static buffers on every call, so their addresses
-    are stable. On a capture error: warn once and run the step eagerly from then on.
-    """
-
-    def __init__(self, fn) -> None:
-        self.fn = fn
-        self.graphs: dict[int, tuple] = {}
-        self.pool = None
-        self.failed = False
-
-    def __call__(self, tok, pos_ids, key_valid, col, cos_tab, sin_tab, k_caches, v_caches):
-        if self.failed:
-            return self.fn(tok, pos_ids, key_valid, col, cos_tab, sin_tab, k_caches, v_caches)
-        b = (tok.shape[0], key_valid.shape[1])  # (batch, attended cache columns)
-        if b not in self.graphs:
-            try:
-                self.graphs[b] = self._capture(
-                    tok, pos_ids, key_valid, col, cos_tab, sin_tab, k_caches, v_caches
-                )
-            except RuntimeError as err:  # capture unsupported here: stay correct, go eager
-                warnings.warn(f"CUDA graph capture failed ({err}); decoding eagerly", stacklevel=2)
-                self.failed = True
-                torch.cuda.synchronize()
-                return self.fn(tok, pos_ids, key_valid, col, cos_tab, sin_tab, k_caches, v_caches)
-        graph, inputs, out = self.graphs[b]
-        for buf, value in zip(inputs, (tok, pos_ids, key_valid, col), strict=True):
-            buf.copy_(value)
-        graph.replay()
-        return out
-
-    def _capture(self, tok, pos_ids, key_valid, col, cos_tab, sin_tab, k_caches, v_caches):
-        inputs = tuple(t.clone() for t in (tok, pos_ids, key_valid, col))
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):  # warm-up (writes the same cache column the replay will)
-            self.fn(*inputs, cos_tab, sin_tab, k_caches, v_caches)
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self.pool):
-            out = self.fn(*inputs, cos_tab, sin_tab, k_caches, v_caches)
-        self.pool = graph.pool()
-        return graph, inputs, out

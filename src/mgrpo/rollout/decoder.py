@@ -1,0 +1,235 @@
+"""The per-model half of the `fast` engine's decoder: everything that touches weights.
+
+A `ModelPlan` is built at the start of each `generate` call from the LIVE parameters of a
+HF Llama / Qwen2 / Qwen3 model (it holds references to the parameter tensors, so in-place
+updates made before the call are seen). The engine splits a decoder layer in three:
+
+    pre_attention(plan, layer, x)   per model:  h = RMSNorm(x); qkv = h @ [Wq; Wk; Wv]^T (+ b);
+                                                Qwen3: q, k <- per-head RMSNorm(q), RMSNorm(k)
+    rotary + KV cache + attention   shared by every model in the batch (rows are independent)
+    post_attention(plan, layer, x)  per model:  x = x + o_proj(out);
+                                                x = x + down(act(gate(h)) * up(h)), h = RMSNorm(x)
+
+so one decode loop can serve several models at once (the policy and the momentum model of
+M-GRPO): rows are grouped by model into contiguous `Segment`s and only the weight-touching
+halves run per segment (`by_segment`).
+
+Fast path ("direct"): when every projection is a plain `nn.Linear`, every norm an HF
+`*RMSNorm` and the MLP the gated `gate/up/down` form, the plan calls `F.linear` / `F.rms_norm`
+on the raw weights (an `nn.Module` call costs ~15 us of Python on CPU, more than a small
+matmul). With `fuse=True` it also concatenates [Wq; Wk; Wv] and [Wgate; Wup] once per call
+(two matmuls per layer instead of five; a transient copy of those weights). Anything else
+(LoRA-wrapped projections, other norms or MLPs) runs through the modules themselves.
+
+The fp32 RMSNorm is `F.rms_norm(x, w)` = x * rsqrt(mean(x^2) + eps) * w, the HF formula; for
+other dtypes the HF rounding (normalise in fp32, cast, then multiply by w) is kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mgrpo.rollout.scoring import lm_head_of
+
+
+def rms_norm(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """HF Llama/Qwen RMSNorm via the fused `F.rms_norm`; any other norm module is called."""
+    eps = getattr(module, "variance_epsilon", None)
+    if eps is None or not type(module).__name__.endswith("RMSNorm"):
+        return module(x)
+    if x.dtype == torch.float32 and module.weight.dtype == torch.float32:
+        return F.rms_norm(x, (x.shape[-1],), module.weight, eps=eps)
+    normed = F.rms_norm(x.float(), (x.shape[-1],), eps=eps).to(x.dtype)
+    return module.weight * normed
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def _plain_linear(m: object) -> bool:
+    return type(m) is nn.Linear
+
+
+def _hf_rms(m: object) -> bool:
+    return type(m).__name__.endswith("RMSNorm") and hasattr(m, "variance_epsilon")
+
+
+def _cat_bias(mods: list[nn.Linear]) -> torch.Tensor | None:
+    if all(m.bias is None for m in mods):
+        return None
+    return torch.cat(
+        [m.bias if m.bias is not None else m.weight.new_zeros(m.out_features) for m in mods]
+    )
+
+
+@dataclass
+class LayerPlan:
+    """Weights of one decoder layer. `qkv_w`/`gate_up_w` are fused copies (None unless fused)."""
+
+    module: nn.Module  # the HF decoder layer
+    qkv_w: torch.Tensor | None = None
+    qkv_b: torch.Tensor | None = None
+    gate_up_w: torch.Tensor | None = None
+    gate_up_b: torch.Tensor | None = None
+    qk_norm_w: torch.Tensor | None = None  # Qwen3: (nh + kvh, D) per-head norm weights
+
+
+@dataclass
+class ModelPlan:
+    """One model's weights as the decoder uses them; `direct` selects the fast path."""
+
+    model: nn.Module
+    layers: list[LayerPlan]
+    direct: bool
+    fused: bool
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    act: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+    @property
+    def trunk(self) -> nn.Module:
+        return self.model.base_model
+
+
+def direct_path_reason(model: nn.Module) -> str | None:
+    """Why `model` must run through its modules (None if the direct fast path applies)."""
+    for i, layer in enumerate(model.base_model.layers):
+        attn, mlp = layer.self_attn, layer.mlp
+        linears = [getattr(attn, n) for n in ("q_proj", "k_proj", "v_proj", "o_proj")]
+        linears += [getattr(mlp, n, None) for n in ("gate_proj", "up_proj", "down_proj")]
+        if not all(_plain_linear(m) for m in linears):
+            return f"layer {i}: a projection is not a plain nn.Linear"
+        norms = [layer.input_layernorm, layer.post_attention_layernorm]
+        norms += [getattr(attn, n) for n in ("q_norm", "k_norm") if hasattr(attn, n)]
+        if not all(_hf_rms(m) for m in norms):
+            return f"layer {i}: a norm is not an HF RMSNorm"
+        if not hasattr(mlp, "act_fn"):
+            return f"layer {i}: MLP without act_fn"
+    if not _hf_rms(model.base_model.norm):
+        return "final norm is not an HF RMSNorm"
+    return None
+
+
+def build_plan(model: nn.Module, *, fuse: bool) -> ModelPlan:
+    """The plan of `model` (see the module docstring). `fuse` only applies on the direct path."""
+    cfg = model.config
+    nh = cfg.num_attention_heads
+    kvh = getattr(cfg, "num_key_value_heads", None) or nh
+    d = getattr(cfg, "head_dim", None) or cfg.hidden_size // nh
+    direct = direct_path_reason(model) is None
+    layers = []
+    for layer in model.base_model.layers:
+        lp = LayerPlan(module=layer)
+        attn, mlp = layer.self_attn, layer.mlp
+        if direct and fuse:
+            qkv = [attn.q_proj, attn.k_proj, attn.v_proj]
+            lp.qkv_w = torch.cat([m.weight for m in qkv])  # ((nh + 2 kvh) D, H)
+            lp.qkv_b = _cat_bias(qkv)
+            gu = [mlp.gate_proj, mlp.up_proj]
+            lp.gate_up_w = torch.cat([m.weight for m in gu])  # (2 I, H)
+            lp.gate_up_b = _cat_bias(gu)
+        if (
+            direct
+            and hasattr(attn, "q_norm")
+            and attn.q_norm.variance_epsilon == attn.k_norm.variance_epsilon
+        ):
+            lp.qk_norm_w = torch.cat(
+                [attn.q_norm.weight.expand(nh, d), attn.k_norm.weight.expand(kvh, d)]
+            )  # (nh + kvh, D)
+        layers.append(lp)
+    act = None
+    if direct:
+        hidden_act = getattr(cfg, "hidden_act", None)
+        act = F.silu if hidden_act == "silu" else model.base_model.layers[0].mlp.act_fn
+    return ModelPlan(model, layers, direct, direct and fuse, nh, kvh, d, act)
+
+
+def embed(plan: ModelPlan, tok: torch.Tensor) -> torch.Tensor:
+    """Input embeddings (..., H) of token ids: always a module call (once per step), so forward
+    hooks on the input embeddings (fault injection, user probes) see every generation step."""
+    return plan.trunk.embed_tokens(tok)
+
+
+def logits_of(plan: ModelPlan, x_last: torch.Tensor) -> torch.Tensor:
+    """fp32 next-token logits (B, V) from last hidden states (B, H)."""
+    head = lm_head_of(plan.model)
+    h = rms_norm(plan.trunk.norm, x_last)
+    return F.linear(h, head.weight, head.bias).float()
+
+
+def pre_attention(plan: ModelPlan, index: int, x: torch.Tensor) -> torch.Tensor:
+    """qkv (b, s, nh + 2 kvh, D) of layer `index` on x (b, s, H), before rotary (Qwen3 q/k
+    norms applied)."""
+    lp = plan.layers[index]
+    attn = lp.module.self_attn
+    b, s, _ = x.shape
+    nh, kvh, d = plan.num_heads, plan.num_kv_heads, plan.head_dim
+    h = rms_norm(lp.module.input_layernorm, x)
+    if lp.qkv_w is not None:
+        qkv = F.linear(h, lp.qkv_w, lp.qkv_b).view(b, s, nh + 2 * kvh, d)
+    else:
+        call = _direct_linear if plan.direct else _module_call
+        qkv = torch.cat(
+            [call(attn.q_proj, h), call(attn.k_proj, h), call(attn.v_proj, h)], dim=-1
+        ).view(b, s, nh + 2 * kvh, d)
+    if hasattr(attn, "q_norm"):
+        if lp.qk_norm_w is not None:
+            eps = attn.q_norm.variance_epsilon
+            qk = qkv[:, :, : nh + kvh]
+            # HF: w * RMSNorm_fp32(x).to(dtype); w is (nh + kvh, D), so not fusable into F.rms_norm
+            normed = lp.qk_norm_w * F.rms_norm(qk.float(), (d,), eps=eps).to(qk.dtype)
+            qkv = torch.cat([normed, qkv[:, :, nh + kvh :]], dim=2)
+        else:
+            q, k, v = qkv.split([nh, kvh, kvh], dim=2)
+            qkv = torch.cat([rms_norm(attn.q_norm, q), rms_norm(attn.k_norm, k), v], dim=2)
+    return qkv
+
+
+def post_attention(plan: ModelPlan, index: int, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """Layer `index`: x + o_proj(out), then the MLP block with its residual: (b, s, H)."""
+    lp = plan.layers[index]
+    layer = lp.module
+    if not plan.direct:
+        x = x + layer.self_attn.o_proj(out)
+        return x + layer.mlp(rms_norm(layer.post_attention_layernorm, x))
+    x = x + _direct_linear(layer.self_attn.o_proj, out)
+    h = rms_norm(layer.post_attention_layernorm, x)
+    mlp = layer.mlp
+    if lp.gate_up_w is not None:
+        gate, up = F.linear(h, lp.gate_up_w, lp.gate_up_b).chunk(2, dim=-1)
+    else:
+        gate, up = _direct_linear(mlp.gate_proj, h), _direct_linear(mlp.up_proj, h)
+    return x + _direct_linear(mlp.down_proj, plan.act(gate) * up)
+
+
+def _direct_linear(m: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    return F.linear(x, m.weight, m.bias)
+
+
+def _module_call(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return m(x)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Rows [start, stop) of the batch belong to `plan`'s model."""
+
+    plan: ModelPlan
+    start: int
+    stop: int
+
+
+def by_segment(segments: list[Segment], fn: Callable, *row_args: torch.Tensor) -> torch.Tensor:
+    """fn(plan, *row_args[rows]) per segment, concatenated along rows (one segment: no
+    slicing, no copy)."""
+    if len(segments) == 1:
+        return fn(segments[0].plan, *row_args)
+    return torch.cat([fn(s.plan, *(a[s.start : s.stop] for a in row_args)) for s in segments])
