@@ -296,7 +296,9 @@ def shard_model(
     fully_shard(model, **kwargs)
 
     def mgrpo_score(self, *args, **kw):
-        return score_responses(self, *args, **kw)
+        # one trunk forward per call: a second forward of the same FSDP layers before backward
+        # (the shared-prompt-prefix path) is not something FSDP2's hooks are built for
+        return score_responses(self, *args, share_prefix=False, **kw)
 
     model.mgrpo_score = mgrpo_score.__get__(model)  # bound method on this instance
     register(model, SCORE_METHOD)

@@ -16,6 +16,7 @@ sequence as if it were alone (test). Entropies are returned detached.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 
 import torch
@@ -140,6 +141,7 @@ def score_responses(
     chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
     with_grad: bool = False,
     pad_token_id: int = 0,
+    share_prefix: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probs (R, T) and entropies (R, T), fp32, of `response_ids` given `prompt_ids`.
 
@@ -148,6 +150,12 @@ def score_responses(
     distribution. Both are 0 where `mask` is False. `with_grad=True` keeps autograd through
     logp (entropy is always detached); otherwise runs under no_grad. The pad id only fills
     masked positions and never influences the result.
+
+    `share_prefix` (default on): when several rows share a prompt (GRPO's G samples of one
+    prompt), the trunk runs over each distinct prompt ONCE, its K/V cache is expanded to the
+    rows (differentiably: gradients of all rows flow back into the one prompt pass), and only
+    the response tokens run per row. Same result as the full per-row forward (tested, values
+    and gradients); a no-op when every prompt is distinct or the model returns no cache.
     """
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0 for scoring, got {temperature!r}")
@@ -175,19 +183,13 @@ def score_responses(
         return out_logp, out_ent
     resp, m = response_ids[:, :t_eff], mask[:, :t_eff]
     resp = resp.masked_fill(~m, pad_token_id)
-    input_ids, attention, position_ids, width = build_scoring_inputs(
-        prompt_ids, resp, m, pad_token_id=pad_token_id, device=device
-    )
     grad_ctx = torch.enable_grad() if with_grad else torch.no_grad()
     with grad_ctx:
-        trunk = model.base_model
-        hidden = trunk(
-            input_ids=input_ids,
-            attention_mask=attention,
-            position_ids=position_ids,
-            use_cache=False,
-        ).last_hidden_state  # (R, P+T', H)
-        h = hidden[:, width - 1 : width - 1 + t_eff][m]  # (N, H): states predicting real tokens
+        h = None
+        if share_prefix and len({tuple(p) for p in prompt_ids}) < r:
+            h = _shared_prefix_states(model.base_model, prompt_ids, resp, m, pad_token_id)
+        if h is None:
+            h = _full_states(model.base_model, prompt_ids, resp, m, pad_token_id)
         logp_sel, ent_sel = ChunkedTokenLogProb.apply(
             h, head.weight, head.bias, resp[m], float(temperature), int(chunk_tokens)
         )
@@ -196,3 +198,63 @@ def score_responses(
         logp = out_logp.masked_scatter(full, logp_sel)  # differentiable in logp_sel
         ent = out_ent.masked_scatter(full, ent_sel.detach())
     return logp, ent
+
+
+def _full_states(trunk: nn.Module, prompt_ids, resp, m, pad_token_id: int) -> torch.Tensor:
+    """(N, H) final hidden states predicting the N real response tokens: one forward over
+    [left-padded prompt | response] per row."""
+    input_ids, attention, position_ids, width = build_scoring_inputs(
+        prompt_ids, resp, m, pad_token_id=pad_token_id, device=resp.device
+    )
+    hidden = trunk(
+        input_ids=input_ids, attention_mask=attention, position_ids=position_ids, use_cache=False
+    ).last_hidden_state  # (R, P+T', H)
+    return hidden[:, width - 1 : width - 1 + resp.shape[1]][m]
+
+
+def _shared_prefix_states(trunk: nn.Module, prompt_ids, resp, m, pad_token_id: int):
+    """Like `_full_states`, with each distinct prompt run once. None if the trunk returns no
+    expandable cache (e.g. gradient checkpointing turns the cache off): the caller then runs
+    the full forward.
+
+    prefix:   trunk(U distinct prompts, left-padded (U, P)) -> states (U, P, H), cache (U, ., P, .)
+    expand:   cache rows -> (R, ., P, .) by index (autograd sums the R rows' gradients back)
+    response: trunk(responses (R, T), mask [prompt mask | response mask], positions
+              len(prompt) + t, cache) -> states (R, T, H)
+    The state predicting response token 0 is the prompt's last state; token t >= 1 is
+    predicted by response state t - 1.
+    """
+    device = resp.device
+    distinct: dict[tuple[int, ...], int] = {}
+    row_prompt = [distinct.setdefault(tuple(p), len(distinct)) for p in prompt_ids]
+    uniq = [list(p) for p in distinct]
+    idx = torch.tensor(row_prompt, device=device)  # (R,)
+    empty = torch.zeros((len(uniq), 0), dtype=torch.long, device=device)
+    ids, attn, pos, _ = build_scoring_inputs(
+        uniq, empty, empty.bool(), pad_token_id=pad_token_id, device=device
+    )  # (U, P)
+    prefix = trunk(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True)
+    # transformers >= 5.2x names it `cache`; earlier releases `past_key_values`
+    cache = getattr(prefix, "cache", None) or getattr(prefix, "past_key_values", None)
+    if cache is None or not hasattr(cache, "batch_select_indices"):
+        return None
+    cache.batch_select_indices(idx)  # (U, ...) -> (R, ...), differentiable indexing
+    t = resp.shape[1]
+    attention = torch.cat([attn[idx], m.long()], dim=1)  # (R, P + T)
+    positions = attn.sum(1)[idx][:, None] + torch.arange(t, device=device)  # (R, T)
+    hidden = trunk(
+        input_ids=resp,
+        attention_mask=attention,
+        position_ids=positions,
+        use_cache=True,
+        **{_cache_kwarg(trunk): cache},
+    ).last_hidden_state  # (R, T, H)
+    first = prefix.last_hidden_state[:, -1][idx]  # (R, H): predicts response token 0
+    states = torch.cat([first[:, None], hidden[:, :-1]], dim=1)  # (R, T, H)
+    return states[m]
+
+
+def _cache_kwarg(trunk: nn.Module) -> str:
+    """The trunk's KV-cache argument: `cache` (transformers >= 5.2x) or `past_key_values`."""
+    params = inspect.signature(type(trunk).forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
