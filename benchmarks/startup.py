@@ -13,6 +13,9 @@ resident set size"). Targets (issue 10): `mgrpo --help` < 1 s; the first trainin
               interpreter start, imports, model/tokenizer build, data, the pre-training
               validation pass of the recipe, and the start of the loop.
   total       the same command's full wall time (one step, the final validation, checkpoint).
+  floor       `python -c "import torch; from transformers import LlamaForCausalLM"`, run
+              before each train run: what any HF-Llama trainer imports before its first step;
+              `first_step_over_floor_s` is mgrpo's own share (per-run differences).
   import_*    `python -X importtime -c "import mgrpo.trainer"`-style cumulative import times of
               the heaviest top-level packages (one run), to see what start-up is made of.
 
@@ -40,6 +43,8 @@ HELP_TARGET_S = 1.0
 FIRST_STEP_TARGET_S = 5.0
 POLL_S = 0.01
 TRAIN_ARGS = ["trainer.max_steps=1", "trainer.progress=false", "trainer.save_every=0"]
+# what any trainer of a HF Llama must import before its first step: the start-up floor
+FLOOR_CODE = "import torch; from transformers import LlamaForCausalLM"
 
 
 def timed_child(cmd: list[str], env: dict[str, str], metrics: Path | None = None) -> dict:
@@ -135,9 +140,13 @@ def main(argv: list[str] | None = None) -> int:
         env=env, capture_output=True, text=True, check=True)
     heavy_in_help = json.loads(probe.stdout.strip().replace("'", '"'))
 
-    first, total, train_rss = [], [], []
+    first, total, train_rss, floor = [], [], [], []
     if not args.skip_train:
         for i in range(args.runs):
+            r = timed_child([sys.executable, "-c", FLOOR_CODE], env)  # interleaved, same minute
+            if r["rc"] != 0:
+                raise RuntimeError(f"import floor probe failed: {r['stderr']}")
+            floor.append(r["wall_s"])
             with tempfile.TemporaryDirectory(prefix="mgrpo-startup-") as tmp:
                 out = Path(tmp) / f"run{i}"
                 cmd = [sys.executable, "-m", "mgrpo", "train", "tiny", "-o", str(out), *TRAIN_ARGS,
@@ -170,7 +179,13 @@ def main(argv: list[str] | None = None) -> int:
               f"{fs['max']:.3f}) after launch  [target < {FIRST_STEP_TARGET_S} s]")
         print(f"train tiny: total     median {ts['median']:.3f} s, peak RSS "
               f"{statistics.median(train_rss):.0f} MB")
-        result.update(first_step_s=fs, train_total_s=ts,
+        fl = median_summary(floor)
+        over = median_summary([a - b for a, b in zip(first, floor, strict=True)])
+        print(f"import floor          median {fl['median']:.3f} s (`python -c '{FLOOR_CODE}'`, "
+              f"min {fl['min']:.3f}, max {fl['max']:.3f}); 1st step - floor: median "
+              f"{over['median']:.3f} s")
+        result.update(first_step_s=fs, train_total_s=ts, import_floor_s=fl,
+                      first_step_over_floor_s=over,
                       train_peak_rss_mb=round(statistics.median(train_rss), 1),
                       meets_first_step_target=fs["median"] < FIRST_STEP_TARGET_S)
     print("cumulative import s (import mgrpo.trainer): "

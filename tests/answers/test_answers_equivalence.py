@@ -319,3 +319,23 @@ def test_interrupted_batch_discards_the_worker(monkeypatch):
         assert not first.alive() and first not in c._all
         monkeypatch.undo()
         assert c.equivalent("\\frac{1}{5}", "0.2") is True
+
+
+DECIMAL_PAIRS = [
+    (".50", "6"), ("0.5", "0.6"), ("-2.5", "2.5"), ("3.14159", "3.1416"), ("1.000001", "1"),
+    ("0.333333", "0.333334"), ("12.75", "12.7"), ("100", "100.5"), ("-0.001", "0.001"),
+    ("99999.5", "99999.4"),
+]
+
+
+def test_decimal_fast_path_agrees_with_math_verify(checker):
+    """Plain decimals >= 1e-6 apart are decided False without a worker; math-verify itself
+    (its worker, fast path bypassed) says False for every one; closer or longer ones still
+    go to math-verify."""
+    assert all(fast_compare(a, b) is False for a, b in DECIMAL_PAIRS)
+    assert checker._verify(list(DECIMAL_PAIRS)) == [False] * len(DECIMAL_PAIRS)
+    assert fast_compare("0.3333333", "0.3333334") is None  # < 1e-6 apart: math-verify rounds
+    assert fast_compare("1234567890123.5", "1234567890124.5") is None  # > 12 digits
+    assert fast_compare("2.50", "2.5") is True
+    assert fast_compare("1/2", "0.5") is None
+    assert fast_compare("0,111", "0.111") is None  # decimal comma: math-verify says equal

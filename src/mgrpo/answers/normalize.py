@@ -13,7 +13,8 @@ answers whose normal forms are equal are equivalent for sure:
   ``-0`` -> ``0``, ``.5`` -> ``0.5``).
 
 ``fast_compare(a, b)`` returns True when the normal forms are equal, False when both are plain
-integers with different values (math-verify would say the same, slower), and None otherwise:
+integers with different values or plain decimals at least 1e-6 apart (math-verify would say
+the same, slower: it rounds floats to 6 places before comparing), and None otherwise:
 None means "ask math-verify". Nothing else is ever decided here: degrees, percentages, units,
 fractions vs decimals, ordering inside sets all go to math-verify.
 """
@@ -37,6 +38,8 @@ _WS_RE = re.compile(r"\s+")
 _CONTROL_WORD_TAIL_RE = re.compile(r"\\[A-Za-z]+\Z")
 _NUMBER_RE = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)?(?:\.\d+)?")
 _INTEGER_RE = re.compile(r"-?\d+")
+_DECIMAL_RE = re.compile(r"-?\d+(\.\d+)?")  # canonical form: no "+", no leading "."
+_MIN_FLOAT_GAP = Decimal("1e-6")  # math-verify's float_rounding = 6 decimal places
 # Longest control word we look back for when deciding whether a space is significant.
 _CONTROL_WORD_LOOKBACK = 32
 
@@ -102,4 +105,18 @@ def fast_compare(a: str, b: str) -> bool | None:
         return True
     if _INTEGER_RE.fullmatch(na) and _INTEGER_RE.fullmatch(nb):
         return False  # canonical integers that differ as strings differ in value
+    # "0,111" may be a decimal comma (math-verify reads 0.111), so commas stay undecided
+    if "," not in a + b and _surely_different_decimals(na, nb):
+        return False
     return None
+
+
+def _surely_different_decimals(na: str, nb: str) -> bool:
+    """Two canonical decimals math-verify cannot call equal: it compares a float with
+    ``round(a, 6) == round(b, 6)``, and values at least 1e-6 apart never share a rounding
+    bucket. Only short numerals (<= 12 significant digits, exact in its 15-digit floats)."""
+    if not (_DECIMAL_RE.fullmatch(na) and _DECIMAL_RE.fullmatch(nb)):
+        return False
+    if max(len(x.lstrip("-").replace(".", "").lstrip("0")) for x in (na, nb)) > 12:
+        return False
+    return abs(Decimal(na) - Decimal(nb)) >= _MIN_FLOAT_GAP
