@@ -133,7 +133,7 @@ class _WrappedLinear(nn.Module):
 @pytest.mark.parametrize("arch", ARCHS)
 def test_direct_fused_and_module_paths_agree_with_hf(arch):
     """The three ways the decoder reads weights give HF's greedy tokens: direct + fused q/k/v
-    and gate/up (CPU default), direct unfused, and module calls (a wrapped projection)."""
+    and gate/up, direct unfused (the default), and module calls (a wrapped projection)."""
     model = _model(arch, 3)
     hf = make_engine("hf", model, pad_token_id=0)
     params = SamplingParams(max_new_tokens=10, temperature=0)

@@ -100,3 +100,17 @@ def test_engine_first_token_distribution(engine):
     counts = torch.bincount(batch.response_ids[:, 0], minlength=probs.numel())
     assert chi_square_pvalue(counts, probs) > ALPHA
     torch.testing.assert_close(batch.logprobs[:, 0], probs.log()[batch.response_ids[:, 0]])
+
+
+def test_inverse_cdf_never_draws_a_masked_token_at_the_edges(monkeypatch):
+    """U at its extremes (0 and the largest double below 1) still lands on allowed tokens:
+    the first / last token with non-zero probability after top-k masking."""
+    logits = torch.tensor([[0.0, 5.0, 4.0, -1.0, 3.0]] * 2)  # top_k=2 keeps tokens 1 and 2
+    params = SamplingParams(max_new_tokens=1, temperature=1.0, top_k=2)
+    for edge, expected in ((0.0, 1), (1.0 - 2.0**-53, 2)):
+        def fixed(shape, *args, edge=edge, **kwargs):
+            return torch.full(shape, edge, dtype=kwargs.get("dtype", torch.float32))
+
+        monkeypatch.setattr(torch, "rand", fixed)
+        tok, _, _ = sample_tokens(logits.clone(), params, torch.Generator())
+        assert tok.tolist() == [expected, expected]
