@@ -15,15 +15,6 @@ PROMPTS = ["1+2=", "hello world, x", "a", "What is 7*6? Answer:"]
 ARCHS = ["llama", "qwen2", "qwen3"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: intra-op threads only add contention on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _prompts() -> list[list[int]]:
     return [TOK.encode(p) for p in PROMPTS]
 

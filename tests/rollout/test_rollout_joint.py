@@ -17,14 +17,6 @@ PROMPTS = [TOK.encode(p) for p in ["1+2=", "hello world, x", "a", "What is 7*6? 
 ARCHS = ["llama", "qwen2", "qwen3"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _model(arch: str, seed: int, dtype=torch.float64):
     # fp64: argmax ties between two code paths cannot flip a greedy token
     return build_tiny_model(TOK, arch=arch, seed=seed, dtype=dtype)

@@ -17,14 +17,6 @@ MIN_EXPECTED = 5.0  # pool chi-square bins with fewer expected counts
 ALPHA = 1e-3
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def chi_square_pvalue(counts: torch.Tensor, probs: torch.Tensor) -> float:
     """Upper-tail p-value of Pearson's chi-square (Wilson-Hilferty normal approximation)."""
     total = counts.sum()

@@ -14,14 +14,6 @@ from mgrpo.rollout.scoring import ChunkedTokenLogProb
 TOK = build_char_tokenizer()
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _data(seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     prompts = [[5, 6, 7], [8, 9, 10, 11, 12, 13, 14], [15], [16, 17]]

@@ -159,10 +159,18 @@ def embed(plan: ModelPlan, tok: torch.Tensor) -> torch.Tensor:
 
 
 def logits_of(plan: ModelPlan, x_last: torch.Tensor) -> torch.Tensor:
-    """fp32 next-token logits (B, V) from last hidden states (B, H)."""
+    """fp32 next-token logits (B, V) from last hidden states (B, H).
+
+    On CPU the product is formed as (W h^T)^T: with V >> B, MKL runs the (V, H) x (H, B)
+    form 15-35% faster than h W^T (measured at V = 49,152, H = 576, B = 32, one thread)."""
     head = lm_head_of(plan.model)
     h = rms_norm(plan.trunk.norm, x_last)
-    return F.linear(h, head.weight, head.bias).float()
+    if h.device.type != "cpu" or h.dim() != 2:
+        return F.linear(h, head.weight, head.bias).float()
+    out = torch.mm(head.weight, h.t()).t()  # (B, V), a transposed view
+    if head.bias is not None:
+        out = out + head.bias
+    return out.float().contiguous()
 
 
 def pre_attention(plan: ModelPlan, index: int, x: torch.Tensor) -> torch.Tensor:
