@@ -89,8 +89,23 @@ def one_rank_results(tmp_path_factory):
     return _train(_cfg(False), tmp_path_factory.mktemp("single") / "run")
 
 
-def test_two_ranks_fsdp_equal_one_rank(tmp_path_factory, one_rank_results):
-    _compare(_two_ranks(tmp_path_factory, ("fsdp",))["fsdp"], one_rank_results, "fsdp")
+@pytest.fixture(scope="module")
+def one_rank_full_forward_results(tmp_path_factory):
+    """The 1-rank reference computed the way FSDP computes: one full trunk forward per
+    scoring call (FSDP models never use the shared-prompt-prefix form), so the two runs
+    differ only by reduction order, not by the order of every sum in the forward."""
+    import functools
+
+    import mgrpo.step
+
+    with pytest.MonkeyPatch.context() as mp_:
+        mp_.setattr(mgrpo.step, "score_responses",
+                    functools.partial(mgrpo.step.score_responses, share_prefix=False))
+        return _train(_cfg(False), tmp_path_factory.mktemp("single-full") / "run")
+
+
+def test_two_ranks_fsdp_equal_one_rank(tmp_path_factory, one_rank_full_forward_results):
+    _compare(_two_ranks(tmp_path_factory, ("fsdp",))["fsdp"], one_rank_full_forward_results, "fsdp")
 
 
 @pytest.mark.slow
