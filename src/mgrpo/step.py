@@ -14,7 +14,9 @@ update of a step the policy still has the weights that generated the rollouts, s
 is the detached training log-prob itself (ratio == 1 exactly, no extra forward pass); only
 when `updates_per_step > 1` is it recomputed by a teacher-forced no-grad pass before any
 update, for the later updates. Rollouts outside the loss set are not forwarded at all during
-training (their loss mask is 0).
+training (their loss mask is 0). With `fast` engines the policy and momentum rollouts are
+decoded in one loop (`FastEngine.generate_joint`); every teacher-forced pass runs each distinct
+prompt once and shares its KV cache across that prompt's rollouts (`score_responses`).
 
 Distributed (see `distributed.py`): the batch holds this rank's slice of the step's prompts
 (`StepBatch.prompt_offset` / `global_prompts`); loss normalisers are summed over ranks so the

@@ -6,8 +6,8 @@ What it does (vs the `hf` reference: `model.generate` + a second scoring pass):
   All rows share one write column per step (left-padded layout), so a step is one
   uniform cache write + one SDPA call per layer; GQA is handled by folding the query
   heads of each KV head into the query-length axis (no K/V repetition at decode).
-- Samples on device (temperature, top-k, top-p; exponential-race sampling with a seeded
-  `torch.Generator`), with no host sync per token: finished-ness is read back only
+- Samples on device (temperature, top-k, top-p; inverse-CDF sampling with a seeded
+  `torch.Generator`, `rollout.sampling`), with no host sync per token: finished-ness is read back only
   every `check_every` steps, when finished rows are compacted out of the batch (their
   cache rows are squeezed into the front of the static buffers), so they stop costing compute.
 - Returns log p(token) and the entropy of softmax(logits / T) straight from the decode
