@@ -174,35 +174,35 @@ def logits_of(plan: ModelPlan, x_last: torch.Tensor) -> torch.Tensor:
 
 
 def pre_attention(plan: ModelPlan, index: int, x: torch.Tensor) -> torch.Tensor:
-    """qkv (b, s, nh + 2 kvh, D) of layer `index` on x (b, s, H), before rotary (Qwen3 q/k
-    norms applied)."""
+    """qkv (..., nh + 2 kvh, D) of layer `index` on x (..., H), before rotary (Qwen3 q/k
+    norms applied); x is (b, s, H) in prefill and (b, H) in decode (2-D: cheaper matmuls)."""
     lp = plan.layers[index]
     attn = lp.module.self_attn
-    b, s, _ = x.shape
+    lead = x.shape[:-1]
     nh, kvh, d = plan.num_heads, plan.num_kv_heads, plan.head_dim
     h = rms_norm(lp.module.input_layernorm, x)
     if lp.qkv_w is not None:
-        qkv = F.linear(h, lp.qkv_w, lp.qkv_b).view(b, s, nh + 2 * kvh, d)
+        qkv = F.linear(h, lp.qkv_w, lp.qkv_b).view(*lead, nh + 2 * kvh, d)
     else:
         call = _direct_linear if plan.direct else _module_call
         qkv = torch.cat(
             [call(attn.q_proj, h), call(attn.k_proj, h), call(attn.v_proj, h)], dim=-1
-        ).view(b, s, nh + 2 * kvh, d)
+        ).view(*lead, nh + 2 * kvh, d)
     if hasattr(attn, "q_norm"):
         if lp.qk_norm_w is not None:
             eps = attn.q_norm.variance_epsilon
-            qk = qkv[:, :, : nh + kvh]
+            qk = qkv[..., : nh + kvh, :]
             # HF: w * RMSNorm_fp32(x).to(dtype); w is (nh + kvh, D), so not fusable into F.rms_norm
             normed = lp.qk_norm_w * F.rms_norm(qk.float(), (d,), eps=eps).to(qk.dtype)
-            qkv = torch.cat([normed, qkv[:, :, nh + kvh :]], dim=2)
+            qkv = torch.cat([normed, qkv[..., nh + kvh :, :]], dim=-2)
         else:
-            q, k, v = qkv.split([nh, kvh, kvh], dim=2)
-            qkv = torch.cat([rms_norm(attn.q_norm, q), rms_norm(attn.k_norm, k), v], dim=2)
+            q, k, v = qkv.split([nh, kvh, kvh], dim=-2)
+            qkv = torch.cat([rms_norm(attn.q_norm, q), rms_norm(attn.k_norm, k), v], dim=-2)
     return qkv
 
 
 def post_attention(plan: ModelPlan, index: int, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """Layer `index`: x + o_proj(out), then the MLP block with its residual: (b, s, H)."""
+    """Layer `index`: x + o_proj(out), then the MLP block with its residual: (..., H)."""
     lp = plan.layers[index]
     layer = lp.module
     if not plan.direct:

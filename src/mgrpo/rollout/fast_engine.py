@@ -176,15 +176,18 @@ class FastEngine(RolloutEngine):
         return cos[0], sin[0]
 
     def _layer(self, segments, index, x, cos, sin, k_cache, v_cache, col, mask):
-        """Decoder layer `index` over x (B, S, H) writing K/V at cache columns [col, col + S).
+        """Decoder layer `index` over x writing K/V at cache columns [col, col + S).
 
-        Rows are grouped by model in `segments`; cos/sin (B, S, D); mask (B, 1, S, L) additive
-        over the first L cache columns. With `col` a tensor (static mode) S must be 1 and
-        attention spans all columns of the given cache views (a bucketed prefix).
+        x is (B, S, H) in prefill and (B, H) in decode (S = 1; 2-D activations make the
+        weight matmuls plain `mm`s). Rows are grouped by model in `segments`; cos/sin
+        (B, S, D); mask (B, 1, S, L) additive over the first L cache columns. With `col` a
+        tensor (static mode) S must be 1 and attention spans all columns of the given cache
+        views (a bucketed prefix).
         """
-        b, s, _ = x.shape
+        b, s = x.shape[0], (x.shape[1] if x.dim() == 3 else 1)
         nh, kvh, d = self.num_heads, self.num_kv_heads, self.head_dim
-        qkv = by_segment(segments, lambda p, h: pre_attention(p, index, h), x)  # (B, S, nh+2kvh, D)
+        qkv = by_segment(segments, lambda p, h: pre_attention(p, index, h), x)
+        qkv = qkv.view(b, s, nh + 2 * kvh, d)  # (B, S, nh + 2 kvh, D)
         qk, v = qkv[:, :, : nh + kvh], qkv[:, :, nh + kvh :]
         c, sn = cos[:, :, None], sin[:, :, None]  # (B, S, 1, D)
         qk = (qk * c + rotate_half(qk) * sn).transpose(1, 2)  # (B, nh + kvh, S, D)
@@ -202,7 +205,7 @@ class FastEngine(RolloutEngine):
             out = F.scaled_dot_product_attention(
                 q.reshape(b, kvh, nh // kvh, d), keys, vals, attn_mask=mask, scale=scale
             )  # (B, kvh, g, D)
-            out = out.reshape(b, 1, nh * d)
+            out = out.reshape(b, nh * d) if x.dim() == 2 else out.reshape(b, 1, nh * d)
         else:
             rep = nh // kvh
             keys = keys.repeat_interleave(rep, dim=1)
@@ -212,23 +215,25 @@ class FastEngine(RolloutEngine):
         return by_segment(segments, lambda p, xs, o: post_attention(p, index, xs, o), x, out)
 
     def _decode_step(
-        self, segments, tok, pos_ids, key_valid, col, cos_tab, sin_tab, k_caches, v_caches
+        self, segments, tok, pos_ids, key_mask, col, cos_tab, sin_tab, k_caches, v_caches
     ):
-        """Logits (B, V) for the next token after `tok` (B,) written at cache column `col`."""
-        x = by_segment(segments, embed, tok[:, None])  # (B, 1, H)
+        """Logits (B, V) for the next token after `tok` (B,) written at cache column `col`.
+
+        Static mode (`col` a device tensor): `key_mask` is the boolean key validity (B, L) and
+        the additive mask is built in the step (it must live inside the CUDA graph). Eager
+        mode: `key_mask` is already additive (B, L) in the compute dtype; its first col + 1
+        columns are used (a view: no per-step mask kernels).
+        """
+        x = by_segment(segments, embed, tok)  # (B, H)
         cos, sin = cos_tab[pos_ids][:, None], sin_tab[pos_ids][:, None]  # (B, 1, D)
         if isinstance(col, torch.Tensor):
-            cols = torch.arange(key_valid.shape[1], device=key_valid.device)
-            valid = key_valid & (cols <= col)  # (B, L)
+            cols = torch.arange(key_mask.shape[1], device=key_mask.device)
+            mask = _additive(key_mask & (cols <= col), x.dtype)[:, None, None, :]  # (B, 1, 1, L)
         else:
-            valid = key_valid[:, : col + 1]
-        # additive mask in the compute dtype, built once per step (SDPA would convert a
-        # boolean mask again in every layer)
-        mask = torch.zeros(valid.shape, dtype=x.dtype, device=x.device)
-        mask = mask.masked_fill_(~valid, float("-inf"))[:, None, None, :]  # (B, 1, 1, L)
+            mask = key_mask[:, None, None, : col + 1]
         for index, (kc, vc) in enumerate(zip(k_caches, v_caches, strict=True)):
             x = self._layer(segments, index, x, cos, sin, kc, vc, col, mask)
-        return by_segment(segments, logits_of, x[:, 0])
+        return by_segment(segments, logits_of, x)
 
     # ---- generation -------------------------------------------------------------------
     def generate(
@@ -321,11 +326,10 @@ class FastEngine(RolloutEngine):
         key_valid[:, :lp] = attn.bool()[row_prompt]
         pos_ids = attn.sum(1)[row_prompt]  # (R,) next position id
         stop_t = torch.tensor(self.stop_ids(params), dtype=torch.long, device=device)
-        out_tok = torch.full((r, new), self.pad_token_id, dtype=torch.long, device=device)
-        out_lp = torch.zeros((r, new), dtype=torch.float32, device=device)
-        out_ent = torch.zeros((r, new), dtype=torch.float32, device=device)
-        out_mask = torch.zeros((r, new), dtype=torch.bool, device=device)
+        out = _Outputs(r, new, self.pad_token_id, device)
         rows = torch.arange(r, device=device)  # original row of each live batch row
+        # eager mode: the additive key mask (B, L), rebuilt only when rows are compacted
+        key_mask = None if self.static else _additive(key_valid, dtype)
         done = torch.zeros(r, dtype=torch.bool, device=device)
         gen = torch.Generator(device=device)
         gen.manual_seed(params.seed)
@@ -335,15 +339,12 @@ class FastEngine(RolloutEngine):
         views_key, span_views = None, kv_views
         for step in range(new):
             tok, tok_lp, tok_ent = sample_tokens(logits, params, gen)
-            active = ~done
-            out_tok[rows, step] = torch.where(active, tok, self.pad_token_id)
-            out_lp[rows, step] = tok_lp * active
-            out_ent[rows, step] = tok_ent * active
-            out_mask[rows, step] = active
-            done = done | (active & torch.isin(tok, stop_t))
+            out.add(tok, tok_lp, tok_ent, ~done)
+            done = done | torch.isin(tok, stop_t)  # a finished row stays finished
             if step == new - 1:
                 break
             if (step + 1) % self.check_every == 0:
+                out.flush(rows)  # before `rows` can change
                 live = torch.bincount(seg_id[~done], minlength=len(groups)).tolist()  # host sync
                 if sum(live) == 0:
                     break
@@ -368,6 +369,7 @@ class FastEngine(RolloutEngine):
                     rows, done, tok, pos_ids, key_valid, seg_id = (
                         t[keep] for t in (rows, done, tok, pos_ids, key_valid, seg_id)
                     )
+                    key_mask = None if self.static else key_mask[keep]
                     kv_views = tuple(
                         [
                             buf[: keep.shape[0]].copy_(view.index_select(0, keep))
@@ -402,13 +404,14 @@ class FastEngine(RolloutEngine):
                 )
             else:
                 logits = step_fn(
-                    segments, tok, pos_ids, key_valid, lp + step, cos_tab, sin_tab, *kv_views
+                    segments, tok, pos_ids, key_mask, lp + step, cos_tab, sin_tab, *kv_views
                 )
             pos_ids = pos_ids + 1
             col_t += 1
+        out.flush(rows)
         return [
             finalize_batch(
-                *(t[starts[g] : starts[g + 1]] for t in (out_tok, out_lp, out_ent, out_mask)),
+                *(t[starts[g] : starts[g + 1]] for t in (out.tok, out.lp, out.ent, out.mask)),
                 stop_ids=stop_t,
                 n=n,
                 num_prompts=num_prompts,
@@ -462,3 +465,42 @@ class FastEngine(RolloutEngine):
         if not self.static:
             return n_active
         return 1 << (n_active - 1).bit_length()
+
+
+def _additive(valid: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """0 where `valid`, -inf elsewhere, in `dtype` (SDPA would convert a boolean mask again in
+    every layer)."""
+    return torch.zeros(valid.shape, dtype=dtype, device=valid.device).masked_fill_(
+        ~valid, float("-inf")
+    )
+
+
+class _Outputs:
+    """The (R, new) result tensors, written every `check_every` steps: per-token results of
+    the live rows are buffered and scattered once per quantity at `flush(rows)`, with the
+    rows' original indices, instead of four scatters per token. Tokens of rows already
+    finished at a step are written as padding with zero log-prob / entropy / mask."""
+
+    def __init__(self, r: int, new: int, pad_token_id: int, device: torch.device) -> None:
+        self.tok = torch.full((r, new), pad_token_id, dtype=torch.long, device=device)
+        self.lp = torch.zeros((r, new), dtype=torch.float32, device=device)
+        self.ent = torch.zeros((r, new), dtype=torch.float32, device=device)
+        self.mask = torch.zeros((r, new), dtype=torch.bool, device=device)
+        self.pad = pad_token_id
+        self.written = 0  # columns already flushed
+        self.pending: list[tuple[torch.Tensor, ...]] = []
+
+    def add(self, tok, logp, ent, active) -> None:
+        self.pending.append((tok, logp, ent, active))
+
+    def flush(self, rows: torch.Tensor) -> None:
+        if not self.pending:
+            return
+        tok, logp, ent, active = (torch.stack(x, dim=1) for x in zip(*self.pending))  # (B, k)
+        cols = slice(self.written, self.written + active.shape[1])
+        self.tok[rows, cols] = torch.where(active, tok, self.pad)
+        self.lp[rows, cols] = logp * active
+        self.ent[rows, cols] = ent * active
+        self.mask[rows, cols] = active
+        self.written = cols.stop
+        self.pending = []
