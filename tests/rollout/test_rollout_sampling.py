@@ -6,11 +6,14 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mgrpo.models.tiny import build_tiny_model
 from mgrpo.models.tokenizer import build_char_tokenizer
 from mgrpo.rollout import SamplingParams, make_engine
 from mgrpo.rollout.fast_engine import sample_tokens
+from mgrpo.rollout.sampling import inverse_cdf
 
 TOK = build_char_tokenizer()
 MIN_EXPECTED = 5.0  # pool chi-square bins with fewer expected counts
@@ -106,3 +109,48 @@ def test_inverse_cdf_never_draws_a_masked_token_at_the_edges(monkeypatch):
         monkeypatch.setattr(torch, "rand", fixed)
         tok, _, _ = sample_tokens(logits.clone(), params, torch.Generator())
         assert tok.tolist() == [expected, expected]
+
+
+def _reference_inverse_cdf(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """One fp64 scan over the whole vocabulary: the first i with C_i > u C_V."""
+    cdf = probs.double().cumsum(-1)
+    total = cdf[:, -1:]
+    target = torch.minimum(u * total, torch.nextafter(total, torch.zeros_like(total)))
+    return torch.searchsorted(cdf, target, right=True)[:, 0]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    vocab=st.sampled_from([1, 5, 255, 256, 257, 700, 1024]),
+    rows=st.integers(1, 4),
+    zero_frac=st.floats(0.0, 0.99),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_two_level_inverse_cdf_matches_one_full_scan(vocab, rows, zero_frac, seed):
+    """Dyadic probabilities (multiples of 2^-12, small sums) make every partial sum exact in
+    fp32 and fp64, so the two-level walk must pick exactly the full scan's token, at any U,
+    including the edges, whole masked blocks and vocabularies not a multiple of the block."""
+    gen = torch.Generator().manual_seed(seed)
+    weights = torch.randint(0, 8, (rows, vocab), generator=gen).double()
+    weights[torch.rand(rows, vocab, generator=gen) < zero_frac] = 0.0
+    weights[torch.arange(rows), torch.randint(0, vocab, (rows,), generator=gen)] = 1.0
+    probs = (weights / 4096).float()  # (rows, V), not normalised on purpose
+    u = torch.rand(rows, 1, generator=gen, dtype=torch.float64)
+    u[0, 0] = [0.0, 1.0 - 2.0**-53, u[0, 0].item()][seed % 3]
+    tok = inverse_cdf(probs, u)
+    assert torch.equal(tok, _reference_inverse_cdf(probs, u))
+    assert bool((probs.gather(1, tok[:, None]) > 0).all())
+
+
+def test_two_level_inverse_cdf_frequencies_match_probabilities():
+    """Many draws over a 600-entry vocabulary (3 blocks, the last partial) follow p."""
+    gen = torch.Generator().manual_seed(3)
+    probs = torch.softmax(torch.randn(600, generator=gen) * 2, -1)
+    probs[256:512] = 0.0  # one whole block masked
+    counts = torch.zeros(600, dtype=torch.long)
+    for _ in range(20):  # 20 x 5,000 draws
+        u = torch.rand(5000, 1, generator=gen, dtype=torch.float64)
+        counts += torch.bincount(inverse_cdf(probs.expand(5000, -1), u), minlength=600)
+    assert int(counts[256:512].sum()) == 0
+    kept = probs > 0
+    assert chi_square_pvalue(counts[kept], probs[kept] / probs[kept].sum()) > ALPHA

@@ -161,16 +161,12 @@ def embed(plan: ModelPlan, tok: torch.Tensor) -> torch.Tensor:
 def logits_of(plan: ModelPlan, x_last: torch.Tensor) -> torch.Tensor:
     """fp32 next-token logits (B, V) from last hidden states (B, H).
 
-    On CPU the product is formed as (W h^T)^T: with V >> B, MKL runs the (V, H) x (H, B)
-    form 13-35% faster than h W^T (measured at V = 49,152, H = 576, B = 32, one thread)."""
+    On CPU the product is formed as (W h^T)^T (see `linear`: with V >> B, MKL runs the
+    (V, H) x (H, B) form 13-35% faster than h W^T at V = 49,152, H = 576, B = 32), then made
+    contiguous for the row-wise softmax."""
     head = lm_head_of(plan.model)
     h = rms_norm(plan.trunk.norm, x_last)
-    if h.device.type != "cpu" or h.dim() != 2:
-        return F.linear(h, head.weight, head.bias).float()
-    out = torch.mm(head.weight, h.t()).t()  # (B, V), a transposed view
-    if head.bias is not None:
-        out = out + head.bias
-    return out.float().contiguous()
+    return linear(h, head.weight, head.bias).float().contiguous()
 
 
 def pre_attention(plan: ModelPlan, index: int, x: torch.Tensor) -> torch.Tensor:
@@ -182,7 +178,7 @@ def pre_attention(plan: ModelPlan, index: int, x: torch.Tensor) -> torch.Tensor:
     nh, kvh, d = plan.num_heads, plan.num_kv_heads, plan.head_dim
     h = rms_norm(lp.module.input_layernorm, x)
     if lp.qkv_w is not None:
-        qkv = F.linear(h, lp.qkv_w, lp.qkv_b).view(*lead, nh + 2 * kvh, d)
+        qkv = linear(h, lp.qkv_w, lp.qkv_b).reshape(*lead, nh + 2 * kvh, d)
     else:
         call = _direct_linear if plan.direct else _module_call
         qkv = torch.cat(
@@ -212,14 +208,28 @@ def post_attention(plan: ModelPlan, index: int, x: torch.Tensor, out: torch.Tens
     h = rms_norm(layer.post_attention_layernorm, x)
     mlp = layer.mlp
     if lp.gate_up_w is not None:
-        gate, up = F.linear(h, lp.gate_up_w, lp.gate_up_b).chunk(2, dim=-1)
+        gate, up = linear(h, lp.gate_up_w, lp.gate_up_b).chunk(2, dim=-1)
     else:
         gate, up = _direct_linear(mlp.gate_proj, h), _direct_linear(mlp.up_proj, h)
     return x + _direct_linear(mlp.down_proj, plan.act(gate) * up)
 
 
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """F.linear(x, W, b) = x W^T + b; for a 2-D x on CPU formed as (W x^T)^T.
+
+    With few rows (decode: B <= ~64) and O, I in the hundreds or more, MKL runs the
+    (O, I) x (I, B) product 1.4-1.9x faster than (B, I) x (I, O)^T at 2 threads (measured at
+    H = 576, I = 1536, B = 32). The result is a transposed view (strides (1, B)); fed to the
+    next `linear`, its x^T is contiguous again, and elementwise ops keep the layout, so a
+    chain of projections never copies."""
+    if x.dim() != 2 or x.device.type != "cpu":
+        return F.linear(x, weight, bias)
+    out = torch.mm(weight, x.t()).t()  # (B, O), a transposed view
+    return out if bias is None else out + bias
+
+
 def _direct_linear(m: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    return F.linear(x, m.weight, m.bias)
+    return linear(x, m.weight, m.bias)
 
 
 def _module_call(m: nn.Module, x: torch.Tensor) -> torch.Tensor:

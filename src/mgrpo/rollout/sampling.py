@@ -17,13 +17,10 @@ def sample_tokens(
 
         log p = log_softmax(z),  z = logits / T_s;   H = -sum_v p_v log p_v
 
-    Sampling draws from that distribution restricted by top-k / top-p by inverting its CDF:
-    c = cumsum(p) in fp64, u = U * c[-1] with U ~ U[0, 1) (one uniform per row), token =
-    the first i with c_i > u, which has probability p_i / sum(p) exactly (up to fp64
-    rounding); a zero-probability (masked) token owns an empty interval and is never drawn,
-    and u is kept strictly below c[-1]. One uniform per row and one scan over the vocabulary
-    (the exponential race argmax(p / E) needs a uniform and a log per vocabulary entry: 2.4x
-    slower at a 49k vocabulary on CPU).
+    Sampling draws from that distribution restricted by top-k / top-p by inverting its CDF
+    with one uniform U ~ U[0, 1) per row (`inverse_cdf`). The exponential race
+    argmax(p / E) needs a uniform and a log per vocabulary entry: 2.4x slower at a 49k
+    vocabulary on CPU.
     """
     temp = params.scoring_temperature
     z = logits if temp == 1.0 else logits / temp  # (B, V) fp32
@@ -44,10 +41,49 @@ def sample_tokens(
             drop = (p_sorted.cumsum(-1) - p_sorted) > params.top_p  # keeps at least the top token
             z_s = z_s.scatter(1, order, sorted_z.masked_fill(drop, float("-inf")))
         probs = p if z_s is z else torch.softmax(z_s, dim=-1)
-        cdf = probs.cumsum(-1, dtype=torch.float64)  # (B, V)
-        total = cdf[:, -1:]  # (B, 1)
-        u = torch.rand(total.shape, generator=generator, device=total.device, dtype=total.dtype)
-        u = torch.minimum(u * total, torch.nextafter(total, torch.zeros_like(total)))
-        tok = torch.searchsorted(cdf, u, right=True)[:, 0]  # (B,)
+        u = torch.rand(
+            (probs.shape[0], 1), generator=generator, device=probs.device, dtype=torch.float64
+        )
+        tok = inverse_cdf(probs, u)
     logp = logp_all.gather(1, tok[:, None])[:, 0]
     return tok, logp, entropy
+
+
+CDF_BLOCK = 256  # vocabulary entries per block of the two-level CDF
+
+
+def _below(total: torch.Tensor) -> torch.Tensor:
+    """The largest float strictly below `total` (keeps a scaled uniform inside [0, total))."""
+    return torch.nextafter(total, torch.zeros_like(total))
+
+
+def inverse_cdf(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Token per row: the first i with C_i > U * C_V, C = cumsum(probs) (B, V) -> (B,).
+
+    probs (B, V) >= 0, each row with positive mass (not necessarily normalised); u (B, 1)
+    fp64 in [0, 1). Token i is drawn with probability p_i / sum(p) (up to fp32 rounding of
+    the block sums); a zero-probability (masked) token owns an empty interval and is never
+    drawn. Two levels, so no (B, V) fp64 scan is ever built: block sums s_j over blocks of
+    `CDF_BLOCK` entries, c = cumsum(s) in fp64, block j* = first j with c_j > u c_last (a
+    block with positive mass); then inside j* the same rule on its entries with the
+    fraction f = (u c_last - c_{j*-1}) / s_{j*} in [0, 1). The scaled draws are clamped
+    strictly below their totals, so rounding can never step past the last positive entry.
+    """
+    b, v = probs.shape
+    size = CDF_BLOCK
+    full = v // size * size
+    sums = probs[:, :full].reshape(b, full // size, size).sum(-1)  # (B, V // S)
+    if full < v:
+        sums = torch.cat([sums, probs[:, full:].sum(-1, keepdim=True)], dim=1)  # (B, nb)
+    cdf = sums.cumsum(-1, dtype=torch.float64)  # (B, nb)
+    total = cdf[:, -1:]  # (B, 1)
+    target = torch.minimum(u * total, _below(total))  # (B, 1)
+    block = torch.searchsorted(cdf, target, right=True)  # (B, 1) in [0, nb)
+    before = cdf.gather(1, (block - 1).clamp_min(0)).masked_fill(block == 0, 0.0)  # (B, 1)
+    frac = (target - before) / (cdf.gather(1, block) - before)  # (B, 1) in [0, 1]
+    idx = block * size + torch.arange(size, device=probs.device)  # (B, S)
+    inside = probs.gather(1, idx.clamp_max(v - 1)).masked_fill(idx >= v, 0.0)  # (B, S)
+    within = inside.cumsum(-1, dtype=torch.float64)  # (B, S)
+    last = within[:, -1:]  # (B, 1) > 0: the block has positive mass
+    offset = torch.searchsorted(within, torch.minimum(frac * last, _below(last)), right=True)
+    return (block * size + offset)[:, 0]
