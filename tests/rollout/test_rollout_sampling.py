@@ -103,6 +103,7 @@ def test_inverse_cdf_never_draws_a_masked_token_at_the_edges(monkeypatch):
     logits = torch.tensor([[0.0, 5.0, 4.0, -1.0, 3.0]] * 2)  # top_k=2 keeps tokens 1 and 2
     params = SamplingParams(max_new_tokens=1, temperature=1.0, top_k=2)
     for edge, expected in ((0.0, 1), (1.0 - 2.0**-53, 2)):
+
         def fixed(shape, *args, edge=edge, **kwargs):
             return torch.full(shape, edge, dtype=kwargs.get("dtype", torch.float32))
 
@@ -121,12 +122,13 @@ def _reference_inverse_cdf(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor
 
 @settings(max_examples=60, deadline=None)
 @given(
-    vocab=st.sampled_from([1, 5, 255, 256, 257, 700, 1024]),
+    vocab=st.sampled_from([1, 5, 31, 32, 33, 100, 257]),
+    block=st.sampled_from([4, 32]),
     rows=st.integers(1, 4),
     zero_frac=st.floats(0.0, 0.99),
     seed=st.integers(0, 2**31 - 1),
 )
-def test_two_level_inverse_cdf_matches_one_full_scan(vocab, rows, zero_frac, seed):
+def test_two_level_inverse_cdf_matches_one_full_scan(vocab, block, rows, zero_frac, seed):
     """Dyadic probabilities (multiples of 2^-12, small sums) make every partial sum exact in
     fp32 and fp64, so the two-level walk must pick exactly the full scan's token, at any U,
     including the edges, whole masked blocks and vocabularies not a multiple of the block."""
@@ -137,20 +139,22 @@ def test_two_level_inverse_cdf_matches_one_full_scan(vocab, rows, zero_frac, see
     probs = (weights / 4096).float()  # (rows, V), not normalised on purpose
     u = torch.rand(rows, 1, generator=gen, dtype=torch.float64)
     u[0, 0] = [0.0, 1.0 - 2.0**-53, u[0, 0].item()][seed % 3]
-    tok = inverse_cdf(probs, u)
+    tok = inverse_cdf(probs, u, block_size=block, one_scan_max=0)  # always two levels
     assert torch.equal(tok, _reference_inverse_cdf(probs, u))
+    assert torch.equal(inverse_cdf(probs, u), tok)  # the one-scan path of small vocabularies
     assert bool((probs.gather(1, tok[:, None]) > 0).all())
 
 
 def test_two_level_inverse_cdf_frequencies_match_probabilities():
-    """Many draws over a 600-entry vocabulary (3 blocks, the last partial) follow p."""
+    """Many draws over a 600-entry vocabulary (blocks of 256, the last partial) follow p."""
     gen = torch.Generator().manual_seed(3)
     probs = torch.softmax(torch.randn(600, generator=gen) * 2, -1)
     probs[256:512] = 0.0  # one whole block masked
     counts = torch.zeros(600, dtype=torch.long)
     for _ in range(20):  # 20 x 5,000 draws
         u = torch.rand(5000, 1, generator=gen, dtype=torch.float64)
-        counts += torch.bincount(inverse_cdf(probs.expand(5000, -1), u), minlength=600)
+        tok = inverse_cdf(probs.expand(5000, -1), u, block_size=256, one_scan_max=0)
+        counts += torch.bincount(tok, minlength=600)
     assert int(counts[256:512].sum()) == 0
     kept = probs > 0
     assert chi_square_pvalue(counts[kept], probs[kept] / probs[kept].sum()) > ALPHA

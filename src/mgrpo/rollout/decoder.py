@@ -214,15 +214,19 @@ def post_attention(plan: ModelPlan, index: int, x: torch.Tensor, out: torch.Tens
     return x + _direct_linear(mlp.down_proj, plan.act(gate) * up)
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """F.linear(x, W, b) = x W^T + b; for a 2-D x on CPU formed as (W x^T)^T.
+TRANSPOSED_MIN_WEIGHT = 1 << 17  # weight entries from which `linear` uses (W x^T)^T on CPU
 
-    With few rows (decode: B <= ~64) and O, I in the hundreds or more, MKL runs the
-    (O, I) x (I, B) product 1.4-1.9x faster than (B, I) x (I, O)^T at 2 threads (measured at
-    H = 576, I = 1536, B = 32). The result is a transposed view (strides (1, B)); fed to the
-    next `linear`, its x^T is contiguous again, and elementwise ops keep the layout, so a
-    chain of projections never copies."""
-    if x.dim() != 2 or x.device.type != "cpu":
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """F.linear(x, W, b) = x W^T + b; for a 2-D x on CPU and a large W formed as (W x^T)^T.
+
+    With few rows (decode: B <= ~64) and W of at least `TRANSPOSED_MIN_WEIGHT` entries, MKL
+    runs the (O, I) x (I, B) product 1.4-1.9x faster than (B, I) x (I, O)^T at 2 threads
+    (measured at H = 576, I = 1536, B = 32; below ~128k entries the extra view costs more than
+    it saves). The result is a transposed view (strides (1, B)); fed to the next `linear`,
+    its x^T is contiguous again, and elementwise ops keep the layout, so a chain of
+    projections never copies."""
+    if x.dim() != 2 or x.device.type != "cpu" or weight.numel() < TRANSPOSED_MIN_WEIGHT:
         return F.linear(x, weight, bias)
     out = torch.mm(weight, x.t()).t()  # (B, O), a transposed view
     return out if bias is None else out + bias

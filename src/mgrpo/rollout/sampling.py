@@ -50,6 +50,7 @@ def sample_tokens(
 
 
 CDF_BLOCK = 256  # vocabulary entries per block of the two-level CDF
+ONE_SCAN_MAX = 4096  # vocabularies up to this size take one fp64 scan (fewer kernels)
 
 
 def _below(total: torch.Tensor) -> torch.Tensor:
@@ -57,20 +58,30 @@ def _below(total: torch.Tensor) -> torch.Tensor:
     return torch.nextafter(total, torch.zeros_like(total))
 
 
-def inverse_cdf(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+def inverse_cdf(
+    probs: torch.Tensor,
+    u: torch.Tensor,
+    block_size: int = CDF_BLOCK,
+    one_scan_max: int = ONE_SCAN_MAX,
+) -> torch.Tensor:
     """Token per row: the first i with C_i > U * C_V, C = cumsum(probs) (B, V) -> (B,).
 
     probs (B, V) >= 0, each row with positive mass (not necessarily normalised); u (B, 1)
     fp64 in [0, 1). Token i is drawn with probability p_i / sum(p) (up to fp32 rounding of
     the block sums); a zero-probability (masked) token owns an empty interval and is never
     drawn. Two levels, so no (B, V) fp64 scan is ever built: block sums s_j over blocks of
-    `CDF_BLOCK` entries, c = cumsum(s) in fp64, block j* = first j with c_j > u c_last (a
+    `block_size` entries, c = cumsum(s) in fp64, block j* = first j with c_j > u c_last (a
     block with positive mass); then inside j* the same rule on its entries with the
     fraction f = (u c_last - c_{j*-1}) / s_{j*} in [0, 1). The scaled draws are clamped
     strictly below their totals, so rounding can never step past the last positive entry.
+    A vocabulary of at most `one_scan_max` entries takes one fp64 scan (fewer kernels).
     """
     b, v = probs.shape
-    size = CDF_BLOCK
+    size = block_size
+    if v <= one_scan_max:
+        cdf = probs.cumsum(-1, dtype=torch.float64)  # (B, V)
+        total = cdf[:, -1:]
+        return torch.searchsorted(cdf, torch.minimum(u * total, _below(total)), right=True)[:, 0]
     full = v // size * size
     sums = probs[:, :full].reshape(b, full // size, size).sum(-1)  # (B, V // S)
     if full < v:
