@@ -69,11 +69,20 @@ def _cat_bias(mods: list[nn.Linear]) -> torch.Tensor | None:
     )
 
 
+Weight = tuple[torch.Tensor, torch.Tensor | None]  # (W, b) of a projection
+Norm = tuple[torch.Tensor, float]  # (w, eps) of an RMSNorm
+
+
 @dataclass
 class LayerPlan:
-    """Weights of one decoder layer. `qkv_w`/`gate_up_w` are fused copies (None unless fused)."""
+    """Weights of one decoder layer. `qkv_w`/`gate_up_w` are fused copies (None unless fused);
+    on the direct path `proj` / `norms` hold references to the live parameters (looked up once
+    per call: an `nn.Module` attribute lookup costs ~1 us of Python, dozens per layer)."""
 
     module: nn.Module  # the HF decoder layer
+    scale: float = 1.0  # attention softmax scale
+    proj: dict[str, Weight] | None = None  # q, k, v, o, gate, up, down
+    norms: dict[str, Norm] | None = None  # input, post, (Qwen3) q, k
     qkv_w: torch.Tensor | None = None
     qkv_b: torch.Tensor | None = None
     gate_up_w: torch.Tensor | None = None
@@ -93,6 +102,8 @@ class ModelPlan:
     num_kv_heads: int
     head_dim: int
     act: Callable[[torch.Tensor], torch.Tensor] | None = None
+    final_norm: Norm | None = None  # direct path only
+    head: Weight | None = None  # LM head (W, b)
 
     @property
     def trunk(self) -> nn.Module:
@@ -127,8 +138,23 @@ def build_plan(model: nn.Module, *, fuse: bool) -> ModelPlan:
     direct = direct_path_reason(model) is None
     layers = []
     for layer in model.base_model.layers:
-        lp = LayerPlan(module=layer)
         attn, mlp = layer.self_attn, layer.mlp
+        lp = LayerPlan(module=layer, scale=float(getattr(attn, "scaling", d**-0.5)))
+        if direct:
+            lp.proj = {
+                name: (mod.weight, mod.bias)
+                for name, mod in (
+                    ("q", attn.q_proj), ("k", attn.k_proj), ("v", attn.v_proj),
+                    ("o", attn.o_proj), ("gate", mlp.gate_proj), ("up", mlp.up_proj),
+                    ("down", mlp.down_proj),
+                )
+            }  # fmt: skip
+            lp.norms = {
+                "input": _norm(layer.input_layernorm),
+                "post": _norm(layer.post_attention_layernorm),
+            }
+            if hasattr(attn, "q_norm"):
+                lp.norms["q"], lp.norms["k"] = _norm(attn.q_norm), _norm(attn.k_norm)
         if direct and fuse:
             qkv = [attn.q_proj, attn.k_proj, attn.v_proj]
             lp.qkv_w = torch.cat([m.weight for m in qkv])  # ((nh + 2 kvh) D, H)
@@ -145,11 +171,36 @@ def build_plan(model: nn.Module, *, fuse: bool) -> ModelPlan:
                 [attn.q_norm.weight.expand(nh, d), attn.k_norm.weight.expand(kvh, d)]
             )  # (nh + kvh, D)
         layers.append(lp)
-    act = None
+    act = final_norm = None
     if direct:
         hidden_act = getattr(cfg, "hidden_act", None)
         act = F.silu if hidden_act == "silu" else model.base_model.layers[0].mlp.act_fn
-    return ModelPlan(model, layers, direct, direct and fuse, nh, kvh, d, act)
+        final_norm = _norm(model.base_model.norm)
+    head = lm_head_of(model)
+    return ModelPlan(
+        model,
+        layers,
+        direct,
+        direct and fuse,
+        nh,
+        kvh,
+        d,
+        act,
+        final_norm,
+        (head.weight, head.bias),
+    )
+
+
+def _norm(module: nn.Module) -> Norm:
+    return module.weight, float(module.variance_epsilon)
+
+
+def norm(weights: Norm, x: torch.Tensor) -> torch.Tensor:
+    """HF RMSNorm from cached (w, eps): `F.rms_norm` in fp32, else the HF rounding."""
+    w, eps = weights
+    if x.dtype == torch.float32 and w.dtype == torch.float32:
+        return F.rms_norm(x, (x.shape[-1],), w, eps=eps)
+    return w * F.rms_norm(x.float(), (x.shape[-1],), eps=eps).to(x.dtype)
 
 
 def embed(plan: ModelPlan, tok: torch.Tensor) -> torch.Tensor:
@@ -164,54 +215,64 @@ def logits_of(plan: ModelPlan, x_last: torch.Tensor) -> torch.Tensor:
     On CPU the product is formed as (W h^T)^T (see `linear`: with V >> B, MKL runs the
     (V, H) x (H, B) form 13-35% faster than h W^T at V = 49,152, H = 576, B = 32), then made
     contiguous for the row-wise softmax."""
-    head = lm_head_of(plan.model)
-    h = rms_norm(plan.trunk.norm, x_last)
-    return linear(h, head.weight, head.bias).float().contiguous()
+    if plan.direct:
+        h = norm(plan.final_norm, x_last)
+    else:
+        h = rms_norm(plan.trunk.norm, x_last)
+    return linear(h, *plan.head).float().contiguous()
 
 
 def pre_attention(plan: ModelPlan, index: int, x: torch.Tensor) -> torch.Tensor:
     """qkv (..., nh + 2 kvh, D) of layer `index` on x (..., H), before rotary (Qwen3 q/k
     norms applied); x is (b, s, H) in prefill and (b, H) in decode (2-D: cheaper matmuls)."""
     lp = plan.layers[index]
-    attn = lp.module.self_attn
     lead = x.shape[:-1]
     nh, kvh, d = plan.num_heads, plan.num_kv_heads, plan.head_dim
-    h = rms_norm(lp.module.input_layernorm, x)
+    if not plan.direct:
+        attn = lp.module.self_attn
+        h = rms_norm(lp.module.input_layernorm, x)
+        qkv = torch.cat([attn.q_proj(h), attn.k_proj(h), attn.v_proj(h)], dim=-1)
+        qkv = qkv.view(*lead, nh + 2 * kvh, d)
+        if hasattr(attn, "q_norm"):
+            q, k, v = qkv.split([nh, kvh, kvh], dim=-2)
+            qkv = torch.cat([rms_norm(attn.q_norm, q), rms_norm(attn.k_norm, k), v], dim=-2)
+        return qkv
+    h = norm(lp.norms["input"], x)
     if lp.qkv_w is not None:
         qkv = linear(h, lp.qkv_w, lp.qkv_b).reshape(*lead, nh + 2 * kvh, d)
     else:
-        call = _direct_linear if plan.direct else _module_call
+        proj = lp.proj
         qkv = torch.cat(
-            [call(attn.q_proj, h), call(attn.k_proj, h), call(attn.v_proj, h)], dim=-1
+            [linear(h, *proj["q"]), linear(h, *proj["k"]), linear(h, *proj["v"])], dim=-1
         ).view(*lead, nh + 2 * kvh, d)
-    if hasattr(attn, "q_norm"):
+    if "q" in lp.norms:
         if lp.qk_norm_w is not None:
-            eps = attn.q_norm.variance_epsilon
+            eps = lp.norms["q"][1]
             qk = qkv[..., : nh + kvh, :]
             # HF: w * RMSNorm_fp32(x).to(dtype); w is (nh + kvh, D), so not fusable into F.rms_norm
             normed = lp.qk_norm_w * F.rms_norm(qk.float(), (d,), eps=eps).to(qk.dtype)
             qkv = torch.cat([normed, qkv[..., nh + kvh :, :]], dim=-2)
         else:
             q, k, v = qkv.split([nh, kvh, kvh], dim=-2)
-            qkv = torch.cat([rms_norm(attn.q_norm, q), rms_norm(attn.k_norm, k), v], dim=-2)
+            qkv = torch.cat([norm(lp.norms["q"], q), norm(lp.norms["k"], k), v], dim=-2)
     return qkv
 
 
 def post_attention(plan: ModelPlan, index: int, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """Layer `index`: x + o_proj(out), then the MLP block with its residual: (..., H)."""
     lp = plan.layers[index]
-    layer = lp.module
     if not plan.direct:
+        layer = lp.module
         x = x + layer.self_attn.o_proj(out)
         return x + layer.mlp(rms_norm(layer.post_attention_layernorm, x))
-    x = x + _direct_linear(layer.self_attn.o_proj, out)
-    h = rms_norm(layer.post_attention_layernorm, x)
-    mlp = layer.mlp
+    proj = lp.proj
+    x = x + linear(out, *proj["o"])
+    h = norm(lp.norms["post"], x)
     if lp.gate_up_w is not None:
         gate, up = linear(h, lp.gate_up_w, lp.gate_up_b).chunk(2, dim=-1)
     else:
-        gate, up = _direct_linear(mlp.gate_proj, h), _direct_linear(mlp.up_proj, h)
-    return x + _direct_linear(mlp.down_proj, plan.act(gate) * up)
+        gate, up = linear(h, *proj["gate"]), linear(h, *proj["up"])
+    return x + linear(plan.act(gate) * up, *proj["down"])
 
 
 TRANSPOSED_MIN_WEIGHT = 1 << 17  # weight entries from which `linear` uses (W x^T)^T on CPU
@@ -230,14 +291,6 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> 
         return F.linear(x, weight, bias)
     out = torch.mm(weight, x.t()).t()  # (B, O), a transposed view
     return out if bias is None else out + bias
-
-
-def _direct_linear(m: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    return linear(x, m.weight, m.bias)
-
-
-def _module_call(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return m(x)
 
 
 @dataclass(frozen=True)

@@ -200,7 +200,7 @@ class FastEngine(RolloutEngine):
             k_cache[:, :, col : col + s] = k
             v_cache[:, :, col : col + s] = v
             keys, vals = k_cache[:, :, : col + s], v_cache[:, :, : col + s]
-        scale = getattr(self.trunk.layers[index].self_attn, "scaling", d**-0.5)
+        scale = segments[0].plan.layers[index].scale
         if s == 1:  # decode: fold each KV head's query heads into the query axis (GQA)
             out = F.scaled_dot_product_attention(
                 q.reshape(b, kvh, nh // kvh, d), keys, vals, attn_mask=mask, scale=scale
