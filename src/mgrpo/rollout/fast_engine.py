@@ -16,7 +16,9 @@ What it does (vs the `hf` reference: `model.generate` + a second scoring pass):
   `F.rms_norm` on the raw weights of plain Linear / RMSNorm modules, the modules themselves
   otherwise; only rotary + attention + cache are reimplemented), so in-place weight updates
   are seen with no reload. `fuse_weights=True` concatenates the q/k/v and gate/up weights
-  once per call (2 matmuls per layer instead of 5; off by default: no measurable gain on CPU).
+  once per call (2 matmuls per layer instead of 5); the default (None) does so only on CPU
+  for models whose copied weights are small (`FUSE_AUTO_MAX_ENTRIES`), where a decode step
+  costs its number of kernels (-5% decode time on the tiny model), not its FLOPs.
 - Several models in one loop (`generate_joint`): M-GRPO samples from the policy and the
   momentum model; their rows share one batch, one cache, one attention call and one sampler
   per step, and only the weight-touching parts of a layer run per model (a decode step of
@@ -71,6 +73,7 @@ __all__ = ["FastEngine", "sample_tokens", "unsupported_reason"]
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "qwen3")
 DEFAULT_CHECK_EVERY = 8  # decode steps between host reads of the finished flags
 DEFAULT_COMPACT_RATIO = 0.75  # compact when active rows <= ratio * current batch
+FUSE_AUTO_MAX_ENTRIES = 1 << 20  # fuse_weights=None fuses on CPU up to this many copied entries
 DEFAULT_ATTN_BUCKET = 64  # static step: attend over the cache prefix rounded up to this
 LAYER_MODULES = ("input_layernorm", "post_attention_layernorm", "mlp", "self_attn")
 ATTN_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -132,7 +135,7 @@ class FastEngine(RolloutEngine):
         attn_bucket: int | None = None,
         check_every: int = DEFAULT_CHECK_EVERY,
         compact_ratio: float = DEFAULT_COMPACT_RATIO,
-        fuse_weights: bool = False,
+        fuse_weights: bool | None = None,
         **score_options,
     ) -> None:
         super().__init__(model, pad_token_id=pad_token_id, **score_options)
@@ -148,8 +151,11 @@ class FastEngine(RolloutEngine):
         on_cuda = self.device.type == "cuda"
         self.cuda_graph = on_cuda if cuda_graph is None else bool(cuda_graph) and on_cuda
         # fused q/k/v and gate/up copies: 3 fewer matmuls per layer, at the price of copying
-        # those weights once per call; measured on CPU (tiny/small/135M shapes) it moves the
-        # decode time by -3% to +4%, so weights are used in place unless asked for
+        # those weights once per call; on CPU a win only while the copy is small (tiny model:
+        # -5% decode time; SmolLM2-135M shape: none), and never with CUDA graphs (captured
+        # kernels read the weights' addresses)
+        if fuse_weights is None:
+            fuse_weights = not on_cuda and _fused_entries(model) <= FUSE_AUTO_MAX_ENTRIES
         self.fuse_weights = bool(fuse_weights)
         self.static = bool(compile) or self.cuda_graph
         # graphs are cheap per shape, recompiles are not: compiled steps span the whole cache
@@ -465,6 +471,23 @@ class FastEngine(RolloutEngine):
         if not self.static:
             return n_active
         return 1 << (n_active - 1).bit_length()
+
+
+def _fused_entries(model: nn.Module) -> int:
+    """Entries `fuse_weights` copies per call: q/k/v and gate/up weights of every layer."""
+    total = 0
+    for layer in model.base_model.layers:
+        attn, mlp = layer.self_attn, layer.mlp
+        for mod in (
+            attn.q_proj,
+            attn.k_proj,
+            attn.v_proj,
+            getattr(mlp, "gate_proj", None),
+            getattr(mlp, "up_proj", None),
+        ):
+            weight = getattr(mod, "weight", None)
+            total += weight.numel() if isinstance(weight, torch.Tensor) else 0
+    return total
 
 
 def _additive(valid: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
