@@ -39,13 +39,9 @@ from mgrpo.rollout.scoring import lm_head_of
 
 def rms_norm(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """HF Llama/Qwen RMSNorm via the fused `F.rms_norm`; any other norm module is called."""
-    eps = getattr(module, "variance_epsilon", None)
-    if eps is None or not type(module).__name__.endswith("RMSNorm"):
+    if not _hf_rms(module):
         return module(x)
-    if x.dtype == torch.float32 and module.weight.dtype == torch.float32:
-        return F.rms_norm(x, (x.shape[-1],), module.weight, eps=eps)
-    normed = F.rms_norm(x.float(), (x.shape[-1],), eps=eps).to(x.dtype)
-    return module.weight * normed
+    return norm(_norm(module), x)
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -178,17 +174,9 @@ def build_plan(model: nn.Module, *, fuse: bool) -> ModelPlan:
         final_norm = _norm(model.base_model.norm)
     head = lm_head_of(model)
     return ModelPlan(
-        model,
-        layers,
-        direct,
-        direct and fuse,
-        nh,
-        kvh,
-        d,
-        act,
-        final_norm,
-        (head.weight, head.bias),
-    )
+        model, layers, direct, fused=direct and fuse, num_heads=nh, num_kv_heads=kvh,
+        head_dim=d, act=act, final_norm=final_norm, head=(head.weight, head.bias),
+    )  # fmt: skip
 
 
 def _norm(module: nn.Module) -> Norm:

@@ -53,9 +53,13 @@ CDF_BLOCK = 256  # vocabulary entries per block of the two-level CDF
 ONE_SCAN_MAX = 4096  # vocabularies up to this size take one fp64 scan (fewer kernels)
 
 
-def _below(total: torch.Tensor) -> torch.Tensor:
-    """The largest float strictly below `total` (keeps a scaled uniform inside [0, total))."""
-    return torch.nextafter(total, torch.zeros_like(total))
+def _search(cdf: torch.Tensor, frac: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(first i with cdf_i > t, t) per row, t = frac * cdf_last kept strictly below cdf_last.
+
+    cdf (B, N) non-decreasing, frac (B, 1) in [0, 1]; returns two (B, 1) tensors."""
+    total = cdf[:, -1:]  # (B, 1)
+    target = torch.minimum(frac * total, torch.nextafter(total, torch.zeros_like(total)))
+    return torch.searchsorted(cdf, target, right=True), target
 
 
 def inverse_cdf(
@@ -79,22 +83,17 @@ def inverse_cdf(
     b, v = probs.shape
     size = block_size
     if v <= one_scan_max:
-        cdf = probs.cumsum(-1, dtype=torch.float64)  # (B, V)
-        total = cdf[:, -1:]
-        return torch.searchsorted(cdf, torch.minimum(u * total, _below(total)), right=True)[:, 0]
+        return _search(probs.cumsum(-1, dtype=torch.float64), u)[0][:, 0]
     full = v // size * size
     sums = probs[:, :full].reshape(b, full // size, size).sum(-1)  # (B, V // S)
     if full < v:
         sums = torch.cat([sums, probs[:, full:].sum(-1, keepdim=True)], dim=1)  # (B, nb)
     cdf = sums.cumsum(-1, dtype=torch.float64)  # (B, nb)
-    total = cdf[:, -1:]  # (B, 1)
-    target = torch.minimum(u * total, _below(total))  # (B, 1)
-    block = torch.searchsorted(cdf, target, right=True)  # (B, 1) in [0, nb)
+    block, target = _search(cdf, u)  # (B, 1) in [0, nb), (B, 1)
     before = cdf.gather(1, (block - 1).clamp_min(0)).masked_fill(block == 0, 0.0)  # (B, 1)
     frac = (target - before) / (cdf.gather(1, block) - before)  # (B, 1) in [0, 1]
     idx = block * size + torch.arange(size, device=probs.device)  # (B, S)
     inside = probs.gather(1, idx.clamp_max(v - 1)).masked_fill(idx >= v, 0.0)  # (B, S)
-    within = inside.cumsum(-1, dtype=torch.float64)  # (B, S)
-    last = within[:, -1:]  # (B, 1) > 0: the block has positive mass
-    offset = torch.searchsorted(within, torch.minimum(frac * last, _below(last)), right=True)
+    within = inside.cumsum(-1, dtype=torch.float64)  # (B, S), last entry > 0 (positive mass)
+    offset, _ = _search(within, frac)  # (B, 1)
     return (block * size + offset)[:, 0]
