@@ -87,11 +87,11 @@ class _WandbRun:
                  state: dict[str, Any]) -> None:
         import wandb
 
-        run_id = state.get("id") or wandb.util.generate_id()
+        run_id = state.get("id")  # None: W&B picks a new id
         directory = Path(os.environ.get("WANDB_DIR") or run_dir)
         directory.mkdir(parents=True, exist_ok=True)
         self.run = wandb.init(
-            project=project, name=run_name, id=run_id, resume="allow", config=config,
+            project=project, name=run_name, id=run_id, resume="allow" if run_id else None, config=config,
             dir=str(directory), reinit="create_new",
             settings=wandb.Settings(console="off"),  # tqdm/stderr stay the user's
         )
