@@ -608,5 +608,6 @@ def _print_summary(run: Run, summary: dict[str, Any]) -> None:
     ckpt = latest_checkpoint(run.run_dir / "checkpoints")
     lines.append(f"run directory: {run.run_dir}")
     lines.append(f"checkpoint:    {ckpt}")
-    lines.append(f"tensorboard:   tensorboard --logdir {run.run_dir / 'tensorboard'}")
+    if "tensorboard" in run.cfg.trainer.report_to:
+        lines.append(f"tensorboard:   tensorboard --logdir {run.run_dir / 'tensorboard'}")
     print("\n".join(lines), file=sys.stderr)
