@@ -345,14 +345,16 @@ def build_run(cfg: Config, run_dir: Path, resume: bool = False) -> Run:
     pad = tokenizer.pad_token_id
     momentum_engine = None
     if momentum is not None:
-        momentum_engine = make_engine(cfg.model.engine, momentum.generator, pad_token_id=pad)
+        momentum_engine = make_engine(cfg.model.engine, momentum.generator, pad_token_id=pad,
+                                      kv_cache_gb=cfg.generation.kv_cache_gb)
         if lora_export is not None:  # same model, momentum adapters swapped in per call
             from mgrpo.lora import ScopedEngine
 
             momentum_engine = ScopedEngine(momentum_engine, momentum.swapped_in)
     models = StepModels(
         policy=policy,
-        policy_engine=make_engine(cfg.model.engine, policy_full or policy, pad_token_id=pad),
+        policy_engine=make_engine(cfg.model.engine, policy_full or policy, pad_token_id=pad,
+                                  kv_cache_gb=cfg.generation.kv_cache_gb),
         momentum=momentum,
         momentum_engine=momentum_engine,
         reference=reference,

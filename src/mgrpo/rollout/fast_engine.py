@@ -45,6 +45,7 @@ Unsupported models fall back to `hf` (see `registry.make_engine`).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import torch
@@ -65,6 +66,13 @@ from mgrpo.rollout.decoder import (
     rotate_half,
 )
 from mgrpo.rollout.hf_engine import left_pad
+from mgrpo.rollout.memory import (
+    budget_bytes,
+    chunk_seed,
+    concat_batches,
+    kv_shape,
+    prompts_per_chunk,
+)
 from mgrpo.rollout.params import SamplingParams
 from mgrpo.rollout.sampling import sample_tokens
 
@@ -136,6 +144,7 @@ class FastEngine(RolloutEngine):
         check_every: int = DEFAULT_CHECK_EVERY,
         compact_ratio: float = DEFAULT_COMPACT_RATIO,
         fuse_weights: bool | None = None,
+        kv_cache_gb: float | None = None,
         **score_options,
     ) -> None:
         super().__init__(model, pad_token_id=pad_token_id, **score_options)
@@ -148,6 +157,9 @@ class FastEngine(RolloutEngine):
             raise ValueError(f"compact_ratio must be in (0, 1], got {compact_ratio!r}")
         self.check_every = check_every
         self.compact_ratio = compact_ratio
+        if kv_cache_gb is not None:
+            budget_bytes(kv_cache_gb, self.device)  # reject a bad budget at construction
+        self.kv_cache_gb = kv_cache_gb
         on_cuda = self.device.type == "cuda"
         self.cuda_graph = on_cuda if cuda_graph is None else bool(cuda_graph) and on_cuda
         # fused q/k/v and gate/up copies: 3 fewer matmuls per layer, at the price of copying
@@ -246,7 +258,7 @@ class FastEngine(RolloutEngine):
         self, prompt_token_ids: Sequence[Sequence[int]], n: int, params: SamplingParams
     ) -> RolloutBatch:
         prompts = self._check_call(prompt_token_ids, n, params)
-        return self._run(prompts, [(self, n)], params)[0]
+        return self._run_split(prompts, [(self, n)], params)[0]
 
     def generate_joint(
         self,
@@ -277,7 +289,38 @@ class FastEngine(RolloutEngine):
                 raise ValueError(
                     f"groups[{i}] cannot share a decode loop with groups[0]: {problem}"
                 )
-        return self._run(prompts, [(engine, n) for engine, n, _ in groups], first)
+        return self._run_split(prompts, [(engine, n) for engine, n, _ in groups], first)
+
+    def plan_chunks(self, prompts: list[list[int]], counts: list[int], new: int) -> int:
+        """Prompts per decode loop under the memory budget (`rollout.memory`): all of them
+        when they fit (or on CPU without `kv_cache_gb`)."""
+        budget = budget_bytes(self.kv_cache_gb, self.device)
+        dtype = self.trunk.embed_tokens.weight.dtype
+        longest = max(len(p) for p in prompts)
+        per_prompt = kv_shape(self.model.config, dtype).prompt_bytes(
+            sum(counts), len(counts), longest, new
+        )
+        return prompts_per_chunk(per_prompt, budget, len(prompts))
+
+    def _run_split(
+        self, prompts: list[list[int]], groups: list[tuple[FastEngine, int]], params: SamplingParams
+    ) -> list[RolloutBatch]:
+        """`_run` over chunks of prompts that fit the memory budget; chunk c samples with
+        `chunk_seed(seed, c)` (chunk 0: the call's own seed, so one chunk = one plain loop)."""
+        counts = [n for _, n in groups]
+        per = self.plan_chunks(prompts, counts, params.max_new_tokens)
+        if per >= len(prompts):
+            return self._run(prompts, groups, params)
+        chunks = [prompts[i : i + per] for i in range(0, len(prompts), per)]
+        results = [
+            self._run(chunk, groups, dataclasses.replace(params, seed=chunk_seed(params.seed, c)))
+            for c, chunk in enumerate(chunks)
+        ]
+        sizes = [len(c) for c in chunks]
+        return [
+            concat_batches([r[g] for r in results], sizes, self.pad_token_id)
+            for g in range(len(groups))
+        ]
 
     def _joint_mismatch(
         self, other: FastEngine, params: SamplingParams, first: SamplingParams

@@ -19,11 +19,14 @@ ENGINES: dict[str, type[RolloutEngine]] = {"hf": HFEngine, "fast": FastEngine}
 def make_engine(name: str, model: nn.Module, *, pad_token_id: int, **options) -> RolloutEngine:
     """Build engine `name` ("hf" | "fast") over the live `model` (shared, never copied).
 
-    `options` go to the engine (fast: compile, compile_mode, check_every, compact_ratio;
-    both: score_chunk_tokens, score_batch_tokens).
+    `options` go to the engine (fast: compile, compile_mode, check_every, compact_ratio,
+    kv_cache_gb; both: score_chunk_tokens, score_batch_tokens). `kv_cache_gb` is dropped for
+    the hf engine (`model.generate` sizes nothing; it decodes the whole batch at once).
     """
     if name not in ENGINES:
         raise ValueError(f"unknown engine {name!r}; valid engines: {sorted(ENGINES)}")
+    if name == "hf":
+        options.pop("kv_cache_gb", None)
     if name == "fast":
         reason = unsupported_reason(model)
         if reason is not None:
@@ -31,7 +34,7 @@ def make_engine(name: str, model: nn.Module, *, pad_token_id: int, **options) ->
                 f"fast engine does not support {reason}; falling back to the hf engine",
                 stacklevel=2,
             )
-            fast_only = ("compile", "compile_mode", "check_every", "compact_ratio")
+            fast_only = ("compile", "compile_mode", "check_every", "compact_ratio", "kv_cache_gb")
             options = {k: v for k, v in options.items() if k not in fast_only}
             return HFEngine(model, pad_token_id=pad_token_id, **options)
     return ENGINES[name](model, pad_token_id=pad_token_id, **options)
