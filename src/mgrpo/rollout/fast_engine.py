@@ -54,7 +54,14 @@ from torch import nn
 
 from mgrpo.rollout.base import RolloutEngine
 from mgrpo.rollout.batch import RolloutBatch, finalize_batch
-from mgrpo.rollout.cuda_graph import GraphedStep
+from mgrpo.rollout.cuda_graph import (
+    DEFAULT_MAX_GRAPHS,
+    WORKSPACE_LENGTH_ROUND,
+    GraphCache,
+    GraphedStep,
+    Workspace,
+    plan_fingerprint,
+)
 from mgrpo.rollout.decoder import (
     Segment,
     build_plan,
@@ -145,6 +152,8 @@ class FastEngine(RolloutEngine):
         compact_ratio: float = DEFAULT_COMPACT_RATIO,
         fuse_weights: bool | None = None,
         kv_cache_gb: float | None = None,
+        keep_workspace: bool = False,
+        max_graphs: int = DEFAULT_MAX_GRAPHS,
         **score_options,
     ) -> None:
         super().__init__(model, pad_token_id=pad_token_id, **score_options)
@@ -170,6 +179,11 @@ class FastEngine(RolloutEngine):
             fuse_weights = not on_cuda and _fused_entries(model) <= FUSE_AUTO_MAX_ENTRIES
         self.fuse_weights = bool(fuse_weights)
         self.static = bool(compile) or self.cuda_graph
+        # CUDA graphs: a bounded graph cache and a static KV workspace; kept across calls
+        # (graphs replayed by later calls of the same shapes) only with keep_workspace
+        self.graphs = GraphCache(max_graphs) if self.cuda_graph else None
+        self.keep_workspace = bool(keep_workspace)
+        self._workspace: Workspace | None = None
         # graphs are cheap per shape, recompiles are not: compiled steps span the whole cache
         self.attn_bucket = attn_bucket or (0 if compile else DEFAULT_ATTN_BUCKET)
         if self.attn_bucket < 0:
@@ -291,6 +305,39 @@ class FastEngine(RolloutEngine):
                 )
         return self._run_split(prompts, [(engine, n) for engine, n, _ in groups], first)
 
+    def release_workspace(self) -> None:
+        """Free the static KV workspace and every captured graph (they record its addresses)."""
+        if self.graphs is not None:
+            self.graphs.clear()
+        self._workspace = None
+
+    def _caches(self, r: int, length: int, dtype: torch.dtype, layers: int):
+        """(k caches, v caches, cos, sin): fresh per call, or views of the graph workspace
+        (capacity: these rows, length rounded up to WORKSPACE_LENGTH_ROUND), reused while a
+        later call fits and reallocated (graphs dropped) when it does not."""
+        device = self.device
+        if self.graphs is None:
+            cos_tab, sin_tab = self._rope_tables(length, dtype, device)  # (L, D)
+            shape = (r, self.num_kv_heads, length, self.head_dim)
+            k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
+            v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
+            return k, v, cos_tab, sin_tab
+        ws = self._workspace
+        if ws is None or not ws.fits(r, length, dtype, device) or len(ws.k) != layers:
+            self.release_workspace()  # free the old one before allocating the new
+            cap = -(-length // WORKSPACE_LENGTH_ROUND) * WORKSPACE_LENGTH_ROUND
+            shape = (r, self.num_kv_heads, cap, self.head_dim)
+            cos_tab, sin_tab = self._rope_tables(cap, dtype, device)
+            ws = Workspace(
+                [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)],
+                [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)],
+                cos_tab,
+                sin_tab,
+            )
+            self._workspace = ws
+        self.graphs.reset(id(ws))
+        return ws.views(r, length)
+
     def plan_chunks(self, prompts: list[list[int]], counts: list[int], new: int) -> int:
         """Prompts per decode loop under the memory budget (`rollout.memory`): all of them
         when they fit (or on CPU without `kv_cache_gb`)."""
@@ -309,13 +356,17 @@ class FastEngine(RolloutEngine):
         `chunk_seed(seed, c)` (chunk 0: the call's own seed, so one chunk = one plain loop)."""
         counts = [n for _, n in groups]
         per = self.plan_chunks(prompts, counts, params.max_new_tokens)
-        if per >= len(prompts):
-            return self._run(prompts, groups, params)
         chunks = [prompts[i : i + per] for i in range(0, len(prompts), per)]
-        results = [
-            self._run(chunk, groups, dataclasses.replace(params, seed=chunk_seed(params.seed, c)))
-            for c, chunk in enumerate(chunks)
-        ]
+        try:
+            results = [
+                self._run(
+                    chunk, groups, dataclasses.replace(params, seed=chunk_seed(params.seed, c))
+                )
+                for c, chunk in enumerate(chunks)
+            ]
+        finally:
+            if not self.keep_workspace:
+                self.release_workspace()
         sizes = [len(c) for c in chunks]
         return [
             concat_batches([r[g] for r in results], sizes, self.pad_token_id)
@@ -357,10 +408,8 @@ class FastEngine(RolloutEngine):
         ids, attn = left_pad(prompts, self.pad_token_id, device)  # (P, Lp)
         lp = ids.shape[1]
         length = lp + new
-        cos_tab, sin_tab = self._rope_tables(length, dtype, device)  # (L, D)
-        cache_shape = (r, self.num_kv_heads, length, self.head_dim)
-        k_caches = [torch.zeros(cache_shape, dtype=dtype, device=device) for _ in plans[0].layers]
-        v_caches = [torch.zeros(cache_shape, dtype=dtype, device=device) for _ in plans[0].layers]
+        # k/v caches: layers x (R, kv_heads, L, D); cos/sin (L, D)
+        k_caches, v_caches, cos_tab, sin_tab = self._caches(r, length, dtype, len(plans[0].layers))
         expand = self._row_prompt(counts, num_prompts).to(device)  # (R,) row in G*P prefill rows
         row_prompt = expand % num_prompts  # (R,) prompt of each rollout row
         logits = self._prefill(plans, expand, ids, attn, cos_tab, sin_tab, k_caches, v_caches)
@@ -383,7 +432,16 @@ class FastEngine(RolloutEngine):
         gen = torch.Generator(device=device)
         gen.manual_seed(params.seed)
         kv_views = (k_caches, v_caches)
-        step_fn = GraphedStep(self._step, _segment_sizes) if self.cuda_graph else self._step
+        step_fn = self._step
+        if self.graphs is not None:
+            step_fn = GraphedStep(
+                self._step,
+                _segment_sizes,
+                self.graphs,
+                fingerprint=plan_fingerprint(plans),
+                capacity=self._workspace.rows,
+                vocab=self.model.get_output_embeddings().weight.shape[0],
+            )
         col_t = torch.full((1,), lp, dtype=torch.long, device=device)  # static-mode column
         views_key, span_views = None, kv_views
         for step in range(new):
