@@ -286,9 +286,9 @@ def build_run(cfg: Config, run_dir: Path, resume: bool = False) -> Run:
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
 
-    policy, tokenizer = load_model_and_tokenizer(  # FSDP: fp32 master, bf16 compute on CUDA
-        cfg.model.name, dtype="float32" if ctx.fsdp else cfg.model.dtype,
-        device=cfg.model.device, seed=cfg.seed,
+    policy, tokenizer = load_model_and_tokenizer(  # FSDP: fp32 master, bf16 compute on CUDA,
+        cfg.model.name, dtype="float32" if ctx.fsdp else cfg.model.dtype,  # loaded on the host
+        device="cpu" if ctx.fsdp else cfg.model.device, seed=cfg.seed,
         tiny_hidden_size=cfg.model.tiny_hidden_size, tiny_layers=cfg.model.tiny_layers,
     )
     train_records = load_records(cfg.data, cfg.data.train, split="train", seed=cfg.seed)
@@ -325,7 +325,8 @@ def build_run(cfg: Config, run_dir: Path, resume: bool = False) -> Run:
         gen_dtype = resolve_dtype(cfg.model.dtype, resolve_device(cfg.model.device))
         sharded = D.shard_run_models(ctx, policy, gen_dtype=gen_dtype,
                                      with_reference=cfg.algorithm.kl_coef > 0,
-                                     with_momentum=spec.uses_momentum_model)
+                                     with_momentum=spec.uses_momentum_model,
+                                     device=resolve_device(cfg.model.device))
         reference, momentum, policy_full = sharded.reference, sharded.momentum, sharded.policy_full
         after_update = D.policy_refresher(ctx, policy, policy_full)
     elif lora_export is not None:
