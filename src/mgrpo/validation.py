@@ -3,7 +3,10 @@
 The trainer's `val/*` metrics come from `mgrpo.evaluation.runner.evaluate_records`, the
 same code `mgrpo eval` runs, sampling from the live policy through its rollout engine, so
 a training curve and `mgrpo eval` on the saved checkpoint agree (same prompts, settings
-and seed give the same numbers).
+and seed give the same numbers). Under data parallelism each rank samples and grades its
+share of the evaluation batches (batch b on rank b mod W, with the seed batch b always
+has) and the graded results are gathered, so every rank reports the metrics of the whole
+set, the same as one process.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ VALIDATION_STREAM = 99  # seed stream, distinct from the training rollouts' stre
 
 def run_validation(run: Any, *, step: int) -> dict[str, float]:
     """Accuracy (avg@k), maj@k, pass@k and mean length of the policy on the validation set."""
+    from mgrpo import distributed as D
     from mgrpo.evaluation.runner import evaluate_records
 
     cfg, models = run.cfg, run.models
@@ -39,6 +43,7 @@ def run_validation(run: Any, *, step: int) -> dict[str, float]:
         template=cfg.data.template,
         checker=models.checker,
         suffix=cfg.data.suffix,
+        **_split(models.dist, D),
     )
     out = {"accuracy": float(result["accuracy"]), "response_length": float(result["response_length_mean"])}
     if val.samples > 1:
@@ -46,3 +51,13 @@ def run_validation(run: Any, *, step: int) -> dict[str, float]:
             out["maj@k"] = float(result["maj@k"])
         out["pass@k"] = float(result["pass@k"])
     return out
+
+
+def _split(ctx: Any, D: Any) -> dict[str, Any]:
+    """evaluate_records arguments that share the batches over the ranks (none on one)."""
+    if ctx is None or not ctx.active or ctx.world_size == 1:
+        return {}
+    return {
+        "shard": (ctx.rank, ctx.world_size),
+        "gather": lambda part: D.gather_objects(ctx, part, stage="validation"),
+    }
