@@ -147,11 +147,20 @@ class Workspace:
     def length(self) -> int:
         return self.k[0].shape[2]
 
-    def fits(self, rows: int, length: int, dtype: torch.dtype, device: torch.device) -> bool:
+    @classmethod
+    def allocate(cls, shape: tuple[int, int, int, int], layers: int, dtype: torch.dtype,
+                 device: torch.device, rope: Callable) -> Workspace:
+        """Zeroed caches of `shape` (rows, kv_heads, length, D) per layer; `rope(length,
+        dtype, device)` -> (cos, sin) tables."""
+        k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
+        v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
+        return cls(k, v, *rope(shape[2], dtype, device))
+
+    def fits(self, rows: int, length: int, dtype: torch.dtype, device: torch.device,
+             layers: int) -> bool:
         k = self.k[0]
-        return rows <= self.rows and length <= self.length and k.dtype == dtype and (
-            k.device == device
-        )
+        return (rows <= self.rows and length <= self.length and k.dtype == dtype
+                and k.device == device and len(self.k) == layers)
 
     def views(self, rows: int, length: int):
         """(k caches, v caches, cos, sin) for a call of `rows` rows and `length` positions."""

@@ -24,9 +24,10 @@ What it does (vs the `hf` reference: `model.generate` + a second scoring pass):
   per step, and only the weight-touching parts of a layer run per model (a decode step of
   a small model costs about the same whatever its batch, so two loops cost twice one).
 - On CUDA: weights stay in their dtype (bf16 as given). `cuda_graph` (default: on for
-  CUDA, never on CPU) captures the decode step in one CUDA graph per (batch size,
+  CUDA, never on CPU) captures the decode step in one CUDA graph per (models, batch size,
   attended span) and replays it (the graph records the live parameter addresses, so
-  in-place updates are still seen); `compile=True` additionally wraps the step in
+  in-place updates are still seen); all graphs write one shared logits buffer and at most
+  `max_graphs` are kept (`rollout.cuda_graph`, docs/memory.md); `compile=True` additionally wraps the step in
   torch.compile (off by default: every new batch bucket recompiles). Both use the static
   form of the step: attention over a cache prefix rounded up to `attn_bucket` columns
   (the whole cache when compiled) with an additive mask, the write column as a device
@@ -38,8 +39,9 @@ What it does (vs the `hf` reference: `model.generate` + a second scoring pass):
 What it does not do: sliding-window / hybrid attention, logit soft-capping, "dynamic" rope
 (the rope table is built once per call from the model's `rotary_emb`), sharded models,
 sampling inside the CUDA graph (the sampler runs eagerly on device after each replay).
-(The CUDA figures above predate the joint loop, the direct weight path and the inverse-CDF
-sampler of this revision; re-measure on a GPU.)
+- Memory-aware: a call whose KV cache + sampler + prefill exceed the budget
+  (`kv_cache_gb`, else 80% of free CUDA memory) runs as several loops over consecutive
+  prompts (`rollout.memory`); a call that fits is one loop, as without a budget.
 Unsupported models fall back to `hf` (see `registry.make_engine`).
 """
 
@@ -62,6 +64,7 @@ from mgrpo.rollout.cuda_graph import (
     Workspace,
     plan_fingerprint,
 )
+from mgrpo.rollout.decode_state import DecodeOutputs, additive_mask, fused_entries
 from mgrpo.rollout.decoder import (
     Segment,
     build_plan,
@@ -73,13 +76,7 @@ from mgrpo.rollout.decoder import (
     rotate_half,
 )
 from mgrpo.rollout.hf_engine import left_pad
-from mgrpo.rollout.memory import (
-    budget_bytes,
-    chunk_seed,
-    concat_batches,
-    kv_shape,
-    prompts_per_chunk,
-)
+from mgrpo.rollout.memory import budget_bytes, chunk_seed, concat_batches, plan_prompts
 from mgrpo.rollout.params import SamplingParams
 from mgrpo.rollout.sampling import sample_tokens
 
@@ -176,7 +173,7 @@ class FastEngine(RolloutEngine):
         # -5% decode time; SmolLM2-135M shape: none), and never with CUDA graphs (captured
         # kernels read the weights' addresses)
         if fuse_weights is None:
-            fuse_weights = not on_cuda and _fused_entries(model) <= FUSE_AUTO_MAX_ENTRIES
+            fuse_weights = not on_cuda and fused_entries(model) <= FUSE_AUTO_MAX_ENTRIES
         self.fuse_weights = bool(fuse_weights)
         self.static = bool(compile) or self.cuda_graph
         # CUDA graphs: a bounded graph cache and a static KV workspace; kept across calls
@@ -260,7 +257,7 @@ class FastEngine(RolloutEngine):
         cos, sin = cos_tab[pos_ids][:, None], sin_tab[pos_ids][:, None]  # (B, 1, D)
         if isinstance(col, torch.Tensor):
             cols = torch.arange(key_mask.shape[1], device=key_mask.device)
-            mask = _additive(key_mask & (cols <= col), x.dtype)[:, None, None, :]  # (B, 1, 1, L)
+            mask = additive_mask(key_mask & (cols <= col), x.dtype)[:, None, None, :]  # (B, 1, 1, L)
         else:
             mask = key_mask[:, None, None, : col + 1]
         for index, (kc, vc) in enumerate(zip(k_caches, v_caches, strict=True)):
@@ -312,42 +309,26 @@ class FastEngine(RolloutEngine):
         self._workspace = None
 
     def _caches(self, r: int, length: int, dtype: torch.dtype, layers: int):
-        """(k caches, v caches, cos, sin): fresh per call, or views of the graph workspace
-        (capacity: these rows, length rounded up to WORKSPACE_LENGTH_ROUND), reused while a
-        later call fits and reallocated (graphs dropped) when it does not."""
-        device = self.device
-        if self.graphs is None:
-            cos_tab, sin_tab = self._rope_tables(length, dtype, device)  # (L, D)
-            shape = (r, self.num_kv_heads, length, self.head_dim)
-            k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
-            v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
-            return k, v, cos_tab, sin_tab
-        ws = self._workspace
-        if ws is None or not ws.fits(r, length, dtype, device) or len(ws.k) != layers:
+        """(k caches, v caches, cos, sin) for R rows x L positions: fresh per call, or views
+        of the graph workspace (length rounded up to WORKSPACE_LENGTH_ROUND), reused while
+        later calls fit and reallocated (graphs dropped) when one does not."""
+        ws, graphed = self._workspace, self.graphs is not None
+        if not graphed or ws is None or not ws.fits(r, length, dtype, self.device, layers):
             self.release_workspace()  # free the old one before allocating the new
-            cap = -(-length // WORKSPACE_LENGTH_ROUND) * WORKSPACE_LENGTH_ROUND
+            cap = -(-length // WORKSPACE_LENGTH_ROUND) * WORKSPACE_LENGTH_ROUND if graphed else length
             shape = (r, self.num_kv_heads, cap, self.head_dim)
-            cos_tab, sin_tab = self._rope_tables(cap, dtype, device)
-            ws = Workspace(
-                [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)],
-                [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)],
-                cos_tab,
-                sin_tab,
-            )
-            self._workspace = ws
-        self.graphs.reset(id(ws))
+            ws = Workspace.allocate(shape, layers, dtype, self.device, self._rope_tables)
+            if graphed:
+                self._workspace = ws
+        if graphed:
+            self.graphs.reset(id(ws))
         return ws.views(r, length)
 
     def plan_chunks(self, prompts: list[list[int]], counts: list[int], new: int) -> int:
-        """Prompts per decode loop under the memory budget (`rollout.memory`): all of them
-        when they fit (or on CPU without `kv_cache_gb`)."""
-        budget = budget_bytes(self.kv_cache_gb, self.device)
+        """Prompts per decode loop under the memory budget (`rollout.memory.plan_prompts`)."""
         dtype = self.trunk.embed_tokens.weight.dtype
-        longest = max(len(p) for p in prompts)
-        per_prompt = kv_shape(self.model.config, dtype).prompt_bytes(
-            sum(counts), len(counts), longest, new
-        )
-        return prompts_per_chunk(per_prompt, budget, len(prompts))
+        return plan_prompts(self.model.config, dtype, self.device, self.kv_cache_gb, prompts,
+                            counts, new)
 
     def _run_split(
         self, prompts: list[list[int]], groups: list[tuple[FastEngine, int]], params: SamplingParams
@@ -424,10 +405,10 @@ class FastEngine(RolloutEngine):
         key_valid[:, :lp] = attn.bool()[row_prompt]
         pos_ids = attn.sum(1)[row_prompt]  # (R,) next position id
         stop_t = torch.tensor(self.stop_ids(params), dtype=torch.long, device=device)
-        out = _Outputs(r, new, self.pad_token_id, device)
+        out = DecodeOutputs(r, new, self.pad_token_id, device)
         rows = torch.arange(r, device=device)  # original row of each live batch row
         # eager mode: the additive key mask (B, L), rebuilt only when rows are compacted
-        key_mask = None if self.static else _additive(key_valid, dtype)
+        key_mask = None if self.static else additive_mask(key_valid, dtype)
         done = torch.zeros(r, dtype=torch.bool, device=device)
         gen = torch.Generator(device=device)
         gen.manual_seed(params.seed)
@@ -572,59 +553,3 @@ class FastEngine(RolloutEngine):
         if not self.static:
             return n_active
         return 1 << (n_active - 1).bit_length()
-
-
-def _fused_entries(model: nn.Module) -> int:
-    """Entries `fuse_weights` copies per call: q/k/v and gate/up weights of every layer."""
-    total = 0
-    for layer in model.base_model.layers:
-        attn, mlp = layer.self_attn, layer.mlp
-        for mod in (
-            attn.q_proj,
-            attn.k_proj,
-            attn.v_proj,
-            getattr(mlp, "gate_proj", None),
-            getattr(mlp, "up_proj", None),
-        ):
-            weight = getattr(mod, "weight", None)
-            total += weight.numel() if isinstance(weight, torch.Tensor) else 0
-    return total
-
-
-def _additive(valid: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """0 where `valid`, -inf elsewhere, in `dtype` (SDPA would convert a boolean mask again in
-    every layer)."""
-    return torch.zeros(valid.shape, dtype=dtype, device=valid.device).masked_fill_(
-        ~valid, float("-inf")
-    )
-
-
-class _Outputs:
-    """The (R, new) result tensors, written every `check_every` steps: per-token results of
-    the live rows are buffered and scattered once per quantity at `flush(rows)`, with the
-    rows' original indices, instead of four scatters per token. Tokens of rows already
-    finished at a step are written as padding with zero log-prob / entropy / mask."""
-
-    def __init__(self, r: int, new: int, pad_token_id: int, device: torch.device) -> None:
-        self.tok = torch.full((r, new), pad_token_id, dtype=torch.long, device=device)
-        self.lp = torch.zeros((r, new), dtype=torch.float32, device=device)
-        self.ent = torch.zeros((r, new), dtype=torch.float32, device=device)
-        self.mask = torch.zeros((r, new), dtype=torch.bool, device=device)
-        self.pad = pad_token_id
-        self.written = 0  # columns already flushed
-        self.pending: list[tuple[torch.Tensor, ...]] = []
-
-    def add(self, tok, logp, ent, active) -> None:
-        self.pending.append((tok, logp, ent, active))
-
-    def flush(self, rows: torch.Tensor) -> None:
-        if not self.pending:
-            return
-        tok, logp, ent, active = (torch.stack(x, dim=1) for x in zip(*self.pending))  # (B, k)
-        cols = slice(self.written, self.written + active.shape[1])
-        self.tok[rows, cols] = torch.where(active, tok, self.pad)
-        self.lp[rows, cols] = logp * active
-        self.ent[rows, cols] = ent * active
-        self.mask[rows, cols] = active
-        self.written = cols.stop
-        self.pending = []

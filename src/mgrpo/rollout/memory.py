@@ -104,6 +104,15 @@ def prompts_per_chunk(per_prompt_bytes: int, budget: int | None, num_prompts: in
     return max(1, min(num_prompts, budget // max(per_prompt_bytes, 1)))
 
 
+def plan_prompts(config, dtype: torch.dtype, device: torch.device, kv_cache_gb: float | None,
+                 prompts: list[list[int]], counts: list[int], new: int) -> int:
+    """Prompts per decode loop for `counts` rows per prompt and model (one entry per model),
+    `new` tokens, sized by the longest prompt: all of them when they fit the budget."""
+    longest = max(len(p) for p in prompts)
+    per_prompt = kv_shape(config, dtype).prompt_bytes(sum(counts), len(counts), longest, new)
+    return prompts_per_chunk(per_prompt, budget_bytes(kv_cache_gb, device), len(prompts))
+
+
 def chunk_seed(seed: int, index: int) -> int:
     """Seed of prompt chunk `index`: `seed` itself for chunk 0 (unsplit calls unchanged), a
     SplitMix64 mix of (seed, index) otherwise (63 bits, never equal to a nearby seed + b)."""
