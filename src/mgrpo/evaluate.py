@@ -264,8 +264,12 @@ def run(args: argparse.Namespace) -> int:
         return _fail(f"cannot load model {args.model!r}: {exc}")
     if args.kv_cache_gb is not None and not args.kv_cache_gb > 0:
         return _fail(f"--kv-cache-gb must be > 0, got {args.kv_cache_gb}")
-    engine = make_engine(
-        args.engine, model, pad_token_id=tokenizer.pad_token_id, kv_cache_gb=args.kv_cache_gb
+    engine = make_engine(  # fast: graphs and KV workspace kept across the batches
+        args.engine,
+        model,
+        pad_token_id=tokenizer.pad_token_id,
+        kv_cache_gb=args.kv_cache_gb,
+        keep_workspace=True,
     )
     params = SamplingParams(
         max_new_tokens=args.max_new_tokens or PAPER_MAX_NEW_TOKENS,

@@ -11,6 +11,7 @@ set, the same as one process.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from mgrpo.rollout import SamplingParams
@@ -33,18 +34,21 @@ def run_validation(run: Any, *, step: int) -> dict[str, float]:
         stop_token_ids=models.stop_token_ids,
         seed=step_seed(cfg.seed, step, VALIDATION_STREAM),
     )
-    result = evaluate_records(
-        models.policy_engine,
-        models.tokenizer,
-        run.val_records,
-        kind=cfg.data.answer_kind,
-        samples=val.samples,
-        params=params,
-        template=cfg.data.template,
-        checker=models.checker,
-        suffix=cfg.data.suffix,
-        **_split(models.dist, D),
-    )
+    engine = models.policy_engine
+    keep = getattr(engine, "keeping_workspace", contextlib.nullcontext)
+    with keep():  # fast engine on CUDA: later batches replay the graphs of the first
+        result = evaluate_records(
+            engine,
+            models.tokenizer,
+            run.val_records,
+            kind=cfg.data.answer_kind,
+            samples=val.samples,
+            params=params,
+            template=cfg.data.template,
+            checker=models.checker,
+            suffix=cfg.data.suffix,
+            **_split(models.dist, D),
+        )
     out = {"accuracy": float(result["accuracy"]), "response_length": float(result["response_length_mean"])}
     if val.samples > 1:
         if result.get("maj@k") is not None:

@@ -105,3 +105,14 @@ def test_another_model_set_gets_its_own_graphs() -> None:
 def test_bad_cache_size_is_refused() -> None:
     with pytest.raises(ValueError, match="max_graphs"):
         GraphCache(0)
+
+
+def test_keeping_workspace_reuses_graphs_inside_the_block_and_frees_them_after() -> None:
+    graphed = _graphed(_model(), keep=False)
+    with graphed.keeping_workspace():
+        first = graphed.generate(_prompts(), 3, PARAMS)
+        captured = graphed.graphs.captures
+        _same(graphed.generate(_prompts(), 3, PARAMS), first)
+        assert graphed.graphs.captures == captured and graphed.graphs.graphs_alive == captured
+    assert not graphed.keep_workspace and graphed._workspace is None
+    assert graphed.graphs.graphs_alive == 0 and graphed.graphs.buffers_alive == 0

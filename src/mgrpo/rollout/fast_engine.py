@@ -47,8 +47,9 @@ Unsupported models fall back to `hf` (see `registry.make_engine`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -301,6 +302,20 @@ class FastEngine(RolloutEngine):
                     f"groups[{i}] cannot share a decode loop with groups[0]: {problem}"
                 )
         return self._run_split(prompts, [(engine, n) for engine, n, _ in groups], first)
+
+    @contextlib.contextmanager
+    def keeping_workspace(self) -> Iterator[None]:
+        """Within the block, keep the KV workspace and graphs between calls (calls of
+        repeated shapes replay graphs captured before); restore the setting at exit and
+        free the workspace unless it was kept before."""
+        kept = self.keep_workspace
+        self.keep_workspace = True
+        try:
+            yield
+        finally:
+            self.keep_workspace = kept
+            if not kept:
+                self.release_workspace()
 
     def release_workspace(self) -> None:
         """Free the static KV workspace and every captured graph (they record its addresses)."""
