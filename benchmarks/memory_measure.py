@@ -67,6 +67,7 @@ class Meter:
 
 def measure(args) -> dict:
     from mgrpo.distributed import init_distributed, shard_run_models, shutdown
+    from mgrpo.momentum import ShardedMomentum
     from mgrpo.rollout import SamplingParams, make_engine
 
     device = torch.device(args.device)
@@ -82,6 +83,7 @@ def measure(args) -> dict:
                               with_momentum=True, device=device)
     meter.stop("startup")
     policy = models.policy
+    momentum = ShardedMomentum(policy, models.momentum_generator, ctx)
     optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=1e-6)
 
     g = torch.Generator().manual_seed(0)
@@ -90,7 +92,7 @@ def measure(args) -> dict:
     params = SamplingParams(max_new_tokens=args.new_tokens, temperature=1.0, seed=0,
                             stop_token_ids=())
     pe = make_engine("fast", models.policy_full, pad_token_id=0)
-    me = make_engine("fast", models.momentum.generator, pad_token_id=0)
+    me = make_engine("fast", models.momentum_generator, pad_token_id=0)
     meter.start()
     batches = pe.generate_joint(prompts, [(pe, POLICY_ROWS, params), (me, MOMENTUM_ROWS, params)])
     meter.stop("rollout")
@@ -112,7 +114,7 @@ def measure(args) -> dict:
     meter.stop("optimizer")
     optimizer.zero_grad(set_to_none=True)
     meter.start()
-    models.momentum.update_(policy, 0.99)
+    momentum.update_(policy, 0.99)
     meter.stop("ema")
     shutdown(ctx)
 

@@ -338,7 +338,7 @@ class ShardedModels:
     policy: nn.Module  # sharded (DTensor params, fp32 master)
     policy_full: nn.Module  # unsharded generator copy in the generation dtype
     reference: nn.Module | None  # sharded, generation dtype, frozen
-    momentum: Any  # mgrpo.momentum.ShardedMomentum | None
+    momentum_generator: nn.Module | None  # unsharded; `mgrpo.momentum.ShardedMomentum` wraps it
 
 
 def inference_twin(model: nn.Module, *, device: torch.device, dtype: torch.dtype) -> nn.Module:
@@ -388,7 +388,8 @@ def shard_run_models(
     with_momentum: bool,
     device: torch.device | None = None,
 ) -> ShardedModels:
-    """Build the unsharded generators and the reference from `policy`, then shard.
+    """Build the unsharded generators and the reference from `policy`, then shard. The
+    momentum master is `mgrpo.momentum.ShardedMomentum(policy, momentum_generator, ctx)`.
 
     `policy` is the full fp32 model as loaded, best on the CPU (`device` is where the run
     computes; None = where `policy` is). Start-up memory per rank on `device`: each generator
@@ -401,8 +402,6 @@ def shard_run_models(
     grads 4P/W, reference 2P/W (bf16), momentum master 4P/W, generator copies 2P each (bf16,
     unsharded).
     """
-    from mgrpo.momentum import ShardedMomentum
-
     target = device if device is not None else next(policy.parameters()).device
     policy_full = inference_twin(policy, device=target, dtype=gen_dtype)
     momentum_generator = (
@@ -414,8 +413,7 @@ def shard_run_models(
                                    dtype=gen_dtype)
         shard_model(reference, ctx, param_dtype=gen_dtype, trainable=False)
     shard_model(policy, ctx, param_dtype=gen_dtype, trainable=True)
-    momentum = ShardedMomentum(policy, momentum_generator, ctx) if with_momentum else None
-    return ShardedModels(policy, policy_full, reference, momentum)
+    return ShardedModels(policy, policy_full, reference, momentum_generator)
 
 
 def policy_refresher(ctx: DistContext, policy: nn.Module, policy_full: nn.Module):

@@ -42,7 +42,7 @@ from mgrpo.checkpoint import (
 )
 from mgrpo.config import Config, config_to_dict, dump_config
 from mgrpo.data.datasets import PromptRecord
-from mgrpo.momentum import MomentumModel
+from mgrpo.momentum import MomentumModel, ShardedMomentum
 from mgrpo.step import NonFiniteLossError, StepBatch, StepModels, train_step
 from mgrpo.training_data import VAL_SEED_OFFSET, PromptSet, build_prompt_set, load_records
 
@@ -327,7 +327,10 @@ def build_run(cfg: Config, run_dir: Path, resume: bool = False) -> Run:
                                      with_reference=cfg.algorithm.kl_coef > 0,
                                      with_momentum=spec.uses_momentum_model,
                                      device=resolve_device(cfg.model.device))
-        reference, momentum, policy_full = sharded.reference, sharded.momentum, sharded.policy_full
+        reference, policy_full = sharded.reference, sharded.policy_full
+        momentum = None
+        if sharded.momentum_generator is not None:
+            momentum = ShardedMomentum(policy, sharded.momentum_generator, ctx)
         after_update = D.policy_refresher(ctx, policy, policy_full)
     elif lora_export is not None:
         momentum = LoraMomentum(policy) if spec.uses_momentum_model else None

@@ -10,6 +10,7 @@ import torch.distributed as dist
 from mgrpo.distributed import inference_twin, init_distributed, shard_run_models, shutdown
 from mgrpo.models.tiny import build_tiny_model
 from mgrpo.models.tokenizer import build_char_tokenizer
+from mgrpo.momentum import ShardedMomentum
 
 TOK = build_char_tokenizer()
 
@@ -73,10 +74,11 @@ def test_shard_run_models_places_every_model(one_rank_group) -> None:
             assert p.requires_grad is grad
             torch.testing.assert_close(p.full_tensor(), full[name], rtol=0, atol=0)
     # generators: plain tensors, frozen, equal to the loaded model
-    for gen in (models.policy_full, models.momentum.generator):
+    for gen in (models.policy_full, models.momentum_generator):
         for name, p in gen.named_parameters():
             assert not hasattr(p, "to_local") and not p.requires_grad
             assert torch.equal(p, full[name])
     # the momentum master starts as the policy
-    for t, (name, _) in zip(models.momentum.sharded, policy.named_parameters(), strict=True):
+    momentum = ShardedMomentum(models.policy, models.momentum_generator, ctx)
+    for t, (name, _) in zip(momentum.sharded, policy.named_parameters(), strict=True):
         torch.testing.assert_close(t.full_tensor(), full[name], rtol=0, atol=0)
