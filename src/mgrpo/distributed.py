@@ -22,7 +22,7 @@ CPU with gloo (torch 2.13, tested) and on CUDA with nccl.
 Rollouts need full weights: every rank keeps an UNSHARDED generator copy of the policy (and
 of the momentum model), refreshed after each optimizer step / EMA by all-gathering one
 parameter at a time (`refresh_full_copy_`). Cost per GPU: 2 bytes/param for each bf16
-generator copy (see notes/SCALING.md for the memory table).
+generator copy (docs/memory.md: the memory per stage).
 
 A dead or hung rank: every collective has ``distributed.timeout_s``; the survivors raise
 `RankLostError` (a clear message naming the rank and the stage) instead of hanging, and

@@ -58,6 +58,9 @@ def test_graphed_steps_equal_the_plain_static_step_and_are_reused_across_calls()
     assert captured > 1 and cache.graphs_alive == captured
     assert cache.buffers_alive == 1  # ONE logits buffer for every graph
     assert cache.logits.shape == (12, model.config.vocab_size)
+    cfg, ws = model.config, graphed._workspace  # 12 rows x 256 positions (rounded up), fp64
+    per_layer = 12 * cfg.num_key_value_heads * 256 * cfg.head_dim * 8
+    assert ws.length == 256 and ws.nbytes == 2 * cfg.num_hidden_layers * per_layer
     # same shapes again (stale cache contents from the first call are masked): no capture
     second = graphed.generate(_prompts(), 3, PARAMS)
     _same(second, first)

@@ -147,6 +147,11 @@ class Workspace:
     def length(self) -> int:
         return self.k[0].shape[2]
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the K and V caches."""
+        return sum(t.numel() * t.element_size() for t in (*self.k, *self.v))
+
     @classmethod
     def allocate(cls, shape: tuple[int, int, int, int], layers: int, dtype: torch.dtype,
                  device: torch.device, rope: Callable) -> Workspace:

@@ -342,8 +342,9 @@ class FastEngine(RolloutEngine):
     def plan_chunks(self, prompts: list[list[int]], counts: list[int], new: int) -> int:
         """Prompts per decode loop under the memory budget (`rollout.memory.plan_prompts`)."""
         dtype = self.trunk.embed_tokens.weight.dtype
+        held = self._workspace.nbytes if self._workspace is not None else 0
         return plan_prompts(self.model.config, dtype, self.device, self.kv_cache_gb, prompts,
-                            counts, new)
+                            counts, new, held)
 
     def _run_split(
         self, prompts: list[list[int]], groups: list[tuple[FastEngine, int]], params: SamplingParams

@@ -83,16 +83,17 @@ def kv_shape(config, dtype: torch.dtype) -> KVShape:
     )
 
 
-def budget_bytes(kv_cache_gb: float | None, device: torch.device) -> int | None:
+def budget_bytes(kv_cache_gb: float | None, device: torch.device, held: int = 0) -> int | None:
     """The byte budget of one decode loop: `kv_cache_gb` GiB; else FREE_FRACTION of the free
-    CUDA memory; else (CPU) None = no limit."""
+    CUDA memory plus `held` (bytes the engine already holds for decoding and would reuse);
+    else (CPU) None = no limit."""
     if kv_cache_gb is not None:
         if not kv_cache_gb > 0:
             raise ValueError(f"generation.kv_cache_gb must be > 0 (or null), got {kv_cache_gb!r}")
         return int(kv_cache_gb * GIB)
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
-        return int(FREE_FRACTION * free)
+        return int(FREE_FRACTION * (free + held))
     return None
 
 
@@ -105,12 +106,14 @@ def prompts_per_chunk(per_prompt_bytes: int, budget: int | None, num_prompts: in
 
 
 def plan_prompts(config, dtype: torch.dtype, device: torch.device, kv_cache_gb: float | None,
-                 prompts: list[list[int]], counts: list[int], new: int) -> int:
+                 prompts: list[list[int]], counts: list[int], new: int, held: int = 0) -> int:
     """Prompts per decode loop for `counts` rows per prompt and model (one entry per model),
-    `new` tokens, sized by the longest prompt: all of them when they fit the budget."""
+    `new` tokens, sized by the longest prompt: all of them when they fit the budget
+    (`budget_bytes`; `held`: bytes of a kept KV workspace)."""
     longest = max(len(p) for p in prompts)
     per_prompt = kv_shape(config, dtype).prompt_bytes(sum(counts), len(counts), longest, new)
-    return prompts_per_chunk(per_prompt, budget_bytes(kv_cache_gb, device), len(prompts))
+    budget = budget_bytes(kv_cache_gb, device, held)
+    return prompts_per_chunk(per_prompt, budget, len(prompts))
 
 
 def chunk_seed(seed: int, index: int) -> int:
