@@ -226,9 +226,14 @@ class GenerationConfig:
     top_p: float = 1.0
     top_k: int = 0
     max_new_tokens: int = 3072
+    # GiB one fast-engine decode loop may use (KV cache + sampler + prefill, docs/memory.md);
+    # null = 80% of free CUDA memory, no limit on CPU. Over budget: prompts split into loops.
+    kv_cache_gb: float | None = None
 
     def __post_init__(self) -> None:
         _check(self.temperature > 0, "generation.temperature", "must be > 0 for RL sampling")
+        _check(self.kv_cache_gb is None or self.kv_cache_gb > 0, "generation.kv_cache_gb",
+               "must be > 0 (or null: 80% of free CUDA memory, no limit on CPU)")
         _check(0.0 < self.top_p <= 1.0, "generation.top_p", "must be in (0, 1]")
         _check(self.top_k >= 0, "generation.top_k", "must be >= 0 (0 = off)")
         _check(self.max_new_tokens >= 1, "generation.max_new_tokens", "must be >= 1")

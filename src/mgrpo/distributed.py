@@ -22,7 +22,7 @@ CPU with gloo (torch 2.13, tested) and on CUDA with nccl.
 Rollouts need full weights: every rank keeps an UNSHARDED generator copy of the policy (and
 of the momentum model), refreshed after each optimizer step / EMA by all-gathering one
 parameter at a time (`refresh_full_copy_`). Cost per GPU: 2 bytes/param for each bf16
-generator copy (see notes/SCALING.md for the memory table).
+generator copy (docs/memory.md: the memory per stage).
 
 A dead or hung rank: every collective has ``distributed.timeout_s``; the survivors raise
 `RankLostError` (a clear message naming the rank and the stage) instead of hanging, and
@@ -338,7 +338,45 @@ class ShardedModels:
     policy: nn.Module  # sharded (DTensor params, fp32 master)
     policy_full: nn.Module  # unsharded generator copy in the generation dtype
     reference: nn.Module | None  # sharded, generation dtype, frozen
-    momentum: Any  # mgrpo.momentum.ShardedMomentum | None
+    momentum_generator: nn.Module | None  # unsharded; `mgrpo.momentum.ShardedMomentum` wraps it
+
+
+def inference_twin(model: nn.Module, *, device: torch.device, dtype: torch.dtype) -> nn.Module:
+    """An inference-only copy of `model` on `device` in `dtype`, built one tensor at a time.
+
+    The module tree is deep-copied with every parameter replaced by a meta tensor (no data),
+    then each parameter is materialised straight on `device` from the source (cast during the
+    copy), so the extra memory is the twin itself plus one parameter in flight: no full copy
+    of the source ever exists on the target device or in host memory. Tied parameters stay
+    tied; floating buffers are cast to `dtype` like `nn.Module.to(dtype)` would.
+    """
+    import copy
+
+    params = list(model.parameters())
+    memo = {id(p): nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=False)
+            for p in params}
+    twin = copy.deepcopy(model, memo)
+    made: dict[int, nn.Parameter] = {}  # meta param id -> materialised param (ties)
+    sources = {id(memo[id(p)]): p for p in params}
+    with torch.no_grad():
+        for module in twin.modules():
+            for name, meta in list(module._parameters.items()):
+                if meta is None:
+                    continue
+                if id(meta) not in made:
+                    src = sources[id(meta)].detach()
+                    cast = dtype if src.is_floating_point() else src.dtype
+                    # always new storage (`.to` would alias a source already in place)
+                    value = torch.empty(src.shape, device=device, dtype=cast).copy_(src)
+                    made[id(meta)] = nn.Parameter(value, requires_grad=False)
+                module._parameters[name] = made[id(meta)]
+            for name, buf in list(module._buffers.items()):
+                if buf is not None:
+                    module._buffers[name] = buf.to(
+                        device=device, dtype=dtype if buf.is_floating_point() else None
+                    )
+    twin.eval()
+    return twin
 
 
 def shard_run_models(
@@ -348,31 +386,34 @@ def shard_run_models(
     gen_dtype: torch.dtype,
     with_reference: bool,
     with_momentum: bool,
+    device: torch.device | None = None,
 ) -> ShardedModels:
-    """Copy out the unsharded generators and the reference, then shard policy and reference.
+    """Build the unsharded generators and the reference from `policy`, then shard. The
+    momentum master is `mgrpo.momentum.ShardedMomentum(policy, momentum_generator, ctx)`.
 
-    Memory per rank (P params, W ranks): policy master fp32 4P/W + AdamW 8P/W + grads 4P/W,
-    reference 2P/W (bf16), momentum master 4P/W, generator copies 2P each (bf16, unsharded).
+    `policy` is the full fp32 model as loaded, best on the CPU (`device` is where the run
+    computes; None = where `policy` is). Start-up memory per rank on `device`: each generator
+    twin is materialised there one parameter at a time (`inference_twin`); the reference is
+    cast on the host and sharded layer by layer (FSDP2 moves one decoder layer's full tensors
+    to `device`, then keeps this rank's shard); the policy likewise. No rank ever holds a
+    full fp32 copy on `device`: the peak is the generators plus one full layer in flight.
+
+    Memory per rank once built (P params, W ranks): policy master fp32 4P/W + AdamW 8P/W +
+    grads 4P/W, reference 2P/W (bf16), momentum master 4P/W, generator copies 2P each (bf16,
+    unsharded).
     """
-    import copy
-
-    from mgrpo.momentum import ShardedMomentum
-
-    def inference_copy() -> nn.Module:
-        twin = copy.deepcopy(policy).to(gen_dtype)
-        twin.eval()
-        for p in twin.parameters():
-            p.requires_grad_(False)
-        return twin
-
-    policy_full = inference_copy()
-    momentum_generator = inference_copy() if with_momentum else None
-    reference = inference_copy() if with_reference else None
-    if reference is not None:
+    target = device if device is not None else next(policy.parameters()).device
+    policy_full = inference_twin(policy, device=target, dtype=gen_dtype)
+    momentum_generator = (
+        inference_twin(policy, device=target, dtype=gen_dtype) if with_momentum else None
+    )
+    reference = None
+    if with_reference:  # host-side cast copy, sharded (and moved) layer by layer
+        reference = inference_twin(policy, device=next(policy.parameters()).device,
+                                   dtype=gen_dtype)
         shard_model(reference, ctx, param_dtype=gen_dtype, trainable=False)
     shard_model(policy, ctx, param_dtype=gen_dtype, trainable=True)
-    momentum = ShardedMomentum(policy, momentum_generator, ctx) if with_momentum else None
-    return ShardedModels(policy, policy_full, reference, momentum)
+    return ShardedModels(policy, policy_full, reference, momentum_generator)
 
 
 def policy_refresher(ctx: DistContext, policy: nn.Module, policy_full: nn.Module):

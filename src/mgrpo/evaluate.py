@@ -160,6 +160,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     parser.add_argument(
+        "--kv-cache-gb",
+        type=float,
+        default=None,
+        help="GiB one fast-engine decode loop may use; batches over it are split "
+        "(default: 80%% of free CUDA memory, no limit on CPU; docs/memory.md)",
+    )
+    parser.add_argument(
         "--answer-timeout",
         type=float,
         default=5.0,
@@ -297,7 +304,15 @@ def run(args: argparse.Namespace) -> int:
         )
     except (OSError, ValueError) as exc:
         return _fail(f"cannot load model {args.model!r}: {exc}")
-    engine = make_engine(args.engine, model, pad_token_id=tokenizer.pad_token_id)
+    if args.kv_cache_gb is not None and not args.kv_cache_gb > 0:
+        return _fail(f"--kv-cache-gb must be > 0, got {args.kv_cache_gb}")
+    engine = make_engine(  # fast: graphs and KV workspace kept across the batches
+        args.engine,
+        model,
+        pad_token_id=tokenizer.pad_token_id,
+        kv_cache_gb=args.kv_cache_gb,
+        keep_workspace=True,
+    )
     params = SamplingParams(
         max_new_tokens=args.max_new_tokens or PAPER_MAX_NEW_TOKENS,
         temperature=PAPER_TEMPERATURE if args.temperature is None else args.temperature,

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from mgrpo.config import LoraConfig
-from mgrpo.core.ema import ema_update_
+from mgrpo.momentum import Momentum
 
 ALL_LINEAR = "all-linear"
 
@@ -70,12 +70,14 @@ def adapter_names(model: nn.Module) -> list[str]:
     return [n for n, p in model.named_parameters() if p.requires_grad]
 
 
-class LoraMomentum:
+class LoraMomentum(Momentum):
     """EMA of the adapters: `master` fp32 tensors, one per trainable adapter tensor.
 
-    `generator` is the shared policy model; sample from it inside `swapped_in()`.
-    Interface-compatible with `mgrpo.momentum.MomentumModel` (update_, state_dict, ...).
+    `generator` is the shared policy model; sample from it inside `swapped_in()`. The
+    `mgrpo.momentum.Momentum` interface (update_, state_dict, load_state_dict).
     """
+
+    kind = "LoRA momentum"
 
     def __init__(self, policy: nn.Module) -> None:
         self.generator = policy
@@ -86,10 +88,9 @@ class LoraMomentum:
         self._adapters = [params[n] for n in self.names]
         self.master = [p.detach().to(torch.float32).clone() for p in self._adapters]
 
-    @torch.no_grad()
-    def update_(self, policy: nn.Module, momentum: float) -> None:
-        """theta_k <- m theta_k + (1 - m) theta_q over the adapter tensors only."""
-        ema_update_(self.master, [p.detach() for p in self._adapters], momentum)
+    def _sources(self, policy: nn.Module) -> list[torch.Tensor]:
+        """The adapter tensors (the same parameters as `policy`'s trainable ones)."""
+        return [p.detach() for p in self._adapters]
 
     @contextmanager
     def swapped_in(self) -> Iterator[None]:
@@ -102,17 +103,6 @@ class LoraMomentum:
         finally:
             with torch.no_grad():
                 torch._foreach_copy_([p.data for p in self._adapters], saved)
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {n: t.detach().cpu().contiguous() for n, t in zip(self.names, self.master)}
-
-    @torch.no_grad()
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        missing = [n for n in self.names if n not in state]
-        if missing:
-            raise ValueError(f"LoRA momentum state lacks {len(missing)} tensors, e.g. {missing[:3]}")
-        for name, master in zip(self.names, self.master):
-            master.copy_(state[name].to(master.dtype))
 
 
 class ScopedEngine:

@@ -43,7 +43,7 @@ from mgrpo.checkpoint import (
 )
 from mgrpo.config import Config, ConfigError, config_from_dict, config_to_dict, dump_config
 from mgrpo.data.datasets import PromptRecord
-from mgrpo.momentum import MomentumModel
+from mgrpo.momentum import MomentumModel, ShardedMomentum
 from mgrpo.step import NonFiniteLossError, StepBatch, StepModels, train_step
 from mgrpo.training_data import VAL_SEED_OFFSET, PromptSet, build_prompt_set, load_records
 
@@ -292,9 +292,9 @@ def build_run(cfg: Config, run_dir: Path, resume: bool = False) -> Run:
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
 
-    policy, tokenizer = load_model_and_tokenizer(  # FSDP: fp32 master, bf16 compute on CUDA
-        cfg.model.name, dtype="float32" if ctx.fsdp else cfg.model.dtype,
-        device=cfg.model.device, seed=cfg.seed,
+    policy, tokenizer = load_model_and_tokenizer(  # FSDP: fp32 master, bf16 compute on CUDA,
+        cfg.model.name, dtype="float32" if ctx.fsdp else cfg.model.dtype,  # loaded on the host
+        device="cpu" if ctx.fsdp else cfg.model.device, seed=cfg.seed,
         tiny_hidden_size=cfg.model.tiny_hidden_size, tiny_layers=cfg.model.tiny_layers,
     )
     train_records = load_records(cfg.data, cfg.data.train, split="train", seed=cfg.seed)
@@ -332,8 +332,12 @@ def build_run(cfg: Config, run_dir: Path, resume: bool = False) -> Run:
         gen_dtype = resolve_dtype(cfg.model.dtype, resolve_device(cfg.model.device))
         sharded = D.shard_run_models(ctx, policy, gen_dtype=gen_dtype,
                                      with_reference=cfg.algorithm.kl_coef > 0,
-                                     with_momentum=spec.uses_momentum_model)
-        reference, momentum, policy_full = sharded.reference, sharded.momentum, sharded.policy_full
+                                     with_momentum=spec.uses_momentum_model,
+                                     device=resolve_device(cfg.model.device))
+        reference, policy_full = sharded.reference, sharded.policy_full
+        momentum = None
+        if sharded.momentum_generator is not None:
+            momentum = ShardedMomentum(policy, sharded.momentum_generator, ctx)
         after_update = D.policy_refresher(ctx, policy, policy_full)
     elif lora_export is not None:
         momentum = LoraMomentum(policy) if spec.uses_momentum_model else None
@@ -352,14 +356,16 @@ def build_run(cfg: Config, run_dir: Path, resume: bool = False) -> Run:
     pad = tokenizer.pad_token_id
     momentum_engine = None
     if momentum is not None:
-        momentum_engine = make_engine(cfg.model.engine, momentum.generator, pad_token_id=pad)
+        momentum_engine = make_engine(cfg.model.engine, momentum.generator, pad_token_id=pad,
+                                      kv_cache_gb=cfg.generation.kv_cache_gb)
         if lora_export is not None:  # same model, momentum adapters swapped in per call
             from mgrpo.lora import ScopedEngine
 
             momentum_engine = ScopedEngine(momentum_engine, momentum.swapped_in)
     models = StepModels(
         policy=policy,
-        policy_engine=make_engine(cfg.model.engine, policy_full or policy, pad_token_id=pad),
+        policy_engine=make_engine(cfg.model.engine, policy_full or policy, pad_token_id=pad,
+                                  kv_cache_gb=cfg.generation.kv_cache_gb),
         momentum=momentum,
         momentum_engine=momentum_engine,
         reference=reference,

@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mgrpo.core.ema import ema_update_
+from mgrpo.core.ema import cast_chunks, ema_update_
 
 FAST = settings(deadline=None, max_examples=50, derandomize=True)
 
@@ -107,3 +107,49 @@ def test_mismatches_raise() -> None:
     with pytest.raises(ValueError):
         ema_update_(target, [torch.ones(2), torch.ones(2)], 0.5)
     assert torch.equal(target[0], torch.zeros(2))  # validated before any update
+
+
+def _ema_all_casts_at_once(target, source, m: float) -> None:
+    """The update as a single fused pass over sources ALL cast up front (one full-model
+    temporary): the reference the chunked update must equal bitwise."""
+    cast = [s.to(t.dtype) for t, s in zip(target, source, strict=True)]
+    if m == 0.0:
+        torch._foreach_copy_(target, cast)
+    elif m != 1.0:
+        torch._foreach_mul_(target, m)
+        torch._foreach_add_(target, cast, alpha=1.0 - m)
+
+
+@FAST
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    momentum=st.sampled_from([0.0, 0.5, 0.99, 0.999, 1.0]),
+    source_dtype=st.sampled_from([torch.float32, torch.bfloat16]),
+    chunk_bytes=st.integers(1, 200),
+    n=st.integers(1, 8),
+)
+def test_chunked_casts_equal_casting_everything_at_once(
+    seed: int, momentum: float, source_dtype, chunk_bytes: int, n: int
+) -> None:
+    target = _tensors(seed, [torch.float32] * n)
+    source = _tensors(seed + 1, [source_dtype] * n)
+    expected = [t.clone() for t in target]
+    _ema_all_casts_at_once(expected, source, momentum)
+    ema_update_(target, source, momentum, chunk_bytes=chunk_bytes)
+    assert all(torch.equal(t, e) for t, e in zip(target, expected, strict=True))
+
+
+@FAST
+@given(sizes=st.lists(st.integers(1, 100), max_size=12), chunk_bytes=st.integers(1, 150))
+def test_cast_chunks_cover_every_tensor_once_within_the_bound(sizes, chunk_bytes: int) -> None:
+    chunks = cast_chunks(sizes, chunk_bytes)
+    assert [i for c in chunks for i in c] == list(range(len(sizes)))
+    for c in chunks:
+        total = sum(sizes[i] for i in c)
+        assert total <= chunk_bytes or len(c) == 1  # only a lone oversized tensor exceeds it
+        assert len(c) > 0
+
+
+def test_cast_chunks_rejects_a_non_positive_bound() -> None:
+    with pytest.raises(ValueError, match="chunk_bytes"):
+        cast_chunks([4], 0)

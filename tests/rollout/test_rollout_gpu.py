@@ -48,3 +48,23 @@ def test_cuda_bf16_sampling_and_weight_refresh():
         model.lm_head.weight.mul_(-1.0)  # in place: the captured graphs must see it
     c = eng.generate(_prompts(), 4, params)
     assert not torch.equal(a.response_ids, c.response_ids)
+
+
+def test_cuda_graphs_one_logits_buffer_and_reuse_across_calls():
+    model = build_tiny_model(TOK, arch="qwen3", hidden_size=128, num_layers=3).cuda()
+    params = SamplingParams(max_new_tokens=24, temperature=1.0, seed=2)
+    kept = make_engine("fast", model, pad_token_id=0, check_every=2, attn_bucket=8,
+                       keep_workspace=True)
+    eager = make_engine("fast", model, pad_token_id=0, cuda_graph=False)
+    first = kept.generate(_prompts(), 2, params)
+    cache = kept.graphs
+    captured = cache.captures
+    assert captured > 1 and cache.graphs_alive == captured and cache.buffers_alive == 1
+    second = kept.generate(_prompts(), 2, params)  # same shapes: every graph replayed
+    assert cache.captures == captured and cache.hits > 0
+    assert torch.equal(first.response_ids, second.response_ids)
+    greedy = SamplingParams(max_new_tokens=24, temperature=0)
+    a, b = kept.generate(_prompts(), 2, greedy), eager.generate(_prompts(), 2, greedy)
+    assert torch.equal(a.response_ids, b.response_ids)
+    kept.release_workspace()
+    assert cache.graphs_alive == 0 and cache.buffers_alive == 0

@@ -2,8 +2,11 @@
 
 After every optimizer step ``theta_k <- m * theta_k + (1 - m) * theta_q`` (m = 0.99 in the
 paper). The target should be kept in fp32: in bf16 an update of size ``(1 - m) * delta`` is
-below half an ulp of most weights and the momentum model silently stops moving. A bf16 source
-(the policy) is cast to the target dtype before the update.
+below half an ulp of most weights and the momentum model silently stops moving. A source of
+another dtype (a bf16 policy) is cast to the target dtype before the update, a bounded chunk
+of tensors at a time (`chunk_bytes`), so no full-model temporary exists: the extra memory is
+at most ``max(chunk_bytes, largest cast tensor)``. An fp32 source (fp32 master weights) is
+read as it is, with no cast and no temporary.
 
 This is the pure update only; gathering sharded parameters (FSDP / ZeRO-3) belongs to the
 caller around it.
@@ -20,24 +23,50 @@ import torch
 
 from mgrpo.core._checks import check_number
 
-__all__ = ["ema_update_"]
+__all__ = ["DEFAULT_CHUNK_BYTES", "cast_chunks", "ema_update_"]
+
+DEFAULT_CHUNK_BYTES = 256 << 20  # cast sources at most this many bytes at a time
+
+
+def cast_chunks(sizes: list[int], chunk_bytes: int) -> list[range]:
+    """Consecutive index ranges over tensors of `sizes` bytes, each summing to at most
+    `chunk_bytes` (a single larger tensor forms a chunk of its own). Empty `sizes` -> []."""
+    if chunk_bytes < 1:
+        raise ValueError(f"chunk_bytes must be >= 1, got {chunk_bytes!r}")
+    chunks: list[range] = []
+    start, total = 0, 0
+    for i, size in enumerate(sizes):
+        if i > start and total + size > chunk_bytes:
+            chunks.append(range(start, i))
+            start, total = i, 0
+        total += size
+    if sizes:
+        chunks.append(range(start, len(sizes)))
+    return chunks
 
 
 @torch.no_grad()
 def ema_update_(
-    target: Iterable[torch.Tensor], source: Iterable[torch.Tensor], momentum: float
+    target: Iterable[torch.Tensor],
+    source: Iterable[torch.Tensor],
+    momentum: float,
+    *,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
 ) -> None:
     """``t <- momentum * t + (1 - momentum) * s`` for each pair, in place on ``target``.
 
     Uses ``torch._foreach_mul_`` / ``torch._foreach_add_`` on groups of tensors sharing device
     and dtype (one fused launch per group instead of one per parameter). Sources whose dtype or
-    device differs from their target are cast first (fp32 target + bf16 source is the intended
-    M-GRPO setup). Runs under ``torch.no_grad`` so targets may be ``nn.Parameter``s.
+    device differs from their target are cast first, `chunk_bytes` of casts at a time (fp32
+    target + bf16 source is the intended M-GRPO setup); the result is bitwise the same as
+    casting every source at once, since each element sees the same two operations. Runs under
+    ``torch.no_grad`` so targets may be ``nn.Parameter``s.
 
     Args:
         target: tensors updated in place (floating dtype), e.g. ``momentum_model.parameters()``.
         source: tensors of the same shapes, same order, e.g. ``policy.parameters()``.
         momentum: ``m`` in ``[0, 1]``; 1 leaves the target unchanged, 0 copies the source.
+        chunk_bytes: bound on the bytes of cast source tensors alive at once.
 
     Raises:
         ValueError: ``momentum`` outside ``[0, 1]`` (or not finite), different numbers of
@@ -62,18 +91,24 @@ def ema_update_(
             raise ValueError(f"target[{i}] must be a floating tensor, got dtype {t.dtype}")
     if m == 1.0 or not targets:
         return
-    # group by (device, dtype) of the target; sources cast to match
-    groups: dict[tuple[torch.device, torch.dtype], tuple[list[torch.Tensor], list[torch.Tensor]]]
-    groups = {}
+    # group by (device, dtype) of the target and whether the source needs a cast
+    groups: dict[tuple[torch.device, torch.dtype, bool], tuple[list, list]] = {}
     for t, s in zip(targets, sources, strict=True):
-        if s.dtype != t.dtype or s.device != t.device:
-            s = s.to(device=t.device, dtype=t.dtype)
-        ts, ss = groups.setdefault((t.device, t.dtype), ([], []))
+        cast = s.dtype != t.dtype or s.device != t.device
+        ts, ss = groups.setdefault((t.device, t.dtype, cast), ([], []))
         ts.append(t)
         ss.append(s)
-    for ts, ss in groups.values():
-        if m == 0.0:
+    for (device, dtype, cast), (ts, ss) in groups.items():
+        if m == 0.0:  # copy_ casts element-wise itself
             torch._foreach_copy_(ts, ss)
-        else:
-            torch._foreach_mul_(ts, m)
-            torch._foreach_add_(ts, ss, alpha=1.0 - m)
+            continue
+        spans = [range(len(ts))]
+        if cast:
+            spans = cast_chunks([t.numel() * t.element_size() for t in ts], chunk_bytes)
+        for span in spans:
+            part = [ss[i] for i in span]
+            if cast:
+                part = [x.to(device=device, dtype=dtype) for x in part]
+            chunk = [ts[i] for i in span]
+            torch._foreach_mul_(chunk, m)
+            torch._foreach_add_(chunk, part, alpha=1.0 - m)

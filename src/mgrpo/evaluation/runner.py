@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -218,6 +218,8 @@ def evaluate_records(
     max_prompt_tokens: int | None = None,
     system_prompt: str | None = None,
     chat_template_kwargs: dict[str, Any] | None = None,
+    shard: tuple[int, int] = (0, 1),
+    gather: Callable[[Any], list[Any]] | None = None,
 ) -> dict[str, Any]:
     """Sample `samples` responses per record and grade them against `record.answer`.
 
@@ -231,6 +233,11 @@ def evaluate_records(
     max_prompt_tokens tokens (the instruction and generation prompt survive) and is counted
     in `prompts_truncated`; None = no limit (the engine rejects prompts beyond the context).
     `system_prompt`, `chat_template_kwargs`: as in `mgrpo.data.prompts.render_record`.
+    `shard=(rank, world)` runs only batches b with b % world == rank (each with its own seed
+    `params.seed + b`, so a problem's samples do not depend on the split) and `gather` (every
+    rank's picklable partial results -> the list of all ranks') joins them before the
+    metrics: every rank returns the metrics of the whole set, equal to one process's. With
+    fewer batches than ranks the extra ranks only wait. Timings are this rank's own.
 
     Returns {accuracy (= avg@k), avg@k, maj@k (None for code), pass@1..pass@k, pass@k,
     n_problems, samples, response_length_mean, length_finish_fraction, prompts_truncated,
@@ -257,6 +264,9 @@ def evaluate_records(
             )
     suffix = DEFAULT_SUFFIX[kind] if suffix == AUTO else suffix
     k = samples
+    rank, world = shard
+    if not 0 <= rank < world:
+        raise ValueError(f"shard must be (rank, world) with 0 <= rank < world, got {shard}")
 
     prompts = [render_record(r, tokenizer, template, suffix, system_prompt=system_prompt,
                              chat_template_kwargs=chat_template_kwargs) for r in records]
@@ -274,18 +284,24 @@ def evaluate_records(
 
         bar = tqdm(total=len(records), desc=desc, unit="problem", dynamic_ncols=True)
     pending: list[Future[_Graded]] = []
+    order: list[int] = []  # batch number of each pending grade
     try:
         # ONE helper thread owns the tokenizer (never used from two threads at once): it
         # tokenizes batch b+1 and decodes + grades batch b while the engine generates, so
         # only the first batch's tokenization and the last batch's grading add wall time.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mgrpo-eval") as helper:
-            starts = list(range(0, len(records), batch_size))
-            next_ids = helper.submit(encode_prompts, prompts[:batch_size], tokenizer, chat=chat)
-            for b, start in enumerate(starts):
+            # this rank's (batch number, first record) pairs
+            mine = list(enumerate(range(0, len(records), batch_size)))[rank::world]
+            starts = [start for _, start in mine]
+            next_ids = None
+            if starts:
+                first = prompts[starts[0] : starts[0] + batch_size]
+                next_ids = helper.submit(encode_prompts, first, tokenizer, chat=chat)
+            for i, (b, start) in enumerate(mine):
                 chunk = prompts[start : start + batch_size]
                 ids = next_ids.result()
-                if b + 1 < len(starts):
-                    following = prompts[starts[b + 1] : starts[b + 1] + batch_size]
+                if i + 1 < len(starts):
+                    following = prompts[starts[i + 1] : starts[i + 1] + batch_size]
                     next_ids = helper.submit(encode_prompts, following, tokenizer, chat=chat)
                 if max_prompt_tokens is not None:
                     truncated += sum(len(p) > max_prompt_tokens for p in ids)
@@ -306,6 +322,7 @@ def evaluate_records(
                     list(batch.finish_reasons),
                 )
                 problems = records[start : start + batch_size]
+                order.append(b)
                 pending.append(
                     helper.submit(_grade_batch, snapshot, tokenizer, problems, kind, k, checker)
                 )
@@ -314,6 +331,11 @@ def evaluate_records(
             t_wait = time.perf_counter()
             graded = [future.result() for future in pending]
             wait_s = time.perf_counter() - t_wait
+            if gather is not None:  # every rank's batches, in batch order
+                parts = gather((list(zip(order, graded)), truncated))
+                truncated = sum(t for _, t in parts)
+                graded = [g for _, g in sorted((x for part, _ in parts for x in part),
+                                               key=lambda x: x[0])]
     finally:
         for future in pending:
             future.cancel()

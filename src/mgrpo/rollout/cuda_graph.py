@@ -1,60 +1,233 @@
-"""CUDA-graph replay of the `fast` engine's static decode step."""
+"""CUDA-graph replay of the `fast` engine's static decode step, with bounded memory.
+
+Memory. Every captured graph writes its logits into ONE shared output buffer (rows x V,
+fp32, `GraphCache.logits`) instead of owning a (B, V) output of its own, and all graphs share
+one private memory pool; the step's other temporaries are freed at the end of each capture,
+so they are reused by the next capture (graphs replay one at a time, and nothing but the
+shared buffer outlives a replay). The cache holds at most `max_graphs` graphs, least
+recently used evicted first.
+
+Reuse across calls. A graph records addresses: the parameters, the KV cache, the rope
+tables, its own input buffers and the logits buffer. The engine keeps the KV cache and rope
+tables in a `Workspace` that outlives a call when asked to (`FastEngine(keep_workspace=True)`),
+so a later call with the same (models, layout, batch, span) replays the graph captured
+before. A key holds the parameter addresses of every model in the call (`plan_fingerprint`),
+so graphs of another model set never collide; a new workspace (other shapes) clears the cache.
+
+The bookkeeping is independent of CUDA: `GraphCache(capture=...)` takes the function that
+turns a step into a replayable callable (`capture_cuda_graph` on CUDA; the tests pass
+`capture_eager`, which replays by running the step again).
+"""
 
 from __future__ import annotations
 
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable, Hashable
+from dataclasses import dataclass
 
 import torch
 
+DEFAULT_MAX_GRAPHS = 256  # captured decode-step graphs kept per engine (LRU)
+WORKSPACE_LENGTH_ROUND = 256  # workspace cache length rounded up to this many positions
 
-class GraphedStep:
-    """Replays the static decode step from CUDA graphs, one per shape key, lazily captured.
 
-    `fn(layout, tok, pos_ids, key_valid, col, cos_tab, sin_tab, k_caches, v_caches)`; the
-    graph key is (layout key, batch, attended cache columns). Inputs are copied into the
-    graph's static buffers before each replay; the returned logits live in the graph's output
-    buffer and are overwritten by the next replay. The KV caches are views of the same static
-    buffers on every call, so their addresses are stable. A graph records parameter
-    addresses, so an instance must not outlive the `generate` call that made it. On a
-    capture error: warn once and run the step eagerly from then on.
+def capture_cuda_graph(run: Callable[[], None], pool):
+    """Capture `run` (after one warm-up on a side stream) into a CUDA graph in `pool`;
+    returns (replay, pool)."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up (writes the same cache column the replay will)
+        run()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, pool=pool):
+        run()
+    return graph.replay, graph.pool()
+
+
+def capture_eager(run: Callable[[], None], pool):
+    """The capture contract without CUDA: replaying runs the step again (CPU tests)."""
+    return run, pool
+
+
+class GraphCache:
+    """LRU of replayable decode steps keyed by shape, plus the one shared logits buffer.
+
+    `graphs_alive` and `buffers_alive` report what is held; `captures` / `hits` count
+    lookups that captured / replayed; `resets` counts invalidations (new workspace).
     """
 
-    def __init__(self, fn: Callable, layout_key: Callable[[object], Hashable]) -> None:
+    def __init__(self, max_graphs: int = DEFAULT_MAX_GRAPHS, capture=capture_cuda_graph) -> None:
+        if max_graphs < 1:
+            raise ValueError(f"max_graphs must be >= 1, got {max_graphs!r}")
+        self.max_graphs = max_graphs
+        self.capture = capture
+        self.graphs: OrderedDict[Hashable, tuple] = OrderedDict()
+        self.logits: torch.Tensor | None = None
+        self.pool = None
+        self.epoch: Hashable = None
+        self.captures = self.hits = self.resets = 0
+
+    @property
+    def graphs_alive(self) -> int:
+        return len(self.graphs)
+
+    @property
+    def buffers_alive(self) -> int:
+        return 0 if self.logits is None else 1
+
+    def reset(self, epoch: Hashable) -> None:
+        """Drop every graph and the logits buffer unless `epoch` (the workspace identity)
+        is the one the graphs were captured against."""
+        if epoch == self.epoch:
+            return
+        if self.graphs or self.logits is not None:
+            self.resets += 1
+        self.graphs.clear()
+        self.logits, self.pool, self.epoch = None, None, epoch
+
+    def logits_view(self, rows: int, vocab: int, capacity: int, device, dtype) -> torch.Tensor:
+        """(rows, vocab) view of the shared buffer, allocated once at `capacity` rows."""
+        if self.logits is None:
+            self.logits = torch.empty((capacity, vocab), dtype=dtype, device=device)
+        if rows > self.logits.shape[0] or vocab != self.logits.shape[1]:
+            raise ValueError(
+                f"logits buffer {tuple(self.logits.shape)} cannot hold ({rows}, {vocab}): "
+                f"reset the cache for a larger workspace"
+            )
+        return self.logits[:rows]
+
+    def get(self, key: Hashable, make: Callable[[], tuple]) -> tuple:
+        """The entry under `key`; `make()` -> (run, inputs, out) is captured on a miss."""
+        entry = self.graphs.get(key)
+        if entry is not None:
+            self.hits += 1
+            self.graphs.move_to_end(key)
+            return entry
+        run, inputs, out = make()
+        replay, self.pool = self.capture(run, self.pool)
+        self.captures += 1
+        self.graphs[key] = (replay, inputs, out)
+        while len(self.graphs) > self.max_graphs:
+            self.graphs.popitem(last=False)
+        return self.graphs[key]
+
+    def clear(self) -> None:
+        """Drop every graph and the logits buffer (e.g. before freeing the workspace)."""
+        self.reset(object())
+
+
+def plan_fingerprint(plans) -> tuple:
+    """Addresses of every tensor the step reads from the models (parameters, fused copies)."""
+    out = []
+    for plan in plans:
+        out.append(tuple(p.data_ptr() for p in plan.model.parameters()))
+        if plan.fused:
+            out.append(tuple(t.data_ptr() for lp in plan.layers for t in (lp.qkv_w, lp.gate_up_w)
+                             if t is not None))
+    return tuple(out)
+
+
+@dataclass
+class Workspace:
+    """Static KV caches (layers x (rows, kv_heads, length, D)) and rope tables (length, D),
+    rounded-up capacity, reused by every call whose (rows, length) fit."""
+
+    k: list[torch.Tensor]
+    v: list[torch.Tensor]
+    cos: torch.Tensor
+    sin: torch.Tensor
+
+    @property
+    def rows(self) -> int:
+        return self.k[0].shape[0]
+
+    @property
+    def length(self) -> int:
+        return self.k[0].shape[2]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the K and V caches."""
+        return sum(t.numel() * t.element_size() for t in (*self.k, *self.v))
+
+    @classmethod
+    def allocate(cls, shape: tuple[int, int, int, int], layers: int, dtype: torch.dtype,
+                 device: torch.device, rope: Callable) -> Workspace:
+        """Zeroed caches of `shape` (rows, kv_heads, length, D) per layer; `rope(length,
+        dtype, device)` -> (cos, sin) tables."""
+        k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
+        v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
+        return cls(k, v, *rope(shape[2], dtype, device))
+
+    def fits(self, rows: int, length: int, dtype: torch.dtype, device: torch.device,
+             layers: int) -> bool:
+        k = self.k[0]
+        return (rows <= self.rows and length <= self.length and k.dtype == dtype
+                and k.device == device and len(self.k) == layers)
+
+    def views(self, rows: int, length: int):
+        """(k caches, v caches, cos, sin) for a call of `rows` rows and `length` positions."""
+        k = [c[:rows, :, :length] for c in self.k]
+        v = [c[:rows, :, :length] for c in self.v]
+        return k, v, self.cos[:length], self.sin[:length]
+
+
+class GraphedStep:
+    """Replays the static decode step from the engine's `GraphCache`, capturing lazily.
+
+    `fn(layout, tok, pos_ids, key_valid, col, cos_tab, sin_tab, k_caches, v_caches)`; the
+    key is (models' fingerprint, layout key, batch, attended cache columns). Inputs are
+    copied into the graph's static buffers before each replay; the returned logits are a
+    view of the cache's shared buffer, overwritten by the next replay. On a capture error:
+    warn once and run the step eagerly from then on.
+    """
+
+    def __init__(
+        self,
+        fn: Callable,
+        layout_key: Callable[[object], Hashable],
+        cache: GraphCache,
+        *,
+        fingerprint: Hashable,
+        capacity: int,
+        vocab: int,
+    ) -> None:
         self.fn = fn
         self.layout_key = layout_key
-        self.graphs: dict[Hashable, tuple] = {}
-        self.pool = None
+        self.cache = cache
+        self.fingerprint = fingerprint
+        self.capacity = capacity  # rows of the shared logits buffer
+        self.vocab = vocab
         self.failed = False
 
     def __call__(self, layout, tok, pos_ids, key_valid, col, cos_tab, sin_tab, k_caches, v_caches):
         args = (cos_tab, sin_tab, k_caches, v_caches)
         if self.failed:
             return self.fn(layout, tok, pos_ids, key_valid, col, *args)
-        key = (self.layout_key(layout), tok.shape[0], key_valid.shape[1])
-        if key not in self.graphs:
-            try:
-                self.graphs[key] = self._capture(layout, (tok, pos_ids, key_valid, col), args)
-            except RuntimeError as err:  # capture unsupported here: stay correct, go eager
-                warnings.warn(f"CUDA graph capture failed ({err}); decoding eagerly", stacklevel=2)
-                self.failed = True
-                torch.cuda.synchronize()
-                return self.fn(layout, tok, pos_ids, key_valid, col, *args)
-        graph, inputs, out = self.graphs[key]
-        for buf, value in zip(inputs, (tok, pos_ids, key_valid, col), strict=True):
-            buf.copy_(value)
-        graph.replay()
-        return out
+        b = tok.shape[0]
+        key = (self.fingerprint, self.layout_key(layout), b, key_valid.shape[1])
+        dynamic = (tok, pos_ids, key_valid, col)
 
-    def _capture(self, layout, dynamic: tuple, args: tuple):
-        inputs = tuple(t.clone() for t in dynamic)
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):  # warm-up (writes the same cache column the replay will)
-            self.fn(layout, *inputs, *args)
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self.pool):
-            out = self.fn(layout, *inputs, *args)
-        self.pool = graph.pool()
-        return graph, inputs, out
+        def make():
+            inputs = tuple(t.clone() for t in dynamic)
+            out = self.cache.logits_view(b, self.vocab, self.capacity, tok.device, torch.float32)
+
+            def run() -> None:
+                out.copy_(self.fn(layout, *inputs, *args))
+
+            return run, inputs, out
+
+        try:
+            replay, inputs, out = self.cache.get(key, make)
+        except RuntimeError as err:  # capture unsupported here: stay correct, go eager
+            warnings.warn(f"CUDA graph capture failed ({err}); decoding eagerly", stacklevel=2)
+            self.failed = True
+            if tok.is_cuda:
+                torch.cuda.synchronize()
+            return self.fn(layout, tok, pos_ids, key_valid, col, *args)
+        for buf, value in zip(inputs, dynamic, strict=True):
+            buf.copy_(value)
+        replay()
+        return out

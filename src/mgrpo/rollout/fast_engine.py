@@ -24,9 +24,10 @@ What it does (vs the `hf` reference: `model.generate` + a second scoring pass):
   per step, and only the weight-touching parts of a layer run per model (a decode step of
   a small model costs about the same whatever its batch, so two loops cost twice one).
 - On CUDA: weights stay in their dtype (bf16 as given). `cuda_graph` (default: on for
-  CUDA, never on CPU) captures the decode step in one CUDA graph per (batch size,
+  CUDA, never on CPU) captures the decode step in one CUDA graph per (models, batch size,
   attended span) and replays it (the graph records the live parameter addresses, so
-  in-place updates are still seen); `compile=True` additionally wraps the step in
+  in-place updates are still seen); all graphs write one shared logits buffer and at most
+  `max_graphs` are kept (`rollout.cuda_graph`, docs/memory.md); `compile=True` additionally wraps the step in
   torch.compile (off by default: every new batch bucket recompiles). Both use the static
   form of the step: attention over a cache prefix rounded up to `attn_bucket` columns
   (the whole cache when compiled) with an additive mask, the write column as a device
@@ -38,14 +39,17 @@ What it does (vs the `hf` reference: `model.generate` + a second scoring pass):
 What it does not do: sliding-window / hybrid attention, logit soft-capping, "dynamic" rope
 (the rope table is built once per call from the model's `rotary_emb`), sharded models,
 sampling inside the CUDA graph (the sampler runs eagerly on device after each replay).
-(The CUDA figures above predate the joint loop, the direct weight path and the inverse-CDF
-sampler of this revision; re-measure on a GPU.)
+- Memory-aware: a call whose KV cache + sampler + prefill exceed the budget
+  (`kv_cache_gb`, else 80% of free CUDA memory) runs as several loops over consecutive
+  prompts (`rollout.memory`); a call that fits is one loop, as without a budget.
 Unsupported models fall back to `hf` (see `registry.make_engine`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import dataclasses
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -53,7 +57,15 @@ from torch import nn
 
 from mgrpo.rollout.base import RolloutEngine
 from mgrpo.rollout.batch import RolloutBatch, finalize_batch
-from mgrpo.rollout.cuda_graph import GraphedStep
+from mgrpo.rollout.cuda_graph import (
+    DEFAULT_MAX_GRAPHS,
+    WORKSPACE_LENGTH_ROUND,
+    GraphCache,
+    GraphedStep,
+    Workspace,
+    plan_fingerprint,
+)
+from mgrpo.rollout.decode_state import DecodeOutputs, additive_mask, fused_entries
 from mgrpo.rollout.decoder import (
     Segment,
     build_plan,
@@ -65,6 +77,7 @@ from mgrpo.rollout.decoder import (
     rotate_half,
 )
 from mgrpo.rollout.hf_engine import left_pad
+from mgrpo.rollout.memory import budget_bytes, chunk_seed, concat_batches, plan_prompts
 from mgrpo.rollout.params import SamplingParams
 from mgrpo.rollout.sampling import sample_tokens
 
@@ -136,6 +149,9 @@ class FastEngine(RolloutEngine):
         check_every: int = DEFAULT_CHECK_EVERY,
         compact_ratio: float = DEFAULT_COMPACT_RATIO,
         fuse_weights: bool | None = None,
+        kv_cache_gb: float | None = None,
+        keep_workspace: bool = False,
+        max_graphs: int = DEFAULT_MAX_GRAPHS,
         **score_options,
     ) -> None:
         super().__init__(model, pad_token_id=pad_token_id, **score_options)
@@ -148,6 +164,9 @@ class FastEngine(RolloutEngine):
             raise ValueError(f"compact_ratio must be in (0, 1], got {compact_ratio!r}")
         self.check_every = check_every
         self.compact_ratio = compact_ratio
+        if kv_cache_gb is not None:
+            budget_bytes(kv_cache_gb, self.device)  # reject a bad budget at construction
+        self.kv_cache_gb = kv_cache_gb
         on_cuda = self.device.type == "cuda"
         self.cuda_graph = on_cuda if cuda_graph is None else bool(cuda_graph) and on_cuda
         # fused q/k/v and gate/up copies: 3 fewer matmuls per layer, at the price of copying
@@ -155,9 +174,14 @@ class FastEngine(RolloutEngine):
         # -5% decode time; SmolLM2-135M shape: none), and never with CUDA graphs (captured
         # kernels read the weights' addresses)
         if fuse_weights is None:
-            fuse_weights = not on_cuda and _fused_entries(model) <= FUSE_AUTO_MAX_ENTRIES
+            fuse_weights = not on_cuda and fused_entries(model) <= FUSE_AUTO_MAX_ENTRIES
         self.fuse_weights = bool(fuse_weights)
         self.static = bool(compile) or self.cuda_graph
+        # CUDA graphs: a bounded graph cache and a static KV workspace; kept across calls
+        # (graphs replayed by later calls of the same shapes) only with keep_workspace
+        self.graphs = GraphCache(max_graphs) if self.cuda_graph else None
+        self.keep_workspace = bool(keep_workspace)
+        self._workspace: Workspace | None = None
         # graphs are cheap per shape, recompiles are not: compiled steps span the whole cache
         self.attn_bucket = attn_bucket or (0 if compile else DEFAULT_ATTN_BUCKET)
         if self.attn_bucket < 0:
@@ -234,7 +258,7 @@ class FastEngine(RolloutEngine):
         cos, sin = cos_tab[pos_ids][:, None], sin_tab[pos_ids][:, None]  # (B, 1, D)
         if isinstance(col, torch.Tensor):
             cols = torch.arange(key_mask.shape[1], device=key_mask.device)
-            mask = _additive(key_mask & (cols <= col), x.dtype)[:, None, None, :]  # (B, 1, 1, L)
+            mask = additive_mask(key_mask & (cols <= col), x.dtype)[:, None, None, :]  # (B, 1, 1, L)
         else:
             mask = key_mask[:, None, None, : col + 1]
         for index, (kc, vc) in enumerate(zip(k_caches, v_caches, strict=True)):
@@ -246,7 +270,7 @@ class FastEngine(RolloutEngine):
         self, prompt_token_ids: Sequence[Sequence[int]], n: int, params: SamplingParams
     ) -> RolloutBatch:
         prompts = self._check_call(prompt_token_ids, n, params)
-        return self._run(prompts, [(self, n)], params)[0]
+        return self._run_split(prompts, [(self, n)], params)[0]
 
     def generate_joint(
         self,
@@ -277,7 +301,74 @@ class FastEngine(RolloutEngine):
                 raise ValueError(
                     f"groups[{i}] cannot share a decode loop with groups[0]: {problem}"
                 )
-        return self._run(prompts, [(engine, n) for engine, n, _ in groups], first)
+        return self._run_split(prompts, [(engine, n) for engine, n, _ in groups], first)
+
+    @contextlib.contextmanager
+    def keeping_workspace(self) -> Iterator[None]:
+        """Within the block, keep the KV workspace and graphs between calls (calls of
+        repeated shapes replay graphs captured before); restore the setting at exit and
+        free the workspace unless it was kept before."""
+        kept = self.keep_workspace
+        self.keep_workspace = True
+        try:
+            yield
+        finally:
+            self.keep_workspace = kept
+            if not kept:
+                self.release_workspace()
+
+    def release_workspace(self) -> None:
+        """Free the static KV workspace and every captured graph (they record its addresses)."""
+        if self.graphs is not None:
+            self.graphs.clear()
+        self._workspace = None
+
+    def _caches(self, r: int, length: int, dtype: torch.dtype, layers: int):
+        """(k caches, v caches, cos, sin) for R rows x L positions: fresh per call, or views
+        of the graph workspace (length rounded up to WORKSPACE_LENGTH_ROUND), reused while
+        later calls fit and reallocated (graphs dropped) when one does not."""
+        ws, graphed = self._workspace, self.graphs is not None
+        if not graphed or ws is None or not ws.fits(r, length, dtype, self.device, layers):
+            self.release_workspace()  # free the old one before allocating the new
+            cap = -(-length // WORKSPACE_LENGTH_ROUND) * WORKSPACE_LENGTH_ROUND if graphed else length
+            shape = (r, self.num_kv_heads, cap, self.head_dim)
+            ws = Workspace.allocate(shape, layers, dtype, self.device, self._rope_tables)
+            if graphed:
+                self._workspace = ws
+        if graphed:
+            self.graphs.reset(id(ws))
+        return ws.views(r, length)
+
+    def plan_chunks(self, prompts: list[list[int]], counts: list[int], new: int) -> int:
+        """Prompts per decode loop under the memory budget (`rollout.memory.plan_prompts`)."""
+        dtype = self.trunk.embed_tokens.weight.dtype
+        held = self._workspace.nbytes if self._workspace is not None else 0
+        return plan_prompts(self.model.config, dtype, self.device, self.kv_cache_gb, prompts,
+                            counts, new, held)
+
+    def _run_split(
+        self, prompts: list[list[int]], groups: list[tuple[FastEngine, int]], params: SamplingParams
+    ) -> list[RolloutBatch]:
+        """`_run` over chunks of prompts that fit the memory budget; chunk c samples with
+        `chunk_seed(seed, c)` (chunk 0: the call's own seed, so one chunk = one plain loop)."""
+        counts = [n for _, n in groups]
+        per = self.plan_chunks(prompts, counts, params.max_new_tokens)
+        chunks = [prompts[i : i + per] for i in range(0, len(prompts), per)]
+        try:
+            results = [
+                self._run(
+                    chunk, groups, dataclasses.replace(params, seed=chunk_seed(params.seed, c))
+                )
+                for c, chunk in enumerate(chunks)
+            ]
+        finally:
+            if not self.keep_workspace:
+                self.release_workspace()
+        sizes = [len(c) for c in chunks]
+        return [
+            concat_batches([r[g] for r in results], sizes, self.pad_token_id)
+            for g in range(len(groups))
+        ]
 
     def _joint_mismatch(
         self, other: FastEngine, params: SamplingParams, first: SamplingParams
@@ -314,10 +405,8 @@ class FastEngine(RolloutEngine):
         ids, attn = left_pad(prompts, self.pad_token_id, device)  # (P, Lp)
         lp = ids.shape[1]
         length = lp + new
-        cos_tab, sin_tab = self._rope_tables(length, dtype, device)  # (L, D)
-        cache_shape = (r, self.num_kv_heads, length, self.head_dim)
-        k_caches = [torch.zeros(cache_shape, dtype=dtype, device=device) for _ in plans[0].layers]
-        v_caches = [torch.zeros(cache_shape, dtype=dtype, device=device) for _ in plans[0].layers]
+        # k/v caches: layers x (R, kv_heads, L, D); cos/sin (L, D)
+        k_caches, v_caches, cos_tab, sin_tab = self._caches(r, length, dtype, len(plans[0].layers))
         expand = self._row_prompt(counts, num_prompts).to(device)  # (R,) row in G*P prefill rows
         row_prompt = expand % num_prompts  # (R,) prompt of each rollout row
         logits = self._prefill(plans, expand, ids, attn, cos_tab, sin_tab, k_caches, v_caches)
@@ -332,15 +421,24 @@ class FastEngine(RolloutEngine):
         key_valid[:, :lp] = attn.bool()[row_prompt]
         pos_ids = attn.sum(1)[row_prompt]  # (R,) next position id
         stop_t = torch.tensor(self.stop_ids(params), dtype=torch.long, device=device)
-        out = _Outputs(r, new, self.pad_token_id, device)
+        out = DecodeOutputs(r, new, self.pad_token_id, device)
         rows = torch.arange(r, device=device)  # original row of each live batch row
         # eager mode: the additive key mask (B, L), rebuilt only when rows are compacted
-        key_mask = None if self.static else _additive(key_valid, dtype)
+        key_mask = None if self.static else additive_mask(key_valid, dtype)
         done = torch.zeros(r, dtype=torch.bool, device=device)
         gen = torch.Generator(device=device)
         gen.manual_seed(params.seed)
         kv_views = (k_caches, v_caches)
-        step_fn = GraphedStep(self._step, _segment_sizes) if self.cuda_graph else self._step
+        step_fn = self._step
+        if self.graphs is not None:
+            step_fn = GraphedStep(
+                self._step,
+                _segment_sizes,
+                self.graphs,
+                fingerprint=plan_fingerprint(plans),
+                capacity=self._workspace.rows,
+                vocab=self.model.get_output_embeddings().weight.shape[0],
+            )
         col_t = torch.full((1,), lp, dtype=torch.long, device=device)  # static-mode column
         views_key, span_views = None, kv_views
         for step in range(new):
@@ -471,59 +569,3 @@ class FastEngine(RolloutEngine):
         if not self.static:
             return n_active
         return 1 << (n_active - 1).bit_length()
-
-
-def _fused_entries(model: nn.Module) -> int:
-    """Entries `fuse_weights` copies per call: q/k/v and gate/up weights of every layer."""
-    total = 0
-    for layer in model.base_model.layers:
-        attn, mlp = layer.self_attn, layer.mlp
-        for mod in (
-            attn.q_proj,
-            attn.k_proj,
-            attn.v_proj,
-            getattr(mlp, "gate_proj", None),
-            getattr(mlp, "up_proj", None),
-        ):
-            weight = getattr(mod, "weight", None)
-            total += weight.numel() if isinstance(weight, torch.Tensor) else 0
-    return total
-
-
-def _additive(valid: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """0 where `valid`, -inf elsewhere, in `dtype` (SDPA would convert a boolean mask again in
-    every layer)."""
-    return torch.zeros(valid.shape, dtype=dtype, device=valid.device).masked_fill_(
-        ~valid, float("-inf")
-    )
-
-
-class _Outputs:
-    """The (R, new) result tensors, written every `check_every` steps: per-token results of
-    the live rows are buffered and scattered once per quantity at `flush(rows)`, with the
-    rows' original indices, instead of four scatters per token. Tokens of rows already
-    finished at a step are written as padding with zero log-prob / entropy / mask."""
-
-    def __init__(self, r: int, new: int, pad_token_id: int, device: torch.device) -> None:
-        self.tok = torch.full((r, new), pad_token_id, dtype=torch.long, device=device)
-        self.lp = torch.zeros((r, new), dtype=torch.float32, device=device)
-        self.ent = torch.zeros((r, new), dtype=torch.float32, device=device)
-        self.mask = torch.zeros((r, new), dtype=torch.bool, device=device)
-        self.pad = pad_token_id
-        self.written = 0  # columns already flushed
-        self.pending: list[tuple[torch.Tensor, ...]] = []
-
-    def add(self, tok, logp, ent, active) -> None:
-        self.pending.append((tok, logp, ent, active))
-
-    def flush(self, rows: torch.Tensor) -> None:
-        if not self.pending:
-            return
-        tok, logp, ent, active = (torch.stack(x, dim=1) for x in zip(*self.pending))  # (B, k)
-        cols = slice(self.written, self.written + active.shape[1])
-        self.tok[rows, cols] = torch.where(active, tok, self.pad)
-        self.lp[rows, cols] = logp * active
-        self.ent[rows, cols] = ent * active
-        self.mask[rows, cols] = active
-        self.written = cols.stop
-        self.pending = []

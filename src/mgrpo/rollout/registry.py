@@ -19,11 +19,17 @@ ENGINES: dict[str, type[RolloutEngine]] = {"hf": HFEngine, "fast": FastEngine}
 def make_engine(name: str, model: nn.Module, *, pad_token_id: int, **options) -> RolloutEngine:
     """Build engine `name` ("hf" | "fast") over the live `model` (shared, never copied).
 
-    `options` go to the engine (fast: compile, compile_mode, check_every, compact_ratio;
-    both: score_chunk_tokens, score_batch_tokens).
+    `options` go to the engine (fast: compile, compile_mode, check_every, compact_ratio,
+    kv_cache_gb, keep_workspace, max_graphs; both: score_chunk_tokens, score_batch_tokens).
+    `kv_cache_gb` and `keep_workspace` are dropped for the hf engine (`model.generate`
+    decodes the whole batch at once and keeps nothing between calls).
     """
     if name not in ENGINES:
         raise ValueError(f"unknown engine {name!r}; valid engines: {sorted(ENGINES)}")
+    fast_only = ("compile", "compile_mode", "check_every", "compact_ratio", "kv_cache_gb",
+                 "keep_workspace", "max_graphs")
+    if name == "hf":
+        options = {k: v for k, v in options.items() if k not in ("kv_cache_gb", "keep_workspace")}
     if name == "fast":
         reason = unsupported_reason(model)
         if reason is not None:
@@ -31,7 +37,6 @@ def make_engine(name: str, model: nn.Module, *, pad_token_id: int, **options) ->
                 f"fast engine does not support {reason}; falling back to the hf engine",
                 stacklevel=2,
             )
-            fast_only = ("compile", "compile_mode", "check_every", "compact_ratio")
             options = {k: v for k, v in options.items() if k not in fast_only}
             return HFEngine(model, pad_token_id=pad_token_id, **options)
     return ENGINES[name](model, pad_token_id=pad_token_id, **options)

@@ -1,0 +1,84 @@
+"""FSDP start-up without full copies: generator twins built tensor by tensor, the reference
+and the policy sharded from a host-side model (1-rank gloo group, CPU)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.distributed as dist
+
+from mgrpo.distributed import inference_twin, init_distributed, shard_run_models, shutdown
+from mgrpo.models.tiny import build_tiny_model
+from mgrpo.models.tokenizer import build_char_tokenizer
+from mgrpo.momentum import ShardedMomentum
+
+TOK = build_char_tokenizer()
+
+
+def _model(tie: bool = False):
+    model = build_tiny_model(TOK, arch="qwen3", seed=0, dtype=torch.float32)
+    if tie:
+        model.lm_head.weight = model.model.embed_tokens.weight
+    return model
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_inference_twin_is_a_cast_copy_with_its_own_storage(dtype) -> None:
+    model = _model()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    twin = inference_twin(model, device=torch.device("cpu"), dtype=dtype)
+    src = dict(model.named_parameters())
+    for name, p in twin.named_parameters():
+        assert p.dtype == dtype and not p.requires_grad
+        assert torch.equal(p, src[name].detach().to(dtype))
+        assert p.data_ptr() != src[name].data_ptr()  # never an alias, even in the same dtype
+        assert src[name].requires_grad  # the source is untouched
+    for name, b in twin.named_buffers():
+        assert b.dtype == (dtype if b.is_floating_point() else b.dtype), name
+    assert not twin.training
+    with torch.no_grad():  # writing the twin leaves the source alone
+        for p in twin.parameters():
+            p.zero_()
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+    ids = torch.tensor([TOK.encode("1+2=")])
+    twin = inference_twin(model, device=torch.device("cpu"), dtype=torch.float32)
+    with torch.no_grad():
+        torch.testing.assert_close(twin(ids).logits, model(ids).logits, rtol=0, atol=0)
+
+
+def test_inference_twin_keeps_tied_weights_tied() -> None:
+    twin = inference_twin(_model(tie=True), device=torch.device("cpu"), dtype=torch.bfloat16)
+    assert twin.lm_head.weight is twin.model.embed_tokens.weight
+
+
+@pytest.fixture
+def one_rank_group(monkeypatch):
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(key, raising=False)
+    ctx = init_distributed(fsdp=True, device="cpu", timeout_s=60)
+    yield ctx
+    shutdown(ctx)
+    assert not dist.is_initialized()
+
+
+def test_shard_run_models_places_every_model(one_rank_group) -> None:
+    ctx = one_rank_group
+    policy = _model()
+    full = {n: p.detach().clone() for n, p in policy.named_parameters()}
+    models = shard_run_models(ctx, policy, gen_dtype=torch.float32, with_reference=True,
+                              with_momentum=True, device=torch.device("cpu"))
+    # policy and reference: every parameter a DTensor shard, values of the loaded model
+    for model, grad in ((models.policy, True), (models.reference, False)):
+        for name, p in model.named_parameters():
+            assert hasattr(p, "to_local"), name
+            assert p.requires_grad is grad
+            torch.testing.assert_close(p.full_tensor(), full[name], rtol=0, atol=0)
+    # generators: plain tensors, frozen, equal to the loaded model
+    for gen in (models.policy_full, models.momentum_generator):
+        for name, p in gen.named_parameters():
+            assert not hasattr(p, "to_local") and not p.requires_grad
+            assert torch.equal(p, full[name])
+    # the momentum master starts as the policy
+    momentum = ShardedMomentum(models.policy, models.momentum_generator, ctx)
+    for t, (name, _) in zip(momentum.sharded, policy.named_parameters(), strict=True):
+        torch.testing.assert_close(t.full_tensor(), full[name], rtol=0, atol=0)
