@@ -67,7 +67,7 @@ class RunSummary:
     alarm_source: str = "none"  # "logged" | "replayed" | "none"
 
 
-def summarize(run: RunData) -> RunSummary:
+def summarize_run(run: RunData) -> RunSummary:
     """Best/final val accuracy (best = max; ties -> earliest step), final reward/entropy, alarms."""
     log = run.metrics
     v_steps, v_vals = log.series(VAL_KEY)
@@ -203,7 +203,7 @@ def build_report(
     runs = load_runs(list(run_dirs), lenient=lenient)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    summaries = [summarize(run) for run in runs]
+    summaries = [summarize_run(run) for run in runs]
     alarm_steps = {s.name: s.alarm_first_step for s in summaries}
     plot_paths = make_plots(
         runs, out, smoothing=smoothing, max_points=max_points, alarm_steps=alarm_steps, only=plots

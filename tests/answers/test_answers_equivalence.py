@@ -339,3 +339,23 @@ def test_decimal_fast_path_agrees_with_math_verify(checker):
     assert fast_compare("2.50", "2.5") is True
     assert fast_compare("1/2", "0.5") is None
     assert fast_compare("0,111", "0.111") is None  # decimal comma: math-verify says equal
+
+
+def test_equivalence_for_votes_memoises_and_prefetch_agrees_with_lazy_calls(checker) -> None:
+    from mgrpo.answers import Equivalence
+    from mgrpo.core.voting import vote_groups
+
+    groups = [["1/2", "0.5", "\\frac{1}{2}", None, "3"], ["x+1", "1+x", "2"]]
+    lazy = Equivalence(checker)
+    lazy_votes = vote_groups(groups, lazy)
+    batched = Equivalence(checker)
+    batched.prefetch(groups)
+    pairs = {(a, b) for g in groups for a in g if a for b in g if b and a != b}
+    assert set(batched.memo) == pairs  # every ordered pair of distinct answers, decided once
+    assert vote_groups(groups, batched) == lazy_votes
+    assert all(batched.memo[key] == value for key, value in lazy.memo.items())
+    assert lazy("7", "7") and ("7", "7") not in lazy.memo  # identical strings: no checker call
+    choice = Equivalence(None, kind="choice")  # option letters never reach a checker
+    assert choice(" b", "B") and not choice("A", "B")
+    choice.prefetch(groups)
+    assert choice.memo == {}

@@ -11,6 +11,8 @@ import pytest
 CORE_DIR = Path(__file__).resolve().parents[2] / "src" / "mgrpo" / "core"
 ALLOWED_THIRD_PARTY = {"torch"}
 OWN_PREFIX = "mgrpo.core"
+# the package's value checks: standard library only, below every other module
+ALLOWED_OWN = {"mgrpo.checks"}
 
 
 def _core_modules() -> list[Path]:
@@ -31,7 +33,7 @@ def _bad_imports(path: Path) -> list[str]:
             continue
         for name in names:
             top = name.split(".")[0]
-            if name == OWN_PREFIX or name.startswith(OWN_PREFIX + "."):
+            if name == OWN_PREFIX or name.startswith(OWN_PREFIX + ".") or name in ALLOWED_OWN:
                 continue
             if top in ALLOWED_THIRD_PARTY or top in sys.stdlib_module_names or top == "__future__":
                 continue
@@ -63,3 +65,15 @@ def test_checker_catches_a_forbidden_import(tmp_path: Path) -> None:
         "import mgrpo.answers",
         "import transformers",
     ]
+
+
+def test_value_checks_import_only_the_standard_library() -> None:
+    checks = CORE_DIR.parent / "checks.py"
+    tree = ast.parse(checks.read_text(encoding="utf-8"))
+    tops = {
+        (alias.name if isinstance(node, ast.Import) else node.module or "").split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Import, ast.ImportFrom))
+        for alias in (node.names if isinstance(node, ast.Import) else [node])
+    }
+    assert tops and all(t in sys.stdlib_module_names or t == "__future__" for t in tops), tops

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mgrpo.core.voting import Vote, majority_vote
+from mgrpo.core.voting import Vote, majority_vote, vote_groups
 
 FAST = settings(deadline=None, max_examples=50, derandomize=True)
 
@@ -151,3 +151,26 @@ def test_non_string_answer_raises_and_vote_is_frozen() -> None:
     vote = majority_vote(["1"], _exact)
     with pytest.raises(dataclasses.FrozenInstanceError):
         vote.label = "2"  # type: ignore[misc]
+
+
+@FAST
+@given(
+    groups=st.lists(pools, max_size=5),
+    data=st.data(),
+    min_share=st.floats(0.0, 1.0),
+)
+def test_vote_groups_is_one_vote_per_group_with_dropped_answers_as_none(
+    groups: list[list[str | None]], data: st.DataObject, min_share: float
+) -> None:
+    keep = [data.draw(st.lists(st.booleans(), min_size=len(g), max_size=len(g))) for g in groups]
+    assert vote_groups(groups, _near, min_share) == [majority_vote(g, _near, min_share) for g in groups]
+    masked = [[a if k else None for a, k in zip(g, f)] for g, f in zip(groups, keep)]
+    assert vote_groups(groups, _near, min_share, keep=keep) == [
+        majority_vote(g, _near, min_share) for g in masked
+    ]
+
+
+def test_vote_groups_rejects_a_keep_mask_of_another_shape() -> None:
+    with pytest.raises(ValueError, match="keep must hold one flag per answer"):
+        vote_groups([["1", "2"]], _exact, keep=[[True]])
+

@@ -14,7 +14,7 @@ from PIL import Image
 from report_synth import synthetic_records, write_run
 
 from mgrpo.cli import main as cli_main
-from mgrpo.report import build_report, summarize
+from mgrpo.report import build_report, summarize_run
 from mgrpo.reporting.plots import PLOT_NAMES, ema_smooth
 from mgrpo.reporting.runs import load_run
 
@@ -83,7 +83,7 @@ def test_summary_numbers_and_logged_alarm(tmp_path):
     records[24]["alarm/collapse"] = 1
     records[24]["alarm/reason"] = "policy entropy fell"
     run = load_run(write_run(tmp_path / "r", steps=30, records=records))
-    s = summarize(run)
+    s = summarize_run(run)
     assert (s.best_val, s.best_val_step, s.final_val) == (0.6, 20, 0.4)
     assert s.final_entropy == pytest.approx(records[-1]["entropy/policy"])
     assert (s.alarm_source, s.alarm_steps, s.alarm_first_step) == ("logged", 1, 25)

@@ -8,12 +8,14 @@ processes with a hard timeout (safe from any thread). See ``extract``, ``normali
 """
 
 from .checker import AnswerChecker, WorkerStartError, default_checker, is_equivalent
+from .equivalence import Equivalence
 from .extract import ANSWER_KINDS, clean_answer, extract_answer, last_boxed
 from .normalize import fast_compare, normalize_answer
 
 __all__ = [
     "ANSWER_KINDS",
     "AnswerChecker",
+    "Equivalence",
     "WorkerStartError",
     "clean_answer",
     "default_checker",

@@ -15,7 +15,7 @@ from mgrpo.core.ema import ema_update_
 from mgrpo.core.entropy import token_entropy, trajectory_entropy
 from mgrpo.core.filtering import iqr_bounds, iqr_keep_mask
 from mgrpo.core.losses import LOSS_AGGREGATIONS, get_loss_aggregation, policy_loss
-from mgrpo.core.voting import Vote, majority_vote
+from mgrpo.core.voting import Vote, majority_vote, vote_groups
 
 __all__ = [
     "ADVANTAGE_ESTIMATORS",
@@ -29,6 +29,7 @@ __all__ = [
     "iqr_bounds",
     "iqr_keep_mask",
     "majority_vote",
+    "vote_groups",
     "policy_loss",
     "rloo_advantages",
     "token_entropy",

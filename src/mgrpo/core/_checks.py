@@ -1,10 +1,12 @@
-"""Shared argument validation for ``mgrpo.core`` (private): clear ``ValueError``s naming the argument."""
+"""Tensor argument checks for ``mgrpo.core`` (private); numbers go through :mod:`mgrpo.checks`."""
 
 from __future__ import annotations
 
-import math
-
 import torch
+
+from mgrpo.checks import check_number
+
+__all__ = ["as_bool_mask", "check_number", "check_same_shape", "check_tensor"]
 
 
 def as_bool_mask(mask: torch.Tensor, name: str = "mask") -> torch.Tensor:
@@ -41,25 +43,3 @@ def check_same_shape(a: torch.Tensor, a_name: str, b: torch.Tensor, b_name: str)
             f"{a_name} and {b_name} must have the same shape, "
             f"got {tuple(a.shape)} and {tuple(b.shape)}"
         )
-
-
-def check_number(
-    value: object,
-    name: str,
-    *,
-    low: float | None = None,
-    high: float | None = None,
-    low_open: bool = False,
-) -> float:
-    """Check that ``value`` is a finite real number in the given range and return it as float."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{name} must be a real number, got {value!r}")
-    v = float(value)
-    if not math.isfinite(v):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    if low is not None and (v <= low if low_open else v < low):
-        bound = f"> {low}" if low_open else f">= {low}"
-        raise ValueError(f"{name} must be {bound}, got {value!r}")
-    if high is not None and v > high:
-        raise ValueError(f"{name} must be <= {high}, got {value!r}")
-    return v

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from mgrpo.core._checks import check_number
 
-__all__ = ["Vote", "majority_vote"]
+__all__ = ["Vote", "majority_vote", "vote_groups"]
 
 #: ``equivalent(answer, representative) -> bool``.
 EquivalenceFn = Callable[[str, str], bool]
@@ -105,3 +105,27 @@ def majority_vote(
     share = count / pool_size
     label = representatives[winner] if share >= min_share else None
     return Vote(label=label, count=count, pool_size=pool_size, share=share)
+
+
+def vote_groups(
+    groups: Sequence[Sequence[str | None]],
+    equivalent: EquivalenceFn,
+    min_share: float = 0.0,
+    keep: Sequence[Sequence[bool]] | None = None,
+) -> list[Vote]:
+    """One :func:`majority_vote` per group (a prompt's answers in pool order).
+
+    ``keep[i][j]`` False drops answer ``j`` of group ``i`` from the pool (as a ``None`` would);
+    ``keep`` None keeps every answer. Returns one :class:`Vote` per group, in order.
+
+    Raises:
+        ValueError: ``keep`` does not match ``groups`` in shape, or as :func:`majority_vote`.
+    """
+    if keep is None:
+        return [majority_vote(group, equivalent, min_share=min_share) for group in groups]
+    if len(keep) != len(groups) or any(len(k) != len(g) for k, g in zip(keep, groups)):
+        raise ValueError("keep must hold one flag per answer of every group")
+    return [
+        majority_vote([a if k else None for a, k in zip(group, flags)], equivalent, min_share=min_share)
+        for group, flags in zip(groups, keep)
+    ]

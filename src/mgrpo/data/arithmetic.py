@@ -17,17 +17,8 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Collection
 
-try:  # the shared record type (helper EVAL); identical fields if it is not there yet
-    from mgrpo.data.datasets import PromptRecord
-except ImportError:  # pragma: no cover - only before data/datasets.py exists
-    from dataclasses import dataclass
-
-    @dataclass(frozen=True)
-    class PromptRecord:  # type: ignore[no-redef]
-        id: str
-        question: str
-        answer: str | None = None
-
+from mgrpo.checks import check_int, invalid
+from mgrpo.data.datasets import PromptRecord
 
 VALID_OPS = "+-*"
 STEP_SEPARATOR = ","  # between the partial results of a worked solution
@@ -39,21 +30,13 @@ MAX_DRAWS_PER_PROBLEM = 200
 
 def _validate(n: int, min_operands: int, max_operands: int, min_value: int, max_value: int,
               ops: str) -> None:
-    if not isinstance(n, int) or n < 0:
-        raise ValueError(f"n must be a non-negative int, got {n!r}")
-    if not isinstance(min_operands, int) or min_operands < 1:
-        raise ValueError(f"min_operands must be an int >= 1, got {min_operands!r}")
-    if not isinstance(max_operands, int) or max_operands < min_operands:
-        raise ValueError(
-            f"max_operands must be an int >= min_operands={min_operands}, got {max_operands!r}"
-        )
-    if not isinstance(min_value, int) or min_value < 0:
-        raise ValueError(f"min_value must be a non-negative int, got {min_value!r}")
-    if not isinstance(max_value, int) or max_value < min_value:
-        raise ValueError(f"max_value must be an int >= min_value={min_value}, got {max_value!r}")
+    check_int(n, "n", low=0, rule="a non-negative int")
+    check_int(min_operands, "min_operands", low=1)
+    check_int(max_operands, "max_operands", low=min_operands, rule=f"an int >= min_operands={min_operands}")
+    check_int(min_value, "min_value", low=0, rule="a non-negative int")
+    check_int(max_value, "max_value", low=min_value, rule=f"an int >= min_value={min_value}")
     if not isinstance(ops, str) or not ops or any(op not in VALID_OPS for op in ops):
-        raise ValueError(f"ops must be a non-empty string of characters from {VALID_OPS!r}, "
-                         f"got {ops!r}")
+        raise invalid("ops", f"a non-empty string of characters from {VALID_OPS!r}", ops)
 
 
 def parse_expression(question: str) -> tuple[list[int], list[str]]:

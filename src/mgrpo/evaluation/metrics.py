@@ -21,11 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-
-def _check_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} must be an int, got {value!r}")
-    return value
+from mgrpo.checks import check_int
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -35,7 +31,7 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     Edge cases: c == 0 -> 0.0; n - c < k -> 1.0 (every k-subset holds a correct sample).
     Raises ValueError unless 0 <= c <= n and 1 <= k <= n.
     """
-    n, c, k = _check_int("n", n), _check_int("c", c), _check_int("k", k)
+    n, c, k = check_int(n, "n"), check_int(c, "c"), check_int(k, "k")
     if n < 1 or not 0 <= c <= n:
         raise ValueError(f"need n >= 1 and 0 <= c <= n, got n={n}, c={c}")
     if not 1 <= k <= n:

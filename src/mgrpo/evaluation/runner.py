@@ -130,38 +130,20 @@ def _majority(
 
     The label is the winning cluster's representative, itself one of the samples, so its
     correctness is that sample's. Equivalences between distinct answers of a problem are
-    computed in one batch first; the vote then reads them from a table.
+    computed in one batch first (`Equivalence.prefetch`); the vote then reads them from the memo.
     """
-    from mgrpo.core.voting import majority_vote
+    from mgrpo.answers.equivalence import Equivalence
+    from mgrpo.core.voting import vote_groups
 
     groups = [extracted[p * k : (p + 1) * k] for p in range(len(extracted) // k)]
-    if kind == "choice":
-        table: dict[tuple[str, str], bool] = {}
-    else:
-        pairs = sorted(
-            {
-                (a, b)
-                for g in groups
-                for a in g
-                if a is not None
-                for b in g
-                if b is not None and a != b
-            }
-        )
-        table = (
-            dict(zip(pairs, checker.equivalent_many(pairs), strict=True)) if pairs and k > 1 else {}
-        )
-
-    def equivalent(a: str, b: str) -> bool:
-        if kind == "choice":
-            return a.strip().upper() == b.strip().upper()
-        return a == b or table.get((a, b), False)
-
-    out = []
-    for p, group in enumerate(groups):
-        vote = majority_vote(group, equivalent)
-        out.append(vote.label is not None and correct[p * k + group.index(vote.label)])
-    return out
+    equivalent = Equivalence(checker, kind=kind)
+    if k > 1:
+        equivalent.prefetch(groups)
+    votes = vote_groups(groups, equivalent)
+    return [
+        vote.label is not None and correct[p * k + group.index(vote.label)]
+        for p, (group, vote) in enumerate(zip(groups, votes))
+    ]
 
 
 @dataclasses.dataclass

@@ -19,6 +19,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
+from mgrpo.checks import check_int, invalid
 from mgrpo.data.arithmetic import VALID_OPS, parse_expression
 
 LAB_MODEL_NAME = "lab"  # the embedded model name the model loader resolves to build_lab_model()
@@ -49,16 +50,15 @@ class TaskSpec:
     min_value: int = 0
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.min_operands, int) and self.min_operands >= 1):
-            raise ValueError(f"TaskSpec.min_operands must be an int >= 1, got {self.min_operands!r}")
-        if not (isinstance(self.max_operands, int) and self.max_operands >= self.min_operands):
-            raise ValueError(f"TaskSpec.max_operands must be >= min_operands, got {self.max_operands!r}")
+        check_int(self.min_operands, "TaskSpec.min_operands", low=1)
+        check_int(self.max_operands, "TaskSpec.max_operands", low=self.min_operands,
+                  rule=">= min_operands")
         if not (isinstance(self.min_value, int) and 0 <= self.min_value <= self.max_value):
             raise ValueError(
                 f"TaskSpec needs 0 <= min_value <= max_value, got {self.min_value!r}, {self.max_value!r}"
             )
         if not self.ops or any(op not in VALID_OPS for op in self.ops):
-            raise ValueError(f"TaskSpec.ops must use characters of {VALID_OPS!r}, got {self.ops!r}")
+            raise invalid("TaskSpec.ops", f"characters of {VALID_OPS!r}", self.ops)
 
     def contains(self, question: str) -> bool:
         """True if `question` could have been drawn from this distribution."""
@@ -135,13 +135,8 @@ class LabConfig:
         for name in ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size",
                      "max_position_embeddings", "sft_steps", "batch_size", "max_new_tokens",
                      "measure_samples"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"LabConfig.{name} must be a positive int, got {value!r}")
-        if not isinstance(self.measure_problems, int) or self.measure_problems < 0:
-            raise ValueError(
-                f"LabConfig.measure_problems must be an int >= 0, got {self.measure_problems!r}"
-            )
+            check_int(getattr(self, name), f"LabConfig.{name}", low=1, rule="a positive int")
+        check_int(self.measure_problems, "LabConfig.measure_problems", low=0)
         if "{question}" not in self.template:
             raise ValueError(f"LabConfig.template must contain '{{question}}', got {self.template!r}")
         missing = sorted(set(self.template.replace("{question}", "")) - set(self.alphabet))
@@ -157,16 +152,14 @@ class LabConfig:
             raise ValueError(f"LabConfig.sft_mix weights must sum to 1, got "
                              f"{[w for w, _ in self.sft_mix]}")
         if not isinstance(self.task, TaskSpec):
-            raise ValueError(f"LabConfig.task must be a TaskSpec, got {self.task!r}")
+            raise invalid("LabConfig.task", "a TaskSpec", self.task)
         if not (self.lr > 0 and 0 <= self.warmup_fraction < 1 and self.grad_clip > 0):
             raise ValueError(
                 f"LabConfig needs lr > 0, 0 <= warmup_fraction < 1, grad_clip > 0; got lr={self.lr}, "
                 f"warmup_fraction={self.warmup_fraction}, grad_clip={self.grad_clip}"
             )
         if not self.measure_temperature > 0:
-            raise ValueError(
-                f"LabConfig.measure_temperature must be > 0, got {self.measure_temperature!r}"
-            )
+            raise invalid("LabConfig.measure_temperature", "> 0", self.measure_temperature)
 
     def to_dict(self) -> dict:
         """Plain JSON-able dict (nested TaskSpecs become dicts, tuples lists)."""
