@@ -45,6 +45,8 @@ import weakref
 from collections.abc import Sequence
 from pathlib import Path
 
+from mgrpo.checks import check_int
+
 from .normalize import fast_compare
 
 __all__ = ["AnswerChecker", "WorkerStartError", "default_checker", "is_equivalent"]
@@ -205,8 +207,7 @@ class AnswerChecker:
     ) -> None:
         if not timeout_s > 0:
             raise ValueError(f"AnswerChecker: timeout_s must be > 0, got {timeout_s!r}")
-        if not isinstance(workers, int) or workers < 1:
-            raise ValueError(f"AnswerChecker: workers must be an int >= 1, got {workers!r}")
+        check_int(workers, "AnswerChecker: workers", low=1)
         if memory_mb < 0:
             raise ValueError(f"AnswerChecker: memory_mb must be >= 0, got {memory_mb!r}")
         if max_chars < 1:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from mgrpo.checks import check_number
+from mgrpo.checks import check_int, check_number
 
-__all__ = ["as_bool_mask", "check_number", "check_same_shape", "check_tensor"]
+__all__ = ["as_bool_mask", "check_int", "check_number", "check_same_shape", "check_tensor"]
 
 
 def as_bool_mask(mask: torch.Tensor, name: str = "mask") -> torch.Tensor:

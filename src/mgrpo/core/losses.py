@@ -32,7 +32,7 @@ from collections.abc import Callable
 
 import torch
 
-from mgrpo.core._checks import as_bool_mask, check_number, check_same_shape, check_tensor
+from mgrpo.core._checks import as_bool_mask, check_int, check_number, check_same_shape, check_tensor
 from mgrpo.core.constants import DEFAULT_CLIP, DEFAULT_KL_COEF, DEFAULT_LOSS_AGG, compute_dtype
 
 __all__ = [
@@ -197,8 +197,7 @@ def policy_loss(
         "norm_length": None,
     }
     if norm_length is not None:
-        if isinstance(norm_length, bool) or not isinstance(norm_length, int) or norm_length <= 0:
-            raise ValueError(f"norm_length must be a positive int, got {norm_length!r}")
+        check_int(norm_length, "norm_length", low=1, rule="a positive int")
         counts["norm_length"] = norm_length
     mask = as_bool_mask(mask)
 

@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+from mgrpo.checks import check_int
 from mgrpo.data.datasets import PromptRecord
 from mgrpo.data.prompts import (
     CHOICE_SUFFIX,
@@ -229,8 +230,7 @@ def evaluate_records(
     t_start = time.perf_counter()
     if kind not in EVAL_KINDS:
         raise ValueError(f"kind={kind!r}; valid: {', '.join(EVAL_KINDS)}")
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-        raise ValueError(f"samples must be an int >= 1, got {samples!r}")
+    check_int(samples, "samples", low=1)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if max_prompt_tokens is not None and max_prompt_tokens < 1:

@@ -22,6 +22,8 @@ from transformers import (
     Qwen3ForCausalLM,
 )
 
+from mgrpo.checks import check_int
+
 # arch name -> (config class, model class)
 TINY_ARCHS: dict[str, tuple[type[PretrainedConfig], type[PreTrainedModel]]] = {
     "llama": (LlamaConfig, LlamaForCausalLM),
@@ -54,8 +56,7 @@ def tiny_config(
         ("intermediate_size", intermediate_size),
         ("max_position_embeddings", max_position_embeddings),
     ):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+        check_int(value, name, low=1, rule="a positive int")
     if hidden_size % num_heads:
         raise ValueError(
             f"hidden_size ({hidden_size}) must be divisible by num_heads ({num_heads})"

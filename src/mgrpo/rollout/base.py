@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from mgrpo.checks import check_int
 from mgrpo.rollout.batch import RolloutBatch, check_budget, check_prompts
 from mgrpo.rollout.params import SamplingParams
 from mgrpo.rollout.scoring import DEFAULT_CHUNK_TOKENS, score_responses
@@ -52,8 +53,7 @@ class RolloutEngine:
         score_chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
         score_batch_tokens: int = DEFAULT_SCORE_BATCH_TOKENS,
     ) -> None:
-        if not isinstance(pad_token_id, int) or pad_token_id < 0:
-            raise ValueError(f"pad_token_id must be a non-negative int, got {pad_token_id!r}")
+        check_int(pad_token_id, "pad_token_id", low=0, rule="a non-negative int")
         self.model = model
         self.pad_token_id = pad_token_id
         self.score_chunk_tokens = score_chunk_tokens
@@ -75,8 +75,7 @@ class RolloutEngine:
     ) -> list[list[int]]:
         if not isinstance(params, SamplingParams):
             raise ValueError(f"params must be a SamplingParams, got {type(params).__name__}")
-        if not isinstance(n, int) or n < 1:
-            raise ValueError(f"n must be an int >= 1, got {n!r}")
+        check_int(n, "n", low=1)
         prompts = check_prompts(
             prompt_token_ids, max_positions=self.max_positions, name="prompt_token_ids"
         )

@@ -76,6 +76,7 @@ from mgrpo.rollout.decoder import (
     pre_attention,
     rotate_half,
 )
+from mgrpo.rollout.fast_support import joint_mismatch, prefill_rows, unsupported_reason
 from mgrpo.rollout.hf_engine import left_pad
 from mgrpo.rollout.memory import budget_bytes, chunk_seed, concat_batches, plan_prompts
 from mgrpo.rollout.params import SamplingParams
@@ -83,53 +84,10 @@ from mgrpo.rollout.sampling import sample_tokens
 
 __all__ = ["FastEngine", "sample_tokens", "unsupported_reason"]
 
-SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "qwen3")
 DEFAULT_CHECK_EVERY = 8  # decode steps between host reads of the finished flags
 DEFAULT_COMPACT_RATIO = 0.75  # compact when active rows <= ratio * current batch
 FUSE_AUTO_MAX_ENTRIES = 1 << 20  # fuse_weights=None fuses on CPU up to this many copied entries
 DEFAULT_ATTN_BUCKET = 64  # static step: attend over the cache prefix rounded up to this
-LAYER_MODULES = ("input_layernorm", "post_attention_layernorm", "mlp", "self_attn")
-ATTN_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
-# config fields two models must share to decode in one loop (same cache and rotary layout)
-JOINT_CONFIG_KEYS = (
-    "model_type",
-    "hidden_size",
-    "num_hidden_layers",
-    "num_attention_heads",
-    "num_key_value_heads",
-    "head_dim",
-    "rope_theta",
-    "rope_scaling",
-    "rope_parameters",
-    "max_position_embeddings",
-)
-
-
-def unsupported_reason(model: nn.Module) -> str | None:
-    """Why the fast engine cannot run `model` (None if it can)."""
-    cfg = model.config
-    mtype = getattr(cfg, "model_type", None)
-    if mtype not in SUPPORTED_MODEL_TYPES:
-        return f"model_type {mtype!r} (supported: {', '.join(SUPPORTED_MODEL_TYPES)})"
-    trunk = getattr(model, "base_model", None)
-    for attr in ("embed_tokens", "layers", "norm", "rotary_emb"):
-        if not hasattr(trunk, attr):
-            return f"{type(model).__name__} has no trunk attribute {attr!r}"
-    for layer in trunk.layers:
-        missing = [m for m in LAYER_MODULES if not hasattr(layer, m)]
-        missing += [m for m in ATTN_MODULES if not hasattr(layer.self_attn, m)]
-        if missing:
-            return f"decoder layer without {missing}"
-    layer_types = getattr(cfg, "layer_types", None) or []
-    if any(t != "full_attention" for t in layer_types):
-        return f"non-full attention layers {sorted(set(layer_types))}"
-    if getattr(cfg, "use_sliding_window", False) and getattr(cfg, "sliding_window", None):
-        return "sliding-window attention"
-    if not isinstance(model.get_output_embeddings(), nn.Linear):
-        return "LM head is not an nn.Linear"
-    return None
-
-
 def _segment_sizes(segments: list[Segment]) -> tuple[int, ...]:
     return tuple(s.stop - s.start for s in segments)
 
@@ -296,7 +254,7 @@ class FastEngine(RolloutEngine):
                     f"groups[{i}]: engine must be a FastEngine, got {type(engine).__name__}"
                 )
             prompts = engine._check_call(prompt_token_ids, n, params)
-            problem = self._joint_mismatch(engine, params, first)
+            problem = joint_mismatch(self, engine, params, first)
             if problem:
                 raise ValueError(
                     f"groups[{i}] cannot share a decode loop with groups[0]: {problem}"
@@ -370,26 +328,6 @@ class FastEngine(RolloutEngine):
             for g in range(len(groups))
         ]
 
-    def _joint_mismatch(
-        self, other: FastEngine, params: SamplingParams, first: SamplingParams
-    ) -> str | None:
-        if other.device != self.device:
-            return f"device {other.device} != {self.device}"
-        if other.trunk.embed_tokens.weight.dtype != self.trunk.embed_tokens.weight.dtype:
-            return "different weight dtypes"
-        for key in JOINT_CONFIG_KEYS:
-            a, b = getattr(self.model.config, key, None), getattr(other.model.config, key, None)
-            if a != b:
-                return f"config.{key} differs ({a!r} vs {b!r})"
-        for field in ("max_new_tokens", "temperature", "top_p", "top_k"):
-            if getattr(params, field) != getattr(first, field):
-                return f"params.{field} differs"
-        if self.stop_ids(params) != self.stop_ids(first) or other.stop_ids(params) != self.stop_ids(
-            first
-        ):
-            return "stop token ids differ"
-        return None
-
     @torch.no_grad()
     def _run(
         self, prompts: list[list[int]], groups: list[tuple[FastEngine, int]], params: SamplingParams
@@ -407,7 +345,7 @@ class FastEngine(RolloutEngine):
         length = lp + new
         # k/v caches: layers x (R, kv_heads, L, D); cos/sin (L, D)
         k_caches, v_caches, cos_tab, sin_tab = self._caches(r, length, dtype, len(plans[0].layers))
-        expand = self._row_prompt(counts, num_prompts).to(device)  # (R,) row in G*P prefill rows
+        expand = prefill_rows(counts, num_prompts).to(device)  # (R,) row in G*P prefill rows
         row_prompt = expand % num_prompts  # (R,) prompt of each rollout row
         logits = self._prefill(plans, expand, ids, attn, cos_tab, sin_tab, k_caches, v_caches)
 
@@ -523,18 +461,6 @@ class FastEngine(RolloutEngine):
             )
             for g, n in enumerate(counts)
         ]
-
-    @staticmethod
-    def _row_prompt(counts: list[int], num_prompts: int) -> torch.Tensor:
-        """(R,) index into the group-stacked prompt rows (G * P) of every rollout row: prompt p
-        of group g -> n_g consecutive rows."""
-        idx = [
-            g * num_prompts + p
-            for g, n in enumerate(counts)
-            for p in range(num_prompts)
-            for _ in range(n)
-        ]
-        return torch.tensor(idx)
 
     def _prefill(self, plans, expand, ids, attn, cos_tab, sin_tab, k_caches, v_caches):
         """Run every model over the P distinct prompts once (rows: G * P, model-major) and copy

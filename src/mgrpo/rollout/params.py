@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mgrpo.checks import check_int
+
 
 @dataclass(frozen=True, kw_only=True)
 class SamplingParams:
@@ -28,16 +30,13 @@ class SamplingParams:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be an int >= 1, got {self.max_new_tokens!r}")
+        check_int(self.max_new_tokens, "max_new_tokens", low=1)
         if not isinstance(self.temperature, (int, float)) or not self.temperature >= 0:
             raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature!r}")
         if not isinstance(self.top_p, (int, float)) or not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
-        if not isinstance(self.top_k, int) or self.top_k < 0:
-            raise ValueError(f"top_k must be an int >= 0 (0 = off), got {self.top_k!r}")
-        if not isinstance(self.seed, int):
-            raise ValueError(f"seed must be an int, got {self.seed!r}")
+        check_int(self.top_k, "top_k", low=0, rule="an int >= 0 (0 = off)")
+        check_int(self.seed, "seed")
         stop = tuple(self.stop_token_ids)
         if any(not isinstance(t, int) or t < 0 for t in stop):
             raise ValueError(

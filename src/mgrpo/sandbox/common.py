@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -154,3 +155,35 @@ def final_verdict(
     if broken is not None:
         return broken
     return CodeVerdict(True, "passed", f"{n}/{n} tests passed", n, n_passed)
+
+
+def grade_outcome(
+    outcome: HarnessOutcome,
+    n: int,
+    check: Callable[[int, dict], tuple[str, str] | None],
+) -> CodeVerdict:
+    """The verdict of a harness run over `n` tests.
+
+    A load failure is the verdict (`load_failure_status`). Otherwise every recorded test is
+    graded in order: a recorded exception fails it (`failure_status`), else
+    `check(i, record)` returns None (passed) or `(status, detail)` (failed); a test without a
+    record (the run stopped first) is skipped. Then `final_verdict` over the first failure.
+    """
+    if outcome.load_error is not None:
+        status = load_failure_status(outcome.load_error)
+        return CodeVerdict(False, status, outcome.load_error[:300], n)
+    n_passed, first = 0, None
+    for i in range(n):
+        rec = outcome.records.get(i)
+        if rec is None:
+            continue
+        if "exc" in rec:
+            fail = (failure_status(str(rec["exc"])), f"test {i}: {rec['exc']}")
+        else:
+            fail = check(i, rec)
+        if fail is None:
+            n_passed += 1
+        else:
+            first = first or fail
+    return final_verdict(first, outcome, n, n_passed)
+

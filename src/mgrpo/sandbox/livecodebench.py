@@ -36,9 +36,7 @@ from mgrpo.sandbox import _harness
 from mgrpo.sandbox.common import (
     CodeVerdict,
     extract_code,
-    failure_status,
-    final_verdict,
-    load_failure_status,
+    grade_outcome,
     run_harness,
 )
 
@@ -184,43 +182,29 @@ def grade_livecodebench(
         memory_mb=memory_mb,
         fail_fast=True,
     )
-    if outcome.load_error is not None:
-        status = load_failure_status(outcome.load_error)
-        return CodeVerdict(False, status, outcome.load_error[:300], n)
-    n_passed, first = 0, None
-    for i, case in enumerate(cases):
-        rec = outcome.records.get(i)
-        if rec is None:
-            continue
-        if "exc" in rec:
-            fail = (failure_status(str(rec["exc"])), f"test {i}: {rec['exc']}")
-        elif functional:
+
+    def check(i: int, rec: dict) -> tuple[str, str] | None:
+        case = cases[i]
+        if functional:
             try:
                 out = _harness.decode(rec.get("out"))
                 gold = json.loads(case["output"])
             except (ValueError, TypeError, KeyError, IndexError, RecursionError) as exc:
-                fail = ("runtime_error", f"test {i}: undecodable output ({exc})")
-            else:
-                if isinstance(out, tuple):
-                    out = list(out)
-                try:
-                    ok = bool(out == gold)
-                except (TypeError, ValueError, RecursionError):
-                    ok = False
-                if ok:
-                    n_passed += 1
-                    continue
-                fail = (
-                    "wrong_answer",
-                    f"test {i}: got {repr(out)[:80]}, expected {case['output'][:80]}",
-                )
-        else:
-            if stdout_matches(str(rec.get("out", "")), case["output"]):
-                n_passed += 1
-                continue
-            fail = (
-                "wrong_answer",
-                f"test {i}: got {str(rec.get('out'))[:80]!r}, expected {case['output'][:80]!r}",
-            )
-        first = first or fail
-    return final_verdict(first, outcome, n, n_passed)
+                return ("runtime_error", f"test {i}: undecodable output ({exc})")
+            if isinstance(out, tuple):
+                out = list(out)
+            try:
+                ok = bool(out == gold)
+            except (TypeError, ValueError, RecursionError):
+                ok = False
+            if ok:
+                return None
+            return ("wrong_answer", f"test {i}: got {repr(out)[:80]}, expected {case['output'][:80]}")
+        if stdout_matches(str(rec.get("out", "")), case["output"]):
+            return None
+        return (
+            "wrong_answer",
+            f"test {i}: got {str(rec.get('out'))[:80]!r}, expected {case['output'][:80]!r}",
+        )
+
+    return grade_outcome(outcome, n, check)

@@ -42,9 +42,7 @@ from mgrpo.sandbox import _harness
 from mgrpo.sandbox.common import (
     CodeVerdict,
     extract_code,
-    failure_status,
-    final_verdict,
-    load_failure_status,
+    grade_outcome,
     run_harness,
 )
 from mgrpo.sandbox.runner import SandboxError
@@ -257,33 +255,17 @@ def grade_mbpp_plus(
         task_id=str(problem["task_id"]),
         fail_fast=True,
     )
-    if outcome.load_error is not None:
-        status = load_failure_status(outcome.load_error)
-        return CodeVerdict(False, status, outcome.load_error[:300], n)
-    n_passed, first = 0, None
-    for i in range(n):
-        rec = outcome.records.get(i)
-        if rec is None:
-            continue
-        if "exc" in rec:
-            fail = (failure_status(str(rec["exc"])), f"test {i}: {rec['exc']}")
-        else:
-            try:
-                out = _harness.decode(rec.get("out"))
-            except (ValueError, TypeError, KeyError, IndexError, RecursionError) as exc:
-                fail = ("runtime_error", f"test {i}: undecodable output ({exc})")
-            else:
-                if check_output(
-                    ref.inputs[i], out, ref.expected[i], problem["atol"], problem["entry_point"]
-                ):
-                    n_passed += 1
-                    continue
-                fail = (
-                    "wrong_answer",
-                    f"test {i}: got {_short(out)}, expected {_short(ref.expected[i])}",
-                )
-        first = first or fail
-    return final_verdict(first, outcome, n, n_passed)
+
+    def check(i: int, rec: dict) -> tuple[str, str] | None:
+        try:
+            out = _harness.decode(rec.get("out"))
+        except (ValueError, TypeError, KeyError, IndexError, RecursionError) as exc:
+            return ("runtime_error", f"test {i}: undecodable output ({exc})")
+        if check_output(ref.inputs[i], out, ref.expected[i], problem["atol"], problem["entry_point"]):
+            return None
+        return ("wrong_answer", f"test {i}: got {_short(out)}, expected {_short(ref.expected[i])}")
+
+    return grade_outcome(outcome, n, check)
 
 
 def _short(value, limit: int = 80) -> str:
