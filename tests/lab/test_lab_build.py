@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mgrpo.lab import (
     LAB_MODEL_NAME,
@@ -147,3 +150,14 @@ def test_measure_helpers():
     assert majority_answer([None, 2, 3, 3, 2]) == 2  # tie -> first seen
     assert majority_answer([None, None]) is None
     assert LAB_MODEL_NAME == "lab"
+
+
+@settings(deadline=None, max_examples=200, derandomize=True)
+@given(st.lists(st.one_of(st.none(), st.integers(-3, 3)), max_size=12))
+def test_majority_answer_is_plurality_with_first_seen_ties(answers):
+    present = [a for a in answers if a is not None]
+    if not present:
+        assert majority_answer(answers) is None
+        return
+    counts = Counter(present)  # insertion-ordered: most_common keeps the first seen on ties
+    assert majority_answer(answers) == counts.most_common(1)[0][0]

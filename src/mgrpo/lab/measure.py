@@ -13,13 +13,14 @@ The gap maj@G - sample accuracy is the signal label-free RL can amplify.
 
 from __future__ import annotations
 
+import operator
 import re
-from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 
+from mgrpo.core.voting import majority_vote
 from mgrpo.data.datasets import PromptRecord
 
 BOXED_INT = re.compile(r"\\boxed\{\s*(-?\d+)\s*\}")
@@ -33,11 +34,12 @@ def extract_boxed_int(text: str) -> int | None:
 
 
 def majority_answer(answers: Sequence[int | None]) -> int | None:
-    """Most frequent non-None answer; ties go to the answer that appeared first; None if none."""
-    counts = Counter(a for a in answers if a is not None)  # insertion-ordered: first seen wins ties
-    if not counts:
-        return None
-    return counts.most_common(1)[0][0]
+    """Most frequent non-None answer; ties go to the answer that appeared first; None if none.
+
+    The vote of training and evaluation (`majority_vote`) with exact equality of integers.
+    """
+    vote = majority_vote([None if a is None else str(a) for a in answers], operator.eq)
+    return None if vote.label is None else int(vote.label)
 
 
 def sample_responses(
