@@ -28,8 +28,12 @@ def _trainable(model: torch.nn.Module) -> list[torch.nn.Parameter]:
 class MomentumModel:
     """EMA copy of a policy. `generator` is what the momentum rollout engine samples from."""
 
-    def __init__(self, policy: torch.nn.Module) -> None:
+    def __init__(self, policy: torch.nn.Module, generator_dtype: torch.dtype | None = None) -> None:
+        """`generator_dtype`: cast the generator (e.g. bf16 over an fp32 policy master); the
+        fp32 master is then a separate copy taken from the policy's own parameters."""
         self.generator = copy.deepcopy(policy)
+        if generator_dtype is not None:
+            self.generator.to(generator_dtype)
         self.generator.eval()
         # names of trainable policy params, in policy order (LoRA: adapters only)
         self.names = [n for n, p in policy.named_parameters() if p.requires_grad]
@@ -41,7 +45,7 @@ class MomentumModel:
         if self.shares_storage:
             self.master = [t.data for t in self._gen_tensors]
         else:
-            self.master = [t.detach().to(torch.float32).clone() for t in self._gen_tensors]
+            self.master = [p.detach().to(torch.float32).clone() for p in _trainable(policy)]
 
     @torch.no_grad()
     def update_(self, policy: torch.nn.Module, momentum: float) -> None:

@@ -18,6 +18,21 @@ training (their loss mask is 0). With `fast` engines the policy and momentum rol
 decoded in one loop (`FastEngine.generate_joint`); every teacher-forced pass runs each distinct
 prompt once and shares its KV cache across that prompt's rollouts (`score_responses`).
 
+Device rule. The rollout engines return their tensors on the model's device D (the GPU in a
+real run, the CPU in tests). Every tensor indexed by rollout row stays on D for the whole
+step: trajectory entropies, the IQR keep mask, rewards, the loss set, advantages, the
+`logp_old` / `logp_ref` buffers and every row index (`prompt_index`, `_chunks`,
+`_policy_train_rows`). Values that exist only on the host (decoded answers, votes, prompt
+token lists) are Python objects; a tensor built from them (`_rewards`, `self_certainty`) is
+moved to D where it is made. The per-rollout statistics go to the CPU once, in
+`_metric_inputs`, because they are pickled to the other ranks. LoRA and FSDP change which
+module runs a forward, never where its outputs live; validation and `mgrpo eval` read only
+Python values out of the rollouts. Mixed precision: the training forward runs under
+`StepModels.train_autocast` (bf16 compute over an fp32 master) when it is set.
+
+Modes: the policy is in train mode only for the training forwards (gradient checkpointing
+and LoRA dropout act there) and in eval mode for rollouts and every no-grad pass.
+
 Distributed (see `distributed.py`): the batch holds this rank's slice of the step's prompts
 (`StepBatch.prompt_offset` / `global_prompts`); loss normalisers are summed over ranks so the
 summed gradient equals the 1-rank gradient, and the metrics are computed by the 1-rank
@@ -81,6 +96,9 @@ class StepModels:
     after_update: Callable[[], None] | None = None
     # LoRA: what checkpoints export (`mgrpo.lora.LoraExport`: merged weights or adapters)
     lora_export: Any | None = None
+    # compute dtype of the training forward over an fp32 master (torch.autocast); None = the
+    # parameters' own dtype (fp32 runs, pure-bf16 runs, LoRA, FSDP's MixedPrecisionPolicy)
+    train_autocast: torch.dtype | None = None
 
 
 @dataclass
@@ -98,14 +116,24 @@ class StepBatch:
 
 @dataclass
 class StageTimer:
+    """Wall time per stage. On CUDA the device is synchronised at both ends of a stage, so
+    asynchronous kernels are charged to the stage that launched them."""
+
     times: dict[str, float] = field(default_factory=dict)
+    device: torch.device | None = None
+
+    def _sync(self) -> None:
+        if self.device is not None and self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
 
     @contextmanager
     def __call__(self, stage: str) -> Iterator[None]:
+        self._sync()
         start = time.perf_counter()
         try:
             yield
         finally:
+            self._sync()
             self.times[stage] = self.times.get(stage, 0.0) + time.perf_counter() - start
 
 
@@ -250,14 +278,15 @@ def _rewards(
     answers: list[list[str | None]],  # (B, M) policy train rollouts
     targets: list[str | None],  # (B,) pseudo-label or ground truth
     equivalent: Callable,
+    device: torch.device | None = None,
 ) -> torch.Tensor:
     """1.0 where a rollout's answer is equivalent to its prompt's target, else 0.0 (no target
-    or no parsed answer -> 0)."""
+    or no parsed answer -> 0); on `device` (the rollouts' device D)."""
     rows = [
         [float(t is not None and a is not None and equivalent(a, t)) for a in row]
         for row, t in zip(answers, targets)
     ]
-    return torch.tensor(rows, dtype=torch.float32)  # (B, M)
+    return torch.tensor(rows, dtype=torch.float32, device=device)  # (B, M)
 
 
 def train_step(models: StepModels, batch: StepBatch, cfg: Config, spec: AlgorithmSpec, step: int) -> dict[str, Any]:
@@ -266,7 +295,7 @@ def train_step(models: StepModels, batch: StepBatch, cfg: Config, spec: Algorith
     Raises NonFiniteLossError (after zeroing grads, without stepping) when the loss or the
     gradient norm is not finite, so the caller can count and stop after repeated failures.
     """
-    timer = StageTimer()
+    timer = StageTimer(device=_model_device(models.policy))
     step_start = time.perf_counter()
     gen = cfg.generation
     B = len(batch.prompt_ids)
@@ -304,6 +333,7 @@ def train_step(models: StepModels, batch: StepBatch, cfg: Config, spec: Algorith
             momentum_entropy = None
             entropy = policy_entropy
         keep = iqr_keep_mask(entropy, spec.iqr_k)  # (B, G)
+        dev = keep.device  # D: the rollouts' device (module docstring, device rule)
 
         kind = cfg.data.answer_kind
         flat = _decode_answers(models.tokenizer, policy_rollouts, kind)
@@ -316,13 +346,13 @@ def train_step(models: StepModels, batch: StepBatch, cfg: Config, spec: Algorith
         votes: list[Vote] = []
         if spec.reward == "vote":
             votes = _vote_all(answers, keep, equivalent, spec.min_vote_share)
-            rewards = _rewards(policy_answers, [v.label for v in votes], equivalent)
+            rewards = _rewards(policy_answers, [v.label for v in votes], equivalent, dev)
         elif spec.reward == "truth":
             if any(a is None for a in batch.answers):
                 raise ValueError("preset grpo needs a ground-truth answer for every prompt")
-            rewards = _rewards(policy_answers, batch.answers, equivalent)
+            rewards = _rewards(policy_answers, batch.answers, equivalent, dev)
         else:  # self-certainty (Intuitor)
-            train_rows = _policy_train_rows(B, M, V)
+            train_rows = _policy_train_rows(B, M, V, dev)
             sub = _rows(policy_rollouts, train_rows)
             rewards = self_certainty(
                 models.policy_full or models.policy,
@@ -330,15 +360,16 @@ def train_step(models: StepModels, batch: StepBatch, cfg: Config, spec: Algorith
                 sub.response_ids,
                 sub.response_mask,
                 gen.temperature,
-            ).view(B, M)
+            ).to(dev).view(B, M)
 
     # ---- advantage ----------------------------------------------------------------------
     with timer("advantage"):
-        in_loss = keep[:, :M].clone() if spec.filter_in_loss else torch.ones(B, M, dtype=torch.bool)
+        in_loss = (keep[:, :M].clone() if spec.filter_in_loss
+                   else torch.ones(B, M, dtype=torch.bool, device=dev))  # (B, M) on D
         advantages = get_advantage_estimator(cfg.algorithm.advantage)(rewards, in_loss)  # (B, M)
 
     # ---- train: logp_old / logp_ref before any update, then U updates with accumulation ----
-    train_rows = _policy_train_rows(B, M, V)  # rows of policy_rollouts that train, (B*M,)
+    train_rows = _policy_train_rows(B, M, V, dev)  # rows of policy_rollouts that train, (B*M,)
     train_rollouts = _rows(policy_rollouts, train_rows)
     loss_rows = in_loss.flatten().nonzero().flatten()  # (L,) indices into train_rollouts
     loss_rollouts = _rows(train_rollouts, loss_rows)  # (L, T)
@@ -351,12 +382,14 @@ def train_step(models: StepModels, batch: StepBatch, cfg: Config, spec: Algorith
     # update 0 uses logp.detach() as logp_old (same weights); later updates need the pass
     need_old = updates > 1
     with timer("score"), torch.no_grad():
-        logp_old = torch.zeros(loss_rollouts.response_ids.shape) if need_old else None  # (L, T)
-        logp_ref = torch.zeros(loss_rollouts.response_ids.shape) if use_ref else None
-        score_chunks = list(_chunks(len(loss_rows), micro)) if (need_old or use_ref) else []
+        shape = loss_rollouts.response_ids.shape  # (L, T)
+        logp_old = torch.zeros(shape, device=dev) if need_old else None  # (L, T) on D
+        logp_ref = torch.zeros(shape, device=dev) if use_ref else None  # (L, T) on D
+        score_chunks = list(_chunks(len(loss_rows), micro, dev)) if (need_old or use_ref) else []
         for chunk in _lockstep(ctx, score_chunks, sharded_ref):
             dummy = chunk is None  # FSDP lockstep filler: a forward whose result is dropped
-            mb = _rows(train_rollouts, torch.arange(1)) if dummy else _rows(loss_rollouts, chunk)
+            first = torch.arange(1, device=dev)
+            mb = _rows(train_rollouts, first) if dummy else _rows(loss_rollouts, chunk)
             prompts = [batch.prompt_ids[int(i)] for i in mb.prompt_index]
             width = mb.response_ids.shape[1]
             if not dummy and logp_old is not None:
@@ -364,7 +397,7 @@ def train_step(models: StepModels, batch: StepBatch, cfg: Config, spec: Algorith
                     models.policy_full or models.policy, prompts, mb.response_ids,
                     mb.response_mask, gen.temperature, with_grad=False,
                 )
-                logp_old[chunk, :width] = old.float().cpu()
+                logp_old[chunk, :width] = old.float()
             if logp_ref is not None:
                 with ref_scope():
                     ref, _ = _score(
@@ -372,7 +405,7 @@ def train_step(models: StepModels, batch: StepBatch, cfg: Config, spec: Algorith
                         gen.temperature, with_grad=False,
                     )
                 if not dummy:
-                    logp_ref[chunk, :width] = ref.float().cpu()
+                    logp_ref[chunk, :width] = ref.float()
     loss_adv = advantages.flatten()[loss_rows]  # (L,)
 
     metrics_acc: dict[str, float] = {"loss/pg": 0.0, "loss/kl": 0.0, "loss/clip_fraction": 0.0}
@@ -380,6 +413,10 @@ def train_step(models: StepModels, batch: StepBatch, cfg: Config, spec: Algorith
     B_global = batch.global_prompts or B
     sharded = hasattr(models.policy, SCORE_METHOD)
     trainable = [p for p in models.policy.parameters() if p.requires_grad]
+    autocast = (
+        contextlib.nullcontext if models.train_autocast is None
+        else lambda: torch.autocast(dev.type, dtype=models.train_autocast)
+    )
     for update in range(updates):
         # update u trains on the GLOBAL prompts [lo, hi); local prompt b is global offset + b
         lo, hi = update * B_global // updates, (update + 1) * B_global // updates
@@ -388,19 +425,22 @@ def train_step(models: StepModels, batch: StepBatch, cfg: Config, spec: Algorith
         positions = positions.nonzero().flatten()  # (L_u,) rows of this update
         local_counts = [float(loss_rollouts.response_mask[positions].sum()), float(len(positions))]
         n_tokens, n_seqs = all_reduce(ctx, local_counts, stage="loss normalisers")
-        with timer("train"):
+        with timer("train"), _train_mode(models.policy):
             models.optimizer.zero_grad(set_to_none=True)
-            for chunk in _lockstep(ctx, list(_chunks(len(positions), micro)), sharded):
+            for chunk in _lockstep(ctx, list(_chunks(len(positions), micro, dev)), sharded):
                 dummy = chunk is None  # FSDP lockstep filler: zero-weight loss on one row
                 rows = positions[:1] if dummy else positions[chunk]
-                mb = _rows(train_rollouts, torch.arange(1)) if dummy else _rows(loss_rollouts, rows)
+                first = torch.arange(1, device=dev)
+                mb = _rows(train_rollouts, first) if dummy else _rows(loss_rollouts, rows)
                 width = mb.response_ids.shape[1]
                 device = mb.response_ids.device
                 prompts = [batch.prompt_ids[int(i)] for i in mb.prompt_index]
-                logp, _ = _score(
-                    models.policy, prompts, mb.response_ids, mb.response_mask, gen.temperature,
-                    with_grad=True,
-                )
+                with autocast():
+                    logp, _ = _score(
+                        models.policy, prompts, mb.response_ids, mb.response_mask,
+                        gen.temperature, with_grad=True,
+                    )
+                logp = logp.float()  # (mb, T) the loss is computed in fp32
                 if dummy:
                     (logp.sum() * 0.0).backward()
                     continue
@@ -466,15 +506,32 @@ def train_step(models: StepModels, batch: StepBatch, cfg: Config, spec: Algorith
     return metrics
 
 
-def _chunks(n: int, size: int) -> Iterator[torch.Tensor]:
-    """Index tensors [0, size), [size, 2 size), ... covering range(n)."""
+def _chunks(n: int, size: int, device: torch.device | None = None) -> Iterator[torch.Tensor]:
+    """Index tensors [0, size), [size, 2 size), ... covering range(n), on `device`."""
     for start in range(0, n, size):
-        yield torch.arange(start, min(start + size, n))
+        yield torch.arange(start, min(start + size, n), device=device)
 
 
-def _policy_train_rows(B: int, M: int, V: int) -> torch.Tensor:
+def _policy_train_rows(B: int, M: int, V: int, device: torch.device | None = None) -> torch.Tensor:
     """Row indices (prompt-major) of the first M of each prompt's M + V policy rollouts."""
-    return (torch.arange(B).unsqueeze(1) * (M + V) + torch.arange(M).unsqueeze(0)).flatten()
+    rows = torch.arange(B, device=device).unsqueeze(1) * (M + V)
+    return (rows + torch.arange(M, device=device).unsqueeze(0)).flatten()
+
+
+def _model_device(model: torch.nn.Module) -> torch.device:
+    """The device of the model's first parameter (a DTensor reports its local device)."""
+    return next(model.parameters()).device
+
+
+@contextmanager
+def _train_mode(model: torch.nn.Module) -> Iterator[None]:
+    """The model in train mode for the block (gradient checkpointing and dropout act only
+    then), back in eval mode afterwards, so rollouts and no-grad passes never see them."""
+    model.train()
+    try:
+        yield
+    finally:
+        model.eval()
 
 
 def _mean(values: list[float]) -> float:

@@ -34,16 +34,19 @@ class GraphedStep:
         key = (self.layout_key(layout), tok.shape[0], key_valid.shape[1])
         if key not in self.graphs:
             try:
-                self.graphs[key] = self._capture(layout, (tok, pos_ids, key_valid, col), args)
+                # capture on the tensors' device, not whatever device is current
+                with torch.cuda.device(tok.device):
+                    self.graphs[key] = self._capture(layout, (tok, pos_ids, key_valid, col), args)
             except RuntimeError as err:  # capture unsupported here: stay correct, go eager
                 warnings.warn(f"CUDA graph capture failed ({err}); decoding eagerly", stacklevel=2)
                 self.failed = True
-                torch.cuda.synchronize()
+                torch.cuda.synchronize(tok.device)
                 return self.fn(layout, tok, pos_ids, key_valid, col, *args)
         graph, inputs, out = self.graphs[key]
         for buf, value in zip(inputs, (tok, pos_ids, key_valid, col), strict=True):
             buf.copy_(value)
-        graph.replay()
+        with torch.cuda.device(tok.device):
+            graph.replay()
         return out
 
     def _capture(self, layout, dynamic: tuple, args: tuple):
