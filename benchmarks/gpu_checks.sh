@@ -46,7 +46,8 @@ check() {
 }
 
 if [ "$DEVICE" = cpu ]; then
-  MODEL=(model.name=qwen3-random-smoke model.device=cpu generation.max_new_tokens=16 trainer.threads=2)
+  MODEL=(model.name=qwen3-random-smoke model.device=cpu generation.max_new_tokens=16
+         trainer.prompts_per_step=2 trainer.threads=2)
 else
   MODEL=()
   nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
@@ -56,7 +57,7 @@ TRAIN=(-m mgrpo train qwen3-0.6b-random "${MODEL[@]}")
 
 if [ "$DEVICE" != cpu ]; then
   check pytest_gpu 150 $PY -m pytest -q -m gpu -p no:cacheprovider \
-    tests/rollout/test_rollout_gpu.py tests/core/test_core_gpu.py
+    tests/rollout/test_rollout_gpu.py tests/core/test_core_gpu.py tests/trainer/test_trainer_devices.py
 fi
 for preset in m-grpo srt ttrl intuitor grpo; do
   check "train_$preset" 90 $PY "${TRAIN[@]}" -o "$OUT/runs/$preset" algorithm.preset=$preset

@@ -162,3 +162,23 @@ def test_the_device_double_refuses_what_cuda_refuses():
         assert (d + torch.tensor(1)).device == FAKE  # 0-dim CPU scalars mix, as on CUDA
         assert d.cpu().device.type == "cpu" and host.to(FAKE).device == FAKE
         assert torch.zeros(2, device=d.device).device == FAKE
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("preset", ["m-grpo", "srt", "ttrl", "intuitor", "grpo"])
+def test_one_real_step_per_preset_on_cuda(tmp_path, preset):
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    data = load_recipe("tiny")
+    data["algorithm"]["preset"] = preset
+    data["model"]["device"] = "cuda"
+    data["trainer"].update(progress=False, updates_per_step=2)
+    data["validation"] = {"data": None}
+    cfg = config_from_dict(data)
+    run = build_run(cfg, tmp_path / "run")
+    assert run.models.train_autocast == torch.bfloat16  # auto on CUDA: bf16 over an fp32 master
+    records, ids = run.train_set.batch(1, cfg.trainer.prompts_per_step)
+    answers = ["3"] * len(ids) if preset == "grpo" else [r.answer for r in records]
+    metrics = train_step(run.models, StepBatch(ids, answers), cfg, run.spec, 1)
+    assert metrics["grad_norm"] == metrics["grad_norm"]
+    run.models.checker.close()
