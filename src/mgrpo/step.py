@@ -6,8 +6,10 @@
     -> optimizer step(s) -> EMA of the momentum model after each optimizer step.
 
 Every preset (m-grpo, srt, ttrl, intuitor, grpo) runs this same function; what differs is the
-`AlgorithmSpec` (see `algorithms.py`). Stage names double as timer and metric prefixes:
-`generate`, `score`, `advantage`, `train`, `ema`.
+`AlgorithmSpec` (see `algorithms.py`), whose `reward` names an entry of `REWARDS`. Stage
+names double as timer and metric prefixes: `generate`, `score`, `advantage`, `train`,
+`sync`, `ema`. The updates (micro-batching, FSDP lockstep fillers) live in `step_updates.py`,
+the metrics in `step_metrics.py`.
 
 Departures from the paper: none in the math. Engineering choices: on the first optimizer
 update of a step the policy still has the weights that generated the rollouts, so `logp_old`
@@ -21,11 +23,11 @@ prompt once and shares its KV cache across that prompt's rollouts (`score_respon
 Device rule. The rollout engines return their tensors on the model's device D (the GPU in a
 real run, the CPU in tests). Every tensor indexed by rollout row stays on D for the whole
 step: trajectory entropies, the IQR keep mask, rewards, the loss set, advantages, the
-`logp_old` / `logp_ref` buffers and every row index (`prompt_index`, `_chunks`,
-`_policy_train_rows`). Values that exist only on the host (decoded answers, votes, prompt
-token lists) are Python objects; a tensor built from them (`_rewards`, `self_certainty`) is
-moved to D where it is made. The per-rollout statistics go to the CPU once, in
-`_metric_inputs`, because they are pickled to the other ranks. LoRA and FSDP change which
+`logp_old` / `logp_ref` buffers and every row index (`prompt_index`, `step_updates.chunks`,
+`step_updates.policy_train_rows`). Values that exist only on the host (decoded answers,
+votes, prompt token lists) are Python objects; a tensor built from them (`_rewards`,
+`self_certainty`) is moved to D where it is made. The per-rollout statistics go to the CPU
+once, in `step_metrics.metric_inputs`, because they are pickled to the other ranks. LoRA and FSDP change which
 module runs a forward, never where its outputs live; validation and `mgrpo eval` read only
 Python values out of the rollouts. Mixed precision: the training forward runs under
 `StepModels.train_autocast` (bf16 compute over an fp32 master) when it is set.
@@ -346,7 +348,7 @@ def train_step(models: StepModels, batch: StepBatch, cfg: Config, spec: Algorith
         in_loss = (keep[:, :M].clone() if spec.filter_in_loss
                    else torch.ones(B, M, dtype=torch.bool, device=keep.device))  # (B, M)
         advantages = get_advantage_estimator(cfg.algorithm.advantage)(rewards, in_loss)  # (B, M)
-    ls = loss_set(policy, in_loss, advantages, V)
+    ls = loss_set(train, in_loss, advantages)
     with timer("score"):
         logp_old, logp_ref = frozen_logprobs(models, batch.prompt_ids, cfg, ls)
     sums, grad_norms = run_updates(models, batch, cfg, spec.momentum, step, ls, logp_old, logp_ref, timer)

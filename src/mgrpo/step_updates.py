@@ -54,10 +54,8 @@ def policy_train_rows(B: int, M: int, V: int, device: torch.device | None = None
     return (rows + torch.arange(M, device=device).unsqueeze(0)).flatten()
 
 
-def loss_set(policy: RolloutBatch, in_loss: torch.Tensor, advantages: torch.Tensor, V: int) -> LossSet:
-    """`in_loss` / `advantages` (B, M) on D -> the loss rows of the train rollouts."""
-    B, M = in_loss.shape
-    train = policy.select(policy_train_rows(B, M, V, in_loss.device))  # (B*M, T)
+def loss_set(train: RolloutBatch, in_loss: torch.Tensor, advantages: torch.Tensor) -> LossSet:
+    """The train rollouts (B*M, T) with `in_loss` / `advantages` (B, M) on D -> the loss set."""
     rows = in_loss.flatten().nonzero().flatten()  # (L,) indices into `train`
     return LossSet(train, train.select(rows), advantages.flatten()[rows])
 
