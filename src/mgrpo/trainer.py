@@ -14,7 +14,6 @@ Run directory:
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import os
@@ -43,6 +42,7 @@ from mgrpo.checkpoint import (
 from mgrpo.config import Config, config_to_dict, dump_config
 from mgrpo.data.datasets import PromptRecord
 from mgrpo.momentum import MomentumModel
+from mgrpo.precision import Precision, copy_refresher, inference_copy, resolve_precision
 from mgrpo.step import NonFiniteLossError, StepBatch, StepModels, train_step
 from mgrpo.training_data import VAL_SEED_OFFSET, PromptSet, build_prompt_set, load_records
 
@@ -264,78 +264,6 @@ def _stop_token_ids(tokenizer: Any, model: Any) -> tuple[int, ...]:
     return ids
 
 
-@dataclass(frozen=True)
-class Precision:
-    """Resolved dtypes of a run. `compute`: forwards (rollouts, scoring, training forward);
-    `master`: the trained weights, their gradients and the optimizer state; `load_dtype`: what
-    the policy is loaded in; `mixed`: one process, full weights, master != compute (the
-    training forward runs under autocast, bf16 copies generate / score / refer)."""
-
-    device: torch.device
-    compute: torch.dtype
-    master: torch.dtype
-    load_dtype: str
-    mixed: bool
-
-    def describe(self) -> dict[str, str]:
-        """What a checkpoint records, to compare at resume."""
-        return {"device": self.device.type, "compute_dtype": str(self.compute).split(".")[-1],
-                "master_dtype": str(self.master).split(".")[-1]}
-
-
-def resolve_precision(cfg: Config, *, fsdp: bool) -> Precision:
-    """model.dtype / model.master_dtype / model.device -> Precision, or TrainingError.
-
-    float16 is refused for training (no loss scaling: small gradients underflow). A bf16
-    master needs bf16 compute and one process (FSDP always keeps an fp32 master)."""
-    from mgrpo.models.loading import resolve_device, resolve_dtype
-
-    try:
-        device = resolve_device(cfg.model.device)
-    except ValueError as exc:
-        raise TrainingError(str(exc)) from None
-    compute = resolve_dtype(cfg.model.dtype, device)
-    if compute == torch.float16:
-        raise TrainingError("model.dtype=float16 is not supported for training (no loss scaling: "
-                            "small gradients underflow); use bfloat16 or float32")
-    master = torch.float32 if cfg.model.master_dtype == "float32" else torch.bfloat16
-    if master == torch.bfloat16 and compute != torch.bfloat16:
-        raise TrainingError(f"model.master_dtype=bfloat16 needs bf16 compute, but model.dtype="
-                            f"{cfg.model.dtype} resolves to {str(compute).split('.')[-1]} on "
-                            f"{device.type}; set model.dtype=bfloat16")
-    if master == torch.bfloat16 and fsdp:
-        raise TrainingError("model.master_dtype=bfloat16 with FSDP: FSDP keeps an fp32 master; "
-                            "use model.master_dtype=float32")
-    lora = cfg.model.lora.r > 0
-    mixed = not fsdp and not lora and master != compute
-    full_master = fsdp or (mixed and not lora)
-    load = str(master if full_master else compute).split(".")[-1]
-    return Precision(device, compute, master, load, mixed)
-
-
-def _inference_copy(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
-    """A frozen, eval-mode copy of `model` in `dtype` (generator / reference)."""
-    twin = copy.deepcopy(model).to(dtype)
-    twin.eval()
-    for p in twin.parameters():
-        p.requires_grad_(False)
-    return twin
-
-
-def _copy_refresher(master: torch.nn.Module, copy_: torch.nn.Module):
-    """`after_update` hook: copy the master's weights into the compute copy (cast on copy,
-    round to nearest even), so the copy always equals the master cast to its dtype."""
-    pairs = dict(copy_.named_parameters())
-    src = [p for _, p in master.named_parameters()]
-    dst = [pairs[n] for n, _ in master.named_parameters()]
-
-    @torch.no_grad()
-    def refresh() -> None:
-        torch._foreach_copy_([d.data for d in dst], [s.detach() for s in src])
-
-    return refresh
-
-
 def build_run(cfg: Config, run_dir: Path, resume: bool = False) -> Run:
     """Everything a run needs, in the order that keeps resume exact."""
     from mgrpo.answers import AnswerChecker
@@ -367,7 +295,10 @@ def build_run(cfg: Config, run_dir: Path, resume: bool = False) -> Run:
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
 
-    precision = resolve_precision(cfg, fsdp=ctx.fsdp)
+    try:
+        precision = resolve_precision(cfg, fsdp=ctx.fsdp)
+    except ValueError as exc:  # PrecisionError, or a device that does not exist here
+        raise TrainingError(str(exc)) from None
     policy, tokenizer = load_model_and_tokenizer(
         cfg.model.name, dtype=precision.load_dtype, device=cfg.model.device, seed=cfg.seed,
         tiny_hidden_size=cfg.model.tiny_hidden_size, tiny_layers=cfg.model.tiny_layers,
@@ -396,7 +327,7 @@ def build_run(cfg: Config, run_dir: Path, resume: bool = False) -> Run:
         if cfg.algorithm.kl_coef > 0:
             reference, reference_scope = policy, peft_model.disable_adapter
     elif cfg.algorithm.kl_coef > 0 and not ctx.fsdp:
-        reference = _inference_copy(policy, precision.compute)
+        reference = inference_copy(policy, precision.compute)
     if cfg.model.gradient_checkpointing:
         # non-reentrant: recomputation works whether or not the block inputs require grad
         policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -412,8 +343,8 @@ def build_run(cfg: Config, run_dir: Path, resume: bool = False) -> Run:
     elif lora_export is not None:
         momentum = LoraMomentum(policy) if spec.uses_momentum_model else None
     elif precision.mixed:  # fp32 master trains; bf16 copies generate, score and refer
-        policy_full = _inference_copy(policy, precision.compute)
-        after_update = _copy_refresher(policy, policy_full)
+        policy_full = inference_copy(policy, precision.compute)
+        after_update = copy_refresher(policy, policy_full)
         train_autocast = precision.compute
         momentum = (MomentumModel(policy, generator_dtype=precision.compute)
                     if spec.uses_momentum_model else None)
