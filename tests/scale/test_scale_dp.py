@@ -94,11 +94,11 @@ def _full_forward():
     rank's distinct prompts, so its padding and hence its fp32 rounding depend on the split,
     and AdamW turns rounding-level gradient differences of near-zero entries into lr-sized
     weight differences. This test is about the data-parallel mechanics."""
-    import mgrpo.step
+    import mgrpo.step_updates
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(mgrpo.step, "score_responses",
-                      functools.partial(mgrpo.step.score_responses, share_prefix=False))
+        patch.setattr(mgrpo.step_updates, "score_responses",
+                      functools.partial(mgrpo.step_updates.score_responses, share_prefix=False))
         yield
 
 

@@ -10,7 +10,9 @@ import torch
 from mgrpo.config import ConfigError, resolve_config
 from mgrpo.distributed import SINGLE, all_reduce, gather_objects, init_distributed
 from mgrpo.launch import strip_nproc, torchrun_command
-from mgrpo.step import _merge_inputs, _step_metrics, step_seed
+from mgrpo.step import step_seed
+from mgrpo.step_metrics import merge_inputs as _merge_inputs
+from mgrpo.step_metrics import step_metrics as _step_metrics
 
 
 def test_launcher_reruns_the_same_command_under_torchrun():

@@ -66,7 +66,7 @@ def _scripted_step(tmp_path, policy_texts, policy_ents, momentum_texts, momentum
         run.models.tokenizer, [momentum_texts], [momentum_ents]
     )
     seen = {}
-    import mgrpo.step as step_module
+    import mgrpo.step_updates as step_module
 
     real = step_module.policy_loss
 

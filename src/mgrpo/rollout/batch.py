@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from typing import Any
 
 import torch
 
@@ -35,6 +36,45 @@ class RolloutBatch:
     @property
     def num_rollouts(self) -> int:
         return int(self.response_ids.shape[0])
+
+    def select(self, rows: torch.Tensor) -> RolloutBatch:
+        """The rollouts at row indices `rows` (R',), trimmed to their longest response (width
+        >= 1); `rows` may live on the CPU or on the batch's device."""
+        mask = self.response_mask[rows]
+        width = max(int(mask.sum(dim=1).max().item()), 1) if len(rows) else 1
+        return RolloutBatch(
+            prompt_index=self.prompt_index[rows],
+            response_ids=self.response_ids[rows, :width],
+            response_mask=mask[:, :width],
+            logprobs=self.logprobs[rows, :width],
+            entropies=self.entropies[rows, :width],
+            lengths=self.lengths[rows],
+            finish_reasons=[self.finish_reasons[i] for i in rows.tolist()],
+        )
+
+    @staticmethod
+    def cat(batches: Sequence[RolloutBatch]) -> RolloutBatch:
+        """Prompt-major concatenation of batches over consecutive prompt sets: batch i's prompt
+        indices are shifted by the number of prompts before it (max index + 1 of each batch);
+        responses are right-padded to the widest (padding is masked, never read)."""
+        width = max(b.response_ids.shape[1] for b in batches)
+
+        def pad(t: torch.Tensor, value: Any) -> torch.Tensor:
+            return torch.nn.functional.pad(t, (0, width - t.shape[1]), value=value)
+
+        shifted, offset = [], 0
+        for b in batches:
+            shifted.append(b.prompt_index + offset)
+            offset += int(b.prompt_index.max().item()) + 1 if b.num_rollouts else 0
+        return RolloutBatch(
+            prompt_index=torch.cat(shifted),
+            response_ids=torch.cat([pad(b.response_ids, 0) for b in batches]),
+            response_mask=torch.cat([pad(b.response_mask, False) for b in batches]),
+            logprobs=torch.cat([pad(b.logprobs, 0.0) for b in batches]),
+            entropies=torch.cat([pad(b.entropies, 0.0) for b in batches]),
+            lengths=torch.cat([b.lengths for b in batches]),
+            finish_reasons=[r for b in batches for r in b.finish_reasons],
+        )
 
     def to(self, device: torch.device | str) -> RolloutBatch:
         """A copy with every tensor moved to `device`."""

@@ -21,6 +21,7 @@ turns a step into a replayable callable (`capture_cuda_graph` on CUDA; the tests
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
@@ -30,6 +31,12 @@ import torch
 
 DEFAULT_MAX_GRAPHS = 256  # captured decode-step graphs kept per engine (LRU)
 WORKSPACE_LENGTH_ROUND = 256  # workspace cache length rounded up to this many positions
+
+
+def _on_device(device: torch.device) -> contextlib.AbstractContextManager:
+    """Make `device` current for a CUDA capture / replay (a graph captured while another
+    device is current is empty); nothing to do off CUDA."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
 def capture_cuda_graph(run: Callable[[], None], pool):
@@ -220,14 +227,16 @@ class GraphedStep:
             return run, inputs, out
 
         try:
-            replay, inputs, out = self.cache.get(key, make)
+            with _on_device(tok.device):  # capture on the tensors' device, not the current one
+                replay, inputs, out = self.cache.get(key, make)
         except RuntimeError as err:  # capture unsupported here: stay correct, go eager
             warnings.warn(f"CUDA graph capture failed ({err}); decoding eagerly", stacklevel=2)
             self.failed = True
             if tok.is_cuda:
-                torch.cuda.synchronize()
+                torch.cuda.synchronize(tok.device)
             return self.fn(layout, tok, pos_ids, key_valid, col, *args)
         for buf, value in zip(inputs, dynamic, strict=True):
             buf.copy_(value)
-        replay()
+        with _on_device(tok.device):
+            replay()
         return out
