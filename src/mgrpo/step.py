@@ -54,11 +54,12 @@ import torch
 
 from mgrpo.algorithms import AlgorithmSpec
 from mgrpo.answers import extract_answer
+from mgrpo.answers.equivalence import Equivalence
 from mgrpo.config import Config
 from mgrpo.core.advantages import get_advantage_estimator
 from mgrpo.core.entropy import trajectory_entropy
 from mgrpo.core.filtering import iqr_keep_mask
-from mgrpo.core.voting import Vote, majority_vote
+from mgrpo.core.voting import Vote, vote_groups
 from mgrpo.distributed import SINGLE, DistContext, gather_objects
 from mgrpo.momentum import MomentumModel
 from mgrpo.rewards import self_certainty
@@ -190,23 +191,6 @@ def _generate_both(models: StepModels, batch: StepBatch, n_policy: int, n_moment
     return RolloutBatch.cat([p for p, _ in parts]), RolloutBatch.cat([m for _, m in parts])
 
 
-class _CachedEquivalence:
-    """`equivalent(answer, representative)` memoised across a whole step (one checker call
-    per distinct ordered pair; identical strings never reach the checker)."""
-
-    def __init__(self, checker: Any) -> None:
-        self.checker = checker
-        self.memo: dict[tuple[str, str], bool] = {}
-
-    def __call__(self, a: str, b: str) -> bool:
-        if a == b:
-            return True
-        key = (a, b)
-        if key not in self.memo:
-            self.memo[key] = bool(self.checker.equivalent(a, b))
-        return self.memo[key]
-
-
 def _decode_answers(tokenizer: Any, rollouts: RolloutBatch, kind: str) -> list[str | None]:
     ids = [row[mask].tolist() for row, mask in zip(rollouts.response_ids, rollouts.response_mask)]
     texts = tokenizer.batch_decode(ids, skip_special_tokens=True)
@@ -234,16 +218,6 @@ def _answers(tokenizer: Any, policy: RolloutBatch, momentum: RolloutBatch | None
         n = len(flat_m) // B
         answers = [row + flat_m[b * n : (b + 1) * n] for b, row in enumerate(answers)]
     return answers
-
-
-def _vote_all(
-    answers: list[list[str | None]], keep: torch.Tensor, equivalent: Callable, min_share: float
-) -> list[Vote]:
-    votes = []
-    for row_answers, row_keep in zip(answers, keep.tolist()):
-        pool = [a if k else None for a, k in zip(row_answers, row_keep)]
-        votes.append(majority_vote(pool, equivalent, min_share=min_share))
-    return votes
 
 
 def _rewards(
@@ -329,7 +303,7 @@ def train_step(models: StepModels, batch: StepBatch, cfg: Config, spec: Algorith
     step_start = time.perf_counter()
     B = len(batch.prompt_ids)
     M, V, N = spec.policy_rollouts, spec.vote_only_rollouts, spec.momentum_rollouts
-    equivalent = _CachedEquivalence(models.checker)
+    equivalent = Equivalence(models.checker)
 
     with timer("generate"):
         policy, momentum = _generate_both(models, batch, M + V, N, _sampling(models, cfg, step),
@@ -339,7 +313,8 @@ def train_step(models: StepModels, batch: StepBatch, cfg: Config, spec: Algorith
         keep = iqr_keep_mask(entropy, spec.iqr_k)  # (B, G) on D
         answers = _answers(models.tokenizer, policy, momentum, B, cfg.data.answer_kind)  # (B, G)
         policy_answers = [row[:M] for row in answers]  # (B, M)
-        votes = _vote_all(answers, keep, equivalent, spec.min_vote_share) if spec.reward == "vote" else []
+        votes = (vote_groups(answers, equivalent, spec.min_vote_share, keep=keep.tolist())
+                 if spec.reward == "vote" else [])
         train = policy.select(policy_train_rows(B, M, V, keep.device))  # (B*M, T)
         rewards = REWARDS[spec.reward](RewardInputs(
             models, batch, policy_answers, votes, train, equivalent, cfg.generation.temperature,
