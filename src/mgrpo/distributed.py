@@ -1,6 +1,6 @@
 """Data-parallel / FSDP2 training under `torchrun`: process group, prompt split, reductions.
 
-How a step is split (issue 8). The B prompts of a step (``trainer.prompts_per_step``, a
+How a step is split. The B prompts of a step (``trainer.prompts_per_step``, a
 GLOBAL count) are cut into ``world_size`` contiguous slices; rank r owns prompts
 ``[r B/W, (r+1) B/W)`` with every rollout of those prompts (policy and momentum), so the
 entropy filter, the vote and the advantages stay local. What crosses ranks:
@@ -22,7 +22,7 @@ CPU with gloo (torch 2.13, tested) and on CUDA with nccl.
 Rollouts need full weights: every rank keeps an UNSHARDED generator copy of the policy (and
 of the momentum model), refreshed after each optimizer step / EMA by all-gathering one
 parameter at a time (`refresh_full_copy_`). Cost per GPU: 2 bytes/param for each bf16
-generator copy (see notes/SCALING.md for the memory table).
+generator copy (see docs/scaling.md for the memory table).
 
 A dead or hung rank: every collective has ``distributed.timeout_s``; the survivors raise
 `RankLostError` (a clear message naming the rank and the stage) instead of hanging, and
