@@ -3,14 +3,18 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# Where torch comes from. Empty = PyPI, whose Linux wheel is the CUDA build (several GB).
+# CPU-only machine: make demo TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+TORCH_INDEX_URL ?=
+TORCH_INDEX := $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL),)
 
 .PHONY: install demo test lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	# CPU wheel of torch first (GPU users: install your own torch before `pip install -e .`).
-	$(PY) -m pip install --quiet torch==2.13.0
+	# torch first (GPU users: install your own torch before `pip install -e .`).
+	$(PY) -m pip install --quiet torch==2.13.0 $(TORCH_INDEX)
 	$(PY) -m pip install --quiet -e '.[dev,data]'
 	touch $(STAMP)
 
@@ -19,8 +23,9 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/mgrpo train demo -o runs/demo
 
+# -rs: the summary names every skipped test and why (optional extras, no GPU, no browser)
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -rs
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

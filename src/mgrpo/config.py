@@ -21,6 +21,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+TRACKERS = ("tensorboard", "wandb", "mlflow")
 MATH_SUFFIX = "Please reason step by step, and put your final answer within \\boxed{}."
 
 
@@ -47,8 +48,9 @@ class LoraConfig:
     r: int = 0
     alpha: float = 16.0
     dropout: float = 0.0
-    # comma-separated module names, or "all-linear" (peft: every linear layer but the head)
-    target_modules: str = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
+    # module names ([q_proj,v_proj] or a comma string), or [all-linear] (every linear but the head)
+    target_modules: list[str] = field(default_factory=lambda: [
+        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
     export: str = "merge"  # merge | adapters
 
     def __post_init__(self) -> None:
@@ -56,8 +58,8 @@ class LoraConfig:
         _check(self.alpha > 0, "model.lora.alpha", "must be > 0")
         _check(0.0 <= self.dropout < 1.0, "model.lora.dropout", "must be in [0, 1)")
         _check(
-            bool(self.target_modules.strip(" ,")), "model.lora.target_modules",
-            "must name >= 1 module (comma-separated) or be all-linear",
+            bool(self.target_modules), "model.lora.target_modules",
+            "must name >= 1 module (e.g. [q_proj,v_proj]) or be [all-linear]",
         )
         _one_of(self.export, "model.lora.export", ["merge", "adapters"])
 
@@ -126,11 +128,16 @@ class SyntheticConfig:
 @dataclass(frozen=True)
 class DataConfig:
     """Training prompts. `train`: a JSONL/JSON/Parquet/CSV path, a vendored benchmark name,
-    a `datasets` hub id, `arithmetic` (synthetic) or `lab` (the lab-world task).
+    a `datasets` hub id, `arithmetic` (synthetic) or `lab` (the lab-world task); `split`: the
+    split of a hub id (`train`, `test`, `test[:100]`; gsm8k: train | test).
     `answer_field` is used only for diagnostics in label-free presets (and as the reward
-    in `grpo`)."""
+    in `grpo`). A prompt cell may be a string or a list of chat messages
+    (`{role, content}`). `system_prompt`: a system turn put before every prompt (a row's own
+    system message wins). `chat_template_kwargs`: extra arguments of the tokenizer's chat
+    template (e.g. `{enable_thinking: false}` for Qwen3)."""
 
     train: str = "arithmetic"
+    split: str = "train"
     prompt_field: str = "question"
     answer_field: str | None = "answer"
     id_field: str | None = None
@@ -140,10 +147,17 @@ class DataConfig:
     max_prompt_length: int = 512
     overlong_prompts: str = "skip"  # skip | truncate | error
     limit: int | None = None
+    system_prompt: str | None = None
+    chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
     def __post_init__(self) -> None:
         _check(bool(self.train), "data.train", "must name a dataset")
+        _check(bool(self.split.strip()), "data.split", "must name a split (e.g. train, test)")
+        _check(
+            self.system_prompt is None or bool(self.system_prompt.strip()),
+            "data.system_prompt", "must be non-empty text or null",
+        )
         _check(bool(self.prompt_field), "data.prompt_field", "must be a column name")
         _one_of(self.answer_kind, "data.answer_kind", ["math", "gsm8k", "choice", "number"])
         _check(self.max_prompt_length >= 1, "data.max_prompt_length", "must be >= 1")
@@ -249,9 +263,11 @@ class OptimConfig:
 @dataclass(frozen=True)
 class ValidationConfig:
     """Periodic validation through the evaluation harness (needs answers).
-    `data`: same sources as `data.train` (`lab` and `arithmetic` give held-out problems)."""
+    `data`: same sources as `data.train` (`lab` and `arithmetic` give held-out problems);
+    `split`: the split of a hub id (gsm8k: train | test)."""
 
     data: str | None = None
+    split: str = "test"
     limit: int | None = 64
     samples: int = 1
     temperature: float = 0.8
@@ -259,6 +275,7 @@ class ValidationConfig:
 
     def __post_init__(self) -> None:
         _check(self.limit is None or self.limit >= 1, "validation.limit", "must be >= 1")
+        _check(bool(self.split.strip()), "validation.split", "must name a split (e.g. test)")
         _check(self.samples >= 1, "validation.samples", "must be >= 1")
         _check(self.temperature >= 0, "validation.temperature", "must be >= 0")
         _check(
@@ -272,7 +289,10 @@ class ValidationConfig:
 class TrainerConfig:
     """The loop. `prompts_per_step` prompts x G rollouts per step; `updates_per_step`
     optimizer steps per training step (each on a slice of the prompts; EMA after each);
-    `micro_batch_size` rollouts per forward/backward (gradient accumulation)."""
+    `micro_batch_size` rollouts per forward/backward (gradient accumulation).
+    `report_to`: experiment trackers fed every metrics.jsonl row (see `mgrpo.trackers`):
+    any of tensorboard, wandb, mlflow ([] = metrics.jsonl only). `run_name` (null = the run
+    directory's name) and `project` (the W&B project and the MLflow experiment) name the run."""
 
     max_steps: int = 100
     prompts_per_step: int = 8
@@ -286,7 +306,9 @@ class TrainerConfig:
     alarm_action: str = "warn"  # warn | stop
     progress: bool = True
     stop_after: int | None = None  # end this invocation after that step (checkpointed); resume later
-
+    report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
+    run_name: str | None = None
+    project: str = "mgrpo"
 
     def __post_init__(self) -> None:
         _check(self.max_steps >= 1, "trainer.max_steps", "must be >= 1")
@@ -304,6 +326,13 @@ class TrainerConfig:
         _check(self.threads >= 0, "trainer.threads", "must be >= 0")
         _one_of(self.alarm_action, "trainer.alarm_action", ["warn", "stop"])
         _check(self.stop_after is None or self.stop_after >= 1, "trainer.stop_after", "must be >= 1")
+        for name in self.report_to:
+            _one_of(name, "trainer.report_to", TRACKERS)
+        _check(len(set(self.report_to)) == len(self.report_to), "trainer.report_to",
+               f"names a tracker twice: {self.report_to}")
+        _check(self.run_name is None or bool(self.run_name.strip()), "trainer.run_name",
+               "must be non-empty or null")
+        _check(bool(self.project.strip()), "trainer.project", "must be non-empty")
 
 
 @dataclass(frozen=True)
@@ -367,6 +396,23 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     if dataclasses.is_dataclass(hint):
         _check(isinstance(value, Mapping), key, f"expected a mapping, got {value!r}")
         return _build(hint, value, key)
+    if origin is list:
+        (item_hint,) = typing.get_args(hint)
+        if isinstance(value, str):  # a comma string: "q_proj,v_proj"
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        _check(isinstance(value, list), key, f"expected a list (e.g. [a,b]), got {value!r}")
+        items = []
+        for i, item in enumerate(value):
+            try:
+                items.append(_coerce(item, item_hint, key))
+            except ConfigError as exc:  # "key: item i: what is wrong"
+                raise ConfigError(f"{key}: item {i}: {str(exc).removeprefix(key + ': ')}") from None
+        return items
+    if origin is dict:
+        _check(isinstance(value, Mapping), key, f"expected a mapping (e.g. {{a: 1}}), got {value!r}")
+        for name in value:
+            _check(isinstance(name, str), key, f"keys must be strings, got {name!r}")
+        return dict(value)
     if hint is bool:
         _check(isinstance(value, bool), key, f"expected true/false, got {value!r}")
         return value
@@ -477,7 +523,13 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
             raise ConfigError(f"override {item!r} has an empty key")
         try:
             value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
+        except yaml.YAMLError as exc:
+            if raw.strip()[:1] in "[{":  # meant as a list / mapping: say what is wrong with it
+                problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+                raise ConfigError(
+                    f"override {item!r}: {key}: invalid list or mapping ({problem}); "
+                    f"write lists as [a,b] and mappings as {{k: v}}"
+                ) from None
             value = raw
         node = out
         parts = key.split(".")

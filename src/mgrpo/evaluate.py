@@ -8,9 +8,13 @@ Public API (the implementation lives in `mgrpo.evaluation`):
 
 CLI: `mgrpo eval MODEL [-b BENCH,...] [--samples K] [--temperature T] [--top-p P]
 [--max-new-tokens N] [--limit N] [--protocol paper] [-o OUT] [--engine hf|fast]
-[--batch-size B] [--benchmark-file PATH --kind math|choice|code]`. OUT gets
-`results.json` (per benchmark: metrics, wall time, generation time, overhead, exact
-settings) and `samples/<bench>.jsonl` (one line per sample). A markdown table is printed.
+[--batch-size B] [--benchmark-file PATH --kind math|choice|code] [--system-prompt TEXT]
+[--chat-template-kwargs JSON]`; `mgrpo eval --list` (no model) lists the benchmarks, where
+their data comes from and the columns a user file needs. OUT gets `results.json` (per
+benchmark: metrics, each with its standard error `<metric>_stderr`, wall time, generation
+time, overhead, exact settings), `lm_eval_results.json` (the same figures in
+lm-evaluation-harness's results layout, `mgrpo.evaluation.formats`) and
+`samples/<bench>.jsonl` (one line per sample). A markdown table is printed.
 
 Protocol: sampling defaults are the paper's evaluation settings (temperature 0.8, top-p 1,
 up to 3072 new tokens) with 1 sample per problem; `--protocol paper` additionally uses
@@ -31,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from mgrpo import __version__
+from mgrpo.evaluation.formats import LM_EVAL_RESULTS, benchmark_listing, lm_eval_results
 from mgrpo.evaluation.metrics import pass_at_k, summarize
 from mgrpo.evaluation.runner import (
     DEFAULT_BATCH_SIZE,
@@ -62,6 +67,7 @@ DEFAULT_ANSWER_WORKERS = 2
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "model",
+        nargs="?",
         help="HF model directory (e.g. a checkpoint), hub id, or embedded name (tiny, lab, smollm2-135m)",
     )
     parser.add_argument(
@@ -136,6 +142,15 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="prompt template: default, chat, plain, raw, or a string with {question}",
     )
     parser.add_argument(
+        "--system-prompt", default=None, help="a system turn before every prompt (see data.system_prompt)"
+    )
+    parser.add_argument(
+        "--chat-template-kwargs",
+        default=None,
+        metavar="JSON",
+        help='extra chat-template arguments as a JSON object, e.g. \'{"enable_thinking": false}\'',
+    )
+    parser.add_argument(
         "--seed", type=int, default=0, help="sampling seed and multiple-choice shuffle seed"
     )
     parser.add_argument(
@@ -156,7 +171,21 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_ANSWER_WORKERS,
         help=f"math-verify worker processes (default {DEFAULT_ANSWER_WORKERS})",
     )
-    parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
+    parser.add_argument(
+        "--list", action="store_true", help="list the benchmarks, their data and columns, and exit (no model)"
+    )
+
+
+def _chat_kwargs(text: str | None) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"--chat-template-kwargs: not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"--chat-template-kwargs: expected a JSON object, got {text!r}")
+    return value
 
 
 def _fail(message: str) -> int:
@@ -185,17 +214,25 @@ def _resolve_benchmarks(args: argparse.Namespace) -> list[tuple[Any, str | None]
     return [(b, args.benchmark_file) for b in benches]
 
 
+def _pct(r: dict[str, Any], key: str) -> str:
+    """`12.3 ± 1.4` (percent, with the standard error when there is one), or `-`."""
+    if r.get(key) is None:
+        return "-"
+    stderr = r.get(f"{key}_stderr")
+    return f"{100 * r[key]:.1f}" + ("" if stderr is None else f" ± {100 * stderr:.1f}")
+
+
 def markdown_table(results: dict[str, dict[str, Any]]) -> str:
-    """One row per benchmark: n, k, avg@k, pass@k, maj@k, mean length, wall and overhead."""
+    """One row per benchmark: n, k, avg@k, pass@k, maj@k (each ± its standard error), mean
+    length, wall and overhead."""
     lines = [
         "| benchmark | n | k | avg@k | pass@k | maj@k | mean len | wall s | overhead |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, r in results.items():
-        maj = "-" if r.get("maj@k") is None else f"{100 * r['maj@k']:.1f}"
         lines.append(
-            f"| {name} | {r['n_problems']} | {r['samples']} | {100 * r['avg@k']:.1f} | "
-            f"{100 * r['pass@k']:.1f} | {maj} | {r['response_length_mean']:.0f} | "
+            f"| {name} | {r['n_problems']} | {r['samples']} | {_pct(r, 'avg@k')} | "
+            f"{_pct(r, 'pass@k')} | {_pct(r, 'maj@k')} | {r['response_length_mean']:.0f} | "
             f"{r['wall_s']:.1f} | {100 * r['overhead_fraction']:.1f}% |"
         )
     return "\n".join(lines)
@@ -212,9 +249,14 @@ def run(args: argparse.Namespace) -> int:
     from mgrpo.data.datasets import DatasetError
 
     if args.list:
-        for name, bench in BENCHMARKS.items():
-            print(f"{name:14s} {bench.kind:7s} {bench.source:22s} {bench.description}")
+        print(benchmark_listing(BENCHMARKS.values()))
         return 0
+    if args.model is None:
+        return _fail("the following arguments are required: model (or --list to see the benchmarks)")
+    try:
+        chat_kwargs = _chat_kwargs(args.chat_template_kwargs)
+    except ValueError as exc:
+        return _fail(str(exc))
     paper = args.protocol == "paper"
     for flag, value, low in (
         ("--samples", args.samples, 1),
@@ -279,6 +321,8 @@ def run(args: argparse.Namespace) -> int:
         "protocol": args.protocol,
         "engine": args.engine,
         "template": args.template,
+        "system_prompt": args.system_prompt,
+        "chat_template_kwargs": chat_kwargs,
         "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
         "device": torch.cuda.get_device_name(device)
         if device.type == "cuda"
@@ -316,6 +360,8 @@ def run(args: argparse.Namespace) -> int:
                 desc=bench.name,
                 sample_rows=rows,
                 max_prompt_tokens=max_prompt_tokens,
+                system_prompt=args.system_prompt,
+                chat_template_kwargs=chat_kwargs,
             )
             with (out / "samples" / f"{bench.name}.jsonl").open("w", encoding="utf-8") as fh:
                 for row in rows:
@@ -328,10 +374,11 @@ def run(args: argparse.Namespace) -> int:
                 "settings": {**settings, "benchmark": bench.name, "samples": k, "data_file": file},
             }
             _write_json_atomic(out / "results.json", {"settings": settings, "benchmarks": results})
+            _write_json_atomic(out / LM_EVAL_RESULTS, lm_eval_results(results, settings))
     finally:
         checker.close()
     table = markdown_table(results)
     (out / "results.md").write_text(table + "\n", encoding="utf-8")
     print(table)
-    print(f"wrote {out / 'results.json'} and {out / 'samples'}/")
+    print(f"wrote {out / 'results.json'}, {out / LM_EVAL_RESULTS} and {out / 'samples'}/")
     return 0

@@ -38,9 +38,8 @@ ALL_LINEAR = "all-linear"
 
 def target_modules(cfg: LoraConfig) -> list[str] | str:
     """`model.lora.target_modules` as peft wants it (a list, or the string "all-linear")."""
-    if cfg.target_modules.strip() == ALL_LINEAR:
-        return ALL_LINEAR
-    return [m.strip() for m in cfg.target_modules.split(",") if m.strip()]
+    names = [m.strip() for m in cfg.target_modules if m.strip()]
+    return ALL_LINEAR if names == [ALL_LINEAR] else names
 
 
 def apply_lora(model: nn.Module, cfg: LoraConfig) -> Any:

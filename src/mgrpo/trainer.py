@@ -9,7 +9,8 @@ Run directory:
     config.yaml          the fully resolved config
     metrics.jsonl        one JSON object per step (flushed + fsynced each step)
     checkpoints/step-N/  see `checkpoint.py`
-    tensorboard/         the same scalars for TensorBoard
+    tensorboard/         the same scalars for TensorBoard (trainer.report_to)
+    trackers.json        W&B / MLflow run ids, so --resume continues those runs (`trackers.py`)
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from mgrpo.checkpoint import (
     read_json,
     save_checkpoint,
 )
-from mgrpo.config import Config, config_to_dict, dump_config
+from mgrpo.config import Config, ConfigError, config_from_dict, config_to_dict, dump_config
 from mgrpo.data.datasets import PromptRecord
 from mgrpo.momentum import MomentumModel
 from mgrpo.step import NonFiniteLossError, StepBatch, StepModels, train_step
@@ -49,7 +50,8 @@ from mgrpo.training_data import VAL_SEED_OFFSET, PromptSet, build_prompt_set, lo
 # Config keys allowed to differ between the original run and a `--resume`.
 RESUME_MUTABLE = ("trainer.max_steps", "trainer.save_every", "trainer.eval_every",
                   "trainer.progress", "trainer.keep_last", "trainer.threads", "trainer.stop_after",
-                  "distributed.timeout_s", "distributed.backend", "distributed.fsdp")
+                  "distributed.timeout_s", "distributed.backend", "distributed.fsdp",
+                  "trainer.report_to")
 
 
 class TrainingError(RuntimeError):
@@ -230,6 +232,10 @@ def _prepare_run_dir(cfg: Config, run_dir: Path, resume: bool) -> None:
         import yaml
 
         saved = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+        try:  # keys added since the run started take their defaults
+            saved = config_to_dict(config_from_dict(saved))
+        except (ConfigError, TypeError):
+            pass  # compared as written: the differing keys are named below
         changed = [k for k in _config_diff(saved, config_to_dict(cfg)) if k not in RESUME_MUTABLE]
         if changed:
             raise TrainingError(
@@ -300,7 +306,8 @@ def build_run(cfg: Config, run_dir: Path, resume: bool = False) -> Run:
     train_set = build_prompt_set(train_records, tokenizer, cfg.data, seed=cfg.seed)
     val_records: list[PromptRecord] = []
     if cfg.validation.data:
-        val_records = load_records(cfg.data, cfg.validation.data, split="val", seed=cfg.seed + VAL_SEED_OFFSET)
+        val_records = load_records(cfg.data, cfg.validation.data, split="val",
+                                   seed=cfg.seed + VAL_SEED_OFFSET, dataset_split=cfg.validation.split)
         val_records = val_records[: cfg.validation.limit]
 
     reference, reference_scope, policy_full, after_update, lora_export = None, None, None, None, None
@@ -473,7 +480,7 @@ def _train(cfg: Config, run_dir: str | Path, *, resume: bool, signals: _StopSign
     run_dir = Path(run_dir)
     run = build_run(cfg, run_dir, resume)
     ctx = run.models.dist  # rank 0 writes metrics, TensorBoard and checkpoints
-    log = MetricsLog(run_dir, tensorboard=ctx.is_main)
+    log = MetricsLog(run_dir, tensorboard=ctx.is_main and "tensorboard" in cfg.trainer.report_to)
     start, bad_steps = 0, 0
     summary: dict[str, Any] = {}
     if resume:
@@ -495,6 +502,10 @@ def _train(cfg: Config, run_dir: str | Path, *, resume: bool, signals: _StopSign
     if start >= cfg.trainer.max_steps:
         print(f"mgrpo: {run_dir} is already at step {start} >= trainer.max_steps", file=sys.stderr)
 
+    from mgrpo.trackers import Trackers  # W&B / MLflow (trainer.report_to), rank 0 only
+
+    trackers = Trackers(cfg.trainer.report_to, config_to_dict(cfg), run_dir, enabled=ctx.is_main,
+                        run_name=cfg.trainer.run_name, project=cfg.trainer.project)
     progress = _progress(cfg, start, enabled=ctx.is_main)
     try:
         for step in range(start + 1, cfg.trainer.max_steps + 1):
@@ -535,6 +546,7 @@ def _train(cfg: Config, run_dir: str | Path, *, resume: bool, signals: _StopSign
                     progress.write(f"mgrpo: collapse alarm at step {step}: {alarm.reason}")
             if ctx.is_main:
                 log.write(metrics)
+                trackers.log(metrics)
             progress.update(1)
             progress.set_postfix(_postfix(metrics), refresh=False)
             stop = alarm is not None and cfg.trainer.alarm_action == "stop"
@@ -558,6 +570,7 @@ def _train(cfg: Config, run_dir: str | Path, *, resume: bool, signals: _StopSign
     finally:
         progress.close()
         log.close()
+        trackers.close()
         run.models.checker.close()
     if ctx.is_main:
         _print_summary(run, summary)
@@ -595,5 +608,6 @@ def _print_summary(run: Run, summary: dict[str, Any]) -> None:
     ckpt = latest_checkpoint(run.run_dir / "checkpoints")
     lines.append(f"run directory: {run.run_dir}")
     lines.append(f"checkpoint:    {ckpt}")
-    lines.append(f"tensorboard:   tensorboard --logdir {run.run_dir / 'tensorboard'}")
+    if "tensorboard" in run.cfg.trainer.report_to:
+        lines.append(f"tensorboard:   tensorboard --logdir {run.run_dir / 'tensorboard'}")
     print("\n".join(lines), file=sys.stderr)

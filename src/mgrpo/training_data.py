@@ -18,7 +18,7 @@ import torch
 
 from mgrpo.config import DataConfig
 from mgrpo.data.datasets import PromptRecord, load_prompt_dataset
-from mgrpo.data.prompts import encode_prompts, render_prompt, uses_chat_template
+from mgrpo.data.prompts import encode_prompts, render_record, uses_chat_template
 
 SYNTHETIC_VAL_SEED_OFFSET = 7_919
 VAL_SEED_OFFSET = 1  # validation sets are drawn with seed + 1
@@ -26,9 +26,13 @@ LAB_TRAIN_SIZE = 4096  # distinct lab-task problems to train on (no repeats with
 LAB_VAL_SIZE = 512  # held-out lab-task problems available to validation (validation.limit cuts)
 
 
-def load_records(data: DataConfig, source: str, *, split: str, seed: int) -> list[PromptRecord]:
+def load_records(data: DataConfig, source: str, *, split: str, seed: int,
+                 dataset_split: str | None = None) -> list[PromptRecord]:
     """Records of `source`: `arithmetic`, `lab`, `lab-val` (the lab validation problems, for
-    test-time RL), or anything `load_prompt_dataset` reads."""
+    test-time RL), or anything `load_prompt_dataset` reads.
+
+    `split` is the role ("train" | "val": which synthetic / lab problems); `dataset_split` the
+    split of a hub id or of gsm8k (None = `data.split` for train, "test" for val)."""
     if source == "arithmetic":
         from mgrpo.data.arithmetic import make_problems
 
@@ -62,14 +66,16 @@ def load_records(data: DataConfig, source: str, *, split: str, seed: int) -> lis
         prompt_field=data.prompt_field,
         answer_field=data.answer_field,
         id_field=data.id_field,
-        split="test" if split == "val" and source in ("math500", "gsm8k") else "train",
+        split=dataset_split or (data.split if split == "train" else "test"),
         limit=data.limit,
     )
 
 
 def tokenize_prompts(records: list[PromptRecord], tokenizer: Any, data: DataConfig) -> list[list[int]]:
-    """Render each question with the configured template and tokenize it."""
-    texts = [render_prompt(r.question, tokenizer, data.template, data.suffix) for r in records]
+    """Render each prompt (question or chat messages) with the configured template, system
+    prompt and chat-template arguments, and tokenize it."""
+    texts = [render_record(r, tokenizer, data.template, data.suffix, system_prompt=data.system_prompt,
+                           chat_template_kwargs=data.chat_template_kwargs) for r in records]
     return encode_prompts(texts, tokenizer, chat=uses_chat_template(tokenizer, data.template))
 
 

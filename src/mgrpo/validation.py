@@ -39,6 +39,8 @@ def run_validation(run: Any, *, step: int) -> dict[str, float]:
         template=cfg.data.template,
         checker=models.checker,
         suffix=cfg.data.suffix,
+        system_prompt=cfg.data.system_prompt,
+        chat_template_kwargs=cfg.data.chat_template_kwargs,
     )
     out = {"accuracy": float(result["accuracy"]), "response_length": float(result["response_length_mean"])}
     if val.samples > 1:

@@ -127,7 +127,7 @@ BAD_INPUT = [
         {},
         ["type.jsonl:2", "must be a string", "int"],
     ),
-    ("list.jsonl", b'{"problem": ["a"]}\n', {}, ["list.jsonl:1", "must be a string", "list"]),
+    ("list.jsonl", b'{"problem": ["a"]}\n', {}, ["list.jsonl:1", "message 0", "'role' and 'content'"]),
     (
         "empty_str.jsonl",
         b'{"problem": "a"}\n{"problem": "a"}\n{"problem": "  "}\n',

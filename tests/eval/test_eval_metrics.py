@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import itertools
 import math
+import statistics
 from fractions import Fraction
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mgrpo.evaluate import overhead_report, pass_at_k, summarize
 
@@ -77,3 +80,38 @@ def test_overhead_report() -> None:
     }
     with pytest.raises(ValueError, match="wall_s > 0"):
         overhead_report(0.0, 0.0)
+
+
+def test_standard_errors_by_hand() -> None:
+    correct = [[True, False, False], [False, False, False], [True, True, True]]
+    out = summarize(correct, [False, False, True])
+    # per-problem avg@k values 1/3, 0, 1: sample std / sqrt(3)
+    assert out["avg@k_stderr"] == out["accuracy_stderr"] == pytest.approx(
+        statistics.stdev([1 / 3, 0, 1]) / math.sqrt(3))
+    assert out["pass@2_stderr"] == pytest.approx(statistics.stdev([2 / 3, 0, 1]) / math.sqrt(3))
+    assert out["pass@3_stderr"] == out["pass@k_stderr"] == pytest.approx(
+        statistics.stdev([1, 0, 1]) / math.sqrt(3))
+    assert out["maj@k_stderr"] == pytest.approx(statistics.stdev([0, 0, 1]) / math.sqrt(3))
+    one = summarize([[True, False]], None)
+    assert one["avg@k_stderr"] is None and one["maj@k_stderr"] is None  # n < 2: undefined
+    assert summarize([[True], [True]], [True, True])["avg@k_stderr"] == 0.0
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.booleans(), min_size=3, max_size=3), min_size=2, max_size=40))
+def test_every_figure_has_a_stderr_equal_to_std_over_sqrt_n(correct: list[list[bool]]) -> None:
+    out = summarize(correct, [row[0] for row in correct])
+    n = len(correct)
+    for name in ("avg@k", "pass@1", "pass@2", "pass@3", "pass@k", "maj@k", "accuracy"):
+        assert out[f"{name}_stderr"] is not None and out[f"{name}_stderr"] >= 0
+    assert out["avg@k_stderr"] == pytest.approx(
+        statistics.stdev([sum(r) / 3 for r in correct]) / math.sqrt(n), abs=1e-12)
+    assert out["maj@k_stderr"] == pytest.approx(
+        statistics.stdev([float(r[0]) for r in correct]) / math.sqrt(n), abs=1e-12)
+
+
+def test_stderr_agrees_with_lm_evaluation_harness() -> None:
+    metrics = pytest.importorskip("lm_eval.api.metrics", reason="lm-eval not installed (pip install 'mgrpo[lm-eval]')")
+    rows = [[True], [False], [False], [True], [True], [False], [False]]
+    out = summarize(rows, [r[0] for r in rows])
+    assert out["accuracy_stderr"] == pytest.approx(metrics.mean_stderr([float(r[0]) for r in rows]), rel=1e-12)

@@ -71,7 +71,8 @@ def test_the_walk_sees_every_section():
 def test_bad_values_are_rejected_naming_the_field_and_range(key, hint):
     base, optional = _split(hint)
     wrong_type = {int: NUMBER_BAD + [1.5, "1e3"], float: NUMBER_BAD, str: [5, 1.5, [1], True],
-                  bool: ["yes", 2, "true"]}[base]
+                  bool: ["yes", 2, "true"], list: [5, 1.5, {"a": 1}, [1], ["ok", True], True],
+                  dict: [5, "x", [1], True]}[typing.get_origin(base) or base]
     must_reject = list(wrong_type)
     if not optional:
         must_reject.append(None)

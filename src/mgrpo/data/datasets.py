@@ -14,6 +14,11 @@ Sources, tried in this order:
 3. a Hugging Face hub id (`owner/name` or `owner/name:config`) through the optional
    `datasets` package, imported lazily.
 
+A prompt cell is either a string or a list of chat messages, each `{"role": ..., "content":
+...}` with role system / user / assistant and string content, at least one user turn (the
+format of TRL and of chat datasets on the hub). A messages prompt keeps its turns in
+`record.meta["messages"]`; `record.question` is then the last user turn's content.
+
 Bad input is never a silent wrong run: a row without the prompt field, a non-string or
 empty prompt, invalid JSON, non-UTF-8 bytes, an over-long prompt or a duplicate id raises
 `DatasetError` naming the file and the line (JSONL/CSV), item (JSON) or row (Parquet).
@@ -257,7 +262,7 @@ def vendored_path(name: str) -> Path:
 def field_text(row: Mapping[str, Any], key: str, where: str, *, role: str) -> str:
     """`row[key]` as a non-empty string, else DatasetError naming `where`.
 
-    role: "prompt" (must be a str), "answer" / "id" (str, int or float accepted and
+    role: "prompt" (must be a str; chat-message prompts go through `chat_messages`), "answer" / "id" (str, int or float accepted and
     converted with str(); bool, None, lists and dicts rejected).
     """
     if key not in row:
@@ -266,18 +271,53 @@ def field_text(row: Mapping[str, Any], key: str, where: str, *, role: str) -> st
             f"set the {role} column name with {role}_field="
         )
     value = row[key]
+    if role == "prompt" and not isinstance(value, str):
+        raise DatasetError(
+            f"{where}: prompt field {key!r} must be a string or a list of chat messages "
+            f"({{role, content}}), got {type(value).__name__}"
+        )
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise DatasetError(
             f"{where}: {role} field {key!r} must be a string, got {type(value).__name__}"
-        )
-    if role == "prompt" and not isinstance(value, str):
-        raise DatasetError(
-            f"{where}: prompt field {key!r} must be a string, got {type(value).__name__}"
         )
     text = value if isinstance(value, str) else str(value)
     if not text.strip():
         raise DatasetError(f"{where}: {role} field {key!r} is an empty string")
     return text
+
+
+CHAT_ROLES = ("system", "user", "assistant")
+
+
+def chat_messages(value: Any, key: str, where: str) -> list[dict[str, str]]:
+    """A prompt cell holding chat messages, validated: a non-empty list of `{role, content}`
+    mappings, roles in CHAT_ROLES, non-empty string contents, >= 1 user turn. DatasetError
+    naming `where` and the message index otherwise."""
+    if not value:
+        raise DatasetError(f"{where}: prompt field {key!r} is an empty list of messages")
+    out = []
+    for i, message in enumerate(value):
+        at = f"{where}: prompt field {key!r}, message {i}"
+        if not isinstance(message, Mapping) or "role" not in message or "content" not in message:
+            raise DatasetError(f"{at}: expected an object with 'role' and 'content', got {message!r}")
+        role, content = message["role"], message["content"]
+        if role not in CHAT_ROLES:
+            raise DatasetError(f"{at}: role {role!r} is not one of {list(CHAT_ROLES)}")
+        if not isinstance(content, str) or not content.strip():
+            raise DatasetError(f"{at}: content must be a non-empty string, got {content!r}")
+        out.append({"role": role, "content": content})
+    if not any(m["role"] == "user" for m in out):
+        raise DatasetError(f"{where}: prompt field {key!r} has no user message")
+    return out
+
+
+def _prompt(row: Mapping[str, Any], key: str, where: str) -> tuple[str, list[dict[str, str]] | None]:
+    """(question text, chat messages or None) of a row's prompt cell."""
+    value = row.get(key)
+    if isinstance(value, (list, tuple)):
+        messages = chat_messages(value, key, where)
+        return [m["content"] for m in messages if m["role"] == "user"][-1], messages
+    return field_text(row, key, where, role="prompt"), None
 
 
 def records_from_rows(
@@ -305,10 +345,11 @@ def records_from_rows(
     for index, (where, row) in enumerate(rows):
         if limit is not None and len(records) >= limit:
             break
-        question = field_text(row, prompt_field, where, role="prompt")
-        if max_prompt_chars is not None and len(question) > max_prompt_chars:
+        question, messages = _prompt(row, prompt_field, where)
+        size = sum(len(m["content"]) for m in messages) if messages else len(question)
+        if max_prompt_chars is not None and size > max_prompt_chars:
             raise DatasetError(
-                f"{where}: prompt is {len(question):,} characters, above "
+                f"{where}: prompt is {size:,} characters, above "
                 f"max_prompt_chars={max_prompt_chars:,} (pass max_prompt_chars=None to accept it)"
             )
         answer = None
@@ -329,7 +370,9 @@ def records_from_rows(
             skipped += 1
             continue
         seen[rid] = where
-        meta = {"row": dict(row)} if keep_row else {}
+        meta: dict[str, Any] = {"row": dict(row)} if keep_row else {}
+        if messages is not None:
+            meta["messages"] = messages
         records.append(PromptRecord(id=rid, question=question, answer=answer, meta=meta))
     if skipped:
         logger.warning(

