@@ -14,7 +14,7 @@ Each path runs in its OWN fresh subprocess (peak RSS = `ru_maxrss` of that child
 path's freed memory cannot hide in the other's number), in the same invocation. The child
 also reports the RSS right after building the model (the baseline both share) and the
 gradient norm of the LM head, so the two paths can be checked to compute the same thing.
-Target (issue 10): naive peak / chunked peak >= 4, on the above-baseline part too.
+Target: naive peak / chunked peak >= 4, on the above-baseline part too.
 
     python benchmarks/memory_logprob.py                 # 8 x 512 tokens, hidden 64
     python benchmarks/memory_logprob.py --rows 4 --tokens 256

@@ -2,7 +2,7 @@
 
 Each measurement is a fresh process, repeated `--runs` times; medians are reported with the
 min/max and the peak RSS of the child (`wait4` rusage, like `/usr/bin/time -v`'s "Maximum
-resident set size"). Targets (issue 10): `mgrpo --help` < 1 s; the first training step of
+resident set size"). Targets: `mgrpo --help` < 1 s; the first training step of
 `mgrpo train tiny` starts < 5 s after the command.
 
   help        `python -m mgrpo --help` (the console script does the same import), wall time;

@@ -57,7 +57,7 @@ SHAPES: dict[str, dict[str, int]] = {
 }
 PRESETS = ("m-grpo", "srt")
 STAGES = ("generate", "score", "advantage", "train", "ema")
-TARGET_RATIO = 0.7  # issue 10: m-grpo step <= 0.7x TRL's GRPO step
+TARGET_RATIO = 0.7  # target: m-grpo step <= 0.7x TRL's GRPO step
 
 
 # ---------------------------------------------------------------------------- machine load

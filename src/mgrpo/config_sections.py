@@ -159,7 +159,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class AlgorithmConfig:
-    """Which algorithm and its knobs (DESIGN.md section 3). `rollouts` is G, the group size
+    """Which algorithm and its knobs (docs/design.md §3). `rollouts` is G, the group size
     per prompt; `momentum_rollouts` is N (null = G // 4 for m-grpo); the policy samples
     M = G - N. Presets other than m-grpo ignore N and the IQR filter."""
 

@@ -1,6 +1,6 @@
 """Data-parallel / FSDP2 training under `torchrun`: process group, prompt split, reductions.
 
-How a step is split (issue 8). The B prompts of a step (``trainer.prompts_per_step``, a
+How a step is split. The B prompts of a step (``trainer.prompts_per_step``, a
 GLOBAL count) are cut into ``world_size`` contiguous slices; rank r owns prompts
 ``[r B/W, (r+1) B/W)`` with every rollout of those prompts (policy and momentum), so the
 entropy filter, the vote and the advantages stay local. What crosses ranks:

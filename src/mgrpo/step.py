@@ -1,4 +1,4 @@
-"""One M-GRPO training step, top to bottom (DESIGN.md section 2).
+"""One M-GRPO training step, top to bottom (docs/design.md §2).
 
     policy rollouts (M [+ vote-only]) and momentum rollouts (N) for B prompts
     -> trajectory entropies (B, G) -> IQR keep mask -> answers -> majority vote (pseudo-labels)
@@ -143,7 +143,7 @@ class StageTimer:
 
 def step_seed(seed: int, step: int, stream: int, prompt: int = 0) -> int:
     """Deterministic sampling seed of (seed, step, stream[, global prompt index]), independent
-    of any global RNG state; `prompt` 0 gives the historical per-step seed."""
+    of any global RNG state; `prompt` 0 is the seed of a whole step's batched call."""
     return (seed * 1_000_003 + step * 7_919 + stream * 104_729 + prompt * 15_485_863) % (2**31 - 1)
 
 

@@ -1,4 +1,4 @@
-"""Advantage estimators: loop references, DESIGN.md 5 properties, edge cases, registry."""
+"""Advantage estimators: loop references, docs/design.md §5 properties, edge cases, registry."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ NAMES = sorted(ADVANTAGE_ESTIMATORS)
 
 
 def _reference(name: str, rewards: list[list[float]], mask: list[list[bool]]) -> list[list[float]]:
-    """Obvious per-row loops of DESIGN.md 3 (and the rloo / dr_grpo variants)."""
+    """Obvious per-row loops of docs/design.md §3 (and the rloo / dr_grpo variants)."""
     out = []
     for row, keep in zip(rewards, mask, strict=True):
         vals = [r for r, k in zip(row, keep, strict=True) if k]

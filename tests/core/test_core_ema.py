@@ -62,7 +62,7 @@ def test_fp32_target_with_bf16_source(seed: int, momentum: float) -> None:
 
 
 def test_fp32_ema_keeps_moving_where_bf16_would_stall() -> None:
-    """DESIGN.md 3: at m = 0.99 a bf16 EMA silently stops moving; the fp32 one does not."""
+    """docs/design.md §3: at m = 0.99 a bf16 EMA silently stops moving; the fp32 one does not."""
     source = [torch.full((4,), 1.01, dtype=torch.bfloat16)]
     fp32 = [torch.ones(4)]
     bf16 = [torch.ones(4, dtype=torch.bfloat16)]

@@ -1,4 +1,4 @@
-"""iqr_keep_mask: quartile rule vs a loop reference, DESIGN.md 5 properties, errors."""
+"""iqr_keep_mask: quartile rule vs a loop reference, docs/design.md §5 properties, errors."""
 
 from __future__ import annotations
 

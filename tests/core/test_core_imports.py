@@ -1,4 +1,4 @@
-"""core/ imports only torch and the standard library (DESIGN.md section 1)."""
+"""core/ imports only torch and the standard library (docs/design.md §1)."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ AGGS = sorted(LOSS_AGGREGATIONS)
 
 
 def _reference_loss(logp, logp_old, logp_ref, adv, mask, clip, kl_coef, agg):
-    """Per-token loops with scalar torch ops (autograd-able), DESIGN.md 3 read literally."""
+    """Per-token loops with scalar torch ops (autograd-able), docs/design.md §3 read literally."""
     rows, cols = logp.shape
     use_kl = logp_ref is not None and kl_coef != 0
     seq_values = []  # per sequence in the loss set: its aggregated value

@@ -1,4 +1,4 @@
-"""majority_vote: DESIGN.md 3 clustering walk vs a slow reference, ties, memoisation, min_share."""
+"""majority_vote: docs/design.md §3 clustering walk vs a slow reference, ties, memoisation, min_share."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def _near(a: str, b: str) -> bool:
 
 
 def _reference_vote(answers, equivalent, min_share=0.0) -> Vote:
-    """Literal DESIGN.md 3 walk: no memo, no fast path, equivalent called for every comparison."""
+    """Literal docs/design.md §3 walk: no memo, no fast path, equivalent called for every comparison."""
     reps: list[str] = []
     sizes: list[int] = []
     for a in answers:

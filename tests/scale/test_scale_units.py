@@ -47,7 +47,7 @@ def test_single_process_needs_no_process_group(monkeypatch):
 
 
 def test_seeds_depend_on_the_global_prompt_not_on_the_rank():
-    assert step_seed(0, 3, 1) == step_seed(0, 3, 1, 0)  # historical one-process seed
+    assert step_seed(0, 3, 1) == step_seed(0, 3, 1, 0)  # prompt 0: the whole-batch seed
     seeds = {step_seed(0, 3, stream, p) for stream in (0, 1) for p in range(1, 9)}
     assert len(seeds) == 16  # distinct per (stream, prompt)
 

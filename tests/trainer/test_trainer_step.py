@@ -1,4 +1,4 @@
-"""train_step semantics (DESIGN.md 3) on the tiny model with scripted rollouts."""
+"""train_step semantics (docs/design.md §3) on the tiny model with scripted rollouts."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Pure M-GRPO math on tensors and lists: no I/O, no config objects, no torch.distributed.
 
 Imports only torch and the standard library (enforced by ``tests/core/test_core_imports.py``).
-Semantics: DESIGN.md section 3; numeric conventions: :mod:`mgrpo.core.constants`.
+Semantics: docs/design.md §3; numeric conventions: :mod:`mgrpo.core.constants`.
 """
 
 from mgrpo.core.advantages import (

@@ -1,4 +1,4 @@
-"""Group-relative advantages over the rollouts of one prompt (DESIGN.md section 3).
+"""Group-relative advantages over the rollouts of one prompt (docs/design.md §3).
 
 For each prompt (row) the estimators see only the rollouts in the loss set L (``mask``):
 

@@ -1,6 +1,6 @@
-"""Numeric conventions of the M-GRPO core, in one place (DESIGN.md section 4).
+"""Numeric conventions of the M-GRPO core, in one place (docs/design.md §4).
 
-Every default that the algorithm semantics (DESIGN.md section 3) pin down lives here so that
+Every default that the algorithm semantics (docs/design.md §3) pin down lives here so that
 the functions, their docstrings and the tests all read the same number.
 """
 

@@ -1,4 +1,4 @@
-"""In-place exponential moving average of parameters: the M-GRPO momentum model (DESIGN.md 3).
+"""In-place exponential moving average of parameters: the M-GRPO momentum model (docs/design.md §3).
 
 After every optimizer step ``theta_k <- m * theta_k + (1 - m) * theta_q`` (m = 0.99 in the
 paper). The target should be kept in fp32: in bf16 an update of size ``(1 - m) * delta`` is

@@ -1,11 +1,11 @@
-"""Token and trajectory entropy of the sampling distribution (DESIGN.md section 3).
+"""Token and trajectory entropy of the sampling distribution (docs/design.md §3).
 
 ``token_entropy`` is the full-distribution Shannon entropy ``H = -sum_v p_v log p_v`` of
 ``p = softmax(logits / T)`` at the *sampling* temperature ``T``; ``trajectory_entropy`` is its
 mean over the valid response tokens of each rollout (padding excluded, EOS included).
 
 Departure from the paper: none in the formula. The temperature is the sampling temperature
-(DESIGN.md 3: the distribution the rollout came from), and we accumulate in fp32 even for bf16
+(docs/design.md §3: the distribution the rollout came from), and we accumulate in fp32 even for bf16
 logits so that entropies near ``log V`` keep their precision.
 """
 

@@ -1,4 +1,4 @@
-"""IQR entropy filter of M-GRPO (DESIGN.md section 3).
+"""IQR entropy filter of M-GRPO (docs/design.md §3).
 
 Per prompt, over the G trajectory entropies of all its rollouts (policy and momentum), compute
 the quartiles ``q1, q3`` with ``torch.quantile`` (linear interpolation) and keep a rollout iff

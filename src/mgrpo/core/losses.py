@@ -1,4 +1,4 @@
-"""Clipped policy-gradient loss with a k3 KL penalty and three aggregations (DESIGN.md 3).
+"""Clipped policy-gradient loss with a k3 KL penalty and three aggregations (docs/design.md §3).
 
 Per response token t of a rollout in the loss set (``mask == 1``):
 

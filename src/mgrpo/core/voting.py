@@ -1,4 +1,4 @@
-"""Majority vote over final answers with an equivalence function (DESIGN.md section 3).
+"""Majority vote over final answers with an equivalence function (docs/design.md §3).
 
 The pool is the sequence of kept rollouts' answers in order (policy 0..M-1, then momentum
 0..N-1); ``None`` (no parsable answer) is skipped. Walking the pool, each answer joins the FIRST
@@ -51,7 +51,7 @@ def majority_vote(
 ) -> Vote:
     """Cluster ``answers`` by ``equivalent`` and return the majority cluster.
 
-    Algorithm (exact, DESIGN.md 3): for each non-None answer ``a`` in order, compare it with the
+    Algorithm (exact, docs/design.md §3): for each non-None answer ``a`` in order, compare it with the
     representatives ``rep_0, rep_1, ...`` of the existing clusters in their opening order and
     join the first ``j`` with ``equivalent(a, rep_j)``; if none matches, open a new cluster with
     ``rep = a``. Winner = largest cluster, ties -> the earliest opened. Deterministic for a

@@ -1,6 +1,6 @@
 """Read a run directory: `metrics.jsonl`, the resolved `config.yaml`, eval results.
 
-A run directory (the trainer's contract, see notes/CONTRACTS.md) holds
+A run directory (the trainer's contract, see docs/design.md §6) holds
 
 - ``metrics.jsonl`` -- one JSON object per training step (``step`` plus scalar metrics;
   ``val/accuracy`` only on validation steps; ``alarm/reason`` is a string);

@@ -271,10 +271,10 @@ TRANSPOSED_ALWAYS = 1 << 23  # LM-head-sized weights: (W x^T)^T wins at any thre
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """F.linear(x, W, b) = x W^T + b; for a 2-D x on CPU, when faster, formed as (W x^T)^T.
 
-    Measured with MKL on this project's 2-vCPU machine: an LM head (V = 49,152, H = 576,
-    B = 8-32 rows) runs 1.3-2.1x faster in the (V, H) x (H, B) form at 1 or 2 threads; layer
-    projections of >= 128k entries with >= 16 rows run 1.1-1.4x faster at 2 threads but
-    ~10% slower at 1 thread, and few rows (8) are up to 2x slower in that form. The result is
+    Which form wins depends on the shape and the thread count (`_transposed_wins`): with MKL,
+    LM-head-sized weights are faster transposed at any thread count, layer projections only
+    with many rows and more than one thread, and few rows are slower that way (measurements:
+    docs/performance.md). The result is
     a transposed view (strides (1, B)); fed to the next `linear`, its x^T is contiguous again,
     and elementwise ops keep the layout, so a chain of projections never copies."""
     if not _transposed_wins(x, weight):

@@ -33,9 +33,8 @@ What it does (vs the `hf` reference: `model.generate` + a second scoring pass):
   (the whole cache when compiled) with an additive mask, the write column as a device
   tensor, compaction to power-of-two batch buckets. If capture fails, the engine warns
   once and continues eagerly.
-- Measured (benchmarks/rollout.py, H100, Qwen3-0.6B shape, bf16, 256 seqs, 128 + 256):
-  24.4k tok/s with CUDA graphs, 29.8k with compile=True, vs 10.2k for HF generate with
-  a static cache + compile and 3.1k for the `hf` engine (generate + scoring pass).
+- Throughput against HF `generate` and the `hf` engine: docs/performance.md
+  (`benchmarks/rollout.py`).
 What it does not do: sliding-window / hybrid attention, logit soft-capping, "dynamic" rope
 (the rope table is built once per call from the model's `rotary_emb`), sharded models,
 sampling inside the CUDA graph (the sampler runs eagerly on device after each replay).

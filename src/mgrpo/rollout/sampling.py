@@ -26,7 +26,7 @@ def sample_tokens(
     z = logits if temp == 1.0 else logits / temp  # (B, V) fp32
     logp_all = torch.log_softmax(z, dim=-1)  # (B, V)
     p = logp_all.exp()  # (B, V)
-    entropy = -torch.linalg.vecdot(p, logp_all)  # (B,); 2-4x faster than einsum on CPU
+    entropy = -torch.linalg.vecdot(p, logp_all)  # (B,); vecdot, not einsum: faster on CPU (docs/performance.md)
     if params.greedy:
         tok = logits.argmax(-1)
     else:
