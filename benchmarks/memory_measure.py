@@ -66,9 +66,9 @@ class Meter:
 
 
 def measure(args) -> dict:
-    from mgrpo.distributed import init_distributed, shard_run_models, shutdown
-    from mgrpo.momentum import ShardedMomentum
+    from mgrpo.parallel.distributed import init_distributed, shard_run_models, shutdown
     from mgrpo.rollout import SamplingParams, make_engine
+    from mgrpo.train.momentum import ShardedMomentum
 
     device = torch.device(args.device)
     shape = QWEN3[args.model]

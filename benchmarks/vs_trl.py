@@ -133,7 +133,7 @@ class MgrpoRunner:
     def __init__(self, preset: str, model_dir: Path, data: Path, G: int, threads: int,
                  max_steps: int, root: Path, seed: int) -> None:
         from mgrpo.config import apply_overrides, config_from_dict, load_recipe
-        from mgrpo.trainer import build_run
+        from mgrpo.train.trainer import build_run
 
         overrides = [
             f"seed={seed}", f"algorithm.preset={preset}", f"algorithm.rollouts={G}",
@@ -154,7 +154,7 @@ class MgrpoRunner:
         self.lengths: list[float] = []
 
     def step(self) -> None:
-        from mgrpo.step import StepBatch, train_step
+        from mgrpo.train.step import StepBatch, train_step
 
         i = len(self.step_s) + 1
         t0, c0 = time.perf_counter(), time.process_time()

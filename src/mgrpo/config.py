@@ -7,11 +7,12 @@ range-checked in `__post_init__` with a message naming the dotted key.
 Command-line overrides use dotted keys: `algorithm.rollouts=16 optim.lr=2e-6`.
 
 Derived values (the policy/momentum split of G, what each preset switches on) are computed in
-`mgrpo.algorithms`, never written back into the config.
+`mgrpo.train.presets`, never written back into the config.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import types
@@ -163,6 +164,7 @@ def shipped_recipes() -> list[str]:
 
 
 def _read_yaml(text: str, source: str) -> dict[str, Any]:
+    # lazy, start-up: only (de)serialising a config needs yaml
     import yaml
 
     try:
@@ -194,8 +196,8 @@ def load_recipe(recipe: str) -> dict[str, Any]:
 
 def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
     """Apply `a.b.c=value` overrides (value parsed as YAML) to a nested dict copy."""
-    import copy
 
+    # lazy, start-up: only (de)serialising a config needs yaml
     import yaml
 
     out = copy.deepcopy(data)
@@ -236,6 +238,7 @@ def resolve_config(recipe: str | None, overrides: Sequence[str] = ()) -> Config:
 
 
 def dump_config(config: Config) -> str:
+    # lazy, start-up: only (de)serialising a config needs yaml
     import yaml
 
     return yaml.safe_dump(config_to_dict(config), sort_keys=False)

@@ -293,7 +293,7 @@ class TrainerConfig:
     """The loop. `prompts_per_step` prompts x G rollouts per step; `updates_per_step`
     optimizer steps per training step (each on a slice of the prompts; EMA after each);
     `micro_batch_size` rollouts per forward/backward (gradient accumulation).
-    `report_to`: experiment trackers fed every metrics.jsonl row (see `mgrpo.trackers`):
+    `report_to`: experiment trackers fed every metrics.jsonl row (see `mgrpo.train.trackers`):
     any of tensorboard, wandb, mlflow ([] = metrics.jsonl only). `run_name` (null = the run
     directory's name) and `project` (the W&B project and the MLflow experiment) name the run."""
 

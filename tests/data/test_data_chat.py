@@ -10,7 +10,7 @@ import pytest
 from mgrpo.config import ConfigError, resolve_config
 from mgrpo.data.datasets import DatasetError, PromptRecord, load_prompt_dataset
 from mgrpo.data.prompts import render_prompt, render_record
-from mgrpo.training_data import build_prompt_set, load_records
+from mgrpo.train.prompts import build_prompt_set, load_records
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
@@ -153,7 +153,7 @@ def test_bad_list_values_give_one_clear_error(override, words):
 
 def test_lora_target_modules_list_reaches_peft():
     pytest.importorskip("peft", reason="peft not installed (pip install 'mgrpo[lora]')")
-    from mgrpo.lora import target_modules
+    from mgrpo.train.lora import target_modules
 
     cfg = resolve_config("tiny", ["model.lora.r=4", "model.lora.target_modules=[q_proj,v_proj]"])
     assert target_modules(cfg.model.lora) == ["q_proj", "v_proj"]

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mgrpo.evaluate import overhead_report, pass_at_k, summarize
+from mgrpo.eval import overhead_report, pass_at_k, summarize
 
 
 def brute_force_pass_at_k(n: int, c: int, k: int) -> Fraction:

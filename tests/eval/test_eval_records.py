@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mgrpo.data.datasets import PromptRecord
-from mgrpo.evaluate import evaluate_records
+from mgrpo.eval import evaluate_records
 from mgrpo.models.tokenizer import build_char_tokenizer
 from mgrpo.rollout import RolloutBatch, SamplingParams
 
@@ -176,7 +176,7 @@ def test_bad_arguments(tokenizer, checker) -> None:
 
 
 def test_code_kind_grades_in_sandbox(tokenizer) -> None:
-    sandbox = pytest.importorskip("mgrpo.sandbox")
+    sandbox = pytest.importorskip("mgrpo.eval.sandbox")
     if not hasattr(sandbox, "grade_mbpp_plus"):
         pytest.skip("sandbox grader not available yet")
     from mgrpo.data.benchmarks import load_benchmark
@@ -250,7 +250,7 @@ class ConstantEngine(ScriptedEngine):
 
 
 def test_evaluate_benchmark_reports_overhead(tokenizer, checker) -> None:
-    from mgrpo.evaluate import evaluate_benchmark
+    from mgrpo.eval import evaluate_benchmark
 
     rows: list[dict] = []
     out = evaluate_benchmark(

@@ -12,7 +12,7 @@ import torch
 
 from mgrpo.answers import AnswerChecker
 from mgrpo.data.datasets import PromptRecord
-from mgrpo.evaluate import evaluate_records
+from mgrpo.eval import evaluate_records
 from mgrpo.models.tiny import build_tiny_model
 from mgrpo.models.tokenizer import build_char_tokenizer
 from mgrpo.rollout import SamplingParams, make_engine

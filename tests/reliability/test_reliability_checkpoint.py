@@ -20,7 +20,9 @@ import pytest
 import torch
 from reliability_runs import checkpoint_steps, metrics, run_train
 
-from mgrpo.checkpoint import (
+from mgrpo.models.tiny import build_tiny_model
+from mgrpo.models.tokenizer import build_char_tokenizer
+from mgrpo.train.checkpoint import (
     MANIFEST,
     CheckpointError,
     _rotate,
@@ -29,8 +31,6 @@ from mgrpo.checkpoint import (
     save_checkpoint,
     verify_checkpoint,
 )
-from mgrpo.models.tiny import build_tiny_model
-from mgrpo.models.tokenizer import build_char_tokenizer
 
 CORRUPTED_FILES = ("model.safetensors", "optimizer.safetensors", "momentum.safetensors",
                    "trainer_state.json", "optimizer.json", "tokenizer.json", "config.json",

@@ -22,13 +22,13 @@ import pytest
 from reliability_runs import COMMON
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "mgrpo"
-SANDBOX_DIR = SRC / "sandbox"
+SANDBOX_DIR = SRC / "eval" / "sandbox"
 SECRET = "mgrpo-reliability-secret-51c2e0"
 TIMEOUT_S = 3.0
 IS_ROOT = os.geteuid() == 0
 # Files allowed to import pickle: LiveCodeBench ships private tests as base64(zlib(pickle(str)));
 # they are read with an Unpickler whose find_class refuses every global (tested below).
-RESTRICTED_UNPICKLERS = {"mgrpo/sandbox/livecodebench.py"}
+RESTRICTED_UNPICKLERS = {"mgrpo/eval/sandbox/livecodebench.py"}
 
 
 # ------------------------------------------------------------------ static checks of src/
@@ -122,7 +122,7 @@ def test_livecodebench_unpickler_refuses_a_malicious_payload(tmp_path):
     import pickle
     import zlib
 
-    from mgrpo.sandbox.livecodebench import _inflate
+    from mgrpo.eval.sandbox.livecodebench import _inflate
 
     marker = tmp_path / "PWNED"
     blob = base64.b64encode(zlib.compress(pickle.dumps(_Payload(marker)))).decode()
@@ -181,7 +181,7 @@ ATTACK_NAMES = list(_attacks(Path("/x"), Path("/y")))
 
 @pytest.fixture(scope="module")
 def sandbox_results(tmp_path_factory):
-    from mgrpo.sandbox import run_program
+    from mgrpo.eval.sandbox import run_program
 
     marker_dir = tmp_path_factory.mktemp("markers")
     secret_file = tmp_path_factory.mktemp("secrets") / "credentials.txt"

@@ -9,13 +9,7 @@ import numpy as np
 import pytest
 from report_synth import synthetic_records
 
-from mgrpo.diagnostics import (
-    ALARM_KEY,
-    REASON_KEY,
-    CollapseAlarm,
-    CollapseAlarmConfig,
-    replay,
-)
+from mgrpo.train.alarm import ALARM_KEY, REASON_KEY, CollapseAlarm, CollapseAlarmConfig, replay
 
 
 def stream(

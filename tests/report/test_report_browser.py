@@ -8,8 +8,8 @@ import shutil
 import pytest
 from report_synth import write_run
 
-from mgrpo.report import build_report
-from mgrpo.reporting.plots import PLOT_NAMES
+from mgrpo.report.build import build_report
+from mgrpo.report.plots import PLOT_NAMES
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 CHROMEDRIVER = shutil.which("chromedriver")

@@ -9,11 +9,10 @@ from pathlib import Path
 import pytest
 from report_synth import write_run
 
-from mgrpo.compare import (
+from mgrpo.cli.compare import configure_parser, run
+from mgrpo.report.compare import (
     RunSpec,
-    configure_parser,
     plan_runs,
-    run,
     run_state,
     run_sweep,
     scaling_table,

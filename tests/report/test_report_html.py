@@ -14,9 +14,9 @@ from PIL import Image
 from report_synth import synthetic_records, write_run
 
 from mgrpo.cli import main as cli_main
-from mgrpo.report import build_report, summarize_run
-from mgrpo.reporting.plots import PLOT_NAMES, ema_smooth
-from mgrpo.reporting.runs import load_run
+from mgrpo.report.build import build_report, summarize_run
+from mgrpo.report.plots import PLOT_NAMES, ema_smooth
+from mgrpo.report.runs import load_run
 
 MIN_PNG_BYTES = 5_000
 MIN_PIXEL_STD = 5.0  # grey levels; a blank/white image has ~0
@@ -143,7 +143,7 @@ def test_report_1000_steps_timed(tmp_path):
 
 
 def test_config_table_marks_missing_and_differing_keys():
-    from mgrpo.reporting.html import config_table
+    from mgrpo.report.html import config_table
 
     table, n_diff = config_table(
         ["a", "b"],

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from report_synth import synthetic_records, write_run
 
-from mgrpo.reporting.runs import (
+from mgrpo.report.runs import (
     MetricsError,
     flatten_config,
     load_run,

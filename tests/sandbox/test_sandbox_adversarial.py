@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from mgrpo.sandbox import grade_mbpp_plus, load_mbpp_plus, run_program
-from mgrpo.sandbox.runner import SANDBOX_UID_BASE
+from mgrpo.eval.sandbox import grade_mbpp_plus, load_mbpp_plus, run_program
+from mgrpo.eval.sandbox.runner import SANDBOX_UID_BASE
 
 IS_ROOT = os.geteuid() == 0
 REPO = Path(__file__).resolve().parents[2]

@@ -10,8 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from mgrpo.sandbox import grade_livecodebench, load_test_cases
-from mgrpo.sandbox.livecodebench import stdout_matches
+from mgrpo.eval.sandbox import grade_livecodebench, load_test_cases
+from mgrpo.eval.sandbox.livecodebench import stdout_matches
 
 
 def _compress(cases: list[dict]) -> str:

@@ -13,8 +13,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from mgrpo.sandbox import CodeVerdict, check_output, extract_code, grade_mbpp_plus, load_mbpp_plus
-from mgrpo.sandbox._harness import Opaque, decode, encode, mbpp_deserialize_inputs
+from mgrpo.eval.sandbox import (
+    CodeVerdict,
+    check_output,
+    extract_code,
+    grade_mbpp_plus,
+    load_mbpp_plus,
+)
+from mgrpo.eval.sandbox._harness import Opaque, decode, encode, mbpp_deserialize_inputs
 
 ROWS = load_mbpp_plus()
 BY_ID = {r["task_id"]: r for r in ROWS}

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from mgrpo.sandbox import STATUSES, RunResult, isolation_layers, run_program
+from mgrpo.eval.sandbox import STATUSES, RunResult, isolation_layers, run_program
 
 IS_ROOT = os.geteuid() == 0
 

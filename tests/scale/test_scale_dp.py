@@ -20,9 +20,9 @@ import torch
 import torch.multiprocessing as mp
 
 from mgrpo.config import config_from_dict, load_recipe
-from mgrpo.distributed import local_slice
-from mgrpo.step import StepBatch, train_step
-from mgrpo.trainer import build_run
+from mgrpo.parallel.distributed import local_slice
+from mgrpo.train.step import StepBatch, train_step
+from mgrpo.train.trainer import build_run
 
 STEPS = 2
 METRIC_ATOL = 1e-5  # |metric(2 ranks) - metric(1 rank)|
@@ -40,7 +40,7 @@ def _cfg(fsdp: bool | None):
 
 
 def _train(cfg, run_dir):
-    from mgrpo.distributed import full_tensor
+    from mgrpo.parallel.distributed import full_tensor
 
     run = build_run(cfg, run_dir)
     ctx = run.models.dist
@@ -94,11 +94,11 @@ def _full_forward():
     rank's distinct prompts, so its padding and hence its fp32 rounding depend on the split,
     and AdamW turns rounding-level gradient differences of near-zero entries into lr-sized
     weight differences. This test is about the data-parallel mechanics."""
-    import mgrpo.step_updates
+    import mgrpo.train.step_updates
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(mgrpo.step_updates, "score_responses",
-                      functools.partial(mgrpo.step_updates.score_responses, share_prefix=False))
+        patch.setattr(mgrpo.train.step_updates, "score_responses",
+                      functools.partial(mgrpo.train.step_updates.score_responses, share_prefix=False))
         yield
 
 
@@ -133,7 +133,7 @@ def _compare(two, one_rank_results, mode):
 
 
 def test_prompts_per_step_must_divide_by_world_size():
-    from mgrpo.distributed import DistContext
+    from mgrpo.parallel.distributed import DistContext
 
     with pytest.raises(ValueError, match="prompts_per_step=3 is not divisible by the world size 2"):
         local_slice(DistContext(rank=0, world_size=2, backend="gloo"), 3)

@@ -7,10 +7,10 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from mgrpo.distributed import inference_twin, init_distributed, shard_run_models, shutdown
 from mgrpo.models.tiny import build_tiny_model
 from mgrpo.models.tokenizer import build_char_tokenizer
-from mgrpo.momentum import ShardedMomentum
+from mgrpo.parallel.distributed import inference_twin, init_distributed, shard_run_models, shutdown
+from mgrpo.train.momentum import ShardedMomentum
 
 TOK = build_char_tokenizer()
 

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from mgrpo.config import ConfigError, resolve_config
-from mgrpo.distributed import SINGLE, all_reduce, gather_objects, init_distributed
-from mgrpo.launch import strip_nproc, torchrun_command
-from mgrpo.step import step_seed
-from mgrpo.step_metrics import merge_inputs as _merge_inputs
-from mgrpo.step_metrics import step_metrics as _step_metrics
+from mgrpo.parallel.distributed import SINGLE, all_reduce, gather_objects, init_distributed
+from mgrpo.parallel.launch import strip_nproc, torchrun_command
+from mgrpo.train.step import step_seed
+from mgrpo.train.step_metrics import merge_inputs as _merge_inputs
+from mgrpo.train.step_metrics import step_metrics as _step_metrics
 
 
 def test_launcher_reruns_the_same_command_under_torchrun():
@@ -27,7 +27,7 @@ def test_launcher_reruns_the_same_command_under_torchrun():
 
 
 def test_nproc_inside_torchrun_is_refused(monkeypatch):
-    from mgrpo.launch import launch
+    from mgrpo.parallel.launch import launch
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ValueError, match="inside a torchrun job"):

@@ -1,4 +1,4 @@
-"""The step's device rule (module docstring of `mgrpo.step`) on a CPU-only machine.
+"""The step's device rule (module docstring of `mgrpo.train.step`) on a CPU-only machine.
 
 `SecondDevice` is a TorchFunctionMode that puts chosen tensors on a second device "D": they
 report `device == meta`, every tensor computed from them is on D, a factory call with
@@ -20,8 +20,8 @@ from torch.utils.weak import WeakTensorKeyDictionary
 from conftest import ScriptedEngine
 from mgrpo.config import config_from_dict, load_recipe
 from mgrpo.rollout import RolloutBatch
-from mgrpo.step import StepBatch, train_step
-from mgrpo.trainer import build_run
+from mgrpo.train.step import StepBatch, train_step
+from mgrpo.train.trainer import build_run
 
 FAKE = torch.device("meta")
 _INDEXING = {torch.Tensor.__getitem__, torch.Tensor.__setitem__, torch.Tensor.index_put_,

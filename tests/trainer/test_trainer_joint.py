@@ -7,8 +7,8 @@ import torch
 from mgrpo.config import config_from_dict, load_recipe
 from mgrpo.rollout import SamplingParams
 from mgrpo.rollout.fast_engine import FastEngine
-from mgrpo.step import StepBatch, _generate_both, train_step
-from mgrpo.trainer import build_run
+from mgrpo.train.step import StepBatch, _generate_both, train_step
+from mgrpo.train.trainer import build_run
 
 
 def _run(tmp_path, **algorithm):

@@ -11,7 +11,7 @@ import torch
 
 from mgrpo.models.tiny import build_tiny_model
 from mgrpo.models.tokenizer import build_char_tokenizer
-from mgrpo.momentum import Momentum, MomentumModel, ShardedMomentum
+from mgrpo.train.momentum import Momentum, MomentumModel, ShardedMomentum
 
 TOK = build_char_tokenizer()
 SRC = Path(__file__).resolve().parents[2] / "src" / "mgrpo"
@@ -30,12 +30,12 @@ def _imports(module: str) -> set[str]:
 
 
 def test_distributed_does_not_import_momentum() -> None:
-    assert "mgrpo.distributed" in _imports("momentum")
-    assert not any(m.startswith("mgrpo.momentum") for m in _imports("distributed"))
+    assert "mgrpo.parallel.distributed" in _imports("momentum")
+    assert not any(m.startswith("mgrpo.train.momentum") for m in _imports("distributed"))
 
 
 def test_every_layout_is_a_momentum() -> None:
-    from mgrpo.lora import LoraMomentum
+    from mgrpo.train.lora import LoraMomentum
 
     assert issubclass(MomentumModel, Momentum) and issubclass(ShardedMomentum, Momentum)
     assert issubclass(LoraMomentum, Momentum)

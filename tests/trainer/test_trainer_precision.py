@@ -14,8 +14,8 @@ from safetensors.torch import load_file
 from conftest import ScriptedEngine
 from mgrpo.config import ConfigError, config_from_dict, load_recipe
 from mgrpo.models.loading import load_model_and_tokenizer
-from mgrpo.step import StepBatch, train_step
-from mgrpo.trainer import TrainingError, build_run, train
+from mgrpo.train.step import StepBatch, train_step
+from mgrpo.train.trainer import TrainingError, build_run, train
 
 LR = 1e-6  # the paper's learning rate: far below half a bf16 ulp of a 0.02 weight
 
@@ -181,7 +181,7 @@ def test_device_selection_refusals(device, count, local, world, message):
 
 
 def test_resume_on_other_hardware_says_so(tmp_path):
-    from mgrpo.trainer import _warn_precision_change
+    from mgrpo.train.trainer import _warn_precision_change
 
     run = build_run(_cfg(), tmp_path / "run")
     saved = {"device": "cuda", "compute_dtype": "bfloat16", "master_dtype": "float32"}

@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 
 from conftest import ScriptedEngine
-from mgrpo.algorithms import resolve_algorithm
 from mgrpo.config import config_from_dict, load_recipe
-from mgrpo.step import StepBatch, train_step
-from mgrpo.trainer import build_run
+from mgrpo.train.presets import resolve_algorithm
+from mgrpo.train.step import StepBatch, train_step
+from mgrpo.train.trainer import build_run
 
 
 def _cfg(**algorithm):
@@ -66,7 +66,7 @@ def _scripted_step(tmp_path, policy_texts, policy_ents, momentum_texts, momentum
         run.models.tokenizer, [momentum_texts], [momentum_ents]
     )
     seen = {}
-    import mgrpo.step_updates as step_module
+    import mgrpo.train.step_updates as step_module
 
     real = step_module.policy_loss
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from mgrpo.config import config_to_dict, resolve_config
-from mgrpo.trackers import STATE_FILE, flatten_config, mlflow_key, numeric_metrics
-from mgrpo.trainer import train
+from mgrpo.train.trackers import STATE_FILE, flatten_config, mlflow_key, numeric_metrics
+from mgrpo.train.trainer import train
 
 
 def _rows(run_dir: Path) -> list[dict]:

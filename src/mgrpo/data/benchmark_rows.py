@@ -14,6 +14,7 @@ import string
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from mgrpo.answers import extract_answer
 from mgrpo.data.datasets import DatasetError, field_text, gsm8k_final_answer
 
 CHOICE_LETTERS = string.ascii_uppercase[:10]  # A..J (MMLU-Pro has up to 10 options)
@@ -70,7 +71,6 @@ def _adapt_math_train(row: Mapping[str, Any], where: str) -> Adapted:
     solution = field_text(
         row, _first_key(row, ("solution",), where, "answer or solution"), where, role="answer"
     )
-    from mgrpo.answers import extract_answer
 
     answer = extract_answer(solution, "math")
     if answer is None:

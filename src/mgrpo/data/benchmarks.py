@@ -36,6 +36,7 @@ from mgrpo.data.datasets import (
     FILE_SUFFIXES,
     DatasetError,
     PromptRecord,
+    _iter_hub,
     read_rows,
     vendored_path,
 )
@@ -250,7 +251,6 @@ def _user_rows(
         raise BenchmarkDataMissing(
             _missing_message(bench, "no file found and the `datasets` package is not installed")
         ) from None
-    from mgrpo.data.datasets import _iter_hub
 
     try:
         rows = list(_iter_hub(bench.hub_id, bench.hub_split))

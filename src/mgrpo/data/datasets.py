@@ -181,6 +181,7 @@ def _iter_csv(path: Path) -> Iterator[tuple[str, Any]]:
 
 def _iter_parquet(path: Path) -> Iterator[tuple[str, Any]]:
     try:
+        # lazy, optional dependency: pip install mgrpo[data]
         import pyarrow.parquet as pq
     except ImportError:
         raise DatasetError(
@@ -225,6 +226,7 @@ def read_rows(path: str | os.PathLike[str]) -> Iterator[tuple[str, dict[str, Any
 def _iter_hub(source: str, split: str) -> Iterator[tuple[str, dict[str, Any]]]:
     name, _, config = source.partition(":")
     try:
+        # lazy, optional dependency: pip install mgrpo[data]
         import datasets
     except ImportError:
         raise DatasetError(

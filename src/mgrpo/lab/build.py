@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 
+from mgrpo import __version__
 from mgrpo.data.arithmetic import make_problems, worked_solution
 from mgrpo.data.datasets import PromptRecord
 from mgrpo.lab.cache import (
@@ -53,6 +54,8 @@ from mgrpo.lab.config import (
     question_bucket,
 )
 from mgrpo.lab.measure import measure_accuracy
+from mgrpo.models.tiny import build_tiny_model
+from mgrpo.models.tokenizer import build_char_tokenizer
 
 IGNORE_INDEX = -100  # label value cross-entropy skips (prompt and padding positions)
 SFT_DATA_SEED_OFFSET = 1  # SFT problems use seed + offset (+ component index)
@@ -160,10 +163,9 @@ def train_lab_model(config: LabConfig, *, progress: bool = True) -> tuple[Any, A
 
     Runs inside `torch.random.fork_rng`, so the caller's global RNG is untouched.
     """
+    # lazy, start-up: tqdm only for the progress bar
     from tqdm.auto import tqdm
 
-    from mgrpo.models.tiny import build_tiny_model
-    from mgrpo.models.tokenizer import build_char_tokenizer
 
     tokenizer = build_char_tokenizer(config.alphabet)
     model = build_tiny_model(
@@ -233,9 +235,9 @@ def _build_into(directory: Path, config: LabConfig, progress: bool) -> dict[str,
         threads = torch.get_num_threads()
     finally:
         torch.set_num_threads(threads_before)
+    # lazy, start-up: transformers takes seconds to import
     import transformers
 
-    from mgrpo import __version__
 
     return {
         "config": config.to_dict(),

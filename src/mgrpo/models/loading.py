@@ -13,10 +13,16 @@ directory, or a hub id when the network allows).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from mgrpo.models.random_qwen3 import build_random_qwen3
+from mgrpo.models.smollm2 import smollm2_dir
+from mgrpo.models.tiny import build_tiny_model
+from mgrpo.models.tokenizer import build_char_tokenizer
 
 EMBEDDED_MODELS = ("tiny", "lab", "smollm2-135m", "qwen3-0.6b-random", "qwen3-random-smoke")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -62,7 +68,6 @@ def select_device(
 
 def resolve_device(device: str = "auto") -> torch.device:
     """`select_device` for this process (LOCAL_RANK / WORLD_SIZE from torchrun's environment)."""
-    import os
 
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     local = os.environ.get("LOCAL_RANK")
@@ -93,12 +98,11 @@ def embedded_model_dir(name: str) -> Path | None:
     """Directory of an embedded model that lives on disk (`lab`, `smollm2-135m`), built or
     converted on first use; None for `tiny` (built in memory) and non-embedded names."""
     if name == "lab":
+        # lazy, import cycle: the lab world builds its model with mgrpo.models
         from mgrpo.lab import build_lab_model
 
         return Path(build_lab_model())
     if name == "smollm2-135m":
-        from mgrpo.models.smollm2 import smollm2_dir
-
         return smollm2_dir()
     return None
 
@@ -107,6 +111,7 @@ def _dtype_kwarg(dtype: torch.dtype, version: str | None = None) -> dict[str, to
     """`from_pretrained`'s dtype argument: `dtype` from transformers 4.56, `torch_dtype` before
     (`version`: the installed transformers when None)."""
     if version is None:
+        # lazy, start-up: transformers takes seconds to import
         import transformers
 
         version = transformers.__version__
@@ -132,8 +137,6 @@ def load_model_and_tokenizer(
     use_device(dev)
     torch_dtype = resolve_dtype(dtype, dev)
     if name_or_path == "tiny":
-        from mgrpo.models.tiny import build_tiny_model
-        from mgrpo.models.tokenizer import build_char_tokenizer
 
         tokenizer = build_char_tokenizer()
         model = build_tiny_model(
@@ -145,12 +148,11 @@ def load_model_and_tokenizer(
             dtype=torch_dtype,
         )
     elif name_or_path in ("qwen3-0.6b-random", "qwen3-random-smoke"):
-        from mgrpo.models.random_qwen3 import build_random_qwen3
-        from mgrpo.models.tokenizer import build_char_tokenizer
 
         tokenizer = build_char_tokenizer()
         model = build_random_qwen3(name_or_path, tokenizer, seed=seed, dtype=torch_dtype, device=dev)
     else:
+        # lazy, start-up: transformers takes seconds to import
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         source = embedded_model_dir(name_or_path) or name_or_path

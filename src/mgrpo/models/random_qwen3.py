@@ -36,6 +36,7 @@ def build_random_qwen3(
     name: str, tokenizer: Any, *, seed: int, dtype: torch.dtype, device: torch.device
 ) -> torch.nn.Module:
     """The random Qwen3 model `name` (a key of QWEN3_SHAPES) on `device` in `dtype`, eval mode."""
+    # lazy, start-up: transformers takes seconds to import
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
     shape = dict(QWEN3_SHAPES[name])

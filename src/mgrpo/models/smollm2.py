@@ -51,6 +51,7 @@ def smollm2_dir() -> Path:
     for module in ("gguf", "accelerate"):
         if importlib.util.find_spec(module) is None:
             raise ModuleNotFoundError(INSTALL_HINT)
+    # lazy, start-up: transformers takes seconds to import
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     kwargs = {"gguf_file": gguf_path.name}

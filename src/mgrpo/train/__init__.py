@@ -1,0 +1,16 @@
+"""Training: the step, the loop and what a run is made of.
+
+- :mod:`~mgrpo.train.step`: one M-GRPO step (generate, entropy, IQR filter, answers, vote,
+  rewards, advantages, updates, EMA), docs/design.md §2-3;
+- :mod:`~mgrpo.train.trainer`: the loop (schedule, logging, validation cadence, checkpoints,
+  resume, signals) and the model set-up;
+- :mod:`~mgrpo.train.presets`: the algorithm presets (m-grpo, srt, ttrl, intuitor, grpo);
+- :mod:`~mgrpo.train.rewards`: Intuitor's self-certainty reward;
+- :mod:`~mgrpo.train.momentum` / :mod:`~mgrpo.train.lora`: the momentum model variants
+  and LoRA adapters;
+- :mod:`~mgrpo.train.prompts`: the training prompt set (step s's batch is a function of
+  the seed and s);
+- :mod:`~mgrpo.train.checkpoint`, :mod:`~mgrpo.train.validation`,
+  :mod:`~mgrpo.train.alarm` (label-free collapse alarm), :mod:`~mgrpo.train.trackers`
+  (W&B / MLflow), :mod:`~mgrpo.train.faults` (fault injection for the reliability tests).
+"""

@@ -1,0 +1,92 @@
+"""Precision of a training run: compute vs master dtypes and the copies mixed precision needs.
+
+`model.dtype` is the compute dtype (auto: bf16 on CUDA, fp32 on CPU); `model.master_dtype`
+the dtype of the trained weights, their gradients and the optimizer state. With bf16 compute
+over an fp32 master on one process (full weights), the policy is the fp32 master and trains
+under `torch.autocast(bf16)`; a bf16 `inference_copy` generates and scores, refreshed from the
+master after every optimizer step by `copy_refresher` (it always equals the master cast to
+bf16). FSDP keeps its own fp32 master (`distributed.shard_run_models`); LoRA trains adapters
+in the master dtype over a base in the compute dtype. See docs/algorithm-notes.md.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+
+from mgrpo.config import Config
+from mgrpo.models.loading import resolve_device, resolve_dtype
+
+
+class PrecisionError(ValueError):
+    """The dtype / device settings cannot train (the message names the key)."""
+
+
+@dataclass(frozen=True)
+class Precision:
+    """Resolved dtypes of a run. `compute`: forwards (rollouts, scoring, training forward);
+    `master`: the trained weights, their gradients and the optimizer state; `load_dtype`: what
+    the policy is loaded in; `mixed`: one process, full weights, master != compute (the
+    training forward runs under autocast, bf16 copies generate / score / refer)."""
+
+    device: torch.device
+    compute: torch.dtype
+    master: torch.dtype
+    load_dtype: str
+    mixed: bool
+
+    def describe(self) -> dict[str, str]:
+        """What a checkpoint records, to compare at resume."""
+        return {"device": self.device.type, "compute_dtype": str(self.compute).split(".")[-1],
+                "master_dtype": str(self.master).split(".")[-1]}
+
+
+def resolve_precision(cfg: Config, *, fsdp: bool) -> Precision:
+    """model.dtype / model.master_dtype / model.device -> Precision, or PrecisionError.
+
+    float16 is refused for training (no loss scaling: small gradients underflow). A bf16
+    master needs bf16 compute and one process (FSDP always keeps an fp32 master)."""
+
+    device = resolve_device(cfg.model.device)  # ValueError naming model.device
+    compute = resolve_dtype(cfg.model.dtype, device)
+    if compute == torch.float16:
+        raise PrecisionError("model.dtype=float16 is not supported for training (no loss scaling: "
+                             "small gradients underflow); use bfloat16 or float32")
+    master = torch.float32 if cfg.model.master_dtype == "float32" else torch.bfloat16
+    if master == torch.bfloat16 and compute != torch.bfloat16:
+        raise PrecisionError(f"model.master_dtype=bfloat16 needs bf16 compute, but model.dtype="
+                             f"{cfg.model.dtype} resolves to {str(compute).split('.')[-1]} on "
+                             f"{device.type}; set model.dtype=bfloat16")
+    if master == torch.bfloat16 and fsdp:
+        raise PrecisionError("model.master_dtype=bfloat16 with FSDP: FSDP keeps an fp32 master; "
+                             "use model.master_dtype=float32")
+    lora = cfg.model.lora.r > 0
+    mixed = not fsdp and not lora and master != compute
+    full_master = fsdp or (mixed and not lora)
+    load = str(master if full_master else compute).split(".")[-1]
+    return Precision(device, compute, master, load, mixed)
+
+
+def inference_copy(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """A frozen, eval-mode copy of `model` in `dtype` (generator / reference)."""
+    twin = copy.deepcopy(model).to(dtype)
+    twin.eval()
+    for p in twin.parameters():
+        p.requires_grad_(False)
+    return twin
+
+
+def copy_refresher(master: torch.nn.Module, copy_: torch.nn.Module):
+    """`after_update` hook: copy the master's weights into the compute copy (cast on copy,
+    round to nearest even), so the copy always equals the master cast to its dtype."""
+    pairs = dict(copy_.named_parameters())
+    src = [p for _, p in master.named_parameters()]
+    dst = [pairs[n] for n, _ in master.named_parameters()]
+
+    @torch.no_grad()
+    def refresh() -> None:
+        torch._foreach_copy_([d.data for d in dst], [s.detach() for s in src])
+
+    return refresh

@@ -1,0 +1,121 @@
+"""The metrics of a step: per-rollout statistics (`metric_inputs`), gathered over ranks
+(`merge_inputs`), reduced by the one-rank formulas (`step_metrics`), plus losses and timings
+(`loss_and_time_metrics`). Metric inputs are on the CPU: they are pickled to the other ranks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from mgrpo.core.voting import Vote
+from mgrpo.parallel.distributed import DistContext, all_reduce
+from mgrpo.rollout import RolloutBatch
+from mgrpo.train.step_updates import policy_train_rows
+
+STAGES = ("generate", "score", "advantage", "train", "sync", "ema")
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
+
+
+def metric_inputs(
+    batch: Any,  # mgrpo.train.step.StepBatch
+    policy_rollouts: RolloutBatch,
+    policy_entropy: torch.Tensor,
+    momentum_entropy: torch.Tensor | None,
+    keep: torch.Tensor,
+    rewards: torch.Tensor,
+    votes: list[Vote],
+    policy_answers: list[list[str | None]],
+    equivalent: Callable,
+    M: int,
+) -> dict[str, Any]:
+    """This rank's per-prompt / per-rollout statistics behind the step metrics: small,
+    picklable, concatenable over ranks (prompt-major, so rank order = global order)."""
+    B = len(batch.prompt_ids)
+    train_rows = policy_train_rows(B, M, policy_entropy.shape[1] - M)
+    out: dict[str, Any] = {
+        # on CPU: they are pickled to the other ranks (a CUDA tensor would land on their GPU 0)
+        "rewards": rewards.float().cpu(),  # (B, M)
+        "policy_entropy": policy_entropy[:, :M].float().cpu(),  # (B, M)
+        "momentum_entropy": None if momentum_entropy is None else momentum_entropy.float().cpu(),
+        "keep": keep.cpu(),  # (B, G)
+        "votes": [(v.label is None, float(v.share)) for v in votes],
+        "lengths": policy_rollouts.lengths[train_rows].float().cpu(),  # (B*M,)
+        "truncated": [float(policy_rollouts.finish_reasons[int(i)] == "length") for i in train_rows],
+        "parsed": [float(a is not None) for row in policy_answers for a in row],
+        "policy_correct": None,
+        "label_correct": None,
+    }
+    if all(a is not None for a in batch.answers):
+        truth = batch.answers
+        out["policy_correct"] = [
+            float(a is not None and equivalent(a, t)) for row, t in zip(policy_answers, truth) for a in row
+        ]
+        if votes:
+            out["label_correct"] = [
+                float(v.label is not None and equivalent(v.label, t)) for v, t in zip(votes, truth)
+            ]
+    return out
+
+
+def merge_inputs(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Concatenate the ranks' `metric_inputs` (a key missing on any rank -> None)."""
+    if len(parts) == 1:
+        return parts[0]
+    merged: dict[str, Any] = {}
+    for key in parts[0]:
+        values = [p[key] for p in parts]
+        if any(v is None for v in values):
+            merged[key] = None
+        elif isinstance(values[0], torch.Tensor):
+            merged[key] = torch.cat([v.cpu() for v in values])
+        else:
+            merged[key] = [x for v in values for x in v]
+    return merged
+
+
+def step_metrics(inputs: dict[str, Any], M: int) -> dict[str, Any]:
+    """The step's scalar metrics from (gathered) per-rollout statistics."""
+    rewards = inputs["rewards"]
+    votes = inputs["votes"]
+    momentum_entropy = inputs["momentum_entropy"]
+    out: dict[str, Any] = {
+        "reward/mean": float(rewards.mean()),
+        "reward/std": float(rewards.std()) if rewards.numel() > 1 else 0.0,
+        "label/vote_share": _mean([share for none, share in votes if not none]),
+        "label/none_fraction": _mean([float(none) for none, _ in votes]) if votes else 0.0,
+        "entropy/policy": float(inputs["policy_entropy"].mean()),
+        "entropy/momentum": float(momentum_entropy.mean()) if momentum_entropy is not None else math.nan,
+        "filter/dropped_fraction": float((~inputs["keep"]).float().mean()),
+        "response/length_mean": float(inputs["lengths"].mean()),
+        "response/truncated_fraction": _mean(inputs["truncated"]),
+        "answers/parsed_fraction": _mean(inputs["parsed"]),
+    }
+    if inputs["policy_correct"] is not None:
+        out["policy/accuracy"] = _mean(inputs["policy_correct"])
+        if inputs["label_correct"] is not None:
+            out["label/accuracy"] = _mean(inputs["label_correct"])
+    return out
+
+
+def loss_and_time_metrics(ctx: DistContext, sums: dict[str, float], grad_norms: list[float],
+                          lr: float, times: dict[str, float], step_time: float,
+                          with_sync: bool) -> dict[str, float]:
+    """Loss sums (summed over ranks), mean grad norm, lr and `time/*` (max over ranks: the
+    slowest rank sets the pace; `time/sync` only when there is a refresh after updates)."""
+    keys = list(sums)
+    out = dict(zip(keys, all_reduce(ctx, [sums[k] for k in keys])))
+    out["grad_norm"] = sum(grad_norms) / len(grad_norms)
+    out["lr"] = lr
+    values = [times.get(stage, 0.0) for stage in STAGES] + [step_time]
+    values = all_reduce(ctx, values, "max", stage="step timings")
+    for stage, value in zip((*STAGES, "step"), values):
+        if stage != "sync" or with_sync:
+            out[f"time/{stage}"] = value
+    return out
