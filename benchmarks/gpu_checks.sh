@@ -3,7 +3,8 @@
 # random model of Qwen3-0.6B's shapes (recipe `qwen3-0.6b-random`, built in code, no hub):
 #   mgrpo train, 3 steps, per preset (m-grpo, srt, ttrl, intuitor, grpo); LoRA; FSDP with one
 #   process under torchrun; a stopped run continued with --resume; mgrpo eval of the exported
-#   checkpoint; the rollout benchmark; the one-step scale benchmark.
+#   checkpoint; the rollout benchmark; the one-step scale benchmark; measured memory per stage
+#   next to the memory model's prediction (benchmarks/memory_measure.py).
 # One log per check under $OUT (the device tool's output folder; ./gpu-results elsewhere). A
 # failing check does not stop the others; summary.txt lists each check's status and seconds.
 # Budget: ~9 minutes on one H100/H200 (BUDGET seconds, default 540; a check that would start
@@ -87,6 +88,8 @@ check eval_export 90 $PY -m mgrpo eval "$OUT/runs/m-grpo/checkpoints/step-3" -b 
 if [ "$DEVICE" != cpu ]; then
   check rollout_bench 150 $PY benchmarks/rollout.py --device cuda --fast-compile
   check gpu_scale_step 120 $PY benchmarks/gpu_scale_step.py --steps 2
+  # measured peak per training stage next to benchmarks/memory_model.py's prediction
+  check memory_measure 150 $PY benchmarks/memory_measure.py --model qwen3-0.6b --new-tokens 1024
 fi
 
 # the last step's metrics of every run, one line each
