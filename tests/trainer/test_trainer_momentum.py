@@ -17,23 +17,6 @@ TOK = build_char_tokenizer()
 SRC = Path(__file__).resolve().parents[2] / "src" / "mgrpo"
 
 
-def _imports(module: str) -> set[str]:
-    """Every mgrpo module `module` imports, at any depth of its own file (lazy ones too)."""
-    tree = ast.parse((SRC / f"{module}.py").read_text())
-    found = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module:
-            found.add(node.module)
-        elif isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-    return {m for m in found if m.startswith("mgrpo")}
-
-
-def test_distributed_does_not_import_momentum() -> None:
-    assert "mgrpo.parallel.distributed" in _imports("momentum")
-    assert not any(m.startswith("mgrpo.train.momentum") for m in _imports("distributed"))
-
-
 def test_every_layout_is_a_momentum() -> None:
     from mgrpo.train.lora import LoraMomentum
 

@@ -1,0 +1,129 @@
+"""The package layout (docs/design.md §1): one folder per part, arrows one way, small files.
+
+- Module-level imports between mgrpo modules form no cycle (a cycle would make import order
+  matter and hide which part depends on which).
+- An mgrpo import inside a function is there only to keep start-up fast or to break a real
+  cycle, and says so in a `# lazy, <reason>` comment on the line above.
+- No source file passes 520 lines.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "mgrpo"
+MAX_LINES = 520
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(SRC.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _sources() -> dict[str, Path]:
+    return {_module_name(p): p for p in sorted(SRC.rglob("*.py"))}
+
+
+def _resolve(target: str, modules: dict[str, Path]) -> str | None:
+    """`mgrpo.a.b.name` -> the longest prefix that is a module of the package."""
+    parts = target.split(".")
+    while parts:
+        name = ".".join(parts)
+        if name in modules:
+            return name
+        parts.pop()
+    return None
+
+
+def _top_level_imports(path: Path) -> list[str]:
+    """mgrpo modules imported at module level (not inside a function or class body)."""
+    found = []
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("mgrpo"):
+            found += [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            found += [a.name for a in node.names if a.name.startswith("mgrpo")]
+    return found
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = _sources()
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        targets = set()
+        for imported in _top_level_imports(path):
+            resolved = _resolve(imported, modules)
+            if resolved and resolved != name and not name.startswith(resolved + "."):
+                targets.add(resolved)
+        graph[name] = targets
+    return graph
+
+
+def _find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}  # 1 on the stack, 2 done
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def test_module_level_imports_have_no_cycle() -> None:
+    assert _find_cycle(_graph()) is None
+
+
+def test_cycle_finder_finds_a_cycle() -> None:
+    assert _find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_function_level_mgrpo_imports_say_why() -> None:
+    missing = []
+    for path in sorted(SRC.rglob("*.py")):
+        lines = path.read_text(encoding="utf-8").splitlines()
+        tree = ast.parse("\n".join(lines))
+        for func in ast.walk(tree):
+            if not isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(func):
+                is_mgrpo = (
+                    isinstance(node, ast.ImportFrom) and (node.module or "").startswith("mgrpo")
+                ) or (
+                    isinstance(node, ast.Import)
+                    and any(a.name.startswith("mgrpo") for a in node.names)
+                )
+                if not is_mgrpo:
+                    continue
+                # the reason stands in the comment block right above the import (or the group
+                # of imports it starts)
+                above = node.lineno - 2
+                while above >= 0 and lines[above].strip().startswith(("from ", "import ")):
+                    above -= 1
+                if above < 0 or "lazy" not in lines[above]:
+                    missing.append(f"{path.relative_to(SRC)}:{node.lineno}")
+    assert missing == []
+
+
+def test_no_source_file_is_too_long() -> None:
+    long = {
+        str(p.relative_to(SRC)): n
+        for p in SRC.rglob("*.py")
+        if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES
+    }
+    assert long == {}
