@@ -21,6 +21,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from mgrpo.diagnostics import CollapseAlarmConfig
+
 MATH_SUFFIX = "Please reason step by step, and put your final answer within \\boxed{}."
 
 
@@ -327,6 +329,14 @@ class DistributedConfig:
 
 
 @dataclass(frozen=True)
+class DiagnosticsConfig:
+    """Online diagnostics. `alarm`: thresholds of the collapse alarm (the fields of
+    `mgrpo.diagnostics.CollapseAlarmConfig`, e.g. `diagnostics.alarm.val_drop=0.1`)."""
+
+    alarm: CollapseAlarmConfig = field(default_factory=CollapseAlarmConfig)
+
+
+@dataclass(frozen=True)
 class Config:
     """A complete, resolved run configuration."""
 
@@ -339,6 +349,7 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
 
     def __post_init__(self) -> None:
         _check(self.seed >= 0, "seed", "must be >= 0")
@@ -411,6 +422,8 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
         return cls(**kwargs)
     except ConfigError:
         raise
+    except ValueError as exc:  # a section validating itself outside this module
+        raise ConfigError(f"{prefix or 'config'}: {exc}") from None
     except TypeError as exc:  # pragma: no cover - defensive
         raise ConfigError(f"{prefix or 'config'}: {exc}") from None
 

@@ -21,6 +21,9 @@ not trip it; the rule must hold ``patience`` consecutive steps before it fires):
    best-validation step, on ``val_patience`` consecutive validation points. Evaluated on
    validation steps only and held until the next one (validation is sparse). The smoothing
    and the patience keep the max-so-far of a noisy validation score from tripping it.
+   The best includes a validation point logged before any training step (the trainer's
+   step-0 row, which has no reward): the reward "at" such a best is the initial training
+   reward, the median of the first ``warmup_steps`` rewards, and rule 3 waits for it.
 
 All thresholds are absolute for accuracies/reward (in [0, 1]) and relative for entropy and
 length (they have model-dependent scales). No rule uses labels except the optional
@@ -148,7 +151,7 @@ class CollapseAlarm:
 
     def __init__(self, config: CollapseAlarmConfig | None = None) -> None:
         self.config = config or CollapseAlarmConfig()
-        self._warm: dict[str, list[float]] = {ENTROPY_KEY: [], LENGTH_KEY: []}
+        self._warm: dict[str, list[float]] = {ENTROPY_KEY: [], LENGTH_KEY: [], REWARD_KEY: []}
         self._initial: dict[str, float] = {}
         self._ema: dict[str, float] = {}
         self._streak: dict[str, int] = {rule: 0 for rule in RULES}
@@ -192,6 +195,7 @@ class CollapseAlarm:
         self._streak = {rule: int(state["streak"].get(rule, 0)) for rule in RULES}
         self._best_val = state["best_val"]
         self._reward_at_best = state["reward_at_best"]
+        self._warm.setdefault(REWARD_KEY, [])
         self._divergence_reason = state["divergence_reason"]
         self._val_ema = state["val_ema"]
         self._val_streak = int(state["val_streak"])
@@ -206,7 +210,7 @@ class CollapseAlarm:
 
     @property
     def initial_values(self) -> dict[str, float]:
-        """Initial (warm-up median) entropy and length once known."""
+        """Initial (warm-up median) entropy, length and reward once known."""
         return dict(self._initial)
 
     # ---- update ----
@@ -269,10 +273,15 @@ class CollapseAlarm:
         length_raw = _finite(metrics, LENGTH_KEY)
         self._warmup(ENTROPY_KEY, entropy_raw)
         self._warmup(LENGTH_KEY, length_raw)
+        reward_raw = _finite(metrics, REWARD_KEY)
+        self._warmup(REWARD_KEY, reward_raw)
+        if self._best_val is not None and self._reward_at_best is None:
+            # best set before training (step-0 row): compare against the initial reward
+            self._reward_at_best = self._initial.get(REWARD_KEY)
         entropy = self._smooth(ENTROPY_KEY, entropy_raw)
         length = self._smooth(LENGTH_KEY, length_raw)
         vote = self._smooth(VOTE_SHARE_KEY, _finite(metrics, VOTE_SHARE_KEY))
-        reward = self._smooth(REWARD_KEY, _finite(metrics, REWARD_KEY))
+        reward = self._smooth(REWARD_KEY, reward_raw)
         self._check_divergence(_finite(metrics, VAL_KEY), reward)
 
         candidates: dict[str, str | None] = {"entropy": None, "length": None}
