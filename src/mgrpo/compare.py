@@ -218,7 +218,13 @@ def write_aggregate(
 
     from mgrpo.report import build_report
     from mgrpo.reporting.runs import load_runs
-    from mgrpo.reporting.seeds import arm_table, plot_bands, seed_table, summarize_arm
+    from mgrpo.reporting.seeds import (
+        arm_table,
+        drift_table,
+        plot_bands,
+        seed_table,
+        summarize_arm,
+    )
     from mgrpo.reporting.seeds import summary_json as seeds_json
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -231,10 +237,13 @@ def write_aggregate(
     table = scaling_table(list(done), {d: spec_of[Path(d)].arm_name for d in done})
     scaling = "## Scaling (rows: arm x G)\n\n" + table.to_markdown()
     (out_dir / SCALING_FILE).write_text(scaling, encoding="utf-8")
+    drift = drift_table(arms)
     summary = (
         f"## Per arm, over seeds (mean ± std; collapsed = val accuracy >= {100 * drop:g} points "
         "below its best and staying there, with reward up)\n\n"
         + arm_table(arms).to_markdown()
+        + ("\n## Weight drift at the final checkpoint (L2 from the initial weights)\n\n"
+           + drift.to_markdown() if drift is not None else "")
         + "\n## Per run\n\n"
         + seed_table(arms).to_markdown()
     )

@@ -188,3 +188,37 @@ def test_report_only_aggregates_without_training(tmp_path, capsys):
     summary = (tmp_path / "agg" / "summary.md").read_text()
     assert "| srt | 2 | 50.0 ± 0.0 | 50.0 ± 0.0 | 45.0 ± 7.1 |" in summary
     assert (tmp_path / "agg" / "plots" / "val_accuracy.png").is_file()
+
+
+def test_weight_drift_norms_and_final_checkpoint(tmp_path):
+    import shutil
+
+    import torch
+    from safetensors.torch import save_file
+
+    from mgrpo.reporting.drift import final_checkpoint, run_drift, weight_drift
+
+    init = {"w": torch.zeros(2, 2), "b": torch.zeros(3), "n": torch.tensor([1, 2])}
+    policy = {"w": torch.full((2, 2), 1.5), "b": torch.zeros(3), "n": torch.tensor([5, 5])}
+    momentum = {"w": torch.full((2, 2), 0.5), "b": torch.zeros(3), "n": torch.tensor([1, 2])}
+    save_file(init, str(tmp_path / "init.safetensors"))
+    for step in (10, 20):
+        ckpt = tmp_path / "run" / "checkpoints" / f"step-{step}"
+        ckpt.mkdir(parents=True)
+        save_file(policy, str(ckpt / "model.safetensors"))
+        save_file(momentum, str(ckpt / "momentum.safetensors"))
+    ckpt = final_checkpoint(tmp_path / "run")
+    assert ckpt is not None and ckpt.name == "step-20"
+    drift = weight_drift(ckpt, tmp_path / "init.safetensors")
+    # integer tensors are ignored; |w| has 4 entries
+    assert drift == pytest.approx({"policy_drift": 3.0, "momentum_drift": 1.0,
+                                   "ratio": 1 / 3, "gap": 2.0})
+    (ckpt / "momentum.safetensors").unlink()
+    assert weight_drift(ckpt, tmp_path / "init.safetensors") is None  # no momentum model
+    model_dir = tmp_path / "base"
+    model_dir.mkdir()
+    save_file(init, str(model_dir / "model.safetensors"))
+    shutil.rmtree(tmp_path / "run" / "checkpoints" / "step-20")  # step-10 is now the last
+    drift = run_drift(tmp_path / "run", {"model.name": str(model_dir)})
+    assert drift is not None and drift["policy_drift"] == pytest.approx(3.0)
+    assert run_drift(tmp_path / "run", {"model.name": "hub/id"}) is None

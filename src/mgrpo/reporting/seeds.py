@@ -10,7 +10,9 @@ An *arm* is one configuration run under several seeds (e.g. ``srt``, or ``m-grpo
   and its collapse step the mean over the collapsed seeds;
 - end-of-run entropy, reward and vote share: the mean of the last ``END_WINDOW`` logged
   steps of each run (one step is noisy), then mean ± std over seeds;
-- the collapse alarm: how many seeds logged ``alarm/collapse`` = 1, and the first step.
+- the collapse alarm: how many seeds logged ``alarm/collapse`` = 1, and the first step;
+- for runs with a momentum model: how far the policy and the momentum model moved from the
+  initial weights by the final checkpoint (:mod:`mgrpo.reporting.drift`).
 
 Std is the sample standard deviation over seeds (n - 1 in the denominator); one seed shows
 the mean alone.
@@ -31,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from mgrpo.reporting.drift import run_drift
 from mgrpo.reporting.html import MISSING, Table
 from mgrpo.reporting.runs import MetricsLog, RunData
 
@@ -134,6 +137,9 @@ class ArmSummary:
     end_vote_share: Stat
     collapse_steps: list[int | None]
     alarm_steps: list[int | None]
+    policy_drift: Stat = field(default_factory=Stat)
+    momentum_drift: Stat = field(default_factory=Stat)
+    drift_ratio: Stat = field(default_factory=Stat)
 
     @property
     def collapsed(self) -> int:
@@ -146,7 +152,8 @@ class ArmSummary:
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"arm": self.arm, "seeds": self.seeds, "steps": self.steps}
         for name in ("best_val", "best_val_step", "start_val", "final_val", "end_entropy",
-                     "end_reward", "end_vote_share"):
+                     "end_reward", "end_vote_share", "policy_drift", "momentum_drift",
+                     "drift_ratio"):
             stat: Stat = getattr(self, name)
             out[name] = {"mean": stat.mean, "std": stat.std, "values": stat.values}
         out["collapse_steps"] = self.collapse_steps
@@ -156,9 +163,13 @@ class ArmSummary:
 
 
 def summarize_arm(
-    arm: str, runs: Sequence[RunData], *, drop: float = DEFAULT_COLLAPSE_DROP
+    arm: str,
+    runs: Sequence[RunData],
+    *,
+    drop: float = DEFAULT_COLLAPSE_DROP,
+    with_drift: bool = True,
 ) -> ArmSummary:
-    """Aggregate the runs of one arm (one run per seed)."""
+    """Aggregate the runs of one arm (one run per seed); ``with_drift`` reads checkpoints."""
     s = ArmSummary(arm, [], [], Stat(), Stat(), Stat(), Stat(), Stat(), Stat(), Stat(), [], [])
     for run in runs:
         log = run.metrics
@@ -181,7 +192,24 @@ def summarize_arm(
         s.collapse_steps.append(collapse_step(log, drop))
         fired = [r["step"] for r in log.records if r.get(ALARM_KEY) in (1, True)]
         s.alarm_steps.append(int(fired[0]) if fired else None)
+        drift = run_drift(run.path, run.flat_config) if with_drift else None
+        if drift is not None:
+            s.policy_drift.values.append(drift["policy_drift"])
+            s.momentum_drift.values.append(drift["momentum_drift"])
+            s.drift_ratio.values.append(drift["ratio"])
     return s
+
+
+def drift_table(arms: Sequence[ArmSummary]) -> Table | None:
+    """Arms with a momentum model: L2 distance of policy / momentum from the initial weights
+    at the final checkpoint, and their ratio (mean ± std over seeds); None when no arm has one."""
+    headers = ["arm", "seeds", "||policy - init||", "||momentum - init||", "momentum / policy"]
+    rows = [
+        [a.arm, str(len(a.drift_ratio.values)), a.policy_drift.fmt(1.0, 3),
+         a.momentum_drift.fmt(1.0, 3), a.drift_ratio.fmt(1.0, 2)]
+        for a in arms if a.drift_ratio.values
+    ]
+    return Table(headers, rows) if rows else None
 
 
 def _steps_cell(steps: list[int | None]) -> str:
