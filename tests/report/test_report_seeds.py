@@ -222,3 +222,13 @@ def test_weight_drift_norms_and_final_checkpoint(tmp_path):
     drift = run_drift(tmp_path / "run", {"model.name": str(model_dir)})
     assert drift is not None and drift["policy_drift"] == pytest.approx(3.0)
     assert run_drift(tmp_path / "run", {"model.name": "hub/id"}) is None
+
+
+def test_lab_collapse_recipe_is_the_demo_at_the_study_settings():
+    from mgrpo.config import config_to_dict, resolve_config
+
+    study = ["optim.lr=2e-4", "trainer.max_steps=40", "trainer.eval_every=5",
+             "trainer.save_every=10"]
+    assert config_to_dict(resolve_config("lab-collapse")) == config_to_dict(
+        resolve_config("demo", study)
+    )
