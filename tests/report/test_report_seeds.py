@@ -93,6 +93,8 @@ def test_band_series_aligns_seeds_on_common_steps(tmp_path):
     assert mean.tolist() == pytest.approx([0.6, 0.7])
     assert std.tolist() == pytest.approx([np.std([0.5, 0.7], ddof=1)] * 2)
     assert band_series([a], "no/such", sparse=False) is None
+    _, change, _ = band_series([a, b], "val/accuracy", sparse=True, relative=True)
+    assert change.tolist() == pytest.approx([0.0, 0.1])
 
 
 def test_parse_arm_and_plan():

@@ -47,9 +47,12 @@ DEFAULT_COLLAPSE_DROP = 0.10
 BAND_SMOOTHING = 0.8
 BAND_ALPHA = 0.2
 
-#: (metric key, file stem, title, y label, sparse)
+#: (metric key, file stem, title, y label, sparse); the stem ``*_change`` plots each run's
+#: values minus its first value (validation: minus the untrained policy's step-0 accuracy)
 BAND_PLOTS: tuple[tuple[str, str, str, str, bool], ...] = (
     (VAL_KEY, "val_accuracy", "Validation accuracy (held-out, hidden labels)", "accuracy", True),
+    (VAL_KEY, "val_accuracy_change", "Validation accuracy minus step 0", "accuracy change",
+     True),
     (REWARD_KEY, "reward", "Training reward (agreement with the vote)", "mean reward", False),
     (ENTROPY_KEY, "entropy", "Policy token entropy", "nats / token", False),
     (VOTE_KEY, "vote_share", "Majority-vote share", "share", False),
@@ -281,11 +284,17 @@ def summary_json(arms: Sequence[ArmSummary], drop: float) -> dict[str, Any]:
 
 
 def band_series(
-    runs: Sequence[RunData], key: str, *, sparse: bool, smoothing: float = BAND_SMOOTHING
+    runs: Sequence[RunData],
+    key: str,
+    *,
+    sparse: bool,
+    smoothing: float = BAND_SMOOTHING,
+    relative: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """(steps, mean, std) over runs on the steps every run logged; None when none has it.
 
-    Dense series are EMA-smoothed per run first (debiased, weight ``smoothing``).
+    Dense series are EMA-smoothed per run first (debiased, weight ``smoothing``);
+    ``relative`` subtracts each run's first value (so seeds that start apart align at 0).
     """
     from mgrpo.reporting.plots import ema_smooth
 
@@ -296,6 +305,8 @@ def band_series(
             continue
         if not sparse:
             values = ema_smooth(values, smoothing)
+        if relative:
+            values = values - values[0]
         per_run.append({int(s): float(v) for s, v in zip(steps, values, strict=True)})
     if not per_run:
         return None
@@ -320,7 +331,7 @@ def plot_bands(
         fig, (ax,) = _new_figure()
         drawn = False
         for (arm, runs), color in zip(groups.items(), colors, strict=True):
-            band = band_series(runs, key, sparse=sparse)
+            band = band_series(runs, key, sparse=sparse, relative=stem.endswith("_change"))
             if band is None:
                 continue
             steps, mean, std = band
