@@ -25,7 +25,7 @@ of the paper's Tables 1 and 3 (``DIR/scaling.md``) and the seed aggregation of
 final validation accuracy mean ± std, collapse rate and step, end-of-run entropy) and
 ``DIR/plots/*.png`` (curves as the mean over seeds with a ± 1 std band). ``--report-only``
 aggregates the runs already present without training; ``--report-to`` writes the
-aggregation elsewhere (e.g. a subset of arms).
+aggregation elsewhere (e.g. a subset of arms); ``--no-html`` skips ``report.html``.
 
 Every run directory keeps its resolved ``config.yaml`` next to its ``metrics.jsonl``.
 
@@ -195,6 +195,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--report-to", default=None, help="directory for summary/plots (default: the sweep's)"
     )
     parser.add_argument(
+        "--no-html", action="store_true", help="skip report/report.html (every run overlaid)"
+    )
+    parser.add_argument(
         "--fail-fast",
         action="store_true",
         help="stop at the first failed run (default: run the rest, exit 1)",
@@ -314,11 +317,13 @@ def run(args: argparse.Namespace, runner: Runner = subprocess_runner) -> int:
         return 1
     report_dir = Path(args.report_to) if args.report_to else out_dir
     summary = write_aggregate(
-        specs, done, report_dir, title=f"mgrpo compare: {args.recipe}", drop=drop
+        specs, done, report_dir, title=f"mgrpo compare: {args.recipe}", drop=drop,
+        html=not args.no_html,
     )
     print(summary)
+    html = "" if args.no_html else f" and {report_dir / REPORT_SUBDIR / 'report.html'}"
     print(f"wrote {report_dir / SUMMARY_MD}, {report_dir / SUMMARY_JSON}, "
-          f"{report_dir / PLOTS_SUBDIR}/ and {report_dir / REPORT_SUBDIR / 'report.html'}")
+          f"{report_dir / PLOTS_SUBDIR}/{html}")
     for o in failed:
         print(f"mgrpo compare: run {o.run_dir} failed (exit {o.returncode})", file=sys.stderr)
     return 1 if failed else 0
