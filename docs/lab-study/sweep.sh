@@ -10,8 +10,8 @@ exec mgrpo compare lab-collapse \
   --arm m-grpo-no-momentum=m-grpo:algorithm.momentum_rollouts=0 \
   --arm srt-G8=srt:algorithm.rollouts=8 \
   --arm srt-G32=srt:algorithm.rollouts=32 \
-  --arm m-grpo-m0.9=m-grpo:algorithm.momentum=0.9 \
-  --arm m-grpo-m0.999=m-grpo:algorithm.momentum=0.999 \
-  --arm m-grpo-N2=m-grpo:algorithm.momentum_rollouts=2 \
   --arm m-grpo-N8=m-grpo:algorithm.momentum_rollouts=8 \
+  --arm m-grpo-m0.999=m-grpo:algorithm.momentum=0.999 \
+  --arm m-grpo-m0.9=m-grpo:algorithm.momentum=0.9 \
+  --arm m-grpo-N2=m-grpo:algorithm.momentum_rollouts=2 \
   --seeds 0-4 --jobs 2 -o docs/lab-study/runs "$@"
