@@ -223,7 +223,7 @@ def write_aggregate(
     from mgrpo.reporting.runs import load_runs
     from mgrpo.reporting.seeds import (
         arm_table,
-        drift_table,
+        mechanism_table,
         plot_bands,
         seed_table,
         summarize_arm,
@@ -240,13 +240,12 @@ def write_aggregate(
     table = scaling_table(list(done), {d: spec_of[Path(d)].arm_name for d in done})
     scaling = "## Scaling (rows: arm x G)\n\n" + table.to_markdown()
     (out_dir / SCALING_FILE).write_text(scaling, encoding="utf-8")
-    drift = drift_table(arms)
     summary = (
         f"## Per arm, over seeds (mean ± std; collapsed = val accuracy >= {100 * drop:g} points "
         "below its best and staying there, with reward up)\n\n"
         + arm_table(arms).to_markdown()
-        + ("\n## Weight drift at the final checkpoint (L2 from the initial weights)\n\n"
-           + drift.to_markdown() if drift is not None else "")
+        + "\n## What the vote did (mean ± std over seeds; drift at the final checkpoint)\n\n"
+        + mechanism_table(arms).to_markdown()
         + "\n## Per run\n\n"
         + seed_table(arms).to_markdown()
     )

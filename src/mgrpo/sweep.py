@@ -285,6 +285,11 @@ def visible_gpus() -> list[str]:
     return [str(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
 
 
+def _print_now(message: str) -> None:
+    """Progress lines reach a redirected log file as they happen (stdout is block-buffered)."""
+    print(message, flush=True)
+
+
 def _move_aside(run_dir: Path) -> Path:
     k = 1
     while (target := run_dir.with_name(f"{run_dir.name}.incomplete-{k}")).exists():
@@ -311,7 +316,7 @@ def run_sweep(
     fail_fast: bool = False,
     jobs: int = 1,
     gpus: Sequence[str] | None = None,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] | None = None,
 ) -> list[CompareOutcome]:
     """Run every spec not yet complete, ``jobs`` at a time. Returns one outcome per spec,
     in spec order. ``gpus`` (default: :func:`visible_gpus` when ``jobs`` > 1) pins job slot
@@ -319,6 +324,7 @@ def run_sweep(
     thread. ``fail_fast`` starts no new run after a failure."""
     if jobs < 1:
         raise ValueError(f"--jobs must be >= 1, got {jobs}")
+    log = log or _print_now
     out_dir.mkdir(parents=True, exist_ok=True)
     if gpus is None:
         gpus = visible_gpus() if jobs > 1 else []

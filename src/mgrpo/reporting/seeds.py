@@ -11,8 +11,9 @@ An *arm* is one configuration run under several seeds (e.g. ``srt``, or ``m-grpo
 - end-of-run entropy, reward and vote share: the mean of the last ``END_WINDOW`` logged
   steps of each run (one step is noisy), then mean ± std over seeds;
 - the collapse alarm: how many seeds logged ``alarm/collapse`` = 1, and the first step;
-- for runs with a momentum model: how far the policy and the momentum model moved from the
-  initial weights by the final checkpoint (:mod:`mgrpo.reporting.drift`).
+- what the vote did (:func:`mechanism_table`): pseudo-label accuracy at the start and the
+  end, the IQR filter's dropped fraction, and for runs with a momentum model how far the
+  policy and the momentum model moved from the initial weights (:mod:`mgrpo.reporting.drift`).
 
 Std is the sample standard deviation over seeds (n - 1 in the denominator); one seed shows
 the mean alone.
@@ -41,6 +42,8 @@ VAL_KEY = "val/accuracy"
 REWARD_KEY = "reward/mean"
 ENTROPY_KEY = "entropy/policy"
 VOTE_KEY = "label/vote_share"
+LABEL_KEY = "label/accuracy"
+DROPPED_KEY = "filter/dropped_fraction"
 ALARM_KEY = "alarm/collapse"
 END_WINDOW = 10  # steps averaged for "at the end" and for the reward trend of a collapse
 DEFAULT_COLLAPSE_DROP = 0.10
@@ -96,11 +99,12 @@ def collapse_step(log: MetricsLog, drop: float = DEFAULT_COLLAPSE_DROP) -> int |
     return None
 
 
-def _end_mean(log: MetricsLog, key: str) -> float | None:
+def _end_mean(log: MetricsLog, key: str, *, start: bool = False) -> float | None:
+    """Mean of the last (``start``: the first) ``END_WINDOW`` logged values of ``key``."""
     _, values = log.series(key)
     if values.size == 0:
         return None
-    return float(values[-END_WINDOW:].mean())
+    return float((values[:END_WINDOW] if start else values[-END_WINDOW:]).mean())
 
 
 @dataclass
@@ -140,6 +144,9 @@ class ArmSummary:
     end_vote_share: Stat
     collapse_steps: list[int | None]
     alarm_steps: list[int | None]
+    start_label_acc: Stat = field(default_factory=Stat)
+    end_label_acc: Stat = field(default_factory=Stat)
+    dropped: Stat = field(default_factory=Stat)
     policy_drift: Stat = field(default_factory=Stat)
     momentum_drift: Stat = field(default_factory=Stat)
     drift_ratio: Stat = field(default_factory=Stat)
@@ -155,8 +162,8 @@ class ArmSummary:
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"arm": self.arm, "seeds": self.seeds, "steps": self.steps}
         for name in ("best_val", "best_val_step", "start_val", "final_val", "end_entropy",
-                     "end_reward", "end_vote_share", "policy_drift", "momentum_drift",
-                     "drift_ratio"):
+                     "end_reward", "end_vote_share", "start_label_acc", "end_label_acc",
+                     "dropped", "policy_drift", "momentum_drift", "drift_ratio"):
             stat: Stat = getattr(self, name)
             out[name] = {"mean": stat.mean, "std": stat.std, "values": stat.values}
         out["collapse_steps"] = self.collapse_steps
@@ -195,6 +202,13 @@ def summarize_arm(
         s.collapse_steps.append(collapse_step(log, drop))
         fired = [r["step"] for r in log.records if r.get(ALARM_KEY) in (1, True)]
         s.alarm_steps.append(int(fired[0]) if fired else None)
+        for stat, start in ((s.start_label_acc, True), (s.end_label_acc, False)):
+            value = _end_mean(log, LABEL_KEY, start=start)
+            if value is not None:
+                stat.values.append(value)
+        _, dropped = log.series(DROPPED_KEY)
+        if dropped.size:
+            s.dropped.values.append(float(dropped.mean()))
         drift = run_drift(run.path, run.flat_config) if with_drift else None
         if drift is not None:
             s.policy_drift.values.append(drift["policy_drift"])
@@ -203,16 +217,21 @@ def summarize_arm(
     return s
 
 
-def drift_table(arms: Sequence[ArmSummary]) -> Table | None:
-    """Arms with a momentum model: L2 distance of policy / momentum from the initial weights
-    at the final checkpoint, and their ratio (mean ± std over seeds); None when no arm has one."""
-    headers = ["arm", "seeds", "||policy - init||", "||momentum - init||", "momentum / policy"]
+def mechanism_table(arms: Sequence[ArmSummary]) -> Table:
+    """What the vote did: pseudo-label accuracy (majority-vote label vs the hidden answer) over
+    the first and the last ``END_WINDOW`` steps, the mean fraction of rollouts the IQR filter
+    dropped, and for arms with a momentum model the L2 distance of policy and momentum model
+    from the initial weights at the final checkpoint and their ratio (mean ± std over seeds)."""
+    headers = ["arm", "pseudo-label acc, first 10 steps", "pseudo-label acc, last 10 steps",
+               "IQR-dropped fraction", "||policy - init||", "||momentum - init||",
+               "momentum / policy"]
     rows = [
-        [a.arm, str(len(a.drift_ratio.values)), a.policy_drift.fmt(1.0, 3),
-         a.momentum_drift.fmt(1.0, 3), a.drift_ratio.fmt(1.0, 2)]
-        for a in arms if a.drift_ratio.values
+        [a.arm, a.start_label_acc.fmt(100.0), a.end_label_acc.fmt(100.0),
+         a.dropped.fmt(1.0, 3), a.policy_drift.fmt(1.0, 3), a.momentum_drift.fmt(1.0, 3),
+         a.drift_ratio.fmt(1.0, 2)]
+        for a in arms
     ]
-    return Table(headers, rows) if rows else None
+    return Table(headers, rows)
 
 
 def _steps_cell(steps: list[int | None]) -> str:
