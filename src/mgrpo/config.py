@@ -29,6 +29,7 @@ from mgrpo.config_sections import (  # noqa: F401 - re-exported: mgrpo.config na
     AlgorithmConfig,
     ConfigError,
     DataConfig,
+    DiagnosticsConfig,
     DistributedConfig,
     GenerationConfig,
     LoraConfig,
@@ -54,6 +55,7 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
 
     def __post_init__(self) -> None:
         _check(self.seed >= 0, "seed", "must be >= 0")
@@ -143,6 +145,8 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
         return cls(**kwargs)
     except ConfigError:
         raise
+    except ValueError as exc:  # a section validating itself outside this module
+        raise ConfigError(f"{prefix or 'config'}: {exc}") from None
     except TypeError as exc:  # pragma: no cover - defensive
         raise ConfigError(f"{prefix or 'config'}: {exc}") from None
 

@@ -11,7 +11,7 @@ import functools
 from dataclasses import dataclass, field
 from typing import Any
 
-from mgrpo.checks import require, require_one_of
+from mgrpo.checks import check_int, invalid, require, require_one_of
 
 TRACKERS = ("tensorboard", "wandb", "mlflow")
 MATH_SUFFIX = "Please reason step by step, and put your final answer within \\boxed{}."
@@ -356,3 +356,56 @@ class DistributedConfig:
     def __post_init__(self) -> None:
         _one_of(self.backend, "distributed.backend", ["auto", "nccl", "gloo"])
         _check(self.timeout_s > 0, "distributed.timeout_s", "must be > 0 seconds")
+
+
+@dataclass(frozen=True, kw_only=True)
+class CollapseAlarmConfig:
+    """Thresholds of :class:`CollapseAlarm` (see the module docstring for the rules).
+
+    warmup_steps: steps whose median sets the initial entropy / length (>= 1).
+    smoothing: EMA weight of the previous smoothed value, in [0, 1) (0 = no smoothing).
+    patience: consecutive steps a rule must hold before it fires (>= 1).
+    entropy_fraction: rule 1 fires below this fraction of the initial entropy, in (0, 1).
+    vote_share_threshold: rule 2's "near unanimous" vote share, in (0, 1].
+    length_fraction: rule 2's fraction of the initial response length, in (0, 1).
+    val_drop: rule 3's absolute drop of val accuracy from its best, >= 0.
+    reward_rise: rule 3's absolute rise of smoothed reward since the best val step, >= 0.
+    val_smoothing: rule 3's EMA weight over validation points, in [0, 1).
+    val_patience: consecutive validation points rule 3 must hold before it fires (>= 1).
+    """
+
+    warmup_steps: int = 10
+    smoothing: float = 0.8
+    patience: int = 3
+    entropy_fraction: float = 0.2
+    vote_share_threshold: float = 0.95
+    length_fraction: float = 0.5
+    val_drop: float = 0.05
+    reward_rise: float = 0.1
+    val_smoothing: float = 0.5
+    val_patience: int = 2
+
+    def __post_init__(self) -> None:
+        name = "CollapseAlarmConfig.{}".format
+        for key in ("warmup_steps", "patience", "val_patience"):
+            check_int(getattr(self, key), name(key), low=1, rule="an integer >= 1")
+        ranges = {  # key: (rule, holds)
+            "smoothing": ("in [0, 1)", 0.0 <= self.smoothing < 1.0),
+            "val_smoothing": ("in [0, 1)", 0.0 <= self.val_smoothing < 1.0),
+            "entropy_fraction": ("in (0, 1)", 0.0 < self.entropy_fraction < 1.0),
+            "vote_share_threshold": ("in (0, 1]", 0.0 < self.vote_share_threshold <= 1.0),
+            "length_fraction": ("in (0, 1)", 0.0 < self.length_fraction < 1.0),
+            "val_drop": (">= 0", self.val_drop >= 0.0),
+            "reward_rise": (">= 0", self.reward_rise >= 0.0),
+        }
+        for key, (rule, holds) in ranges.items():
+            if not holds:
+                raise invalid(name(key), rule, getattr(self, key))
+
+
+@dataclass(frozen=True)
+class DiagnosticsConfig:
+    """Online diagnostics. `alarm`: thresholds of the collapse alarm (the fields of
+    `CollapseAlarmConfig`, e.g. `diagnostics.alarm.val_drop=0.1`)."""
+
+    alarm: CollapseAlarmConfig = field(default_factory=CollapseAlarmConfig)

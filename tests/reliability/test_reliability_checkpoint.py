@@ -196,7 +196,7 @@ def test_disk_full_and_permission_denied_stop_cleanly_then_resume(tmp_path):
     # Space is back: resume finishes the run.
     proc = run_train(out)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert [r["step"] for r in metrics(out)] == [1, 2, 3]
+    assert [r["step"] for r in metrics(out)] == [0, 1, 2, 3]
 
 
 class _Payload:

@@ -99,7 +99,7 @@ def test_sigterm_finishes_the_step_checkpoints_and_exits_nonzero(tmp_path, refer
     last = proc.stderr.strip().splitlines()[-1]
     assert last == "mgrpo train: stopped by SIGTERM after step 2 (checkpointed); --resume continues"
     assert "Traceback" not in proc.stderr
-    assert [r["step"] for r in metrics(out)] == [1, 2]
+    assert [r["step"] for r in metrics(out)] == [0, 1, 2]
     assert _latest_step(out) == 2
     assert run_train(out).returncode == 0
     assert_same_run(reference, out)

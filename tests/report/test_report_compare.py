@@ -34,7 +34,7 @@ class FakeTrainer:
         self.steps = steps
         self.fail = fail or set()
 
-    def __call__(self, argv: list[str], run_dir: Path) -> int:
+    def __call__(self, argv: list[str], run_dir: Path, launch: object = None) -> int:
         self.calls.append(argv)
         assert argv[:4] == [sys.executable, "-m", "mgrpo", "train"]
         assert argv[argv.index("-o") + 1] == str(run_dir)
@@ -119,7 +119,7 @@ def test_compare_runs_sweep_and_writes_report(tmp_path):
     assert "| srt | 8 | 2 |" in scaling and "| m-grpo | 16 | 2 |" in scaling
     assert "38.0 ± 0.0" in scaling  # math500 for G=8 (0.3 + 8/100) over 2 seeds
     page = (out / "report" / "report.html").read_text()
-    assert "Scaling (rows: method x G)" in page and page.count("data:image/png;base64,") >= 9
+    assert "Scaling (rows: arm x G)" in page and page.count("data:image/png;base64,") >= 9
     assert "m-grpo G=16 seed=1" in page
     # second invocation: everything complete -> nothing re-run
     specs = plan_runs("srt,m-grpo", "8,16", "0,1")

@@ -44,9 +44,10 @@ def test_train_tiny_writes_everything_and_reloads(tmp_path):
     assert proc.returncode == 0, proc.stderr
     print(f"3-step tiny run: {elapsed:.1f} s")
     rows = metrics(out)
-    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert [r["step"] for r in rows] == [0, 1, 2, 3]  # step 0: validation before training
+    assert "val/accuracy" in rows[0] and "reward/mean" not in rows[0]
     for key in REQUIRED_KEYS:
-        assert key in rows[0], key
+        assert key in rows[1], key
     assert "val/accuracy" in rows[-1]
     assert (out / "config.yaml").is_file()
     assert any((out / "tensorboard").iterdir())

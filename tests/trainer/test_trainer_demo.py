@@ -18,8 +18,8 @@ def test_two_demo_steps_on_a_reduced_lab_model(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = metrics(out)
-    assert [r["step"] for r in rows] == [1, 2]
-    assert rows[0]["entropy/momentum"] is not None  # m-grpo: momentum rollouts were sampled
-    assert "val/accuracy" in rows[-1] and "label/accuracy" in rows[0]
+    assert [r["step"] for r in rows] == [0, 1, 2]  # step 0: validation before training
+    assert rows[1]["entropy/momentum"] is not None  # m-grpo: momentum rollouts were sampled
+    assert "val/accuracy" in rows[-1] and "label/accuracy" in rows[1]
     assert "| val accuracy |" in proc.stderr  # the before/after table
     assert (out / "checkpoints" / "step-2" / "model.safetensors").is_file()

@@ -3,7 +3,6 @@ without a cycle (distributed never imports momentum)."""
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pytest

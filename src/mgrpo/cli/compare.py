@@ -1,4 +1,5 @@
-"""`mgrpo compare`: its command line (argparse); the work is done by :mod:`mgrpo.report.compare`."""
+"""`mgrpo compare`: its command line (argparse); the work is done by :mod:`mgrpo.report.compare`
+and :mod:`mgrpo.report.sweep`."""
 
 from __future__ import annotations
 
@@ -6,27 +7,31 @@ import argparse
 import sys
 from pathlib import Path
 
-from mgrpo.report.build import build_report
 from mgrpo.report.compare import (
+    PLOTS_SUBDIR,
     REPORT_SUBDIR,
-    SCALING_FILE,
+    SUMMARY_JSON,
+    SUMMARY_MD,
+    write_aggregate,
+)
+from mgrpo.report.runs import METRICS_FILE
+from mgrpo.report.seeds import DEFAULT_COLLAPSE_DROP
+from mgrpo.report.sweep import (
+    CompareOutcome,
     Runner,
     check_overrides,
     plan_runs,
     requested_max_steps,
     run_state,
     run_sweep,
-    scaling_table,
     subprocess_runner,
     train_command,
-)
-from mgrpo.report.runs import (
-    METRICS_FILE,
 )
 
 #: mgrpo.cli parses this command with parse_intermixed_args: the key=value overrides come
 #: after the options, which plain parse_args rejects once '*' matched nothing before them
 INTERMIXED_ARGS = True
+
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -37,11 +42,37 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="extra dotted overrides passed to every run",
     )
-    parser.add_argument("--presets", required=True, help="comma list, e.g. srt,m-grpo")
+    parser.add_argument("--presets", default=None, help="comma list, e.g. srt,m-grpo")
+    parser.add_argument(
+        "--arm",
+        action="append",
+        default=[],
+        metavar="NAME=PRESET[:K=V,...]",
+        help="an arm: a preset plus overrides, e.g. no-iqr=m-grpo:algorithm.iqr_k=null "
+        "(repeatable)",
+    )
     parser.add_argument("--rollouts", default=None, help="comma list of G, e.g. 8,16,32")
-    parser.add_argument("--seeds", default=None, help="comma list of seeds, e.g. 0,1")
+    parser.add_argument("--seeds", default=None, help="comma list or range of seeds, e.g. 0-4")
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="runs side by side (1 thread or 1 GPU each)"
+    )
     parser.add_argument(
         "-o", "--output", default=None, help="sweep directory (default: compare-<recipe name>)"
+    )
+    parser.add_argument(
+        "--collapse-drop",
+        type=float,
+        default=None,
+        help="collapse criterion: accuracy points (as a fraction) below the best, default 0.10",
+    )
+    parser.add_argument(
+        "--report-only", action="store_true", help="aggregate the finished runs; train nothing"
+    )
+    parser.add_argument(
+        "--report-to", default=None, help="directory for summary/plots (default: the sweep's)"
+    )
+    parser.add_argument(
+        "--no-html", action="store_true", help="skip report/report.html (every run overlaid)"
     )
     parser.add_argument(
         "--fail-fast",
@@ -52,12 +83,16 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, runner: Runner = subprocess_runner) -> int:
-
     try:
-        specs = plan_runs(args.presets, args.rollouts, args.seeds)
+        specs = plan_runs(args.presets, args.rollouts, args.seeds, args.arm)
         for spec in specs:
             check_overrides(args.overrides, spec)
         requested_max_steps(args.overrides)
+        if args.jobs < 1:
+            raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
+        drop = DEFAULT_COLLAPSE_DROP if args.collapse_drop is None else args.collapse_drop
+        if not 0.0 < drop < 1.0:
+            raise ValueError(f"--collapse-drop must be in (0, 1), got {drop}")
     except ValueError as exc:
         print(f"mgrpo compare: error: {exc}", file=sys.stderr)
         return 2
@@ -70,28 +105,36 @@ def run(args: argparse.Namespace, runner: Runner = subprocess_runner) -> int:
                 " ".join(train_command(args.recipe, run_dir, spec, args.overrides, resume=resume))
             )
         return 0
-    outcomes = run_sweep(
-        args.recipe, specs, out_dir, args.overrides, runner=runner, fail_fast=args.fail_fast
-    )
-    done = [
-        o.run_dir for o in outcomes if o.returncode == 0 and (o.run_dir / METRICS_FILE).is_file()
-    ]
-    failed = [o for o in outcomes if o.returncode != 0]
+    if args.report_only:
+        want = requested_max_steps(args.overrides)
+        done = [out_dir / s.dirname for s in specs
+                if run_state(out_dir / s.dirname, want) == "complete"]
+        failed: list[CompareOutcome] = []
+        missing = [s.dirname for s in specs if out_dir / s.dirname not in done]
+        if missing:
+            print(f"mgrpo compare: not complete, left out: {', '.join(missing)}", file=sys.stderr)
+    else:
+        outcomes = run_sweep(
+            args.recipe, specs, out_dir, args.overrides, runner=runner,
+            fail_fast=args.fail_fast, jobs=args.jobs,
+        )
+        done = [
+            o.run_dir for o in outcomes
+            if o.returncode == 0 and (o.run_dir / METRICS_FILE).is_file()
+        ]
+        failed = [o for o in outcomes if o.returncode != 0]
     if not done:
         print("mgrpo compare: no run finished; no report written", file=sys.stderr)
         return 1
-    table = scaling_table(done)
-    markdown = "## Scaling (rows: method x G)\n\n" + table.to_markdown()
-    (out_dir / SCALING_FILE).write_text(markdown, encoding="utf-8")
-    result = build_report(
-        done,
-        out_dir / REPORT_SUBDIR,
-        title=f"mgrpo compare: {args.recipe}",
-        extra_sections=[("Scaling (rows: method x G)", table.to_html())],
-        extra_markdown=markdown,
+    report_dir = Path(args.report_to) if args.report_to else out_dir
+    summary = write_aggregate(
+        specs, done, report_dir, title=f"mgrpo compare: {args.recipe}", drop=drop,
+        html=not args.no_html,
     )
-    print(markdown)
-    print(f"wrote {out_dir / SCALING_FILE} and {result.html}")
+    print(summary)
+    html = "" if args.no_html else f" and {report_dir / REPORT_SUBDIR / 'report.html'}"
+    print(f"wrote {report_dir / SUMMARY_MD}, {report_dir / SUMMARY_JSON}, "
+          f"{report_dir / PLOTS_SUBDIR}/{html}")
     for o in failed:
         print(f"mgrpo compare: run {o.run_dir} failed (exit {o.returncode})", file=sys.stderr)
     return 1 if failed else 0

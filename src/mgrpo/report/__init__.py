@@ -10,8 +10,8 @@
 from mgrpo.report.runs import (
     EvalResult,
     MetricsError,
-    MetricsLog,
     RunData,
+    RunMetrics,
     load_run,
     load_runs,
     read_metrics,
@@ -20,7 +20,7 @@ from mgrpo.report.runs import (
 __all__ = [
     "EvalResult",
     "MetricsError",
-    "MetricsLog",
+    "RunMetrics",
     "RunData",
     "load_run",
     "load_runs",

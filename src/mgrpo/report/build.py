@@ -77,7 +77,7 @@ def summarize_run(run: RunData) -> RunSummary:
     _, entropies = log.series(ENTROPY_KEY)
     summary = RunSummary(
         name=run.name,
-        steps=len(log.records),
+        steps=sum(1 for r in log.records if r["step"] >= 1),  # the step-0 row is no step
         last_step=log.last_step,
         best_val=best_val,
         best_val_step=best_step,

@@ -10,9 +10,9 @@ A run directory (the trainer's contract, see docs/design.md §6) holds
 Robustness rules (a run may have been killed mid-write, or resumed):
 
 - the *last* line of ``metrics.jsonl`` may be a partial JSON object: it is ignored and
-  reported in :attr:`MetricsLog.partial_line`, never an error;
+  reported in :attr:`RunMetrics.partial_line`, never an error;
 - any other undecodable line is bad input: :class:`MetricsError` naming file and line,
-  unless ``lenient=True`` (then it is skipped and listed in :attr:`MetricsLog.warnings`);
+  unless ``lenient=True`` (then it is skipped and listed in :attr:`RunMetrics.warnings`);
 - a step logged twice (a resume that re-ran steps after the last checkpoint) keeps the
   *last* record for that step, so the log reflects what the resumed run produced.
 """
@@ -48,7 +48,7 @@ class MetricsError(ValueError):
 
 
 @dataclass
-class MetricsLog:
+class RunMetrics:
     """The parsed ``metrics.jsonl`` of one run.
 
     ``records`` are sorted by step with duplicates resolved (last wins). ``partial_line``
@@ -104,7 +104,7 @@ def _as_float(value: Any) -> float | None:
     return None
 
 
-def read_metrics(path: str | Path, *, lenient: bool = False) -> MetricsLog:
+def read_metrics(path: str | Path, *, lenient: bool = False) -> RunMetrics:
     """Parse a ``metrics.jsonl`` file (rules in the module docstring).
 
     Raises :class:`MetricsError` when the file is missing, a non-final line is not a JSON
@@ -165,7 +165,7 @@ def read_metrics(path: str | Path, *, lenient: bool = False) -> MetricsLog:
             "the last record of each step is used"
         )
     records = [by_step[s] for s in sorted(by_step)]
-    return MetricsLog(path, records, partial_line, duplicates, warnings)
+    return RunMetrics(path, records, partial_line, duplicates, warnings)
 
 
 def flatten_config(config: Any, prefix: str = "") -> dict[str, Any]:
@@ -253,7 +253,7 @@ class RunData:
 
     path: Path
     name: str
-    metrics: MetricsLog
+    metrics: RunMetrics
     config: dict[str, Any]  # nested, as in config.yaml; {} when absent
     evals: list[EvalResult]
     warnings: list[str]

@@ -21,6 +21,9 @@ not trip it; the rule must hold ``patience`` consecutive steps before it fires):
    best-validation step, on ``val_patience`` consecutive validation points. Evaluated on
    validation steps only and held until the next one (validation is sparse). The smoothing
    and the patience keep the max-so-far of a noisy validation score from tripping it.
+   The best includes a validation point logged before any training step (the trainer's
+   step-0 row, which has no reward): the reward "at" such a best is the initial training
+   reward, the median of the first ``warmup_steps`` rewards, and rule 3 waits for it.
 
 All thresholds are absolute for accuracies/reward (in [0, 1]) and relative for entropy and
 length (they have model-dependent scales). No rule uses labels except the optional
@@ -44,6 +47,8 @@ import statistics
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from mgrpo.config_sections import CollapseAlarmConfig  # the thresholds: diagnostics.alarm.*
+
 ALARM_KEY = "alarm/collapse"
 REASON_KEY = "alarm/reason"
 REASON_SEPARATOR = "; "
@@ -55,61 +60,6 @@ REWARD_KEY = "reward/mean"
 VAL_KEY = "val/accuracy"
 
 RULES = ("entropy", "length", "divergence")
-
-
-@dataclass(frozen=True, kw_only=True)
-class CollapseAlarmConfig:
-    """Thresholds of :class:`CollapseAlarm` (see the module docstring for the rules).
-
-    warmup_steps: steps whose median sets the initial entropy / length (>= 1).
-    smoothing: EMA weight of the previous smoothed value, in [0, 1) (0 = no smoothing).
-    patience: consecutive steps a rule must hold before it fires (>= 1).
-    entropy_fraction: rule 1 fires below this fraction of the initial entropy, in (0, 1).
-    vote_share_threshold: rule 2's "near unanimous" vote share, in (0, 1].
-    length_fraction: rule 2's fraction of the initial response length, in (0, 1).
-    val_drop: rule 3's absolute drop of val accuracy from its best, >= 0.
-    reward_rise: rule 3's absolute rise of smoothed reward since the best val step, >= 0.
-    val_smoothing: rule 3's EMA weight over validation points, in [0, 1).
-    val_patience: consecutive validation points rule 3 must hold before it fires (>= 1).
-    """
-
-    warmup_steps: int = 10
-    smoothing: float = 0.8
-    patience: int = 3
-    entropy_fraction: float = 0.2
-    vote_share_threshold: float = 0.95
-    length_fraction: float = 0.5
-    val_drop: float = 0.05
-    reward_rise: float = 0.1
-    val_smoothing: float = 0.5
-    val_patience: int = 2
-
-    def __post_init__(self) -> None:
-        def bad(name: str, rule: str) -> ValueError:
-            return ValueError(
-                f"CollapseAlarmConfig.{name} must be {rule}, got {getattr(self, name)!r}"
-            )
-
-        if not isinstance(self.warmup_steps, int) or self.warmup_steps < 1:
-            raise bad("warmup_steps", "an integer >= 1")
-        if not isinstance(self.patience, int) or self.patience < 1:
-            raise bad("patience", "an integer >= 1")
-        if not isinstance(self.val_patience, int) or self.val_patience < 1:
-            raise bad("val_patience", "an integer >= 1")
-        if not 0.0 <= self.smoothing < 1.0:
-            raise bad("smoothing", "in [0, 1)")
-        if not 0.0 <= self.val_smoothing < 1.0:
-            raise bad("val_smoothing", "in [0, 1)")
-        if not 0.0 < self.entropy_fraction < 1.0:
-            raise bad("entropy_fraction", "in (0, 1)")
-        if not 0.0 < self.vote_share_threshold <= 1.0:
-            raise bad("vote_share_threshold", "in (0, 1]")
-        if not 0.0 < self.length_fraction < 1.0:
-            raise bad("length_fraction", "in (0, 1)")
-        if not self.val_drop >= 0.0:
-            raise bad("val_drop", ">= 0")
-        if not self.reward_rise >= 0.0:
-            raise bad("reward_rise", ">= 0")
 
 
 @dataclass(frozen=True)
@@ -148,7 +98,7 @@ class CollapseAlarm:
 
     def __init__(self, config: CollapseAlarmConfig | None = None) -> None:
         self.config = config or CollapseAlarmConfig()
-        self._warm: dict[str, list[float]] = {ENTROPY_KEY: [], LENGTH_KEY: []}
+        self._warm: dict[str, list[float]] = {ENTROPY_KEY: [], LENGTH_KEY: [], REWARD_KEY: []}
         self._initial: dict[str, float] = {}
         self._ema: dict[str, float] = {}
         self._streak: dict[str, int] = {rule: 0 for rule in RULES}
@@ -192,6 +142,7 @@ class CollapseAlarm:
         self._streak = {rule: int(state["streak"].get(rule, 0)) for rule in RULES}
         self._best_val = state["best_val"]
         self._reward_at_best = state["reward_at_best"]
+        self._warm.setdefault(REWARD_KEY, [])
         self._divergence_reason = state["divergence_reason"]
         self._val_ema = state["val_ema"]
         self._val_streak = int(state["val_streak"])
@@ -206,7 +157,7 @@ class CollapseAlarm:
 
     @property
     def initial_values(self) -> dict[str, float]:
-        """Initial (warm-up median) entropy and length once known."""
+        """Initial (warm-up median) entropy, length and reward once known."""
         return dict(self._initial)
 
     # ---- update ----
@@ -269,10 +220,15 @@ class CollapseAlarm:
         length_raw = _finite(metrics, LENGTH_KEY)
         self._warmup(ENTROPY_KEY, entropy_raw)
         self._warmup(LENGTH_KEY, length_raw)
+        reward_raw = _finite(metrics, REWARD_KEY)
+        self._warmup(REWARD_KEY, reward_raw)
+        if self._best_val is not None and self._reward_at_best is None:
+            # best set before training (step-0 row): compare against the initial reward
+            self._reward_at_best = self._initial.get(REWARD_KEY)
         entropy = self._smooth(ENTROPY_KEY, entropy_raw)
         length = self._smooth(LENGTH_KEY, length_raw)
         vote = self._smooth(VOTE_SHARE_KEY, _finite(metrics, VOTE_SHARE_KEY))
-        reward = self._smooth(REWARD_KEY, _finite(metrics, REWARD_KEY))
+        reward = self._smooth(REWARD_KEY, reward_raw)
         self._check_divergence(_finite(metrics, VAL_KEY), reward)
 
         candidates: dict[str, str | None] = {"entropy": None, "length": None}

@@ -411,7 +411,8 @@ def build_run(cfg: Config, run_dir: Path, resume: bool = False) -> Run:
         train_autocast=train_autocast,
     )
     faults.install(models)  # no-op unless MGRPO_FAULT is set (reliability tests)
-    return Run(cfg, spec, run_dir, models, train_set, val_records, CollapseAlarm(), precision)
+    return Run(cfg, spec, run_dir, models, train_set, val_records,
+               CollapseAlarm(cfg.diagnostics.alarm), precision)
 
 
 def _restore(run: Run, ckpt: Path) -> dict[str, Any]:
@@ -560,12 +561,17 @@ def _train(cfg: Config, run_dir: str | Path, *, resume: bool, signals: _StopSign
             summary = state.get("summary", {})
             D.rank_print(ctx, f"mgrpo: resumed from {ckpt} (step {start})")
     if ctx.is_main:
-        log.truncate_after(start)
+        log.truncate_after(start if start else -1)  # a run restarted at 0 redoes its step-0 row
     D.barrier(ctx, "resume")
     for past in log.read():  # rebuild the alarm's state from the steps already run
         run.alarm.update(past)
     if start == 0 and run.val_records:
         summary["before"] = run_validation(run, step=0)
+        # step-0 row: the untrained policy's validation, so curves and "best" start at 0
+        row = {"step": 0, **{f"val/{k}": v for k, v in summary["before"].items()}}
+        run.alarm.update(row)
+        if ctx.is_main:
+            log.write(row)
     if start >= cfg.trainer.max_steps:
         print(f"mgrpo: {run_dir} is already at step {start} >= trainer.max_steps", file=sys.stderr)
 

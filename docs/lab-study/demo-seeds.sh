@@ -1,0 +1,5 @@
+#!/bin/sh
+# The shipped demo (recipe demo: lr 1e-4, 60 steps) under five seeds, srt vs m-grpo,
+# validated every 10 steps instead of 30 (validation uses its own seed stream).
+exec mgrpo compare demo --presets srt,m-grpo --seeds 0-4 --jobs 2 \
+  -o docs/lab-study/demo-seeds trainer.eval_every=10 "$@"

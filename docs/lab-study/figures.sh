@@ -1,0 +1,24 @@
+#!/bin/sh
+# The per-question tables and plots of docs/lab-study.md, from the runs of sweep.sh and
+# demo-seeds.sh (trains nothing). Each writes DIR/summary.md, DIR/summary.json, DIR/plots/.
+set -e
+R="mgrpo compare lab-collapse --seeds 0-4 -o docs/lab-study/runs --report-only --no-html"
+$R --presets srt,ttrl,m-grpo --report-to docs/lab-study/core
+$R --presets srt,m-grpo \
+  --arm m-grpo-no-iqr=m-grpo:algorithm.iqr_k=null \
+  --arm m-grpo-no-momentum=m-grpo:algorithm.momentum_rollouts=0 \
+  --report-to docs/lab-study/ablations
+$R --presets m-grpo \
+  --arm m-grpo-m0.9=m-grpo:algorithm.momentum=0.9 \
+  --arm m-grpo-m0.999=m-grpo:algorithm.momentum=0.999 \
+  --report-to docs/lab-study/momentum
+$R --presets m-grpo \
+  --arm m-grpo-N2=m-grpo:algorithm.momentum_rollouts=2 \
+  --arm m-grpo-N8=m-grpo:algorithm.momentum_rollouts=8 \
+  --report-to docs/lab-study/share
+$R --presets srt \
+  --arm srt-G8=srt:algorithm.rollouts=8 \
+  --arm srt-G32=srt:algorithm.rollouts=32 \
+  --report-to docs/lab-study/rollouts
+mgrpo compare demo --presets srt,m-grpo --seeds 0-4 -o docs/lab-study/demo-seeds \
+  --report-only --no-html

@@ -1,0 +1,236 @@
+"""Seed aggregation (mgrpo.report.seeds) and the sweep engine's arms and jobs (mgrpo.report.sweep)."""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from report_synth import write_run
+
+from mgrpo.cli.compare import configure_parser, run
+from mgrpo.report.runs import load_run
+from mgrpo.report.seeds import (
+    arm_table,
+    band_series,
+    collapse_step,
+    summarize_arm,
+)
+from mgrpo.report.sweep import Launch, parse_arm, plan_runs, run_sweep, train_command
+
+
+def rows(val: dict[int, float], rewards: list[float]) -> list[dict]:
+    out = [{"step": 0, "val/accuracy": val[0]}] if 0 in val else []
+    for step, reward in enumerate(rewards, 1):
+        row = {"step": step, "reward/mean": reward, "entropy/policy": 0.05}
+        if step in val:
+            row["val/accuracy"] = val[step]
+        out.append(row)
+    return out
+
+
+def run_dir(tmp_path: Path, name: str, records: list[dict], seed: int = 0) -> Path:
+    return write_run(tmp_path / name, steps=len(records), preset="srt", seed=seed, records=records)
+
+
+RISING = [0.5 + 0.4 * s / 40 for s in range(1, 41)]
+
+
+@pytest.mark.parametrize(
+    ("val", "rewards", "expected"),
+    [
+        # falls 12 points below step 0 at step 20 and stays: collapsed at 20
+        ({0: 0.60, 10: 0.55, 20: 0.48, 30: 0.45, 40: 0.47}, RISING, 20),
+        # the best is at step 10 (above step 0): collapse measured from it
+        ({0: 0.50, 10: 0.62, 20: 0.55, 30: 0.51, 40: 0.50}, RISING, 30),
+        # drops, then recovers above best - drop: not collapsed
+        ({0: 0.60, 10: 0.45, 20: 0.48, 30: 0.55, 40: 0.58}, RISING, None),
+        # a drop with falling reward is not the self-rewarding collapse
+        ({0: 0.60, 10: 0.45, 20: 0.40, 30: 0.40, 40: 0.40}, RISING[::-1], None),
+        # within the margin: 9.9 points is not 10
+        ({0: 0.60, 10: 0.55, 20: 0.501, 30: 0.501, 40: 0.501}, RISING, None),
+    ],
+)
+def test_collapse_step(tmp_path, val, rewards, expected):
+    log = load_run(run_dir(tmp_path, "r", rows(val, rewards))).metrics
+    assert collapse_step(log, drop=0.10) == expected
+
+
+def test_collapse_needs_two_validation_points(tmp_path):
+    log = load_run(run_dir(tmp_path, "r", rows({0: 0.6}, RISING))).metrics
+    assert collapse_step(log) is None
+
+
+def test_summarize_arm_mean_std_and_step0_best(tmp_path):
+    vals = [
+        {0: 0.60, 10: 0.55, 20: 0.45, 30: 0.44, 40: 0.40},  # collapses at 20, best = step 0
+        {0: 0.58, 10: 0.61, 20: 0.60, 30: 0.62, 40: 0.60},  # healthy, best = 0.62 at 30
+        {0: 0.62, 10: 0.52, 20: 0.50, 30: 0.49, 40: 0.50},  # collapses at 10
+    ]
+    runs = [load_run(run_dir(tmp_path, f"s{i}", rows(v, RISING), seed=i)) for i, v in enumerate(vals)]
+    arm = summarize_arm("srt", runs)
+    assert arm.seeds == [0, 1, 2]
+    assert arm.best_val.values == [0.60, 0.62, 0.62]
+    assert arm.best_val_step.values == [0.0, 30.0, 0.0]
+    assert arm.final_val.mean == pytest.approx(statistics.fmean([0.40, 0.60, 0.50]))
+    assert arm.final_val.std == pytest.approx(statistics.stdev([0.40, 0.60, 0.50]))
+    assert arm.collapse_steps == [20, None, 10] and arm.collapsed == 2
+    assert arm.end_entropy.mean == pytest.approx(0.05)
+    row = arm_table([arm]).rows[0]
+    assert row[:6] == ["srt", "3", "60.0 ± 2.0", "61.3 ± 1.2", "50.0 ± 10.0", "2/3"]
+    assert row[6] == "15 ± 7"  # mean ± std of the collapse steps of the collapsed seeds
+
+
+def test_band_series_aligns_seeds_on_common_steps(tmp_path):
+    a = load_run(run_dir(tmp_path, "a", rows({0: 0.5, 10: 0.6, 20: 0.7}, RISING[:20])))
+    b = load_run(run_dir(tmp_path, "b", rows({0: 0.7, 10: 0.8}, RISING[:10])))
+    steps, mean, std = band_series([a, b], "val/accuracy", sparse=True)
+    assert steps.tolist() == [0.0, 10.0]
+    assert mean.tolist() == pytest.approx([0.6, 0.7])
+    assert std.tolist() == pytest.approx([np.std([0.5, 0.7], ddof=1)] * 2)
+    assert band_series([a], "no/such", sparse=False) is None
+    _, change, _ = band_series([a, b], "val/accuracy", sparse=True, relative=True)
+    assert change.tolist() == pytest.approx([0.0, 0.1])
+
+
+def test_parse_arm_and_plan():
+    arm = parse_arm("no-iqr=m-grpo:algorithm.iqr_k=null,algorithm.momentum=0.9")
+    assert (arm.name, arm.preset) == ("no-iqr", "m-grpo")
+    assert arm.overrides == ("algorithm.iqr_k=null", "algorithm.momentum=0.9")
+    specs = plan_runs("srt", None, "0-1,5", ["no-iqr=m-grpo:algorithm.iqr_k=null"])
+    assert [s.dirname for s in specs] == [
+        "srt-s0", "srt-s1", "srt-s5", "no-iqr-s0", "no-iqr-s1", "no-iqr-s5",
+    ]
+    assert specs[3].group == "no-iqr"
+    argv = train_command("demo", Path("d"), specs[3], ["optim.lr=1e-4", "algorithm.iqr_k=1"])
+    # the arm's overrides come last: they win over the overrides shared by every run
+    assert argv[-3:] == ["optim.lr=1e-4", "algorithm.iqr_k=1", "algorithm.iqr_k=null"]
+    for bad, message in [
+        ("x", "expected NAME=PRESET"),
+        ("a b=srt", "must be letters"),
+        ("a=sft", "unknown preset 'sft'"),
+        ("a=srt:seed=3", "seed is set by"),
+        ("a=srt:lr", "not of the form key=value"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            parse_arm(bad)
+    with pytest.raises(ValueError, match="given twice"):
+        plan_runs("srt", None, None, ["srt=srt:optim.lr=1"])
+    with pytest.raises(ValueError, match="which --rollouts sweeps"):
+        plan_runs(None, "8", None, ["g=srt:algorithm.rollouts=4"])
+    with pytest.raises(ValueError, match="listed twice"):
+        plan_runs("srt", None, "0-2,1")
+
+
+class RecordingRunner:
+    """Writes a finished two-step run; records each launch and the peak concurrency."""
+
+    def __init__(self) -> None:
+        self.launches: list[tuple[list[str], Launch]] = []
+        self.active = 0
+        self.peak = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, argv: list[str], run_dir: Path, launch: Launch) -> int:
+        with self.lock:
+            self.launches.append((argv, launch))
+            self.active += 1
+            self.peak = max(self.peak, self.active)
+        time.sleep(0.2)
+        seed = int(dict(a.split("=", 1) for a in argv if "=" in a)["seed"])
+        write_run(run_dir, steps=2, preset="srt", seed=seed,
+                  records=rows({0: 0.5, 2: 0.6}, [0.5, 0.6]))
+        with self.lock:
+            self.active -= 1
+        return 0
+
+
+def test_jobs_run_side_by_side_with_one_thread_each(tmp_path):
+    runner = RecordingRunner()
+    specs = plan_runs("srt", None, "0-3")
+    outcomes = run_sweep("demo", specs, tmp_path, [], runner=runner, jobs=2, gpus=[], log=lambda m: None)
+    assert [o.spec.seed for o in outcomes] == [0, 1, 2, 3]  # spec order, whatever finished first
+    assert runner.peak == 2
+    for argv, launch in runner.launches:
+        assert argv[:4] == [sys.executable, "-m", "mgrpo", "train"]
+        assert "trainer.threads=1" in argv and launch.env["OMP_NUM_THREADS"] == "1"
+        assert launch.log_path is not None and launch.log_path.parent == tmp_path / "logs"
+
+
+def test_jobs_pin_one_gpu_each(tmp_path):
+    runner = RecordingRunner()
+    specs = plan_runs("srt", None, "0-3")
+    run_sweep("demo", specs, tmp_path, [], runner=runner, jobs=2, gpus=["0", "1"],
+              log=lambda m: None)
+    devices = [launch.env["CUDA_VISIBLE_DEVICES"] for _, launch in runner.launches]
+    assert sorted(set(devices)) == ["0", "1"]
+    assert all("trainer.threads=1" not in argv for argv, _ in runner.launches)
+
+
+def test_report_only_aggregates_without_training(tmp_path, capsys):
+    import argparse
+
+    for seed in (0, 1):
+        write_run(tmp_path / f"srt-s{seed}", steps=2, preset="srt", seed=seed,
+                  records=rows({0: 0.5, 2: 0.4 + 0.1 * seed}, [0.5, 0.6]))
+    parser = argparse.ArgumentParser()
+    configure_parser(parser)
+    args = parser.parse_args(["demo", "--presets", "srt", "--seeds", "0-2", "-o", str(tmp_path),
+                              "--report-only", "--report-to", str(tmp_path / "agg")])
+
+    def never(*_: object) -> int:
+        raise AssertionError("--report-only must not train")
+
+    assert run(args, runner=never) == 0
+    assert "left out: srt-s2" in capsys.readouterr().err
+    summary = (tmp_path / "agg" / "summary.md").read_text()
+    assert "| srt | 2 | 50.0 ± 0.0 | 50.0 ± 0.0 | 45.0 ± 7.1 |" in summary
+    assert (tmp_path / "agg" / "plots" / "val_accuracy.png").is_file()
+
+
+def test_weight_drift_norms_and_final_checkpoint(tmp_path):
+    import shutil
+
+    import torch
+    from safetensors.torch import save_file
+
+    from mgrpo.report.drift import final_checkpoint, run_drift, weight_drift
+
+    init = {"w": torch.zeros(2, 2), "b": torch.zeros(3), "n": torch.tensor([1, 2])}
+    policy = {"w": torch.full((2, 2), 1.5), "b": torch.zeros(3), "n": torch.tensor([5, 5])}
+    momentum = {"w": torch.full((2, 2), 0.5), "b": torch.zeros(3), "n": torch.tensor([1, 2])}
+    save_file(init, str(tmp_path / "init.safetensors"))
+    for step in (10, 20):
+        ckpt = tmp_path / "run" / "checkpoints" / f"step-{step}"
+        ckpt.mkdir(parents=True)
+        save_file(policy, str(ckpt / "model.safetensors"))
+        save_file(momentum, str(ckpt / "momentum.safetensors"))
+    ckpt = final_checkpoint(tmp_path / "run")
+    assert ckpt is not None and ckpt.name == "step-20"
+    drift = weight_drift(ckpt, tmp_path / "init.safetensors")
+    # integer tensors are ignored; |w| has 4 entries
+    assert drift == pytest.approx({"policy_drift": 3.0, "momentum_drift": 1.0,
+                                   "ratio": 1 / 3, "gap": 2.0})
+    (ckpt / "momentum.safetensors").unlink()
+    assert weight_drift(ckpt, tmp_path / "init.safetensors") is None  # no momentum model
+    model_dir = tmp_path / "base"
+    model_dir.mkdir()
+    save_file(init, str(model_dir / "model.safetensors"))
+    shutil.rmtree(tmp_path / "run" / "checkpoints" / "step-20")  # step-10 is now the last
+    drift = run_drift(tmp_path / "run", {"model.name": str(model_dir)})
+    assert drift is not None and drift["policy_drift"] == pytest.approx(3.0)
+    assert run_drift(tmp_path / "run", {"model.name": "hub/id"}) is None
+
+
+def test_lab_collapse_recipe_is_the_demo_at_the_study_settings():
+    from mgrpo.config import config_to_dict, resolve_config
+
+    study = ["optim.lr=2e-4", "trainer.max_steps=40", "trainer.eval_every=5",
+             "trainer.save_every=10"]
+    assert config_to_dict(resolve_config("lab-collapse")) == config_to_dict(
+        resolve_config("demo", study)
+    )
