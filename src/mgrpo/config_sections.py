@@ -11,7 +11,7 @@ import functools
 from dataclasses import dataclass, field
 from typing import Any
 
-from mgrpo.checks import check_int, invalid, require, require_one_of
+from mgrpo.checks import require, require_one_of
 
 TRACKERS = ("tensorboard", "wandb", "mlflow")
 MATH_SUFFIX = "Please reason step by step, and put your final answer within \\boxed{}."
@@ -386,10 +386,12 @@ class CollapseAlarmConfig:
     val_patience: int = 2
 
     def __post_init__(self) -> None:
-        name = "CollapseAlarmConfig.{}".format
-        for key in ("warmup_steps", "patience", "val_patience"):
-            check_int(getattr(self, key), name(key), low=1, rule="an integer >= 1")
-        ranges = {  # key: (rule, holds)
+        key = "diagnostics.alarm.{}".format
+        for name in ("warmup_steps", "patience", "val_patience"):
+            value = getattr(self, name)
+            _check(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+                   key(name), f"must be an integer >= 1, got {value!r}")
+        ranges = {  # name: (rule, holds)
             "smoothing": ("in [0, 1)", 0.0 <= self.smoothing < 1.0),
             "val_smoothing": ("in [0, 1)", 0.0 <= self.val_smoothing < 1.0),
             "entropy_fraction": ("in (0, 1)", 0.0 < self.entropy_fraction < 1.0),
@@ -398,9 +400,8 @@ class CollapseAlarmConfig:
             "val_drop": (">= 0", self.val_drop >= 0.0),
             "reward_rise": (">= 0", self.reward_rise >= 0.0),
         }
-        for key, (rule, holds) in ranges.items():
-            if not holds:
-                raise invalid(name(key), rule, getattr(self, key))
+        for name, (rule, holds) in ranges.items():
+            _check(holds, key(name), f"must be {rule}, got {getattr(self, name)!r}")
 
 
 @dataclass(frozen=True)

@@ -182,7 +182,7 @@ def test_state_dict_resume_is_exact():
     ],
 )
 def test_config_validation_names_the_field(field, value):
-    with pytest.raises(ValueError, match=f"CollapseAlarmConfig.{field}"):
+    with pytest.raises(ValueError, match=f"diagnostics.alarm.{field}"):
         CollapseAlarmConfig(**{field: value})
 
 
