@@ -68,7 +68,6 @@ class ModelLayout:
     """One way of building the policy's companions; subclasses override `build` and, where
     they differ from the full-weight default, the other hooks."""
 
-    name = "full"
     frozen_embeddings = False  # True: the input embeddings do not train (LoRA)
 
     def __init__(self, cfg: Config, precision: Precision, ctx: D.DistContext, *,
@@ -130,7 +129,6 @@ class FullLayout(ModelLayout):
     samples itself; the momentum generator is a deep copy whose fp32 weights are the EMA
     master; the reference a frozen copy."""
 
-    name = "full"
 
     def build(self, policy: nn.Module) -> Roles:
         if self.with_reference:
@@ -139,16 +137,12 @@ class FullLayout(ModelLayout):
             self.roles.momentum = MomentumModel(policy)
         return self.roles
 
-    def export_model(self, policy: nn.Module) -> Any:
-        return policy
-
 
 class MixedLayout(ModelLayout):
     """fp32 master trains under autocast; bf16 copies generate, score and refer. The policy
     copy is refreshed from the master after every optimizer step (it always equals the master
     cast to bf16); checkpoints write that copy as the HF directory and the master beside it."""
 
-    name = "mixed"
 
     def build(self, policy: nn.Module) -> Roles:
         compute, roles = self.precision.compute, self.roles
@@ -170,7 +164,6 @@ class LoraLayout(ModelLayout):
     """Adapters train; the base is shared by policy, momentum (adapters swapped in per call)
     and reference (adapters disabled), see `mgrpo.train.lora`."""
 
-    name = "lora"
     frozen_embeddings = True
 
     def adapt(self, policy: nn.Module) -> None:
@@ -208,7 +201,6 @@ class ShardedLayout(ModelLayout):
     (`mgrpo.parallel.distributed.shard_run_models`); the policy copy is all-gathered after
     every optimizer step. Checkpoints go through torch.distributed.checkpoint."""
 
-    name = "sharded"
 
     def build(self, policy: nn.Module) -> Roles:
         sharded = D.shard_run_models(self.ctx, policy, gen_dtype=self.precision.compute,

@@ -107,17 +107,7 @@ def build_run(cfg: Config, run_dir: Path, resume: bool = False) -> Run:
         if layout.frozen_embeddings:  # checkpointed blocks need an input that requires grad
             policy.enable_input_require_grads()
     roles = layout.build(policy)
-
-    trainable = [p for p in policy.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(
-        trainable, lr=cfg.optim.lr, betas=(cfg.optim.beta1, cfg.optim.beta2),
-        eps=cfg.optim.eps, weight_decay=cfg.optim.weight_decay,
-    )
-    warmup = int(cfg.optim.warmup_ratio * cfg.trainer.max_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lr_lambda(warmup, cfg.trainer.max_steps, cfg.optim.schedule, cfg.optim.min_lr_ratio),
-    )
+    optimizer, scheduler = _optimizer(cfg, policy)
 
     def engine(model: torch.nn.Module) -> Any:
         return make_engine(cfg.model.engine, model, pad_token_id=tokenizer.pad_token_id,
@@ -148,6 +138,21 @@ def build_run(cfg: Config, run_dir: Path, resume: bool = False) -> Run:
     faults.install(models)  # no-op unless MGRPO_FAULT is set (reliability tests)
     return Run(cfg, spec, run_dir, models, train_set, val_records, CollapseAlarm(), precision,
                layout)
+
+
+def _optimizer(cfg: Config, policy: torch.nn.Module) -> tuple[torch.optim.Optimizer, Any]:
+    """AdamW over the trainable parameters (LoRA: the adapters) and its lr schedule."""
+    trainable = [p for p in policy.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        trainable, lr=cfg.optim.lr, betas=(cfg.optim.beta1, cfg.optim.beta2),
+        eps=cfg.optim.eps, weight_decay=cfg.optim.weight_decay,
+    )
+    warmup = int(cfg.optim.warmup_ratio * cfg.trainer.max_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lr_lambda(warmup, cfg.trainer.max_steps, cfg.optim.schedule, cfg.optim.min_lr_ratio),
+    )
+    return optimizer, scheduler
 
 
 def _init_distributed(cfg: Config) -> D.DistContext:
