@@ -2,8 +2,11 @@
 
 - :mod:`~mgrpo.train.step`: one M-GRPO step (generate, entropy, IQR filter, answers, vote,
   rewards, advantages, updates, EMA), docs/design.md §2-3;
-- :mod:`~mgrpo.train.trainer`: the loop (schedule, logging, validation cadence, checkpoints,
-  resume, signals) and the model set-up;
+- :mod:`~mgrpo.train.trainer`: the loop (validation cadence, checkpoints, resume, signals);
+- :mod:`~mgrpo.train.setup`: a run's set-up (run directory, data, models, optimizer,
+  schedule, engines) in one path; :mod:`~mgrpo.train.layouts`: the model layouts (full
+  weights, mixed precision, LoRA, FSDP) behind one interface;
+- :mod:`~mgrpo.train.metrics_writer`: `metrics.jsonl` and TensorBoard;
 - :mod:`~mgrpo.train.presets`: the algorithm presets (m-grpo, srt, ttrl, intuitor, grpo);
 - :mod:`~mgrpo.train.rewards`: Intuitor's self-certainty reward;
 - :mod:`~mgrpo.train.momentum` / :mod:`~mgrpo.train.lora`: the momentum model variants

@@ -1,7 +1,7 @@
 """Experiment trackers fed from the trainer's metrics rows: Weights & Biases and MLflow.
 
 `trainer.report_to` lists the trackers (`tensorboard`, `wandb`, `mlflow`). TensorBoard is
-written by `trainer.MetricsLog`; this module drives the other two through their own
+written by `metrics_writer.MetricsWriter`; this module drives the other two through their own
 libraries (optional extras: `pip install 'mgrpo[trackers]'`). Every tracker gets:
 
 - the run name `trainer.run_name` (null = the run directory's name) and the project

@@ -1,8 +1,8 @@
-"""The training loop: models, data order, schedule, validation, logging, checkpoints, resume.
+"""The training loop: validation cadence, logging, checkpoints, resume, signals.
 
-`train(cfg, output_dir)` builds the three models of M-GRPO (policy; momentum = EMA master +
-generator; frozen reference, only when kl_coef > 0), then calls `step.train_step` once per
-step. Everything that decides a step's outcome is a pure function of (seed, step) plus the
+`train(cfg, output_dir)` sets the run up (`setup.build_run`: the three models of M-GRPO,
+policy, momentum = EMA master + generator, frozen reference only when kl_coef > 0), then
+calls `step.train_step` once per step. Everything that decides a step's outcome is a pure function of (seed, step) plus the
 restored model/optimizer/scheduler state, so `--resume` continues bit-exactly on CPU.
 
 Run directory:
@@ -15,29 +15,18 @@ Run directory:
 
 from __future__ import annotations
 
-import json
-import math
-import os
 import random
 import signal
 import sys
 import threading
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from mgrpo.answers import AnswerChecker
-from mgrpo.config import Config, ConfigError, config_from_dict, config_to_dict, dump_config
-from mgrpo.data.datasets import PromptRecord
-from mgrpo.models.loading import load_model_and_tokenizer
+from mgrpo.config import Config, config_to_dict
 from mgrpo.parallel import distributed as D
-from mgrpo.rollout import make_engine
-from mgrpo.rollout.base import stop_token_ids
-from mgrpo.train import faults
-from mgrpo.train.alarm import CollapseAlarm
 from mgrpo.train.checkpoint import (
     latest_checkpoint,
     load_tensors,
@@ -46,33 +35,13 @@ from mgrpo.train.checkpoint import (
     read_json,
     save_checkpoint,
 )
-from mgrpo.train.lora import (
-    LoraExport,
-    LoraMomentum,
-    ScopedEngine,
-    apply_lora,
-    load_trainable_state,
-    trainable_state,
-)
-from mgrpo.train.momentum import MomentumModel, ShardedMomentum
-from mgrpo.train.precision import Precision, copy_refresher, inference_copy, resolve_precision
-from mgrpo.train.presets import AlgorithmSpec, resolve_algorithm
-from mgrpo.train.prompts import VAL_SEED_OFFSET, PromptSet, build_prompt_set, load_records
-from mgrpo.train.step import NonFiniteLossError, StepBatch, StepModels, train_step
+from mgrpo.train.metrics_writer import MetricsWriter
+from mgrpo.train.setup import Run, TrainingError, build_run
+from mgrpo.train.step import NonFiniteLossError, StepBatch, train_step
 from mgrpo.train.trackers import Trackers  # W&B / MLflow (trainer.report_to), rank 0 only
 from mgrpo.train.validation import run_validation
 
-MASTER_FILE = "master.safetensors"  # fp32 master weights of a mixed-precision checkpoint
-
-# Config keys allowed to differ between the original run and a `--resume`.
-RESUME_MUTABLE = ("trainer.max_steps", "trainer.save_every", "trainer.eval_every",
-                  "trainer.progress", "trainer.keep_last", "trainer.threads", "trainer.stop_after",
-                  "distributed.timeout_s", "distributed.backend", "distributed.fsdp",
-                  "trainer.report_to")
-
-
-class TrainingError(RuntimeError):
-    """The run cannot continue (bad resume, repeated NaN losses, ...); message says why."""
+__all__ = ["Run", "TrainingError", "TrainingInterrupted", "build_run", "train"]
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -123,298 +92,6 @@ class _StopSignals:
         return TrainingInterrupted(f"stopped by {name} {what}; --resume continues", self.signum)
 
 
-# ------------------------------------------------------------------------------ schedule
-
-
-def lr_lambda(warmup_steps: int, total_steps: int, schedule: str, min_ratio: float):
-    """Multiplier of the base lr at scheduler step s (0-based): linear warmup over
-    `warmup_steps`, then cosine from 1 to `min_ratio` at `total_steps` (or constant)."""
-
-    def fn(s: int) -> float:
-        if warmup_steps > 0 and s < warmup_steps:
-            return (s + 1) / warmup_steps
-        if schedule == "constant":
-            return 1.0
-        span = max(total_steps - warmup_steps, 1)
-        progress = min(max(s - warmup_steps, 0) / span, 1.0)
-        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return fn
-
-
-# ------------------------------------------------------------------------------- metrics
-
-
-class MetricsLog:
-    """Appends one JSON line per step (fsynced) and mirrors scalars to TensorBoard. The
-    TensorBoard writer (an import and an event file, ~0.2 s) opens at the first write, so it
-    does not delay the first step."""
-
-    def __init__(self, run_dir: Path, tensorboard: bool = True) -> None:
-        self.path = run_dir / "metrics.jsonl"
-        self.tensorboard_dir = run_dir / "tensorboard" if tensorboard else None
-        self.writer = None
-
-    def _open_writer(self) -> None:
-        directory, self.tensorboard_dir = self.tensorboard_dir, None  # one attempt only
-        try:
-            # lazy, start-up: tensorboard only when a run logs to it
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(str(directory))
-        except ImportError:  # pragma: no cover - tensorboard is a dependency
-            warnings.warn("tensorboard not installed; skipping TensorBoard logs", stacklevel=2)
-
-    def truncate_after(self, step: int) -> None:
-        """Drop lines past `step` (a resumed run rewrites them)."""
-        if not self.path.exists():
-            return
-        keep = []
-        for line in self.path.read_text(encoding="utf-8").splitlines():
-            try:
-                if json.loads(line)["step"] <= step:
-                    keep.append(line)
-            except (ValueError, KeyError):
-                continue  # a partial last line from a killed run
-        tmp = self.path.with_suffix(".jsonl.tmp")  # atomic: a kill here must not lose lines
-        tmp.write_text("".join(x + "\n" for x in keep), encoding="utf-8")
-        os.replace(tmp, self.path)
-
-    def read(self) -> list[dict[str, Any]]:
-        """Complete lines written so far (a partial last line is ignored)."""
-        if not self.path.exists():
-            return []
-        out = []
-        for line in self.path.read_text(encoding="utf-8").splitlines():
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                continue
-        return out
-
-    def write(self, metrics: dict[str, Any]) -> None:
-        clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
-        faults.hit("metrics_write", self.path)
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(clean) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        if self.tensorboard_dir is not None:
-            self._open_writer()
-        if self.writer is not None:
-            for key, value in clean.items():
-                if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
-                    self.writer.add_scalar(key, value, metrics["step"])
-            self.writer.flush()
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-
-
-# --------------------------------------------------------------------------------- setup
-
-
-@dataclass
-class Run:
-    cfg: Config
-    spec: AlgorithmSpec
-    run_dir: Path
-    models: StepModels
-    train_set: PromptSet
-    val_records: list[PromptRecord]
-    alarm: Any
-    precision: Precision | None = None
-
-
-def _config_diff(a: dict, b: dict, prefix: str = "", defaults: dict | None = None) -> list[str]:
-    """Dotted keys whose values differ. A key missing from `a` (a run saved before the key
-    existed) does not count when `b` holds its default (`defaults`, same nesting)."""
-    out = []
-    for key in sorted(set(a) | set(b)):
-        dotted = f"{prefix}{key}"
-        va, vb = a.get(key), b.get(key)
-        default = (defaults or {}).get(key)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            out += _config_diff(va, vb, dotted + ".", default if isinstance(default, dict) else None)
-        elif key not in a and defaults is not None and key in defaults and vb == default:
-            continue
-        elif va != vb:
-            out.append(dotted)
-    return out
-
-
-def _prepare_run_dir(cfg: Config, run_dir: Path, resume: bool) -> None:
-    config_path = run_dir / "config.yaml"
-    if resume and not config_path.exists():
-        if run_dir.exists() and any(p.name != "tensorboard" for p in run_dir.iterdir()):
-            raise TrainingError(f"--resume: {run_dir} has no config.yaml (not a run directory)")
-        # killed before the run directory was set up: nothing to resume, start fresh
-        print(f"mgrpo: --resume: {run_dir} holds no run yet; starting a new one", file=sys.stderr)
-        resume = False
-    if resume:
-        # lazy, start-up: only (de)serialising a config needs yaml
-        import yaml
-
-        saved = yaml.safe_load(config_path.read_text(encoding="utf-8"))
-        try:  # keys added since the run started take their defaults
-            saved = config_to_dict(config_from_dict(saved))
-        except (ConfigError, TypeError):
-            pass  # compared as written: the differing keys are named below
-        diff = _config_diff(saved, config_to_dict(cfg), defaults=config_to_dict(Config()))
-        changed = [k for k in diff if k not in RESUME_MUTABLE]
-        if changed:
-            raise TrainingError(
-                f"--resume: the config differs from {config_path} in {', '.join(changed)}; "
-                f"only {', '.join(RESUME_MUTABLE)} may change on resume"
-            )
-    elif (run_dir / "metrics.jsonl").exists() or (run_dir / "checkpoints").exists():
-        raise TrainingError(
-            f"{run_dir} already holds a run; pass --resume to continue it or choose another -o"
-        )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = config_path.with_suffix(".yaml.tmp")
-    tmp.write_text(dump_config(cfg), encoding="utf-8")
-    os.replace(tmp, config_path)
-
-
-def _stop_token_ids(tokenizer: Any, model: Any) -> tuple[int, ...]:
-
-    ids = stop_token_ids(model, tokenizer)
-    if not ids:
-        raise TrainingError("the tokenizer defines no EOS token; rollouts would never stop")
-    return ids
-
-
-def build_run(cfg: Config, run_dir: Path, resume: bool = False) -> Run:
-    """Everything a run needs, in the order that keeps resume exact."""
-
-    spec = resolve_algorithm(cfg.algorithm)
-    dcfg = cfg.distributed
-    ctx = D.init_distributed(backend=dcfg.backend, timeout_s=dcfg.timeout_s, fsdp=dcfg.fsdp,
-                             device=cfg.model.device)
-    D.local_slice(ctx, cfg.trainer.prompts_per_step)  # whole prompt groups per rank, or a clear error
-    if ctx.fsdp and cfg.model.lora.r > 0:
-        raise TrainingError("model.lora.r > 0 with FSDP is not supported; LoRA states are small: "
-                            "use distributed.fsdp=false (replicated data parallel)")
-    problem, error = None, None
-    if ctx.is_main:  # rank 0 owns the run directory; the others learn its verdict
-        try:
-            _prepare_run_dir(cfg, run_dir, resume)
-        except Exception as exc:  # noqa: BLE001 - re-raised below, after telling the others
-            problem, error = f"{exc}", exc
-    problem = D.broadcast_object(ctx, problem, stage="run directory setup")
-    if error is not None:
-        raise error
-    if problem:
-        raise TrainingError(f"rank 0 could not set up {run_dir}: {problem}")
-    if cfg.trainer.threads:
-        torch.set_num_threads(cfg.trainer.threads)
-    torch.manual_seed(cfg.seed)
-    random.seed(cfg.seed)
-
-    try:
-        precision = resolve_precision(cfg, fsdp=ctx.fsdp)
-    except ValueError as exc:  # PrecisionError, or a device that does not exist here
-        raise TrainingError(str(exc)) from None
-    policy, tokenizer = load_model_and_tokenizer(  # FSDP: the fp32 master loads on the host
-        cfg.model.name, dtype=precision.load_dtype,
-        device="cpu" if ctx.fsdp else cfg.model.device, seed=cfg.seed,
-        tiny_hidden_size=cfg.model.tiny_hidden_size, tiny_layers=cfg.model.tiny_layers,
-    )
-    train_records = load_records(cfg.data, cfg.data.train, split="train", seed=cfg.seed)
-    if spec.needs_labels and any(r.answer is None for r in train_records):
-        raise TrainingError(
-            f"preset {spec.name!r} trains on ground truth: every row of {cfg.data.train} needs "
-            f"data.answer_field ({cfg.data.answer_field!r})"
-        )
-    train_set = build_prompt_set(train_records, tokenizer, cfg.data, seed=cfg.seed)
-    val_records: list[PromptRecord] = []
-    if cfg.validation.data:
-        val_records = load_records(cfg.data, cfg.validation.data, split="val",
-                                   seed=cfg.seed + VAL_SEED_OFFSET, dataset_split=cfg.validation.split)
-        val_records = val_records[: cfg.validation.limit]
-
-    reference, reference_scope, policy_full, after_update, lora_export = None, None, None, None, None
-    if cfg.model.lora.r > 0:  # adapters train; base shared by policy, momentum and reference
-
-        peft_model = apply_lora(policy, cfg.model.lora)
-        for p in policy.parameters():  # adapters: the master dtype (peft makes them fp32)
-            if p.requires_grad:
-                p.data = p.data.to(precision.master)
-        lora_export = LoraExport(policy, peft_model, cfg.model.lora.export)
-        if cfg.algorithm.kl_coef > 0:
-            reference, reference_scope = policy, peft_model.disable_adapter
-    elif cfg.algorithm.kl_coef > 0 and not ctx.fsdp:
-        reference = inference_copy(policy, precision.compute)
-    if cfg.model.gradient_checkpointing:
-        # non-reentrant: recomputation works whether or not the block inputs require grad
-        policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        if lora_export is not None:  # frozen embeddings: let checkpointed blocks see a grad input
-            policy.enable_input_require_grads()
-    train_autocast = None
-    if ctx.fsdp:  # shard policy + reference; unsharded generator copies for rollouts
-        sharded = D.shard_run_models(ctx, policy, gen_dtype=precision.compute,
-                                     with_reference=cfg.algorithm.kl_coef > 0,
-                                     with_momentum=spec.uses_momentum_model,
-                                     device=precision.device)
-        reference, policy_full = sharded.reference, sharded.policy_full
-        momentum = None
-        if sharded.momentum_generator is not None:
-            momentum = ShardedMomentum(policy, sharded.momentum_generator, ctx)
-        after_update = D.policy_refresher(ctx, policy, policy_full)
-    elif lora_export is not None:
-        momentum = LoraMomentum(policy) if spec.uses_momentum_model else None
-    elif precision.mixed:  # fp32 master trains; bf16 copies generate, score and refer
-        policy_full = inference_copy(policy, precision.compute)
-        after_update = copy_refresher(policy, policy_full)
-        train_autocast = precision.compute
-        momentum = (MomentumModel(policy, generator_dtype=precision.compute)
-                    if spec.uses_momentum_model else None)
-    else:
-        momentum = MomentumModel(policy) if spec.uses_momentum_model else None
-    trainable = [p for p in policy.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(
-        trainable, lr=cfg.optim.lr, betas=(cfg.optim.beta1, cfg.optim.beta2),
-        eps=cfg.optim.eps, weight_decay=cfg.optim.weight_decay,
-    )
-    warmup = int(cfg.optim.warmup_ratio * cfg.trainer.max_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lr_lambda(warmup, cfg.trainer.max_steps, cfg.optim.schedule, cfg.optim.min_lr_ratio),
-    )
-    pad = tokenizer.pad_token_id
-    momentum_engine = None
-    if momentum is not None:
-        momentum_engine = make_engine(cfg.model.engine, momentum.generator, pad_token_id=pad,
-                                      kv_cache_gb=cfg.generation.kv_cache_gb)
-        if lora_export is not None:  # same model, momentum adapters swapped in per call
-
-            momentum_engine = ScopedEngine(momentum_engine, momentum.swapped_in)
-    models = StepModels(
-        policy=policy,
-        policy_engine=make_engine(cfg.model.engine, policy_full or policy, pad_token_id=pad,
-                                  kv_cache_gb=cfg.generation.kv_cache_gb),
-        momentum=momentum,
-        momentum_engine=momentum_engine,
-        reference=reference,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        checker=AnswerChecker(),
-        tokenizer=tokenizer,
-        stop_token_ids=_stop_token_ids(tokenizer, policy),
-        dist=ctx,
-        policy_full=policy_full,
-        reference_scope=reference_scope,
-        after_update=after_update,
-        lora_export=lora_export,
-        train_autocast=train_autocast,
-    )
-    faults.install(models)  # no-op unless MGRPO_FAULT is set (reliability tests)
-    return Run(cfg, spec, run_dir, models, train_set, val_records,
-               CollapseAlarm(cfg.diagnostics.alarm), precision)
-
-
 def _restore(run: Run, ckpt: Path) -> dict[str, Any]:
     """Load policy/momentum/optimizer/scheduler/RNG from a verified checkpoint."""
     models = run.models
@@ -422,7 +99,7 @@ def _restore(run: Run, ckpt: Path) -> dict[str, Any]:
         D.load_sharded(models.dist, ckpt, models.policy, models.optimizer, models.momentum)
         models.after_update()  # refresh the generator copy
     else:
-        _restore_replicated(models, ckpt)
+        _restore_replicated(run, ckpt)
     state = read_json(ckpt / "trainer_state.json")
     sched = dict(state["scheduler"])
     sched["lr_lambdas"] = [None] * len(models.optimizer.param_groups)
@@ -432,32 +109,12 @@ def _restore(run: Run, ckpt: Path) -> dict[str, Any]:
     return state
 
 
-def _restore_replicated(models: StepModels, ckpt: Path) -> None:
-    # lazy, start-up: safetensors only for checkpoint I/O
-    from safetensors.torch import load_file
-
-    if models.lora_export is not None:  # base from model.name; adapters from the checkpoint
-
-        load_trainable_state(models.policy, load_tensors(ckpt / "lora.safetensors"), ckpt)
-    elif (ckpt / MASTER_FILE).is_file():  # mixed precision: the fp32 master, then its copy
-        master = load_tensors(ckpt / MASTER_FILE)
-        names = [n for n, _ in models.policy.named_parameters()]
-        if sorted(master) != sorted(names):
-            raise TrainingError(f"{ckpt / MASTER_FILE}: master weights do not match the model "
-                                f"(missing {sorted(set(names) - set(master))[:3]}, "
-                                f"unexpected {sorted(set(master) - set(names))[:3]})")
-        with torch.no_grad():
-            for name, p in models.policy.named_parameters():
-                p.copy_(master[name].to(p.dtype))
-    else:
-        weights = {}
-        for shard in sorted(ckpt.glob("model*.safetensors")):
-            weights.update(load_file(str(shard)))
-        missing, unexpected = models.policy.load_state_dict(weights, strict=False)
-        tied = {k for k in missing if "lm_head" in k and getattr(models.policy.config, "tie_word_embeddings", False)}
-        if set(missing) - tied or unexpected:
-            raise TrainingError(f"{ckpt}: policy weights do not match the model "
-                                f"(missing {sorted(set(missing) - tied)[:3]}, unexpected {unexpected[:3]})")
+def _restore_replicated(run: Run, ckpt: Path) -> None:
+    models = run.models
+    try:
+        run.layout.load_weights(models.policy, ckpt)
+    except ValueError as exc:  # the checkpoint does not fit this model
+        raise TrainingError(str(exc)) from None
     if models.after_update is not None:  # mixed precision: the bf16 copy from the master
         models.after_update()
     if models.momentum is not None:
@@ -495,15 +152,8 @@ def _save(run: Run, step: int, extra: dict[str, Any]) -> Path:
     root = run.run_dir / "checkpoints"
     sched = {k: v for k, v in models.scheduler.state_dict().items() if k != "lr_lambdas"}
     state = {"step": step, "scheduler": sched, "python_rng": random.getstate(), **extra}
-    extra_tensors = {"rng.safetensors": {"torch": torch.get_rng_state()}}
-    lora_export = models.lora_export
-    if lora_export is not None:
-
-        extra_tensors["lora.safetensors"] = trainable_state(models.policy)
-    mixed = run.precision is not None and run.precision.mixed
-    if mixed:  # the HF directory holds the bf16 copy (= master cast); resume reads the master
-        extra_tensors[MASTER_FILE] = {n: p.detach().cpu().contiguous()
-                                      for n, p in models.policy.named_parameters()}
+    extra_tensors = {"rng.safetensors": {"torch": torch.get_rng_state()},
+                     **run.layout.checkpoint_tensors(models.policy)}
     if run.precision is not None:
         state["precision"] = run.precision.describe()
     tmp = None
@@ -516,7 +166,7 @@ def _save(run: Run, step: int, extra: dict[str, Any]) -> Path:
         path = save_checkpoint(
             root,
             step,
-            model=models.policy_full if (ctx.fsdp or mixed) else (lora_export or models.policy),
+            model=run.layout.export_model(models.policy),
             tokenizer=models.tokenizer,
             optimizer=None if ctx.fsdp else models.optimizer,
             trainer_state=state,
@@ -547,7 +197,7 @@ def _train(cfg: Config, run_dir: str | Path, *, resume: bool, signals: _StopSign
     run_dir = Path(run_dir)
     run = build_run(cfg, run_dir, resume)
     ctx = run.models.dist  # rank 0 writes metrics, TensorBoard and checkpoints
-    log = MetricsLog(run_dir, tensorboard=ctx.is_main and "tensorboard" in cfg.trainer.report_to)
+    log = MetricsWriter(run_dir, tensorboard=ctx.is_main and "tensorboard" in cfg.trainer.report_to)
     start, bad_steps = 0, 0
     summary: dict[str, Any] = {}
     if resume:

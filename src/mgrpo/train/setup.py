@@ -1,0 +1,261 @@
+"""Setting up a run: the run directory, the data, and the three models with their engines.
+
+`build_run(cfg, run_dir, resume)` reads as the order that keeps `--resume` exact:
+process group -> run directory (rank 0; resume checks the config) -> seeds -> precision ->
+load the policy -> load the data -> pick the model layout (`mgrpo.train.layouts`) -> the
+layout adapts the policy (LoRA: adapters in) -> gradient checkpointing -> the layout builds
+the momentum model, the reference and the generator copies -> optimizer and schedule ->
+engines.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mgrpo.answers import AnswerChecker
+from mgrpo.config import Config, ConfigError, config_from_dict, config_to_dict, dump_config
+from mgrpo.data.datasets import PromptRecord
+from mgrpo.models.loading import load_model_and_tokenizer
+from mgrpo.parallel import distributed as D
+from mgrpo.rollout import make_engine
+from mgrpo.rollout.base import stop_token_ids
+from mgrpo.train import faults
+from mgrpo.train.alarm import CollapseAlarm
+from mgrpo.train.layouts import ModelLayout, pick_layout
+from mgrpo.train.precision import Precision, resolve_precision
+from mgrpo.train.presets import AlgorithmSpec, resolve_algorithm
+from mgrpo.train.prompts import VAL_SEED_OFFSET, PromptSet, build_prompt_set, load_records
+from mgrpo.train.step import StepModels
+
+# Config keys allowed to differ between the original run and a `--resume`.
+RESUME_MUTABLE = ("trainer.max_steps", "trainer.save_every", "trainer.eval_every",
+                  "trainer.progress", "trainer.keep_last", "trainer.threads", "trainer.stop_after",
+                  "distributed.timeout_s", "distributed.backend", "distributed.fsdp",
+                  "trainer.report_to")
+
+
+class TrainingError(RuntimeError):
+    """The run cannot continue (bad resume, repeated NaN losses, ...); message says why."""
+
+
+@dataclass
+class Run:
+    """What the loop works on: the config, the algorithm, the models and the data."""
+
+    cfg: Config
+    spec: AlgorithmSpec
+    run_dir: Path
+    models: StepModels
+    train_set: PromptSet
+    val_records: list[PromptRecord]
+    alarm: Any
+    precision: Precision
+    layout: ModelLayout
+
+
+def lr_lambda(warmup_steps: int, total_steps: int, schedule: str, min_ratio: float):
+    """Multiplier of the base lr at scheduler step s (0-based): linear warmup over
+    `warmup_steps`, then cosine from 1 to `min_ratio` at `total_steps` (or constant)."""
+
+    def fn(s: int) -> float:
+        if warmup_steps > 0 and s < warmup_steps:
+            return (s + 1) / warmup_steps
+        if schedule == "constant":
+            return 1.0
+        span = max(total_steps - warmup_steps, 1)
+        progress = min(max(s - warmup_steps, 0) / span, 1.0)
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return fn
+
+
+def build_run(cfg: Config, run_dir: Path, resume: bool = False) -> Run:
+    """Everything a run needs, in the order that keeps resume exact."""
+
+    spec = resolve_algorithm(cfg.algorithm)
+    ctx = _init_distributed(cfg)
+    _prepare_run_dir_on_rank0(ctx, cfg, run_dir, resume)
+    if cfg.trainer.threads:
+        torch.set_num_threads(cfg.trainer.threads)
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+
+    try:
+        precision = resolve_precision(cfg, fsdp=ctx.fsdp)
+    except ValueError as exc:  # PrecisionError, or a device that does not exist here
+        raise TrainingError(str(exc)) from None
+    policy, tokenizer = load_model_and_tokenizer(  # FSDP: the fp32 master loads on the host
+        cfg.model.name, dtype=precision.load_dtype,
+        device="cpu" if ctx.fsdp else cfg.model.device, seed=cfg.seed,
+        tiny_hidden_size=cfg.model.tiny_hidden_size, tiny_layers=cfg.model.tiny_layers,
+    )
+    train_set, val_records = _load_data(cfg, spec, tokenizer)
+
+    layout = pick_layout(cfg, precision, ctx, with_momentum=spec.uses_momentum_model)
+    layout.adapt(policy)
+    if cfg.model.gradient_checkpointing:
+        # non-reentrant: recomputation works whether or not the block inputs require grad
+        policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if layout.frozen_embeddings:  # checkpointed blocks need an input that requires grad
+            policy.enable_input_require_grads()
+    roles = layout.build(policy)
+    optimizer, scheduler = _optimizer(cfg, policy)
+
+    def engine(model: torch.nn.Module) -> Any:
+        return make_engine(cfg.model.engine, model, pad_token_id=tokenizer.pad_token_id,
+                           kv_cache_gb=cfg.generation.kv_cache_gb)
+
+    momentum = roles.momentum
+    momentum_engine = None
+    if momentum is not None:
+        momentum_engine = layout.momentum_engine(engine(momentum.generator))
+    models = StepModels(
+        policy=policy,
+        policy_engine=engine(roles.policy_full or policy),
+        momentum=momentum,
+        momentum_engine=momentum_engine,
+        reference=roles.reference,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        checker=AnswerChecker(),
+        tokenizer=tokenizer,
+        stop_token_ids=_stop_token_ids(tokenizer, policy),
+        dist=ctx,
+        policy_full=roles.policy_full,
+        reference_scope=roles.reference_scope,
+        after_update=roles.after_update,
+        lora_export=roles.lora_export,
+        train_autocast=roles.train_autocast,
+    )
+    faults.install(models)  # no-op unless MGRPO_FAULT is set (reliability tests)
+    return Run(cfg, spec, run_dir, models, train_set, val_records, CollapseAlarm(cfg.diagnostics.alarm), precision,
+               layout)
+
+
+def _optimizer(cfg: Config, policy: torch.nn.Module) -> tuple[torch.optim.Optimizer, Any]:
+    """AdamW over the trainable parameters (LoRA: the adapters) and its lr schedule."""
+    trainable = [p for p in policy.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        trainable, lr=cfg.optim.lr, betas=(cfg.optim.beta1, cfg.optim.beta2),
+        eps=cfg.optim.eps, weight_decay=cfg.optim.weight_decay,
+    )
+    warmup = int(cfg.optim.warmup_ratio * cfg.trainer.max_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lr_lambda(warmup, cfg.trainer.max_steps, cfg.optim.schedule, cfg.optim.min_lr_ratio),
+    )
+    return optimizer, scheduler
+
+
+def _init_distributed(cfg: Config) -> D.DistContext:
+    """The process group (or the single-process context), with the checks that need it."""
+    dcfg = cfg.distributed
+    ctx = D.init_distributed(backend=dcfg.backend, timeout_s=dcfg.timeout_s, fsdp=dcfg.fsdp,
+                             device=cfg.model.device)
+    D.local_slice(ctx, cfg.trainer.prompts_per_step)  # whole prompt groups per rank, or a clear error
+    if ctx.fsdp and cfg.model.lora.r > 0:
+        raise TrainingError("model.lora.r > 0 with FSDP is not supported; LoRA states are small: "
+                            "use distributed.fsdp=false (replicated data parallel)")
+    return ctx
+
+
+def _prepare_run_dir_on_rank0(ctx: D.DistContext, cfg: Config, run_dir: Path,
+                              resume: bool) -> None:
+    """Rank 0 owns the run directory; the others learn its verdict (and raise too)."""
+    problem, error = None, None
+    if ctx.is_main:
+        try:
+            _prepare_run_dir(cfg, run_dir, resume)
+        except Exception as exc:  # noqa: BLE001 - re-raised below, after telling the others
+            problem, error = f"{exc}", exc
+    problem = D.broadcast_object(ctx, problem, stage="run directory setup")
+    if error is not None:
+        raise error
+    if problem:
+        raise TrainingError(f"rank 0 could not set up {run_dir}: {problem}")
+
+
+def _load_data(cfg: Config, spec: AlgorithmSpec,
+               tokenizer: Any) -> tuple[PromptSet, list[PromptRecord]]:
+    """The training prompt set and the validation records (empty without validation.data)."""
+    train_records = load_records(cfg.data, cfg.data.train, split="train", seed=cfg.seed)
+    if spec.needs_labels and any(r.answer is None for r in train_records):
+        raise TrainingError(
+            f"preset {spec.name!r} trains on ground truth: every row of {cfg.data.train} needs "
+            f"data.answer_field ({cfg.data.answer_field!r})"
+        )
+    train_set = build_prompt_set(train_records, tokenizer, cfg.data, seed=cfg.seed)
+    val_records: list[PromptRecord] = []
+    if cfg.validation.data:
+        val_records = load_records(cfg.data, cfg.validation.data, split="val",
+                                   seed=cfg.seed + VAL_SEED_OFFSET, dataset_split=cfg.validation.split)
+        val_records = val_records[: cfg.validation.limit]
+    return train_set, val_records
+
+
+def _config_diff(a: dict, b: dict, prefix: str = "", defaults: dict | None = None) -> list[str]:
+    """Dotted keys whose values differ. A key missing from `a` (a run saved before the key
+    existed) does not count when `b` holds its default (`defaults`, same nesting)."""
+    out = []
+    for key in sorted(set(a) | set(b)):
+        dotted = f"{prefix}{key}"
+        va, vb = a.get(key), b.get(key)
+        default = (defaults or {}).get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += _config_diff(va, vb, dotted + ".", default if isinstance(default, dict) else None)
+        elif key not in a and defaults is not None and key in defaults and vb == default:
+            continue
+        elif va != vb:
+            out.append(dotted)
+    return out
+
+
+def _prepare_run_dir(cfg: Config, run_dir: Path, resume: bool) -> None:
+    config_path = run_dir / "config.yaml"
+    if resume and not config_path.exists():
+        if run_dir.exists() and any(p.name != "tensorboard" for p in run_dir.iterdir()):
+            raise TrainingError(f"--resume: {run_dir} has no config.yaml (not a run directory)")
+        # killed before the run directory was set up: nothing to resume, start fresh
+        print(f"mgrpo: --resume: {run_dir} holds no run yet; starting a new one", file=sys.stderr)
+        resume = False
+    if resume:
+        # lazy, start-up: only (de)serialising a config needs yaml
+        import yaml
+
+        saved = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+        try:  # keys added since the run started take their defaults
+            saved = config_to_dict(config_from_dict(saved))
+        except (ConfigError, TypeError):
+            pass  # compared as written: the differing keys are named below
+        diff = _config_diff(saved, config_to_dict(cfg), defaults=config_to_dict(Config()))
+        changed = [k for k in diff if k not in RESUME_MUTABLE]
+        if changed:
+            raise TrainingError(
+                f"--resume: the config differs from {config_path} in {', '.join(changed)}; "
+                f"only {', '.join(RESUME_MUTABLE)} may change on resume"
+            )
+    elif (run_dir / "metrics.jsonl").exists() or (run_dir / "checkpoints").exists():
+        raise TrainingError(
+            f"{run_dir} already holds a run; pass --resume to continue it or choose another -o"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = config_path.with_suffix(".yaml.tmp")
+    tmp.write_text(dump_config(cfg), encoding="utf-8")
+    os.replace(tmp, config_path)
+
+
+def _stop_token_ids(tokenizer: Any, model: Any) -> tuple[int, ...]:
+
+    ids = stop_token_ids(model, tokenizer)
+    if not ids:
+        raise TrainingError("the tokenizer defines no EOS token; rollouts would never stop")
+    return ids
+
