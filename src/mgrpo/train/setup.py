@@ -136,8 +136,8 @@ def build_run(cfg: Config, run_dir: Path, resume: bool = False) -> Run:
         train_autocast=roles.train_autocast,
     )
     faults.install(models)  # no-op unless MGRPO_FAULT is set (reliability tests)
-    return Run(cfg, spec, run_dir, models, train_set, val_records, CollapseAlarm(cfg.diagnostics.alarm), precision,
-               layout)
+    alarm = CollapseAlarm(cfg.diagnostics.alarm)
+    return Run(cfg, spec, run_dir, models, train_set, val_records, alarm, precision, layout)
 
 
 def _optimizer(cfg: Config, policy: torch.nn.Module) -> tuple[torch.optim.Optimizer, Any]:
