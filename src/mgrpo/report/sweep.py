@@ -1,6 +1,6 @@
 """The sweep engine of `mgrpo compare`: arms, the run plan, and running it (resumably,
 several jobs side by side). The command, the tables and the report are in
-:mod:`mgrpo.compare`, whose docstring describes the behaviour."""
+:mod:`mgrpo.report.compare`, whose docstring describes the behaviour."""
 
 from __future__ import annotations
 
