@@ -144,6 +144,7 @@ class ArmSummary:
     end_vote_share: Stat
     collapse_steps: list[int | None]
     alarm_steps: list[int | None]
+    change: Stat = field(default_factory=Stat)  # final - step-0 validation accuracy, per run
     start_label_acc: Stat = field(default_factory=Stat)
     end_label_acc: Stat = field(default_factory=Stat)
     dropped: Stat = field(default_factory=Stat)
@@ -162,7 +163,7 @@ class ArmSummary:
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"arm": self.arm, "seeds": self.seeds, "steps": self.steps}
         for name in ("best_val", "best_val_step", "start_val", "final_val", "end_entropy",
-                     "end_reward", "end_vote_share", "start_label_acc", "end_label_acc",
+                     "end_reward", "end_vote_share", "change", "start_label_acc", "end_label_acc",
                      "dropped", "policy_drift", "momentum_drift", "drift_ratio"):
             stat: Stat = getattr(self, name)
             out[name] = {"mean": stat.mean, "std": stat.std, "values": stat.values}
@@ -194,6 +195,7 @@ def summarize_arm(
             s.final_val.values.append(float(v_vals[-1]))
             if v_steps[0] == 0:
                 s.start_val.values.append(float(v_vals[0]))
+                s.change.values.append(float(v_vals[-1] - v_vals[0]))
         for stat, key in ((s.end_entropy, ENTROPY_KEY), (s.end_reward, REWARD_KEY),
                           (s.end_vote_share, VOTE_KEY)):
             value = _end_mean(log, key)
@@ -246,7 +248,7 @@ def arm_table(arms: Sequence[ArmSummary]) -> Table:
     """Rows arms; accuracies in %, mean ± std over seeds."""
     headers = [
         "arm", "seeds", "val acc step 0 (%)", "best val acc (%)", "final val acc (%)",
-        "collapsed", "collapse step", "entropy at end", "reward at end", "vote share at end",
+        "final - step 0 (points)", "collapsed", "collapse step", "entropy at end", "reward at end", "vote share at end",
         "alarm fired",
     ]
     rows = []
@@ -258,6 +260,7 @@ def arm_table(arms: Sequence[ArmSummary]) -> Table:
             a.start_val.fmt(100.0),
             a.best_val.fmt(100.0),
             a.final_val.fmt(100.0),
+            a.change.fmt(100.0),
             f"{a.collapsed}/{n}",
             _steps_cell(a.collapse_steps),
             a.end_entropy.fmt(1.0, 4),
