@@ -244,7 +244,7 @@ def write_aggregate(
         f"## Per arm, over seeds (mean ± std; collapsed = val accuracy >= {100 * drop:g} points "
         "below its best and staying there, with reward up)\n\n"
         + arm_table(arms).to_markdown()
-        + "\n## What the vote did (mean ± std over seeds; drift at the final checkpoint)\n\n"
+        + "\n## What the vote did (first -> last 10 steps, mean over seeds; IQR and drift: mean ± std)\n\n"
         + mechanism_table(arms).to_markdown()
         + "\n## Per run\n\n"
         + seed_table(arms).to_markdown()

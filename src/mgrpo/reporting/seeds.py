@@ -145,6 +145,8 @@ class ArmSummary:
     collapse_steps: list[int | None]
     alarm_steps: list[int | None]
     change: Stat = field(default_factory=Stat)  # final - step-0 validation accuracy, per run
+    start_reward: Stat = field(default_factory=Stat)
+    start_entropy: Stat = field(default_factory=Stat)
     start_label_acc: Stat = field(default_factory=Stat)
     end_label_acc: Stat = field(default_factory=Stat)
     dropped: Stat = field(default_factory=Stat)
@@ -163,7 +165,8 @@ class ArmSummary:
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"arm": self.arm, "seeds": self.seeds, "steps": self.steps}
         for name in ("best_val", "best_val_step", "start_val", "final_val", "end_entropy",
-                     "end_reward", "end_vote_share", "change", "start_label_acc", "end_label_acc",
+                     "end_reward", "end_vote_share", "change", "start_reward", "start_entropy",
+                     "start_label_acc", "end_label_acc",
                      "dropped", "policy_drift", "momentum_drift", "drift_ratio"):
             stat: Stat = getattr(self, name)
             out[name] = {"mean": stat.mean, "std": stat.std, "values": stat.values}
@@ -204,8 +207,11 @@ def summarize_arm(
         s.collapse_steps.append(collapse_step(log, drop))
         fired = [r["step"] for r in log.records if r.get(ALARM_KEY) in (1, True)]
         s.alarm_steps.append(int(fired[0]) if fired else None)
-        for stat, start in ((s.start_label_acc, True), (s.end_label_acc, False)):
-            value = _end_mean(log, LABEL_KEY, start=start)
+        for stat, key, start in ((s.start_label_acc, LABEL_KEY, True),
+                                 (s.end_label_acc, LABEL_KEY, False),
+                                 (s.start_reward, REWARD_KEY, True),
+                                 (s.start_entropy, ENTROPY_KEY, True)):
+            value = _end_mean(log, key, start=start)
             if value is not None:
                 stat.values.append(value)
         _, dropped = log.series(DROPPED_KEY)
@@ -220,15 +226,23 @@ def summarize_arm(
 
 
 def mechanism_table(arms: Sequence[ArmSummary]) -> Table:
-    """What the vote did: pseudo-label accuracy (majority-vote label vs the hidden answer) over
-    the first and the last ``END_WINDOW`` steps, the mean fraction of rollouts the IQR filter
-    dropped, and for arms with a momentum model the L2 distance of policy and momentum model
-    from the initial weights at the final checkpoint and their ratio (mean ± std over seeds)."""
-    headers = ["arm", "pseudo-label acc, first 10 steps", "pseudo-label acc, last 10 steps",
-               "IQR-dropped fraction", "||policy - init||", "||momentum - init||",
-               "momentum / policy"]
+    """What the vote did, first ``END_WINDOW`` steps -> last ``END_WINDOW`` steps (mean over
+    seeds): training reward, policy entropy, pseudo-label accuracy (majority-vote label vs the
+    hidden answer); the mean fraction of rollouts the IQR filter dropped; and for arms with a
+    momentum model the L2 distance of policy and momentum model from the initial weights at
+    the final checkpoint and their ratio (mean ± std over seeds)."""
+    headers = ["arm", "reward", "entropy", "pseudo-label acc (%)", "IQR-dropped fraction",
+               "||policy - init||", "||momentum - init||", "momentum / policy"]
+
+    def arrow(a: Stat, b: Stat, scale: float, digits: int) -> str:
+        if a.mean is None or b.mean is None:
+            return MISSING
+        return f"{scale * a.mean:.{digits}f} -> {scale * b.mean:.{digits}f}"
+
     rows = [
-        [a.arm, a.start_label_acc.fmt(100.0), a.end_label_acc.fmt(100.0),
+        [a.arm, arrow(a.start_reward, a.end_reward, 1.0, 2),
+         arrow(a.start_entropy, a.end_entropy, 1.0, 3),
+         arrow(a.start_label_acc, a.end_label_acc, 100.0, 1),
          a.dropped.fmt(1.0, 3), a.policy_drift.fmt(1.0, 3), a.momentum_drift.fmt(1.0, 3),
          a.drift_ratio.fmt(1.0, 2)]
         for a in arms
