@@ -145,6 +145,7 @@ class ArmSummary:
     collapse_steps: list[int | None]
     alarm_steps: list[int | None]
     change: Stat = field(default_factory=Stat)  # final - step-0 validation accuracy, per run
+    final_by_seed: dict[int, float] = field(default_factory=dict)
     start_reward: Stat = field(default_factory=Stat)
     start_entropy: Stat = field(default_factory=Stat)
     start_label_acc: Stat = field(default_factory=Stat)
@@ -196,6 +197,8 @@ def summarize_arm(
             s.best_val.values.append(float(v_vals[i]))
             s.best_val_step.values.append(float(v_steps[i]))
             s.final_val.values.append(float(v_vals[-1]))
+            if isinstance(seed, int):
+                s.final_by_seed[seed] = float(v_vals[-1])
             if v_steps[0] == 0:
                 s.start_val.values.append(float(v_vals[0]))
                 s.change.values.append(float(v_vals[-1] - v_vals[0]))
@@ -247,6 +250,25 @@ def mechanism_table(arms: Sequence[ArmSummary]) -> Table:
          a.drift_ratio.fmt(1.0, 2)]
         for a in arms
     ]
+    return Table(headers, rows)
+
+
+def paired_table(arms: Sequence[ArmSummary]) -> Table | None:
+    """Each arm's final validation accuracy minus the first arm's, seed by seed (the seeds
+    share the untrained policy's sampling and data order, so the pairing removes the spread
+    of the starting points): mean ± std of the differences in points, and on how many seeds
+    the arm ended higher. None with fewer than two arms."""
+    if len(arms) < 2:
+        return None
+    ref = arms[0]
+    headers = ["arm", f"final val acc minus {ref.arm}'s, same seed (points)",
+               f"seeds above {ref.arm}"]
+    rows = []
+    for a in arms[1:]:
+        common = sorted(set(a.final_by_seed) & set(ref.final_by_seed))
+        diff = Stat([100.0 * (a.final_by_seed[k] - ref.final_by_seed[k]) for k in common])
+        above = sum(d > 0 for d in diff.values)
+        rows.append([a.arm, diff.fmt(), f"{above}/{len(common)}"])
     return Table(headers, rows)
 
 
