@@ -4,9 +4,10 @@
 set -e
 R="mgrpo compare lab-collapse --seeds 0-4 -o docs/lab-study/runs --report-only --no-html"
 $R --presets srt,ttrl,m-grpo --report-to docs/lab-study/core
-$R --presets srt,m-grpo \
+$R --presets m-grpo \
   --arm m-grpo-no-iqr=m-grpo:algorithm.iqr_k=null \
   --arm m-grpo-no-momentum=m-grpo:algorithm.momentum_rollouts=0 \
+  --arm srt=srt \
   --report-to docs/lab-study/ablations
 $R --presets m-grpo \
   --arm m-grpo-m0.9=m-grpo:algorithm.momentum=0.9 \
@@ -21,4 +22,6 @@ $R --presets srt \
   --arm srt-G32=srt:algorithm.rollouts=32 \
   --report-to docs/lab-study/rollouts
 mgrpo compare demo --presets srt,m-grpo --seeds 0-4 -o docs/lab-study/demo-seeds \
+  --report-only --no-html
+mgrpo compare demo --presets srt,m-grpo --seeds 0-4 -o docs/lab-study/long \
   --report-only --no-html

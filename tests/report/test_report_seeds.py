@@ -18,6 +18,7 @@ from mgrpo.report.seeds import (
     arm_table,
     band_series,
     collapse_step,
+    paired_table,
     summarize_arm,
 )
 from mgrpo.report.sweep import Launch, parse_arm, plan_runs, run_sweep, train_command
@@ -80,9 +81,17 @@ def test_summarize_arm_mean_std_and_step0_best(tmp_path):
     assert arm.final_val.std == pytest.approx(statistics.stdev([0.40, 0.60, 0.50]))
     assert arm.collapse_steps == [20, None, 10] and arm.collapsed == 2
     assert arm.end_entropy.mean == pytest.approx(0.05)
+    # another arm on seeds 0 and 1 ending at 0.45 and 0.70: +5 and +10 points over srt
+    others = [
+        load_run(run_dir(tmp_path, f"o{i}", rows({0: 0.6, 40: final}, RISING), seed=i))
+        for i, final in enumerate([0.45, 0.70])
+    ]
+    other = summarize_arm("m-grpo", others)
+    assert paired_table([arm]) is None
+    assert paired_table([arm, other]).rows == [["m-grpo", "7.5 ± 3.5", "2/2"]]
     row = arm_table([arm]).rows[0]
-    assert row[:6] == ["srt", "3", "60.0 ± 2.0", "61.3 ± 1.2", "50.0 ± 10.0", "2/3"]
-    assert row[6] == "15 ± 7"  # mean ± std of the collapse steps of the collapsed seeds
+    assert row[:7] == ["srt", "3", "60.0 ± 2.0", "61.3 ± 1.2", "50.0 ± 10.0", "-10.0 ± 11.1", "2/3"]
+    assert row[7] == "15 ± 7"  # mean ± std of the collapse steps of the collapsed seeds
 
 
 def test_band_series_aligns_seeds_on_common_steps(tmp_path):
@@ -188,7 +197,7 @@ def test_report_only_aggregates_without_training(tmp_path, capsys):
     assert run(args, runner=never) == 0
     assert "left out: srt-s2" in capsys.readouterr().err
     summary = (tmp_path / "agg" / "summary.md").read_text()
-    assert "| srt | 2 | 50.0 ± 0.0 | 50.0 ± 0.0 | 45.0 ± 7.1 |" in summary
+    assert "| srt | 2 | 50.0 ± 0.0 | 50.0 ± 0.0 | 45.0 ± 7.1 | -5.0 ± 7.1 |" in summary
     assert (tmp_path / "agg" / "plots" / "val_accuracy.png").is_file()
 
 

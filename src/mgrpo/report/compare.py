@@ -55,6 +55,7 @@ from mgrpo.report.runs import load_run, load_runs
 from mgrpo.report.seeds import (
     arm_table,
     mechanism_table,
+    paired_table,
     plot_bands,
     seed_table,
     summarize_arm,
@@ -177,11 +178,14 @@ def write_aggregate(
     table = scaling_table(list(done), {d: spec_of[Path(d)].arm_name for d in done})
     scaling = "## Scaling (rows: arm x G)\n\n" + table.to_markdown()
     (out_dir / SCALING_FILE).write_text(scaling, encoding="utf-8")
+    paired = paired_table(arms)
     summary = (
         f"## Per arm, over seeds (mean ± std; collapsed = val accuracy >= {100 * drop:g} points "
         "below its best and staying there, with reward up)\n\n"
         + arm_table(arms).to_markdown()
-        + "\n## What the vote did (mean ± std over seeds; drift at the final checkpoint)\n\n"
+        + (f"\n## Paired by seed, against {arms[0].arm}\n\n" + paired.to_markdown()
+           if paired is not None else "")
+        + "\n## What the vote did (first -> last 10 steps, mean over seeds; IQR and drift: mean ± std)\n\n"
         + mechanism_table(arms).to_markdown()
         + "\n## Per run\n\n"
         + seed_table(arms).to_markdown()

@@ -145,6 +145,10 @@ class ArmSummary:
     end_vote_share: Stat
     collapse_steps: list[int | None]
     alarm_steps: list[int | None]
+    change: Stat = field(default_factory=Stat)  # final - step-0 validation accuracy, per run
+    final_by_seed: dict[int, float] = field(default_factory=dict)
+    start_reward: Stat = field(default_factory=Stat)
+    start_entropy: Stat = field(default_factory=Stat)
     start_label_acc: Stat = field(default_factory=Stat)
     end_label_acc: Stat = field(default_factory=Stat)
     dropped: Stat = field(default_factory=Stat)
@@ -163,7 +167,8 @@ class ArmSummary:
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"arm": self.arm, "seeds": self.seeds, "steps": self.steps}
         for name in ("best_val", "best_val_step", "start_val", "final_val", "end_entropy",
-                     "end_reward", "end_vote_share", "start_label_acc", "end_label_acc",
+                     "end_reward", "end_vote_share", "change", "start_reward", "start_entropy",
+                     "start_label_acc", "end_label_acc",
                      "dropped", "policy_drift", "momentum_drift", "drift_ratio"):
             stat: Stat = getattr(self, name)
             out[name] = {"mean": stat.mean, "std": stat.std, "values": stat.values}
@@ -193,8 +198,11 @@ def summarize_arm(
             s.best_val.values.append(float(v_vals[i]))
             s.best_val_step.values.append(float(v_steps[i]))
             s.final_val.values.append(float(v_vals[-1]))
+            if isinstance(seed, int):
+                s.final_by_seed[seed] = float(v_vals[-1])
             if v_steps[0] == 0:
                 s.start_val.values.append(float(v_vals[0]))
+                s.change.values.append(float(v_vals[-1] - v_vals[0]))
         for stat, key in ((s.end_entropy, ENTROPY_KEY), (s.end_reward, REWARD_KEY),
                           (s.end_vote_share, VOTE_KEY)):
             value = _end_mean(log, key)
@@ -203,8 +211,11 @@ def summarize_arm(
         s.collapse_steps.append(collapse_step(log, drop))
         fired = [r["step"] for r in log.records if r.get(ALARM_KEY) in (1, True)]
         s.alarm_steps.append(int(fired[0]) if fired else None)
-        for stat, start in ((s.start_label_acc, True), (s.end_label_acc, False)):
-            value = _end_mean(log, LABEL_KEY, start=start)
+        for stat, key, start in ((s.start_label_acc, LABEL_KEY, True),
+                                 (s.end_label_acc, LABEL_KEY, False),
+                                 (s.start_reward, REWARD_KEY, True),
+                                 (s.start_entropy, ENTROPY_KEY, True)):
+            value = _end_mean(log, key, start=start)
             if value is not None:
                 stat.values.append(value)
         _, dropped = log.series(DROPPED_KEY)
@@ -219,19 +230,46 @@ def summarize_arm(
 
 
 def mechanism_table(arms: Sequence[ArmSummary]) -> Table:
-    """What the vote did: pseudo-label accuracy (majority-vote label vs the hidden answer) over
-    the first and the last ``END_WINDOW`` steps, the mean fraction of rollouts the IQR filter
-    dropped, and for arms with a momentum model the L2 distance of policy and momentum model
-    from the initial weights at the final checkpoint and their ratio (mean ± std over seeds)."""
-    headers = ["arm", "pseudo-label acc, first 10 steps", "pseudo-label acc, last 10 steps",
-               "IQR-dropped fraction", "||policy - init||", "||momentum - init||",
-               "momentum / policy"]
+    """What the vote did, first ``END_WINDOW`` steps -> last ``END_WINDOW`` steps (mean over
+    seeds): training reward, policy entropy, pseudo-label accuracy (majority-vote label vs the
+    hidden answer); the mean fraction of rollouts the IQR filter dropped; and for arms with a
+    momentum model the L2 distance of policy and momentum model from the initial weights at
+    the final checkpoint and their ratio (mean ± std over seeds)."""
+    headers = ["arm", "reward", "entropy", "pseudo-label acc (%)", "IQR-dropped fraction",
+               "||policy - init||", "||momentum - init||", "momentum / policy"]
+
+    def arrow(a: Stat, b: Stat, scale: float, digits: int) -> str:
+        if a.mean is None or b.mean is None:
+            return MISSING
+        return f"{scale * a.mean:.{digits}f} -> {scale * b.mean:.{digits}f}"
+
     rows = [
-        [a.arm, a.start_label_acc.fmt(100.0), a.end_label_acc.fmt(100.0),
+        [a.arm, arrow(a.start_reward, a.end_reward, 1.0, 2),
+         arrow(a.start_entropy, a.end_entropy, 1.0, 3),
+         arrow(a.start_label_acc, a.end_label_acc, 100.0, 1),
          a.dropped.fmt(1.0, 3), a.policy_drift.fmt(1.0, 3), a.momentum_drift.fmt(1.0, 3),
          a.drift_ratio.fmt(1.0, 2)]
         for a in arms
     ]
+    return Table(headers, rows)
+
+
+def paired_table(arms: Sequence[ArmSummary]) -> Table | None:
+    """Each arm's final validation accuracy minus the first arm's, seed by seed (the seeds
+    share the untrained policy's sampling and data order, so the pairing removes the spread
+    of the starting points): mean ± std of the differences in points, and on how many seeds
+    the arm ended higher. None with fewer than two arms."""
+    if len(arms) < 2:
+        return None
+    ref = arms[0]
+    headers = ["arm", f"final val acc minus {ref.arm}'s, same seed (points)",
+               f"seeds above {ref.arm}"]
+    rows = []
+    for a in arms[1:]:
+        common = sorted(set(a.final_by_seed) & set(ref.final_by_seed))
+        diff = Stat([100.0 * (a.final_by_seed[k] - ref.final_by_seed[k]) for k in common])
+        above = sum(d > 0 for d in diff.values)
+        rows.append([a.arm, diff.fmt(), f"{above}/{len(common)}"])
     return Table(headers, rows)
 
 
@@ -247,7 +285,7 @@ def arm_table(arms: Sequence[ArmSummary]) -> Table:
     """Rows arms; accuracies in %, mean ± std over seeds."""
     headers = [
         "arm", "seeds", "val acc step 0 (%)", "best val acc (%)", "final val acc (%)",
-        "collapsed", "collapse step", "entropy at end", "reward at end", "vote share at end",
+        "final - step 0 (points)", "collapsed", "collapse step", "entropy at end", "reward at end", "vote share at end",
         "alarm fired",
     ]
     rows = []
@@ -259,6 +297,7 @@ def arm_table(arms: Sequence[ArmSummary]) -> Table:
             a.start_val.fmt(100.0),
             a.best_val.fmt(100.0),
             a.final_val.fmt(100.0),
+            a.change.fmt(100.0),
             f"{a.collapsed}/{n}",
             _steps_cell(a.collapse_steps),
             a.end_entropy.fmt(1.0, 4),
