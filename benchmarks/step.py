@@ -1,4 +1,4 @@
-"""Per-stage step time of M-GRPO vs SRT at equal G (issue: trainer).
+"""Per-stage step time of M-GRPO vs SRT at equal G.
 
 Both presets run the same recipe, prompts, G, lengths and seed, interleaved step by step
 (A B A B ...) in one process so machine noise hits both alike; warm-up steps are dropped

@@ -129,7 +129,7 @@ def test_ema_smooth_debiased():
 
 
 def test_report_1000_steps_timed(tmp_path):
-    """Issue 7 target: < 10 s for a 1,000-step file. Printed, not asserted (CPU is shared)."""
+    """Target: < 10 s for a 1,000-step file. Printed, not asserted (CPU is shared)."""
     run = write_run(tmp_path / "long", steps=1000, collapse=True)
     start, cpu = time.perf_counter(), time.process_time()
     result = build_report([run], tmp_path / "out")
