@@ -25,3 +25,6 @@ mgrpo compare demo --presets srt,m-grpo --seeds 0-4 -o docs/lab-study/demo-seeds
   --report-only --no-html
 mgrpo compare demo --presets srt,m-grpo --seeds 0-4 -o docs/lab-study/long \
   --report-only --no-html
+# the collapse alarm scored with today's default thresholds (replayed over every log)
+docs/lab-study/sweep.sh --report-only --no-html --replay-alarm \
+  --report-to docs/lab-study/alarm-replay

@@ -381,7 +381,7 @@ class CollapseAlarmConfig:
     vote_share_threshold: float = 0.95
     length_fraction: float = 0.5
     val_drop: float = 0.05
-    reward_rise: float = 0.1
+    reward_rise: float = 0.05
     val_smoothing: float = 0.5
     val_patience: int = 2
 

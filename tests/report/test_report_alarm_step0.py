@@ -23,6 +23,17 @@ SRT_REWARDS = [
 ]  # fmt: skip
 SRT_VAL = {0: 0.562, 10: 0.475, 20: 0.443, 30: 0.473, 40: 0.477}
 
+# m-grpo, recipe lab-collapse, seed 3 (docs/lab-study.md): accuracy 55.3% -> 40.0% by step 15
+# and no recovery, while the smoothed reward rose about 0.07 over its initial median
+MGRPO_REWARDS = [
+    0.76, 0.594, 0.51, 0.667, 0.479, 0.708, 0.521, 0.667, 0.677, 0.656,
+    0.677, 0.531, 0.615, 0.667, 0.635, 0.531, 0.75, 0.75, 0.583, 0.833,
+    0.792, 0.792, 0.646, 0.75, 0.729, 0.521, 0.615, 0.75, 0.698, 0.677,
+    0.781, 0.812, 0.896, 0.76, 0.812, 0.812, 0.812, 0.792, 0.729, 0.688,
+]  # fmt: skip
+MGRPO_VAL = {0: 0.553, 5: 0.521, 10: 0.461, 15: 0.4, 20: 0.414, 25: 0.42, 30: 0.424, 35: 0.422,
+             40: 0.424}
+
 
 def records(rewards: list[float], val: dict[int, float], *, step0_row: bool) -> list[dict]:
     out: list[dict] = [{"step": 0, "val/accuracy": val[0]}] if step0_row else []
@@ -40,6 +51,13 @@ def test_collapse_from_the_start_fires_once_step0_validation_is_seen():
     assert states[0].rules == ("divergence",)
     assert states[0].step == 30  # two validation points (20, 30) past the margins
     assert "below its best 0.562" in states[0].reason
+
+
+def test_default_reward_margin_catches_a_collapse_with_a_modest_reward_rise():
+    rows = records(MGRPO_REWARDS, MGRPO_VAL, step0_row=True)
+    states = replay(rows)
+    assert states and states[0].rules == ("divergence",) and states[0].step == 40
+    assert replay(rows, CollapseAlarmConfig(reward_rise=0.1)) == []  # a 0.1 margin misses it
 
 
 def test_without_step0_row_the_first_validation_is_the_best():

@@ -92,6 +92,10 @@ def test_summarize_arm_mean_std_and_step0_best(tmp_path):
     row = arm_table([arm]).rows[0]
     assert row[:7] == ["srt", "3", "60.0 ± 2.0", "61.3 ± 1.2", "50.0 ± 10.0", "-10.0 ± 11.1", "2/3"]
     assert row[7] == "15 ± 7"  # mean ± std of the collapse steps of the collapsed seeds
+    # no alarm was logged; a replay of today's alarm fires on the two falling seeds
+    assert arm.alarm_steps == [None, None, None]
+    replayed = summarize_arm("srt", runs, replay_alarm=True)
+    assert [s is not None for s in replayed.alarm_steps] == [True, False, True]
 
 
 def test_band_series_aligns_seeds_on_common_steps(tmp_path):

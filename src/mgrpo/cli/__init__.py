@@ -18,7 +18,7 @@ from mgrpo import __version__
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("mgrpo.cli.train", "train a model with M-GRPO or a baseline (SRT, TTRL, Intuitor, GRPO)"),
     "report": ("mgrpo.cli.report", "plots and an HTML report of one or more run directories"),
-    "compare": ("mgrpo.cli.compare", "run a recipe under several presets / G / seeds and compare"),
+    "compare": ("mgrpo.cli.compare", "run a recipe under several arms / G / seeds; aggregate over seeds"),
     "eval": ("mgrpo.cli.eval", "benchmark accuracy (avg@k, pass@k, maj@k) of a model or checkpoint"),
     "lab": ("mgrpo.cli.lab", "build / inspect the embedded lab model (tiny Llama SFT'd on arithmetic)"),
 }

@@ -75,6 +75,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--no-html", action="store_true", help="skip report/report.html (every run overlaid)"
     )
     parser.add_argument(
+        "--replay-alarm",
+        action="store_true",
+        help="score the collapse alarm by replaying the default thresholds over each log",
+    )
+    parser.add_argument(
         "--fail-fast",
         action="store_true",
         help="stop at the first failed run (default: run the rest, exit 1)",
@@ -129,7 +134,7 @@ def run(args: argparse.Namespace, runner: Runner = subprocess_runner) -> int:
     report_dir = Path(args.report_to) if args.report_to else out_dir
     summary = write_aggregate(
         specs, done, report_dir, title=f"mgrpo compare: {args.recipe}", drop=drop,
-        html=not args.no_html,
+        html=not args.no_html, replay_alarm=args.replay_alarm,
     )
     print(summary)
     html = "" if args.no_html else f" and {report_dir / REPORT_SUBDIR / 'report.html'}"

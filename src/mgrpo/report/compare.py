@@ -25,7 +25,9 @@ of the paper's Tables 1 and 3 (``DIR/scaling.md``) and the seed aggregation of
 final validation accuracy mean ± std, collapse rate and step, end-of-run entropy) and
 ``DIR/plots/*.png`` (curves as the mean over seeds with a ± 1 std band). ``--report-only``
 aggregates the runs already present without training; ``--report-to`` writes the
-aggregation elsewhere (e.g. a subset of arms); ``--no-html`` skips ``report.html``.
+aggregation elsewhere (e.g. a subset of arms); ``--no-html`` skips ``report.html``;
+``--replay-alarm`` scores the collapse alarm by replaying its current default thresholds over
+each log instead of reading the logged ``alarm/collapse``.
 
 Every run directory keeps its resolved ``config.yaml`` next to its ``metrics.jsonl``.
 
@@ -164,6 +166,7 @@ def write_aggregate(
     title: str,
     drop: float,
     html: bool = True,
+    replay_alarm: bool = False,
 ) -> str:
     """Scaling table, seed summary (markdown + JSON), mean-and-band plots, HTML report.
 
@@ -174,7 +177,10 @@ def write_aggregate(
     groups: dict[str, list] = {}
     for run in runs:
         groups.setdefault(spec_of[run.path].group, []).append(run)
-    arms = [summarize_arm(name, rs, drop=drop) for name, rs in groups.items()]
+    arms = [
+        summarize_arm(name, rs, drop=drop, replay_alarm=replay_alarm)
+        for name, rs in groups.items()
+    ]
     table = scaling_table(list(done), {d: spec_of[Path(d)].arm_name for d in done})
     scaling = "## Scaling (rows: arm x G)\n\n" + table.to_markdown()
     (out_dir / SCALING_FILE).write_text(scaling, encoding="utf-8")

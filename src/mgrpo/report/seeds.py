@@ -38,6 +38,7 @@ from mgrpo.report.drift import run_drift
 from mgrpo.report.html import MISSING, Table
 from mgrpo.report.plots import _colors, _finish, _new_figure, ema_smooth
 from mgrpo.report.runs import RunData, RunMetrics
+from mgrpo.train.alarm import replay
 
 VAL_KEY = "val/accuracy"
 REWARD_KEY = "reward/mean"
@@ -184,8 +185,13 @@ def summarize_arm(
     *,
     drop: float = DEFAULT_COLLAPSE_DROP,
     with_drift: bool = True,
+    replay_alarm: bool = False,
 ) -> ArmSummary:
-    """Aggregate the runs of one arm (one run per seed); ``with_drift`` reads checkpoints."""
+    """Aggregate the runs of one arm (one run per seed); ``with_drift`` reads checkpoints.
+
+    The alarm's first step is the logged ``alarm/collapse``; with ``replay_alarm`` a fresh
+    :class:`mgrpo.diagnostics.CollapseAlarm` with today's default thresholds is replayed over
+    each log instead (to score runs logged under other thresholds)."""
     s = ArmSummary(arm, [], [], Stat(), Stat(), Stat(), Stat(), Stat(), Stat(), Stat(), [], [])
     for run in runs:
         log = run.metrics
@@ -209,8 +215,12 @@ def summarize_arm(
             if value is not None:
                 stat.values.append(value)
         s.collapse_steps.append(collapse_step(log, drop))
-        fired = [r["step"] for r in log.records if r.get(ALARM_KEY) in (1, True)]
-        s.alarm_steps.append(int(fired[0]) if fired else None)
+        if replay_alarm:
+            states = replay(log.records)
+            s.alarm_steps.append(states[0].step if states else None)
+        else:
+            fired = [r["step"] for r in log.records if r.get(ALARM_KEY) in (1, True)]
+            s.alarm_steps.append(int(fired[0]) if fired else None)
         for stat, key, start in ((s.start_label_acc, LABEL_KEY, True),
                                  (s.end_label_acc, LABEL_KEY, False),
                                  (s.start_reward, REWARD_KEY, True),
