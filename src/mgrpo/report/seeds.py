@@ -190,7 +190,7 @@ def summarize_arm(
     """Aggregate the runs of one arm (one run per seed); ``with_drift`` reads checkpoints.
 
     The alarm's first step is the logged ``alarm/collapse``; with ``replay_alarm`` a fresh
-    :class:`mgrpo.diagnostics.CollapseAlarm` with today's default thresholds is replayed over
+    :class:`mgrpo.train.alarm.CollapseAlarm` with the default thresholds is replayed over
     each log instead (to score runs logged under other thresholds)."""
     s = ArmSummary(arm, [], [], Stat(), Stat(), Stat(), Stat(), Stat(), Stat(), Stat(), [], [])
     for run in runs:
