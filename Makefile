@@ -20,8 +20,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# SRT vs M-GRPO with half of the votes from the momentum model, in the lab world's collapse
+# regime (recipe lab-collapse), seed 0, the two runs side by side; README "What the demo shows"
 demo: $(STAMP)
-	$(VENV)/bin/mgrpo train demo -o runs/demo
+	$(VENV)/bin/mgrpo compare lab-collapse --presets srt \
+	  --arm m-grpo-N8=m-grpo:algorithm.momentum_rollouts=8 --jobs 2 -o runs/demo
 
 # -rs: the summary names every skipped test and why (optional extras, no GPU, no browser)
 test: $(STAMP)
