@@ -271,7 +271,7 @@ def _self_certainty_reward(x: RewardInputs) -> torch.Tensor:
     B, M = len(x.policy_answers), len(x.policy_answers[0])
     return self_certainty(
         x.models.policy_full or x.models.policy,
-        [x.batch.prompt_ids[int(i)] for i in x.train.prompt_index],
+        [x.batch.prompt_ids[i] for i in x.train.prompt_index.tolist()],
         x.train.response_ids, x.train.response_mask, x.temperature,
     ).to(x.device).view(B, M)
 

@@ -47,7 +47,7 @@ def metric_inputs(
         "keep": keep.cpu(),  # (B, G)
         "votes": [(v.label is None, float(v.share)) for v in votes],
         "lengths": policy_rollouts.lengths[train_rows].float().cpu(),  # (B*M,)
-        "truncated": [float(policy_rollouts.finish_reasons[int(i)] == "length") for i in train_rows],
+        "truncated": [float(policy_rollouts.finish_reasons[i] == "length") for i in train_rows.tolist()],
         "parsed": [float(a is not None) for row in policy_answers for a in row],
         "policy_correct": None,
         "label_correct": None,

@@ -114,7 +114,7 @@ def frozen_logprobs(models: Any, prompt_ids: list[list[int]], cfg: Config,
     temperature = cfg.generation.temperature
     for chunk in lockstep(models.dist, parts, sharded_ref):
         mb = _micro_batch(ls, chunk)  # chunk None: a forward whose result is dropped
-        prompts = [prompt_ids[int(i)] for i in mb.prompt_index]
+        prompts = [prompt_ids[i] for i in mb.prompt_index.tolist()]  # one host sync
         width = mb.response_ids.shape[1]
         if chunk is not None and logp_old is not None:
             old, _ = score(models.policy_full or models.policy, prompts, mb.response_ids,
@@ -161,10 +161,10 @@ def run_updates(models: Any, batch: Any, cfg: Config, momentum: float, step: int
         with timer("train"), train_mode(models.policy):
             models.optimizer.zero_grad(set_to_none=True)
             for chunk in lockstep(ctx, list(chunks(len(positions), cfg.trainer.micro_batch_size, dev)), sharded):
-                rows = positions[:1] if chunk is None else positions[chunk]
-                mb = _micro_batch(ls, None if chunk is None else rows)
+                rows = None if chunk is None else positions[chunk]
+                mb = _micro_batch(ls, rows)
                 width = mb.response_ids.shape[1]
-                prompts = [batch.prompt_ids[int(i)] for i in mb.prompt_index]
+                prompts = [batch.prompt_ids[i] for i in mb.prompt_index.tolist()]
                 with autocast():
                     logp, _ = score(models.policy, prompts, mb.response_ids, mb.response_mask,
                                     gen.temperature, with_grad=True)
@@ -174,9 +174,9 @@ def run_updates(models: Any, batch: Any, cfg: Config, momentum: float, step: int
                     continue
                 loss, stats = policy_loss(
                     logp,
-                    logp.detach() if update == 0 else logp_old[rows, :width].to(dev),
-                    None if logp_ref is None else logp_ref[rows, :width].to(dev),
-                    ls.advantages[rows].to(dev),
+                    logp.detach() if update == 0 else logp_old[rows, :width],
+                    None if logp_ref is None else logp_ref[rows, :width],
+                    ls.advantages[rows],
                     mb.response_mask,
                     clip=algo.clip, kl_coef=algo.kl_coef, agg=algo.loss_agg,
                     num_tokens_global=n_tokens, num_seqs_global=n_seqs,
