@@ -47,7 +47,6 @@ Departure from the paper: with several seeds the tables show mean ± std over se
 from __future__ import annotations
 
 import json
-import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -55,6 +54,7 @@ from mgrpo.report.build import build_report
 from mgrpo.report.html import MISSING, Table
 from mgrpo.report.runs import load_run, load_runs
 from mgrpo.report.seeds import (
+    Stat,
     arm_table,
     mechanism_table,
     paired_table,
@@ -103,12 +103,8 @@ SUMMARY_JSON = "summary.json"
 VAL_KEY = "val/accuracy"
 
 def _mean_std(values: list[float]) -> str:
-    if not values:
-        return MISSING
-    mean = 100.0 * statistics.fmean(values)
-    if len(values) == 1:
-        return f"{mean:.1f}"
-    return f"{mean:.1f} ± {100.0 * statistics.stdev(values):.1f}"
+    """Percent mean ± sample std over seeds (the mean alone for one value, a dash for none)."""
+    return Stat(values).fmt(100.0)
 
 
 def scaling_table(run_dirs: Sequence[Path], arm_of: dict[Path, str] | None = None) -> Table:

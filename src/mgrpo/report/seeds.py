@@ -284,11 +284,7 @@ def paired_table(arms: Sequence[ArmSummary]) -> Table | None:
 
 
 def _steps_cell(steps: list[int | None]) -> str:
-    hit = [x for x in steps if x is not None]
-    if not hit:
-        return MISSING
-    mean = statistics.fmean(hit)
-    return f"{mean:.0f}" + (f" ± {statistics.stdev(hit):.0f}" if len(hit) > 1 else "")
+    return Stat([float(x) for x in steps if x is not None]).fmt(digits=0)
 
 
 def arm_table(arms: Sequence[ArmSummary]) -> Table:
