@@ -161,6 +161,20 @@ def config_to_dict(config: Config) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
+def flatten_config(config: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested mapping -> ``{"a.b.c": value}``; lists and scalars are leaves."""
+    if not isinstance(config, dict):
+        return {prefix: config} if prefix else {}
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict) and value:
+            out.update(flatten_config(value, dotted))
+        else:
+            out[dotted] = value
+    return out
+
+
 def shipped_recipes() -> list[str]:
     """Names of the recipes shipped inside the package."""
     root = resources.files("mgrpo") / "recipes"

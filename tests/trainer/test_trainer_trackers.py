@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from mgrpo.config import config_to_dict, resolve_config
-from mgrpo.train.trackers import STATE_FILE, flatten_config, mlflow_key, numeric_metrics
+from mgrpo.train.trackers import STATE_FILE, mlflow_key, mlflow_params, numeric_metrics
 from mgrpo.train.trainer import train
 
 
@@ -106,7 +106,7 @@ def test_mlflow_local_store_holds_every_metric_params_and_resumes_the_same_run(t
     assert [r.info.run_id for r in runs] == [state["run_id"]]  # resumed, not a second run
     run = runs[0]
     assert run.info.run_name == "ml-test" and run.info.status == "FINISHED"
-    params = flatten_config(config_to_dict(cfg))
+    params = mlflow_params(config_to_dict(cfg))
     params["trainer.stop_after"] = "2"  # logged by the first invocation; MLflow keeps it
     assert run.data.params == params
     rows = _rows(run_dir)
@@ -150,5 +150,5 @@ def test_numeric_metrics_and_names():
     assert numeric_metrics(row) == {"loss": 0.5, "n": 3.0, "flag": 1.0, "val/maj@k": 0.25}
     assert mlflow_key("val/maj@k") == "val/maj_at_k" and mlflow_key("a b/c-d.e_f") == "a b/c-d.e_f"
     assert mlflow_key("x:y") == "x_y"
-    assert flatten_config({"a": {"b": 1, "c": None, "d": [1, "x"], "e": {}}}) == {
+    assert mlflow_params({"a": {"b": 1, "c": None, "d": [1, "x"], "e": {}}}) == {
         "a.b": "1", "a.c": "null", "a.d": '[1, "x"]', "a.e": "{}"}

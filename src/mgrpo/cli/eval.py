@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import sys
 import time
@@ -44,6 +43,7 @@ from mgrpo.eval.runner import (
     evaluate_records,
     overhead_report,
 )
+from mgrpo.files import write_text_atomic
 
 PROTOCOLS = ("default", "paper")
 PAPER_TEMPERATURE = 0.8
@@ -235,13 +235,10 @@ def markdown_table(results: dict[str, dict[str, Any]]) -> str:
 
 
 def _write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
 def run(args: argparse.Namespace) -> int:
-
     if args.list:
         print(benchmark_listing(BENCHMARKS.values()))
         return 0

@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from mgrpo.config import flatten_config
+
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.yaml"
 EVAL_GLOB = "eval*/results.json"
@@ -166,20 +168,6 @@ def read_metrics(path: str | Path, *, lenient: bool = False) -> RunMetrics:
         )
     records = [by_step[s] for s in sorted(by_step)]
     return RunMetrics(path, records, partial_line, duplicates, warnings)
-
-
-def flatten_config(config: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested mapping -> ``{"a.b.c": value}``; lists and scalars are leaves."""
-    if not isinstance(config, dict):
-        return {prefix: config} if prefix else {}
-    out: dict[str, Any] = {}
-    for key, value in config.items():
-        dotted = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, dict) and value:
-            out.update(flatten_config(value, dotted))
-        else:
-            out[dotted] = value
-    return out
 
 
 def read_config(path: str | Path) -> dict[str, Any]:

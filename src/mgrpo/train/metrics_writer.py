@@ -15,6 +15,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from mgrpo.files import write_text_atomic
 from mgrpo.train import faults
 
 
@@ -49,9 +50,8 @@ class MetricsWriter:
                     keep.append(line)
             except (ValueError, KeyError):
                 continue  # a partial last line from a killed run
-        tmp = self.path.with_suffix(".jsonl.tmp")  # atomic: a kill here must not lose lines
-        tmp.write_text("".join(x + "\n" for x in keep), encoding="utf-8")
-        os.replace(tmp, self.path)
+        # atomic: a kill here must not lose lines
+        write_text_atomic(self.path, "".join(x + "\n" for x in keep))
 
     def read(self) -> list[dict[str, Any]]:
         """Complete lines written so far (a partial last line is ignored)."""

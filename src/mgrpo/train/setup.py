@@ -11,7 +11,6 @@ engines.
 from __future__ import annotations
 
 import math
-import os
 import random
 import sys
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ import torch
 from mgrpo.answers import AnswerChecker
 from mgrpo.config import Config, ConfigError, config_from_dict, config_to_dict, dump_config
 from mgrpo.data.datasets import PromptRecord
+from mgrpo.files import write_text_atomic
 from mgrpo.models.loading import load_model_and_tokenizer
 from mgrpo.parallel import distributed as D
 from mgrpo.rollout import make_engine
@@ -247,13 +247,10 @@ def _prepare_run_dir(cfg: Config, run_dir: Path, resume: bool) -> None:
             f"{run_dir} already holds a run; pass --resume to continue it or choose another -o"
         )
     run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = config_path.with_suffix(".yaml.tmp")
-    tmp.write_text(dump_config(cfg), encoding="utf-8")
-    os.replace(tmp, config_path)
+    write_text_atomic(config_path, dump_config(cfg))
 
 
 def _stop_token_ids(tokenizer: Any, model: Any) -> tuple[int, ...]:
-
     ids = stop_token_ids(model, tokenizer)
     if not ids:
         raise TrainingError("the tokenizer defines no EOS token; rollouts would never stop")

@@ -35,6 +35,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from mgrpo.config import flatten_config
+from mgrpo.files import write_text_atomic
+
 STATE_FILE = "trackers.json"
 INSTALL_HINT = "pip install 'mgrpo[trackers]'"
 
@@ -59,19 +62,16 @@ def mlflow_key(name: str) -> str:
     return "".join(c if c.isalnum() or c in "_-./ " else "_" for c in name)
 
 
-def flatten_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """Nested config -> {"a.b.c": "value"} with values as MLflow stores them (str; lists and
-    mappings as JSON)."""
-    out: dict[str, str] = {}
-    for key, value in config.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            out.update(flatten_config(value, dotted + "."))
-        elif isinstance(value, (list, tuple, Mapping)):
-            out[dotted] = json.dumps(value if not isinstance(value, tuple) else list(value))
-        else:
-            out[dotted] = "null" if value is None else str(value)
-    return out
+def mlflow_params(config: Mapping[str, Any]) -> dict[str, str]:
+    """Nested config -> {"a.b.c": "value"} (`flatten_config`) with values as MLflow stores
+    them: str; lists, tuples and empty mappings as JSON; None as "null"."""
+    return {key: _param_text(value) for key, value in flatten_config(config).items()}
+
+
+def _param_text(value: Any) -> str:
+    if isinstance(value, (list, tuple, Mapping)):
+        return json.dumps(list(value) if isinstance(value, tuple) else value)
+    return "null" if value is None else str(value)
 
 
 def _say(message: str) -> None:
@@ -119,7 +119,7 @@ class _MlflowRun:
         from mlflow.tracking import MlflowClient
 
         self.client = MlflowClient()  # MLFLOW_TRACKING_URI, else MLflow's default store
-        params = flatten_config(config)
+        params = mlflow_params(config)
         if state.get("run_id"):
             self.run_id = state["run_id"]
             logged = self.client.get_run(self.run_id).data.params
@@ -150,7 +150,7 @@ class _MlflowRun:
         self.client.set_terminated(self.run_id)
 
 
-_KINDS = {"wandb": (_WandbRun, "wandb"), "mlflow": (_MlflowRun, "mlflow")}
+_KINDS = {"wandb": _WandbRun, "mlflow": _MlflowRun}  # report_to name = package name
 
 
 class Trackers:
@@ -170,15 +170,14 @@ class Trackers:
         saved = self._read_state()
         name = run_name or self.run_dir.resolve().name
         for kind in names:
-            cls, module = _KINDS[kind]
             try:
-                __import__(module)
+                __import__(kind)
             except ImportError:
-                _say(f"trainer.report_to lists {kind}, but the {module} package is not "
+                _say(f"trainer.report_to lists {kind}, but the {kind} package is not "
                      f"installed ({INSTALL_HINT}); continuing without {kind}")
                 continue
             try:
-                self.active.append(cls(config, self.run_dir, name, project, saved.get(kind, {})))
+                self.active.append(_KINDS[kind](config, self.run_dir, name, project, saved.get(kind, {})))
             except Exception as exc:  # noqa: BLE001 - any tracker failure must not stop training
                 _say(f"{kind} tracker could not start ({type(exc).__name__}: "
                      f"{_first_line(exc)}); continuing without {kind}")
@@ -197,10 +196,7 @@ class Trackers:
         return data if isinstance(data, dict) else {}
 
     def _write_state(self, state: dict[str, Any]) -> None:
-        path = self.run_dir / STATE_FILE
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        write_text_atomic(self.run_dir / STATE_FILE, json.dumps(state, indent=2) + "\n")
 
     def log(self, row: Mapping[str, Any]) -> None:
         """Log one metrics row (must hold an int `step`) to every active tracker."""
