@@ -28,7 +28,6 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-
     if args.list_recipes:
         print("\n".join(shipped_recipes()))
         return 0
@@ -45,7 +44,6 @@ def run(args: argparse.Namespace) -> int:
         print(dump_config(cfg), end="")
         return 0
     if args.nproc is not None:
-
         try:
             argv = ([recipe] if recipe else []) + overrides
             argv += ["-o", args.output_dir] if args.output_dir else []

@@ -83,10 +83,9 @@ def render_prompt(
     if template == "chat":
         if not has_chat_template(tokenizer):
             raise _no_chat_template_error(template)
-        messages = [{"role": "user", "content": _join(question, suffix)}]
-        if system_prompt:
-            messages.insert(0, {"role": "system", "content": system_prompt})
-        return _apply_chat(tokenizer, messages, chat_template_kwargs)
+        return render_messages([{"role": "user", "content": question}], tokenizer, template,
+                               suffix, system_prompt=system_prompt,
+                               chat_template_kwargs=chat_template_kwargs)
     if template == "plain":
         text = _join(question, suffix)
     elif template == "raw":

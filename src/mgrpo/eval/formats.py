@@ -75,7 +75,6 @@ def lm_eval_results(results: dict[str, dict[str, Any]], settings: dict[str, Any]
 def benchmark_listing(benchmarks: Iterable[Any]) -> str:
     """`mgrpo eval --list`: per benchmark its answer kind, the paper's samples per problem,
     where its data comes from, and (user-supplied sets) the columns a data file needs."""
-
     lines = [f"{'benchmark':14s} {'kind':7s} {'k':>2s}  {'data':34s} description"]
     for bench in benchmarks:
         if bench.source.startswith("vendored:"):

@@ -88,7 +88,6 @@ def _decode(batch: _Outputs, tokenizer: Any) -> tuple[list[str], list[int], list
 def _grade_code(
     responses: list[str], records: list[PromptRecord], k: int
 ) -> tuple[list[bool], list[dict[str, Any]]]:
-
     graders = {"mbpp_plus": sandbox.grade_mbpp_plus, "livecodebench": sandbox.grade_livecodebench}
 
     def grade(index: int) -> Any:
@@ -171,12 +170,10 @@ def _grade_batch(
     t0 = time.perf_counter()
     texts, lengths, finish = _decode(batch, tokenizer)
     if kind == "code":
-
         extracted = [extract_code(text) for text in texts]
         correct, details = _grade_code(texts, records, k)
         majority: list[bool] = []
     else:
-
         extracted = [extract_answer(text, kind) for text in texts]
         references = [r.answer for r in records for _ in range(k)]
         correct = _grade_answers(extracted, references, kind, checker)
@@ -260,7 +257,6 @@ def evaluate_records(
     truncated = 0
     own_checker = None
     if checker is None and kind not in ("choice", "code"):
-
         checker = own_checker = AnswerChecker()
     bar = None
     if progress:

@@ -137,7 +137,6 @@ def load_model_and_tokenizer(
     use_device(dev)
     torch_dtype = resolve_dtype(dtype, dev)
     if name_or_path == "tiny":
-
         tokenizer = build_char_tokenizer()
         model = build_tiny_model(
             tokenizer,
@@ -148,7 +147,6 @@ def load_model_and_tokenizer(
             dtype=torch_dtype,
         )
     elif name_or_path in ("qwen3-0.6b-random", "qwen3-random-smoke"):
-
         tokenizer = build_char_tokenizer()
         model = build_random_qwen3(name_or_path, tokenizer, seed=seed, dtype=torch_dtype, device=dev)
     else:

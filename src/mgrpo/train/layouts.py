@@ -129,7 +129,6 @@ class FullLayout(ModelLayout):
     samples itself; the momentum generator is a deep copy whose fp32 weights are the EMA
     master; the reference a frozen copy."""
 
-
     def build(self, policy: nn.Module) -> Roles:
         if self.with_reference:
             self.roles.reference = inference_copy(policy, self.precision.compute)
@@ -142,7 +141,6 @@ class MixedLayout(ModelLayout):
     """fp32 master trains under autocast; bf16 copies generate, score and refer. The policy
     copy is refreshed from the master after every optimizer step (it always equals the master
     cast to bf16); checkpoints write that copy as the HF directory and the master beside it."""
-
 
     def build(self, policy: nn.Module) -> Roles:
         compute, roles = self.precision.compute, self.roles
@@ -200,7 +198,6 @@ class ShardedLayout(ModelLayout):
     """FSDP2: policy and reference sharded, unsharded bf16 generator copies for rollouts
     (`mgrpo.parallel.distributed.shard_run_models`); the policy copy is all-gathered after
     every optimizer step. Checkpoints go through torch.distributed.checkpoint."""
-
 
     def build(self, policy: nn.Module) -> Roles:
         sharded = D.shard_run_models(self.ctx, policy, gen_dtype=self.precision.compute,

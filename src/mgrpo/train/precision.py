@@ -48,7 +48,6 @@ def resolve_precision(cfg: Config, *, fsdp: bool) -> Precision:
 
     float16 is refused for training (no loss scaling: small gradients underflow). A bf16
     master needs bf16 compute and one process (FSDP always keeps an fp32 master)."""
-
     device = resolve_device(cfg.model.device)  # ValueError naming model.device
     compute = resolve_dtype(cfg.model.dtype, device)
     if compute == torch.float16:
@@ -64,8 +63,7 @@ def resolve_precision(cfg: Config, *, fsdp: bool) -> Precision:
                              "use model.master_dtype=float32")
     lora = cfg.model.lora.r > 0
     mixed = not fsdp and not lora and master != compute
-    full_master = fsdp or (mixed and not lora)
-    load = str(master if full_master else compute).split(".")[-1]
+    load = str(master if fsdp or mixed else compute).split(".")[-1]
     return Precision(device, compute, master, load, mixed)
 
 

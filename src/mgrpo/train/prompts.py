@@ -37,7 +37,6 @@ def load_records(data: DataConfig, source: str, *, split: str, seed: int,
     `split` is the role ("train" | "val": which synthetic / lab problems); `dataset_split` the
     split of a hub id or of gsm8k (None = `data.split` for train, "test" for val)."""
     if source == "arithmetic":
-
         syn = data.synthetic
         kwargs = dict(min_operands=syn.min_operands, max_operands=syn.max_operands,
                       min_value=syn.min_value, max_value=syn.max_value, ops=syn.ops)
@@ -52,7 +51,6 @@ def load_records(data: DataConfig, source: str, *, split: str, seed: int,
         # test-time RL: train, without labels, on the validation problems themselves
         return load_records(data, "lab", split="val", seed=seed + VAL_SEED_OFFSET)[: data.limit]
     if source in ("lab", "lab-val"):
-
         # `data.limit` sizes the lab task's train split (default LAB_TRAIN_SIZE distinct problems)
         n = (data.limit or LAB_TRAIN_SIZE) if split == "train" else LAB_VAL_SIZE
         return lab_task_problems(split=split, n=n, seed=seed)

@@ -147,7 +147,6 @@ def _tuplify(x: Any) -> Any:
 
 
 def _save(run: Run, step: int, extra: dict[str, Any]) -> Path:
-
     models, ctx = run.models, run.models.dist
     root = run.run_dir / "checkpoints"
     sched = {k: v for k, v in models.scheduler.state_dict().items() if k != "lr_lambdas"}
@@ -193,7 +192,6 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False) -> Path:
 
 
 def _train(cfg: Config, run_dir: str | Path, *, resume: bool, signals: _StopSignals) -> Path:
-
     run_dir = Path(run_dir)
     run = build_run(cfg, run_dir, resume)
     ctx = run.models.dist  # rank 0 writes metrics, TensorBoard and checkpoints
