@@ -41,9 +41,16 @@ from mgrpo.train.lora import (
     trainable_state,
 )
 from mgrpo.train.momentum import Momentum, MomentumModel, ShardedMomentum
-from mgrpo.train.precision import Precision, copy_refresher, inference_copy
+from mgrpo.train.precision import Precision, copy_refresher
 
 MASTER_FILE = "master.safetensors"  # fp32 master weights of a mixed-precision checkpoint
+
+
+def inference_copy(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """A frozen, eval-mode copy of `model` in `dtype` beside it (generator / reference),
+    built one tensor at a time (`distributed.inference_twin`: no full copy in the source
+    dtype is ever made)."""
+    return D.inference_twin(model, device=next(model.parameters()).device, dtype=dtype)
 
 
 @dataclass

@@ -3,7 +3,7 @@
 `model.dtype` is the compute dtype (auto: bf16 on CUDA, fp32 on CPU); `model.master_dtype`
 the dtype of the trained weights, their gradients and the optimizer state. With bf16 compute
 over an fp32 master on one process (full weights), the policy is the fp32 master and trains
-under `torch.autocast(bf16)`; a bf16 `inference_copy` generates and scores, refreshed from the
+under `torch.autocast(bf16)`; a bf16 copy (`inference_copy` in `layouts.py`) generates and scores, refreshed from the
 master after every optimizer step by `copy_refresher` (it always equals the master cast to
 bf16). FSDP keeps its own fp32 master (`distributed.shard_run_models`); LoRA trains adapters
 in the master dtype over a base in the compute dtype. See docs/algorithm-notes.md.
@@ -11,7 +11,6 @@ in the master dtype over a base in the compute dtype. See docs/algorithm-notes.m
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import torch
@@ -65,15 +64,6 @@ def resolve_precision(cfg: Config, *, fsdp: bool) -> Precision:
     mixed = not fsdp and not lora and master != compute
     load = str(master if fsdp or mixed else compute).split(".")[-1]
     return Precision(device, compute, master, load, mixed)
-
-
-def inference_copy(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
-    """A frozen, eval-mode copy of `model` in `dtype` (generator / reference)."""
-    twin = copy.deepcopy(model).to(dtype)
-    twin.eval()
-    for p in twin.parameters():
-        p.requires_grad_(False)
-    return twin
 
 
 def copy_refresher(master: torch.nn.Module, copy_: torch.nn.Module):
