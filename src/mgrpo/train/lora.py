@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from mgrpo.config import LoraConfig
-from mgrpo.train.momentum import Momentum
+from mgrpo.train.momentum import Momentum, trainable_names
 
 ALL_LINEAR = "all-linear"
 
@@ -66,11 +66,6 @@ def apply_lora(model: nn.Module, cfg: LoraConfig) -> Any:
     return wrapped
 
 
-def adapter_names(model: nn.Module) -> list[str]:
-    """Names of the trainable (adapter) parameters of the HF model, in parameter order."""
-    return [n for n, p in model.named_parameters() if p.requires_grad]
-
-
 class LoraMomentum(Momentum):
     """EMA of the adapters: `master` fp32 tensors, one per trainable adapter tensor.
 
@@ -82,7 +77,7 @@ class LoraMomentum(Momentum):
 
     def __init__(self, policy: nn.Module) -> None:
         self.generator = policy
-        self.names = adapter_names(policy)
+        self.names = trainable_names(policy)
         if not self.names:
             raise ValueError("LoRA momentum: the model has no trainable adapter tensors")
         params = dict(policy.named_parameters())
@@ -133,7 +128,7 @@ def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
 @torch.no_grad()
 def load_trainable_state(model: nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
     params = dict(model.named_parameters())
-    names = adapter_names(model)
+    names = trainable_names(model)
     missing = [n for n in names if n not in state]
     if missing:
         raise ValueError(f"{source}: LoRA adapters missing {missing[:3]} (different model.lora?)")
