@@ -10,11 +10,10 @@ import torch
 from mgrpo.config import config_from_dict, load_recipe
 from mgrpo.models.tiny import build_tiny_model
 from mgrpo.models.tokenizer import build_char_tokenizer
-from mgrpo.rollout import SamplingParams, make_engine
+from mgrpo.rollout import RolloutBatch, SamplingParams, make_engine
 from mgrpo.rollout.memory import (
     GIB,
     chunk_seed,
-    concat_batches,
     kv_shape,
     prompts_per_chunk,
 )
@@ -91,7 +90,7 @@ def test_a_forced_split_equals_separate_calls_per_chunk() -> None:
         plain.generate(c, 3, dataclasses.replace(params, seed=chunk_seed(3, i)))
         for i, c in enumerate(chunks)
     ]
-    _equal(got, concat_batches(parts, [2, 2, 1], 0))
+    _equal(got, RolloutBatch.cat(parts, [2, 2, 1], 0))
     assert got.prompt_index.tolist() == [p for p in range(5) for _ in range(3)]
     # sampled tokens of a split differ from the one-loop samples (one shared generator)
     assert not torch.equal(got.response_ids, plain.generate(_prompts(), 3, params).response_ids)
@@ -122,7 +121,7 @@ def test_joint_generation_splits_every_group_alike() -> None:
         for p in [dataclasses.replace(params, seed=chunk_seed(4, i))]
     ]
     for g in range(2):
-        _equal(got[g], concat_batches([r[g] for r in ref], [2, 2, 1], 0))
+        _equal(got[g], RolloutBatch.cat([r[g] for r in ref], [2, 2, 1], 0))
 
 
 def test_bad_budgets_are_refused() -> None:

@@ -53,22 +53,29 @@ class RolloutBatch:
         )
 
     @staticmethod
-    def cat(batches: Sequence[RolloutBatch]) -> RolloutBatch:
+    def cat(batches: Sequence[RolloutBatch], prompts_per_batch: Sequence[int] | None = None,
+            pad_token_id: int = 0) -> RolloutBatch:
         """Prompt-major concatenation of batches over consecutive prompt sets: batch i's prompt
-        indices are shifted by the number of prompts before it (max index + 1 of each batch);
-        responses are right-padded to the widest (padding is masked, never read)."""
+        indices are shifted by the number of prompts before it (`prompts_per_batch[i]`, else
+        each batch's max index + 1, one host sync per batch); responses are right-padded to
+        the widest with `pad_token_id` (padding is masked, never read). One batch: itself."""
+        if len(batches) == 1:
+            return batches[0]
         width = max(b.response_ids.shape[1] for b in batches)
 
         def pad(t: torch.Tensor, value: Any) -> torch.Tensor:
             return torch.nn.functional.pad(t, (0, width - t.shape[1]), value=value)
 
+        if prompts_per_batch is None:
+            prompts_per_batch = [int(b.prompt_index.max().item()) + 1 if b.num_rollouts else 0
+                                 for b in batches]
         shifted, offset = [], 0
-        for b in batches:
+        for b, prompts in zip(batches, prompts_per_batch, strict=True):
             shifted.append(b.prompt_index + offset)
-            offset += int(b.prompt_index.max().item()) + 1 if b.num_rollouts else 0
+            offset += prompts
         return RolloutBatch(
             prompt_index=torch.cat(shifted),
-            response_ids=torch.cat([pad(b.response_ids, 0) for b in batches]),
+            response_ids=torch.cat([pad(b.response_ids, pad_token_id) for b in batches]),
             response_mask=torch.cat([pad(b.response_mask, False) for b in batches]),
             logprobs=torch.cat([pad(b.logprobs, 0.0) for b in batches]),
             entropies=torch.cat([pad(b.entropies, 0.0) for b in batches]),

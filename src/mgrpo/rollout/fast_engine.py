@@ -77,7 +77,7 @@ from mgrpo.rollout.decoder import (
 )
 from mgrpo.rollout.fast_support import joint_mismatch, prefill_rows, unsupported_reason
 from mgrpo.rollout.hf_engine import left_pad
-from mgrpo.rollout.memory import budget_bytes, chunk_seed, concat_batches, plan_prompts
+from mgrpo.rollout.memory import budget_bytes, chunk_seed, plan_prompts
 from mgrpo.rollout.params import SamplingParams
 from mgrpo.rollout.sampling import sample_tokens
 
@@ -323,7 +323,7 @@ class FastEngine(RolloutEngine):
                 self.release_workspace()
         sizes = [len(c) for c in chunks]
         return [
-            concat_batches([r[g] for r in results], sizes, self.pad_token_id)
+            RolloutBatch.cat([r[g] for r in results], sizes, self.pad_token_id)
             for g in range(len(groups))
         ]
 

@@ -27,8 +27,6 @@ from dataclasses import dataclass
 
 import torch
 
-from mgrpo.rollout.batch import RolloutBatch
-
 GIB = 1 << 30
 FREE_FRACTION = 0.8  # share of free CUDA memory one decode loop may plan for, without a budget
 SAMPLER_COPIES = 6  # (B, V) fp32 tensors alive in a decode step: logits, log-softmax, p, ...
@@ -125,25 +123,3 @@ def chunk_seed(seed: int, index: int) -> int:
     z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & ((1 << 64) - 1)
     z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & ((1 << 64) - 1)
     return (z ^ (z >> 31)) >> 1
-
-
-def concat_batches(parts: list[RolloutBatch], prompts_per_part: list[int], pad_token_id: int):
-    """One `RolloutBatch` from prompt-chunk batches (in order): responses right-padded to the
-    longest, `prompt_index` shifted by the prompts of the chunks before."""
-    if len(parts) == 1:
-        return parts[0]
-    width = max(p.response_ids.shape[1] for p in parts)
-
-    def pad(t: torch.Tensor, value) -> torch.Tensor:  # (R, T) -> (R, width)
-        return torch.nn.functional.pad(t, (0, width - t.shape[1]), value=value)
-
-    offsets = [sum(prompts_per_part[:i]) for i in range(len(parts))]
-    return RolloutBatch(
-        prompt_index=torch.cat([p.prompt_index + o for p, o in zip(parts, offsets, strict=True)]),
-        response_ids=torch.cat([pad(p.response_ids, pad_token_id) for p in parts]),
-        response_mask=torch.cat([pad(p.response_mask, False) for p in parts]),
-        logprobs=torch.cat([pad(p.logprobs, 0.0) for p in parts]),
-        entropies=torch.cat([pad(p.entropies, 0.0) for p in parts]),
-        lengths=torch.cat([p.lengths for p in parts]),
-        finish_reasons=[r for p in parts for r in p.finish_reasons],
-    )

@@ -162,7 +162,7 @@ def _generate(engine: Any, batch: StepBatch, n: int, params: Callable[[int], Sam
         engine.generate([ids], n=n, params=params(batch.prompt_offset + b + 1))
         for b, ids in enumerate(batch.prompt_ids)
     ]
-    return RolloutBatch.cat(parts)
+    return RolloutBatch.cat(parts, [1] * len(parts))
 
 
 def _generate_both(models: StepModels, batch: StepBatch, n_policy: int, n_momentum: int,
@@ -193,7 +193,9 @@ def _generate_both(models: StepModels, batch: StepBatch, n_policy: int, n_moment
         policy, momentum = joint(batch.prompt_ids, batch.prompt_offset)
         return policy, momentum
     parts = [joint([ids], batch.prompt_offset + b + 1) for b, ids in enumerate(batch.prompt_ids)]
-    return RolloutBatch.cat([p for p, _ in parts]), RolloutBatch.cat([m for _, m in parts])
+    ones = [1] * len(parts)  # one prompt per part
+    return (RolloutBatch.cat([p for p, _ in parts], ones),
+            RolloutBatch.cat([m for _, m in parts], ones))
 
 
 def _decode_answers(tokenizer: Any, rollouts: RolloutBatch, kind: str) -> list[str | None]:
