@@ -192,7 +192,6 @@ def _fail(message: str) -> int:
 
 def _resolve_benchmarks(args: argparse.Namespace) -> list[tuple[Any, str | None]]:
     """[(Benchmark, data file or None)], validated before any model is loaded."""
-
     if args.kind is not None:
         if args.benchmark_file is None:
             raise ValueError("--kind needs --benchmark-file PATH")

@@ -398,7 +398,6 @@ def evaluate_benchmark(
     samples=None uses the benchmark's paper sample count. Adds benchmark, wall_s (load +
     evaluation), time/load, overhead_s and overhead_fraction to the metrics.
     """
-
     t0 = time.perf_counter()
     bench = get_benchmark(benchmark) if isinstance(benchmark, str) else benchmark
     records = load_benchmark(bench, file=file, limit=limit, seed=seed)

@@ -68,7 +68,6 @@ def select_device(
 
 def resolve_device(device: str = "auto") -> torch.device:
     """`select_device` for this process (LOCAL_RANK / WORLD_SIZE from torchrun's environment)."""
-
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     local = os.environ.get("LOCAL_RANK")
     return select_device(

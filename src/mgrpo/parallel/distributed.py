@@ -287,7 +287,6 @@ def shard_model(
     A `mgrpo_score` method (score_responses through FSDP's hooks) is registered so the
     scorer's direct use of the trunk and of the LM head weight sees unsharded parameters.
     """
-
     fully_shard, MixedPrecisionPolicy, register = _fsdp_api()
     kwargs: dict[str, Any] = {}
     if param_dtype is not None and param_dtype != torch.float32:
@@ -353,7 +352,6 @@ def inference_twin(model: nn.Module, *, device: torch.device, dtype: torch.dtype
     of the source ever exists on the target device or in host memory. Tied parameters stay
     tied; floating buffers are cast to `dtype` like `nn.Module.to(dtype)` would.
     """
-
     params = list(model.parameters())
     memo = {id(p): nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=False)
             for p in params}

@@ -79,7 +79,6 @@ def lr_lambda(warmup_steps: int, total_steps: int, schedule: str, min_ratio: flo
 
 def build_run(cfg: Config, run_dir: Path, resume: bool = False) -> Run:
     """Everything a run needs, in the order that keeps resume exact."""
-
     spec = resolve_algorithm(cfg.algorithm)
     ctx = _init_distributed(cfg)
     _prepare_run_dir_on_rank0(ctx, cfg, run_dir, resume)

@@ -24,7 +24,6 @@ VALIDATION_STREAM = 99  # seed stream, distinct from the training rollouts' stre
 
 def run_validation(run: Any, *, step: int) -> dict[str, float]:
     """Accuracy (avg@k), maj@k, pass@k and mean length of the policy on the validation set."""
-
     cfg, models = run.cfg, run.models
     val = cfg.validation
     params = SamplingParams(
@@ -49,7 +48,7 @@ def run_validation(run: Any, *, step: int) -> dict[str, float]:
             suffix=cfg.data.suffix,
             system_prompt=cfg.data.system_prompt,
             chat_template_kwargs=cfg.data.chat_template_kwargs,
-            **_split(models.dist, D),
+            **_split(models.dist),
         )
     out = {"accuracy": float(result["accuracy"]), "response_length": float(result["response_length_mean"])}
     if val.samples > 1:
@@ -59,7 +58,7 @@ def run_validation(run: Any, *, step: int) -> dict[str, float]:
     return out
 
 
-def _split(ctx: Any, D: Any) -> dict[str, Any]:
+def _split(ctx: Any) -> dict[str, Any]:
     """evaluate_records arguments that share the batches over the ranks (none on one)."""
     if ctx is None or not ctx.active or ctx.world_size == 1:
         return {}

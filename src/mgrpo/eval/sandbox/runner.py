@@ -130,7 +130,6 @@ def _world_traversable(path: str) -> bool:
 
 def _python_roots() -> tuple[str, ...]:
     """Directories the interpreter needs: prefixes, stdlib, site-packages (deduplicated)."""
-
     cands = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
     cands.add(os.path.dirname(os.path.dirname(os.path.realpath(sys.executable))))
     for key in ("stdlib", "platstdlib", "purelib", "platlib"):
