@@ -145,9 +145,7 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
         return cls(**kwargs)
     except ConfigError:
         raise
-    except ValueError as exc:  # a section validating itself outside this module
-        raise ConfigError(f"{prefix or 'config'}: {exc}") from None
-    except TypeError as exc:  # pragma: no cover - defensive
+    except (ValueError, TypeError) as exc:  # pragma: no cover - defensive: sections raise ConfigError
         raise ConfigError(f"{prefix or 'config'}: {exc}") from None
 
 

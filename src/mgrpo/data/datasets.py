@@ -264,8 +264,9 @@ def vendored_path(name: str) -> Path:
 def field_text(row: Mapping[str, Any], key: str, where: str, *, role: str) -> str:
     """`row[key]` as a non-empty string, else DatasetError naming `where`.
 
-    role: "prompt" (must be a str; chat-message prompts go through `chat_messages`), "answer" / "id" (str, int or float accepted and
-    converted with str(); bool, None, lists and dicts rejected).
+    role: "prompt" (must be a str; chat-message prompts go through `chat_messages`),
+    "answer" / "id" (str, int or float accepted and converted with str(); bool, None, lists
+    and dicts rejected).
     """
     if key not in row:
         raise DatasetError(

@@ -26,7 +26,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-MATH_SUFFIX = "Please reason step by step, and put your final answer within \\boxed{}."
+from mgrpo.config_sections import MATH_SUFFIX  # the paper's math instruction, one definition
+
 CHOICE_SUFFIX = (
     "Please reason step by step, and put the letter of the correct option "
     "within \\boxed{} (for example \\boxed{A})."
