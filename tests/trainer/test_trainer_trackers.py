@@ -152,3 +152,21 @@ def test_numeric_metrics_and_names():
     assert mlflow_key("x:y") == "x_y"
     assert mlflow_params({"a": {"b": 1, "c": None, "d": [1, "x"], "e": {}}}) == {
         "a.b": "1", "a.c": "null", "a.d": '[1, "x"]', "a.e": "{}"}
+
+
+def test_mlflow_gets_the_step0_validation_row_too(tmp_path, local_mlflow):
+    """Every metrics.jsonl row reaches the tracker, the untrained policy's step-0 row included."""
+    from mlflow.tracking import MlflowClient
+
+    run_dir = tmp_path / "run"
+    train(resolve_config("tiny", ["trainer.progress=false", "trainer.max_steps=1",
+                                  "trainer.report_to=[mlflow]", "trainer.project=mgrpo-step0"]),
+          run_dir)
+    rows = _rows(run_dir)
+    assert rows[0]["step"] == 0  # tiny validates: the step-0 row exists
+    client = MlflowClient(tracking_uri=local_mlflow)
+    run_id = json.loads((run_dir / STATE_FILE).read_text())["mlflow"]["run_id"]
+    for key in {k for row in rows for k in numeric_metrics(row)}:
+        logged = {m.step: m.value for m in client.get_metric_history(run_id, mlflow_key(key))}
+        expected = {r["step"]: numeric_metrics(r)[key] for r in rows if key in numeric_metrics(r)}
+        assert logged == pytest.approx(expected, rel=1e-12), key

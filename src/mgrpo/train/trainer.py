@@ -213,21 +213,20 @@ def _train(cfg: Config, run_dir: str | Path, *, resume: bool, signals: _StopSign
     D.barrier(ctx, "resume")
     for past in log.read():  # rebuild the alarm's state from the steps already run
         run.alarm.update(past)
-    if start == 0 and run.val_records:
-        summary["before"] = run_validation(run, step=0)
-        # step-0 row: the untrained policy's validation, so curves and "best" start at 0
-        row = {"step": 0, **{f"val/{k}": v for k, v in summary["before"].items()}}
-        run.alarm.update(row)
-        if ctx.is_main:
-            log.write(row)
     if start >= cfg.trainer.max_steps:
         print(f"mgrpo: {run_dir} is already at step {start} >= trainer.max_steps", file=sys.stderr)
-
-
     trackers = Trackers(cfg.trainer.report_to, config_to_dict(cfg), run_dir, enabled=ctx.is_main,
                         run_name=cfg.trainer.run_name, project=cfg.trainer.project)
     progress = _progress(cfg, start, enabled=ctx.is_main)
     try:
+        if start == 0 and run.val_records:
+            summary["before"] = run_validation(run, step=0)
+            # step-0 row: the untrained policy's validation, so curves and "best" start at 0
+            row = {"step": 0, **{f"val/{k}": v for k, v in summary["before"].items()}}
+            run.alarm.update(row)
+            if ctx.is_main:
+                log.write(row)
+                trackers.log(row)
         for step in range(start + 1, cfg.trainer.max_steps + 1):
             # arrived while loading or validating (several ranks: agreed on after the step)
             if signals.signum is not None and ctx.world_size == 1:
