@@ -110,7 +110,7 @@ def train_step(models: StepModels, batch: StepBatch, cfg: Config, spec: Algorith
         advantages = get_advantage_estimator(spec.advantage)(rewards, in_loss)  # (B, M)
     ls = loss_set(train, in_loss, advantages)  # rows outside the loss set are never forwarded
     with timer("logprobs"):  # before any update; logp_old only when U > 1 (else: detached logp)
-        logp_old, logp_ref = frozen_logprobs(models, batch.prompt_ids, settings, ls)
+        logp_old, logp_ref = frozen_logprobs(models, batch, settings, ls)
 
     stats = LossStats()
     for update in range(settings.updates_per_step):  # U GRPO updates, each on B / U prompts

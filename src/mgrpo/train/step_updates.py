@@ -101,7 +101,7 @@ def _autocast(models: StepModels, device: torch.device) -> contextlib.AbstractCo
 
 
 @torch.no_grad()
-def frozen_logprobs(models: StepModels, prompt_ids: list[list[int]], settings: UpdateSettings,
+def frozen_logprobs(models: StepModels, batch: StepBatch, settings: UpdateSettings,
                     ls: LossSet) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """(logp_old, logp_ref), each (L, T') fp32 on D or None, before any update.
 
@@ -117,24 +117,27 @@ def frozen_logprobs(models: StepModels, prompt_ids: list[list[int]], settings: U
     ref_scope = models.reference_scope or contextlib.nullcontext
     sharded = ((need_old and hasattr(models.policy, SCORE_METHOD))
                or (use_ref and hasattr(models.reference, SCORE_METHOD)))
-    parts = list(chunks(len(ls.advantages), settings.micro_batch_size, dev)) if (need_old or use_ref) else []
-    temperature = settings.temperature
-    for chunk in lockstep(models.dist, parts, sharded):
-        mb = _micro_batch(ls, chunk)  # chunk None: a forward whose result is dropped
-        prompts = [prompt_ids[i] for i in mb.prompt_index.tolist()]  # one host sync
+    # the updates' own micro-batches, so each row is scored in the company (padding width,
+    # shared prompts) it trains in: the same forward gives the same numbers
+    parts = ([rows for u in range(settings.updates_per_step)
+              for rows in update_micro_batches(ls, batch, settings, u)]
+             if (need_old or use_ref) else [])
+    for rows in lockstep(models.dist, parts, sharded):
+        mb = _micro_batch(ls, rows)  # rows None: a forward whose result is dropped
+        prompts = [batch.prompt_ids[i] for i in mb.prompt_index.tolist()]  # one host sync
         width = mb.response_ids.shape[1]
         if logp_old is not None:
             with train_mode(models.policy), _autocast(models, dev):
                 old, _ = score(models.policy, prompts, mb.response_ids, mb.response_mask,
-                               temperature, with_grad=False)
-            if chunk is not None:
-                logp_old[chunk, :width] = old.float()
+                               settings.temperature, with_grad=False)
+            if rows is not None:
+                logp_old[rows, :width] = old.float()
         if logp_ref is not None:
             with ref_scope(), _autocast(models, dev):
                 ref, _ = score(models.reference, prompts, mb.response_ids, mb.response_mask,
-                               temperature, with_grad=False)
-            if chunk is not None:
-                logp_ref[chunk, :width] = ref.float()
+                               settings.temperature, with_grad=False)
+            if rows is not None:
+                logp_ref[rows, :width] = ref.float()
     return logp_old, logp_ref
 
 
@@ -143,6 +146,15 @@ def _update_rows(ls: LossSet, update: int, updates: int, prompt_offset: int, B_g
     lo, hi = update * B_global // updates, (update + 1) * B_global // updates
     global_index = ls.rollouts.prompt_index + prompt_offset  # local prompt b -> offset + b
     return ((global_index >= lo) & (global_index < hi)).nonzero().flatten()
+
+
+def update_micro_batches(ls: LossSet, batch: StepBatch, settings: UpdateSettings,
+                         update: int) -> list[torch.Tensor]:
+    """Loss-set rows of each micro-batch of update `update` (at most micro_batch_size each)."""
+    positions = _update_rows(ls, update, settings.updates_per_step, batch.prompt_offset,
+                             batch.global_prompts or len(batch.prompt_ids))
+    return [positions[c] for c in chunks(len(positions), settings.micro_batch_size,
+                                         ls.advantages.device)]
 
 
 def accumulate_gradients(models: StepModels, batch: StepBatch, settings: UpdateSettings,
@@ -157,13 +169,12 @@ def accumulate_gradients(models: StepModels, batch: StepBatch, settings: UpdateS
     ctx, updates = models.dist, settings.updates_per_step
     dev = ls.advantages.device
     sharded = hasattr(models.policy, SCORE_METHOD)
-    positions = _update_rows(ls, update, updates, batch.prompt_offset,
-                             batch.global_prompts or len(batch.prompt_ids))
-    local_counts = [float(ls.rollouts.response_mask[positions].sum()), float(len(positions))]
+    parts = update_micro_batches(ls, batch, settings, update)
+    local_counts = [float(sum(float(ls.rollouts.response_mask[rows].sum()) for rows in parts)),
+                    float(sum(len(rows) for rows in parts))]  # (tokens, sequences) of the update
     n_tokens, n_seqs = all_reduce(ctx, local_counts, stage="loss normalisers")
     sums = {"loss/pg": 0.0, "loss/kl": 0.0, "loss/clip_fraction": 0.0}
-    for chunk in lockstep(ctx, list(chunks(len(positions), settings.micro_batch_size, dev)), sharded):
-        rows = None if chunk is None else positions[chunk]
+    for rows in lockstep(ctx, parts, sharded):
         mb = _micro_batch(ls, rows)
         width = mb.response_ids.shape[1]
         prompts = [batch.prompt_ids[i] for i in mb.prompt_index.tolist()]
@@ -171,7 +182,7 @@ def accumulate_gradients(models: StepModels, batch: StepBatch, settings: UpdateS
             logp, _ = score(models.policy, prompts, mb.response_ids, mb.response_mask,
                             settings.temperature, with_grad=True)
         logp = logp.float()  # (mb, T') the loss is computed in fp32
-        if chunk is None:  # FSDP lockstep filler: zero-weight loss on one row
+        if rows is None:  # FSDP lockstep filler: zero-weight loss on one row
             (logp.sum() * 0.0).backward()
             continue
         loss, stats = policy_loss(
