@@ -9,8 +9,10 @@ import torch.distributed as dist
 
 from mgrpo.models.tiny import build_tiny_model
 from mgrpo.models.tokenizer import build_char_tokenizer
-from mgrpo.parallel.distributed import inference_twin, init_distributed, shard_run_models, shutdown
+from mgrpo.parallel.distributed import init_distributed, shutdown
+from mgrpo.train.layouts import shard_run_models
 from mgrpo.train.momentum import ShardedMomentum
+from mgrpo.train.precision import inference_twin
 
 TOK = build_char_tokenizer()
 

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from mgrpo.core.ema import ema_update_
-from mgrpo.parallel.distributed import local_tensor, refresh_full_copy_
+from mgrpo.parallel.fsdp import local_tensor, refresh_full_copy_
 
 
 def _trainable(model: nn.Module) -> list[nn.Parameter]:
