@@ -25,7 +25,8 @@ import torch
 
 from mgrpo.config import Config
 from mgrpo.core.losses import policy_loss
-from mgrpo.parallel.distributed import SCORE_METHOD, DistContext, all_reduce, all_reduce_grads_
+from mgrpo.parallel.distributed import DistContext, all_reduce, all_reduce_grads_
+from mgrpo.parallel.fsdp import SCORE_METHOD
 from mgrpo.rollout import RolloutBatch, score_responses
 
 
