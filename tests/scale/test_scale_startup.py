@@ -35,8 +35,10 @@ def test_inference_twin_is_a_cast_copy_with_its_own_storage(dtype) -> None:
         assert torch.equal(p, src[name].detach().to(dtype))
         assert p.data_ptr() != src[name].data_ptr()  # never an alias, even in the same dtype
         assert src[name].requires_grad  # the source is untouched
-    for name, b in twin.named_buffers():
-        assert b.dtype == (dtype if b.is_floating_point() else b.dtype), name
+    src_buffers = dict(model.named_buffers())
+    for name, b in twin.named_buffers():  # tables (RoPE inv_freq) keep their own dtype
+        assert b.dtype == src_buffers[name].dtype and torch.equal(b, src_buffers[name]), name
+        assert b.data_ptr() != src_buffers[name].data_ptr()
     assert not twin.training
     with torch.no_grad():  # writing the twin leaves the source alone
         for p in twin.parameters():

@@ -90,7 +90,11 @@ def inference_twin(model: nn.Module, *, device: torch.device, dtype: torch.dtype
     then each parameter is materialised straight on `device` from the source (cast during the
     copy), so the extra memory is the twin itself plus one parameter in flight: no full copy
     of the source ever exists on the target device or in host memory. Tied parameters stay
-    tied; floating buffers are cast to `dtype` like `nn.Module.to(dtype)` would.
+    tied. Departure from `nn.Module.to(dtype)`: buffers keep their own dtype (copied, not
+    cast). The floating buffers of a causal LM are tables such as RoPE's fp32 `inv_freq`;
+    cast to bf16 they would rotate every position by a different angle than the master's
+    (0.12 rad at position 100, 1.15 at 1000 for theta = 1e6, head dim 128), as
+    `from_pretrained(dtype=bf16)` also keeps them fp32.
     """
     params = list(model.parameters())
     memo = {id(p): nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=False)
@@ -111,9 +115,7 @@ def inference_twin(model: nn.Module, *, device: torch.device, dtype: torch.dtype
                     made[id(meta)] = nn.Parameter(value, requires_grad=False)
                 module._parameters[name] = made[id(meta)]
             for name, buf in list(module._buffers.items()):
-                if buf is not None:
-                    module._buffers[name] = buf.to(
-                        device=device, dtype=dtype if buf.is_floating_point() else None
-                    )
+                if buf is not None:  # own storage, own dtype (RoPE tables stay fp32)
+                    module._buffers[name] = torch.empty_like(buf, device=device).copy_(buf)
     twin.eval()
     return twin
