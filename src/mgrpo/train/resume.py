@@ -279,9 +279,10 @@ def warn_precision_change(run: Run, saved: dict[str, str] | None, ckpt: Path) ->
 # --------------------------------------------------------------------------------- summary
 
 
-def print_summary(run: Run, summary: dict[str, Any]) -> None:
+def print_summary(run: Run, summary: dict[str, Any], ckpt: Path | None) -> None:
     """The end-of-run table (validation before / after, from the trainer state's `summary`),
-    the run directory and its newest checkpoint, on stderr."""
+    the run directory and its newest checkpoint `ckpt` (the one this process wrote or
+    restored: nothing is hashed again; None = look for the newest that verifies), on stderr."""
     before, after = summary.get("before"), summary.get("after")
     lines = []
     if before or after:
@@ -292,7 +293,8 @@ def print_summary(run: Run, summary: dict[str, Any]) -> None:
             b = f"{before[key]:.3f}" if before and key in before else "-"
             a = f"{after[key]:.3f}" if after and key in after else "-"
             lines.append(f"| val {key} | {b} | {a} |")
-    ckpt = latest_checkpoint(run.run_dir / "checkpoints")
+    if ckpt is None:
+        ckpt = latest_checkpoint(run.run_dir / "checkpoints")
     lines.append(f"run directory: {run.run_dir}")
     lines.append(f"checkpoint:    {ckpt}")
     if "tensorboard" in run.cfg.trainer.report_to:

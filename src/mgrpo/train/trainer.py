@@ -103,8 +103,9 @@ def _train(cfg: Config, run_dir: str | Path, *, resume: bool, signals: _StopSign
     log = MetricsWriter(run_dir, tensorboard=ctx.is_main and "tensorboard" in cfg.trainer.report_to)
     start, bad_steps = 0, 0
     summary: dict[str, Any] = {}
+    last: Path | None = None  # the newest verified checkpoint: restored, or written here
     if resume:
-        ckpt = latest_checkpoint(run_dir / "checkpoints")
+        ckpt = last = latest_checkpoint(run_dir / "checkpoints")
         if ckpt is None:
             D.rank_print(ctx, f"mgrpo: no complete checkpoint in {run_dir}; starting from step 0")
         else:
@@ -183,7 +184,7 @@ def _train(cfg: Config, run_dir: str | Path, *, resume: bool, signals: _StopSign
             if is_last or stop or pause or signalled or (
                 cfg.trainer.save_every and step % cfg.trainer.save_every == 0
             ):
-                save_run(run, step, {"bad_steps": bad_steps, "summary": summary})
+                last = save_run(run, step, {"bad_steps": bad_steps, "summary": summary})
             if stop:
                 raise TrainingError(f"stopped by the collapse alarm at step {step}: {alarm.reason}")
             if signalled:
@@ -197,7 +198,7 @@ def _train(cfg: Config, run_dir: str | Path, *, resume: bool, signals: _StopSign
         trackers.close()
         run.models.checker.close()
     if ctx.is_main:
-        print_summary(run, summary)
+        print_summary(run, summary, last)
     D.shutdown(ctx)
     return run_dir
 
