@@ -39,7 +39,7 @@ from torch import nn
 from mgrpo.config import Config, ConfigError, config_from_dict, config_to_dict, dump_config
 from mgrpo.files import write_text_atomic
 from mgrpo.parallel import distributed as D
-from mgrpo.parallel.sharded_checkpoint import load_sharded, save_sharded
+from mgrpo.parallel.sharded_checkpoint import SHARDED_DIR, load_sharded, save_sharded
 from mgrpo.train.checkpoint import (
     latest_checkpoint,
     load_tensors,
@@ -148,6 +148,10 @@ def restore_run(run: Run, ckpt: Path) -> dict[str, Any]:
 
 def _restore_replicated(run: Run, ckpt: Path) -> None:
     models = run.models
+    if (ckpt / SHARDED_DIR).is_dir() or not (ckpt / "optimizer.json").is_file():
+        # checked first: the momentum and optimizer files are missing too
+        raise TrainingError(f"{ckpt}: no optimizer.json; it was written with FSDP "
+                            f"(resume it with distributed.fsdp=true)")
     try:
         _load_weights(run, ckpt)
     except ValueError as exc:  # the checkpoint does not fit this model
@@ -156,9 +160,6 @@ def _restore_replicated(run: Run, ckpt: Path) -> None:
         models.after_update()
     if models.momentum is not None:
         models.momentum.load_state_dict(load_tensors(ckpt / MOMENTUM_FILE))
-    if not (ckpt / "optimizer.json").is_file():
-        raise TrainingError(f"{ckpt}: no optimizer.json; it was written with FSDP "
-                            f"(resume it with distributed.fsdp=true)")
     meta = read_json(ckpt / "optimizer.json")
     models.optimizer.load_state_dict(
         optimizer_from_files(load_tensors(ckpt / "optimizer.safetensors"), meta)
