@@ -86,3 +86,25 @@ def test_shard_run_models_places_every_model(one_rank_group) -> None:
     momentum = ShardedMomentum(models.policy, models.momentum_generator, ctx)
     for t, (name, _) in zip(momentum.sharded, policy.named_parameters(), strict=True):
         torch.testing.assert_close(t.full_tensor(), full[name], rtol=0, atol=0)
+
+
+def test_fully_shard_gets_a_mesh_on_the_runs_device(one_rank_group, monkeypatch) -> None:
+    """Without a mesh FSDP2 shards onto the current accelerator (CUDA on a GPU box) whatever
+    device the run computes on; every `fully_shard` call must get the run's device type."""
+    import mgrpo.parallel.fsdp as fsdp
+
+    api = fsdp._fsdp_api()
+    meshes = []
+
+    def recording(module, **kwargs):
+        meshes.append(kwargs.get("mesh"))
+        return api[0](module, **kwargs)
+
+    monkeypatch.setattr(fsdp, "_fsdp_api", lambda: (recording, *api[1:]))
+    policy = _model()
+    shard_run_models(one_rank_group, policy, gen_dtype=torch.float32, with_reference=True,
+                     with_momentum=False, device=torch.device("cpu"))
+    layers = len(policy.model.layers)
+    assert len(meshes) == 2 * (layers + 1)  # every layer and the root, policy and reference
+    assert all(m is not None and m.device_type == "cpu" and m.size() == 1 for m in meshes)
+    assert all(p.device.type == "cpu" for p in policy.parameters())

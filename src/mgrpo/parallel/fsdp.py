@@ -51,10 +51,25 @@ def _decoder_layers(model: nn.Module) -> list[nn.Module]:
     return list(layers)
 
 
+def device_mesh(ctx: DistContext, device: torch.device) -> Any:
+    """The 1-D mesh of every rank on `device`'s type (the run's compute device). Without it
+    `fully_shard` places the shards on the current accelerator, whatever `model.device`
+    says (CUDA shards beside a CPU run, gloo refusing CUDA tensors); a CUDA `device` with an
+    index also becomes the current device."""
+    # lazy, start-up: only multi-process runs need it
+    from torch.distributed.device_mesh import init_device_mesh
+
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)
+    return init_device_mesh(device.type, (ctx.world_size,))
+
+
 def shard_model(
-    model: nn.Module, ctx: DistContext, *, param_dtype: torch.dtype | None, trainable: bool
+    model: nn.Module, ctx: DistContext, *, param_dtype: torch.dtype | None, trainable: bool,
+    mesh: Any,
 ) -> nn.Module:
-    """`fully_shard` every decoder layer, then the root, in place; return the model.
+    """`fully_shard` every decoder layer, then the root, in place, over `mesh`
+    (`device_mesh`); return the model.
 
     Mixed precision on CUDA: compute in `param_dtype` (bf16), reduce gradients in fp32;
     the sharded parameters keep the dtype they were loaded in (fp32 master for the policy).
@@ -62,7 +77,7 @@ def shard_model(
     scorer's direct use of the trunk and of the LM head weight sees unsharded parameters.
     """
     fully_shard, MixedPrecisionPolicy, register = _fsdp_api()
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {"mesh": mesh}
     if param_dtype is not None and param_dtype != torch.float32:
         kwargs["mp_policy"] = MixedPrecisionPolicy(
             param_dtype=param_dtype, reduce_dtype=torch.float32 if trainable else None

@@ -29,7 +29,7 @@ from torch import nn
 
 from mgrpo.config import Config
 from mgrpo.parallel import distributed as D
-from mgrpo.parallel.fsdp import policy_refresher, shard_model
+from mgrpo.parallel.fsdp import device_mesh, policy_refresher, shard_model
 from mgrpo.train.lora import (
     LoraExport,
     LoraMomentum,
@@ -198,6 +198,7 @@ def shard_run_models(
     unsharded).
     """
     target = device if device is not None else next(policy.parameters()).device
+    mesh = device_mesh(ctx, target)  # shards on the run's device, not the current accelerator
     policy_full = inference_twin(policy, device=target, dtype=gen_dtype)
     momentum_generator = (
         inference_twin(policy, device=target, dtype=gen_dtype) if with_momentum else None
@@ -206,8 +207,8 @@ def shard_run_models(
     if with_reference:  # host-side cast copy, sharded (and moved) layer by layer
         reference = inference_twin(policy, device=next(policy.parameters()).device,
                                    dtype=gen_dtype)
-        shard_model(reference, ctx, param_dtype=gen_dtype, trainable=False)
-    shard_model(policy, ctx, param_dtype=gen_dtype, trainable=True)
+        shard_model(reference, ctx, param_dtype=gen_dtype, trainable=False, mesh=mesh)
+    shard_model(policy, ctx, param_dtype=gen_dtype, trainable=True, mesh=mesh)
     return ShardedModels(policy, policy_full, reference, momentum_generator)
 
 
