@@ -131,7 +131,8 @@ def stage_peaks(m: ModelShape, r: RunShape) -> dict[str, dict[str, int]]:
       fp32 (rows, V) tensors, the CUDA-graph logits buffer among them), prefill of the
       prompts through both models (`rollout.memory.KVShape`).
     - scoring (logp_old / logp_ref, no grad): one micro-batch of T = micro x length tokens:
-      two all-gathered bf16 layers (current + prefetch), the root unit gathered, the layer's
+      two all-gathered bf16 layers (current + prefetch), the root unit gathered (the frozen
+      reference reshards its root after the forward, so it does not persist), the layer's
       activations T (2H + (nh + 2 kvh) D + nh D + 3 I) x 2 bytes, final hidden states, and
       two LM-head chunks of fp32 logits (`rollout.scoring`).
     - train (forward + backward, gradient checkpointing): grads 4P/W + the saved layer
@@ -139,8 +140,8 @@ def stage_peaks(m: ModelShape, r: RunShape) -> dict[str, dict[str, int]]:
       (2 x T (4H + 2 (nh + 2 kvh) D + 5 I) x 2) + gathered layers and root + the unsharded
       fp32 gradient of one layer before its reduce-scatter + 4 LM-head logit chunks.
     - optimizer: grads + AdamW's foreach temporaries (two fp32 lists of the local shards).
-    - ema: the fp32 master read in place (no cast) + one gathered fp32 tensor in flight
-      while the momentum generator is refreshed.
+    - ema: the fp32 master read in place (no cast) + one gathered bf16 tensor in flight
+      while the momentum generator is refreshed (each shard is cast before the all-gather).
     - validation: like rollout for the validation batch (one model, `val_samples` rows).
     """
     p, w = m.params, r.world
@@ -181,7 +182,7 @@ def stage_peaks(m: ModelShape, r: RunShape) -> dict[str, dict[str, int]]:
     optimizer = dict(persistent) | grads
     optimizer["AdamW foreach temporaries"] = 2 * 4 * p // w
     ema = dict(persistent)
-    ema["gathered fp32 tensor"] = 4 * m.largest_tensor
+    ema["gathered bf16 tensor"] = 2 * m.largest_tensor
     val_rows = r.val_prompts * r.val_samples
     val_len = r.prompt_len + r.val_new_tokens
     validation = dict(persistent)

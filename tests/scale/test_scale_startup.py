@@ -108,3 +108,50 @@ def test_fully_shard_gets_a_mesh_on_the_runs_device(one_rank_group, monkeypatch)
     assert len(meshes) == 2 * (layers + 1)  # every layer and the root, policy and reference
     assert all(m is not None and m.device_type == "cpu" and m.size() == 1 for m in meshes)
     assert all(p.device.type == "cpu" for p in policy.parameters())
+
+
+def test_generator_refresh_gathers_in_the_generator_dtype(one_rank_group, monkeypatch) -> None:
+    """The fp32 master is cast shard by shard, then all-gathered in bf16 (half the bytes);
+    the generator still equals the master cast to bf16."""
+    import mgrpo.parallel.fsdp as fsdp
+    from mgrpo.parallel.fsdp import policy_refresher
+
+    policy = _model()
+    models = shard_run_models(one_rank_group, policy, gen_dtype=torch.bfloat16,
+                              with_reference=False, with_momentum=True,
+                              device=torch.device("cpu"))
+    with torch.no_grad():
+        for p in policy.parameters():
+            p.add_(0.01)
+    gathered = []
+    full = fsdp.full_tensor
+
+    def recording(t):
+        gathered.append(t.dtype)
+        return full(t)
+
+    monkeypatch.setattr(fsdp, "full_tensor", recording)
+    policy_refresher(one_rank_group, policy, models.policy_full)()
+    ShardedMomentum(policy, models.momentum_generator, one_rank_group).refresh()
+    assert gathered and set(gathered) == {torch.bfloat16}
+    gen = dict(models.policy_full.named_parameters())
+    for name, p in policy.named_parameters():
+        assert torch.equal(gen[name], p.full_tensor().detach().to(torch.bfloat16)), name
+
+
+def test_reference_root_reshards_after_its_forward(one_rank_group) -> None:
+    """FSDP2 leaves a root unsharded after forward for the backward it expects; the frozen
+    reference has no backward, so its embeddings / LM head must not stay gathered."""
+    from mgrpo.parallel.fsdp import SCORE_METHOD
+
+    models = shard_run_models(one_rank_group, _model(), gen_dtype=torch.float32,
+                              with_reference=True, with_momentum=False,
+                              device=torch.device("cpu"))
+    ref = models.reference
+    response = torch.tensor([TOK.encode("3")])
+    with torch.no_grad():
+        getattr(ref, SCORE_METHOD)([TOK.encode("1+2=")], response,
+                                   torch.ones_like(response, dtype=torch.bool), 1.0,
+                                   with_grad=False)
+    for name, p in ref.named_parameters():
+        assert hasattr(p, "to_local"), f"{name} still unsharded after the forward"

@@ -84,7 +84,10 @@ def shard_model(
         )
     for layer in _decoder_layers(model):
         fully_shard(layer, **kwargs)
-    fully_shard(model, **kwargs)
+    # FSDP2 keeps the root (embeddings, LM head, final norm) unsharded after its forward,
+    # expecting a backward; a frozen model has none, so its root reshards like its layers
+    root = kwargs if trainable else {**kwargs, "reshard_after_forward": True}
+    fully_shard(model, **root)
 
     def mgrpo_score(self, *args, **kw):
         # one trunk forward per call: a second forward of the same FSDP layers before backward
@@ -111,11 +114,15 @@ def refresh_full_copy_(
     ctx: DistContext, dst: nn.Module, sources: list[tuple[str, torch.Tensor]], stage: str
 ) -> None:
     """Copy full weights into the unsharded generator `dst`, gathering one tensor at a time
-    (peak extra memory: one full parameter). `sources`: (name in dst, sharded or full tensor)."""
+    (peak extra memory: one full parameter in `dst`'s dtype). `sources`: (name in dst,
+    sharded or full tensor). Each local shard is cast to `dst`'s dtype before the all-gather
+    (bf16: half the bytes of gathering the fp32 master; the cast is elementwise, so the
+    result equals gathering first and casting after)."""
     params = dict(dst.named_parameters())
     with collective(ctx, stage):
         for name, src in sources:
-            params[name].copy_(full_tensor(src.detach()))
+            dst_param = params[name]
+            dst_param.copy_(full_tensor(src.detach().to(dst_param.dtype)))
 
 
 def policy_refresher(ctx: DistContext, policy: nn.Module, policy_full: nn.Module):
