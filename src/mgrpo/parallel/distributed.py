@@ -218,18 +218,43 @@ def barrier(ctx: DistContext, stage: str) -> None:
                 dist.barrier()
 
 
+GRAD_BUCKET_BYTES = 256 << 20  # at most this much gradient is copied into one flat buffer
+
+
+def grad_buckets(grads: list[torch.Tensor], max_bytes: int) -> list[list[torch.Tensor]]:
+    """`grads` in order, cut into buckets of one dtype and at most `max_bytes` each; a tensor
+    larger than `max_bytes` is a bucket of its own (reduced in place, never copied)."""
+    buckets: list[list[torch.Tensor]] = []
+    open_: dict[torch.dtype, tuple[list[torch.Tensor], int]] = {}
+    for g in grads:
+        size = g.numel() * g.element_size()
+        bucket, used = open_.get(g.dtype, (None, 0))
+        if bucket is None or used + size > max_bytes:
+            bucket, used = [], 0
+            buckets.append(bucket)
+        bucket.append(g)
+        open_[g.dtype] = (bucket, used + size)
+    return buckets
+
+
 @torch.no_grad()
-def all_reduce_grads_(ctx: DistContext, params: list[nn.Parameter]) -> None:
-    """Replicated (non-FSDP) data parallel: sum every gradient over ranks, in place,
-    one flat buffer per dtype (the loss is already normalised by the global counts)."""
+def all_reduce_grads_(ctx: DistContext, params: list[nn.Parameter], *,
+                      bucket_bytes: int = GRAD_BUCKET_BYTES) -> None:
+    """Replicated (non-FSDP) data parallel: sum every gradient over ranks, in place (the loss
+    is already normalised by the global counts). Gradients go in buckets of at most
+    `bucket_bytes` (`grad_buckets`): a bucket of several is flattened into one buffer for
+    one all-reduce, a single tensor is reduced in place, so the extra memory is one bucket,
+    not a flat copy of every gradient (+4 B/param)."""
     if not ctx.active or ctx.world_size == 1 or ctx.fsdp:
         return
-    groups: dict[torch.dtype, list[torch.Tensor]] = {}
     for p in params:
         if p.grad is None:
             p.grad = torch.zeros_like(p)
-        groups.setdefault(p.grad.dtype, []).append(p.grad)
-    for grads in groups.values():
+    for grads in grad_buckets([p.grad for p in params], bucket_bytes):
+        if len(grads) == 1 and grads[0].is_contiguous():
+            with collective(ctx, "gradient all-reduce"):
+                dist.all_reduce(grads[0])
+            continue
         flat = torch.cat([g.reshape(-1) for g in grads])
         with collective(ctx, "gradient all-reduce"):
             dist.all_reduce(flat)
