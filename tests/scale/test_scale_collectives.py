@@ -1,15 +1,21 @@
 """Collectives on two gloo ranks (CPU, spawned processes): the replicated gradient all-reduce
-in bounded buckets."""
+in bounded buckets; an error on one rank stops the other at once (not at the timeout); and
+`collective()` tells a failed process group from this rank's own errors."""
 
 from __future__ import annotations
 
 import os
 import socket
+import time
 
+import pytest
 import torch
+import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from mgrpo.parallel.distributed import grad_buckets
+from mgrpo.parallel.distributed import DistContext, RankLostError, collective, grad_buckets
+
+TIMEOUT_S = 60  # the watchdog a peer would otherwise wait for
 
 SHAPES = [(300,), (17, 5), (2000,), (3,), (40, 40), (7,)]  # fp32: 1200, 340, 8000, 12, 6400, 28 B
 
@@ -38,7 +44,7 @@ def _worker(rank: int, world: int, port: int, out: str, scenario: str) -> None:
 
     from mgrpo.parallel import distributed as D
 
-    ctx = D.init_distributed(fsdp=False, device="cpu", timeout_s=30)
+    ctx = D.init_distributed(fsdp=False, device="cpu", timeout_s=TIMEOUT_S)
     result: dict = {}
     try:
         if scenario == "buckets":
@@ -55,6 +61,16 @@ def _worker(rank: int, world: int, port: int, out: str, scenario: str) -> None:
                 p.grad = g.clone()
             D.all_reduce_grads_(ctx, params, bucket_bytes=2048)
             result = {"grads": [p.grad for p in params], "sizes": sizes}
+        elif scenario == "local error":  # rank 1 fails on its own; rank 0 is in a collective
+            start = time.monotonic()
+            try:
+                with D.stop_peers_on_error(ctx):
+                    if rank == 1:
+                        raise ValueError("a bug on rank 1 only")
+                    D.all_reduce(ctx, [1.0], stage="metrics")
+            except (ValueError, D.RankLostError) as exc:
+                result = {"error": type(exc).__name__, "message": str(exc),
+                          "elapsed": time.monotonic() - start}
     finally:
         if rank == 0:
             torch.save(result, os.path.join(out, "result.pt"))
@@ -84,3 +100,37 @@ def test_bucketed_all_reduce_sums_every_gradient_within_the_bound(tmp_path) -> N
     oversized = {torch.zeros(s).numel() * 4 for s in SHAPES} - set(range(2049))
     assert {n for n in result["sizes"] if n > 2048} <= oversized  # reduced alone, in place
     assert sum(result["sizes"]) == sum(torch.zeros(s).numel() * 4 for s in SHAPES)
+
+
+def test_an_error_on_one_rank_stops_the_others_at_once(tmp_path) -> None:
+    """Rank 1 raises outside any collective; rank 0, waiting in an all-reduce, must raise
+    RankLostError within seconds, not after distributed.timeout_s."""
+    result = _spawn(tmp_path, "local error")
+    assert result["error"] == "RankLostError", result
+    assert "rank 0/2: a collective failed during metrics" in result["message"]
+    assert result["elapsed"] < TIMEOUT_S / 4, result
+
+
+ACTIVE = DistContext(rank=0, world_size=2, backend="gloo")
+
+
+@pytest.mark.parametrize("error", [
+    torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+    RuntimeError("The size of tensor a (3) must match the size of tensor b (4)"),
+    ValueError("a bad value"),
+], ids=["oom", "shape", "value"])
+def test_collective_reraises_this_ranks_own_errors_unchanged(error) -> None:
+    with pytest.raises(type(error)) as info, collective(ACTIVE, "gradient all-reduce"):
+        raise error
+    assert info.value is error and not isinstance(info.value, RankLostError)
+
+
+@pytest.mark.parametrize("error", [
+    dist.DistBackendError("NCCL communicator was aborted on rank 1"),
+    RuntimeError("[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed by peer"),
+    RuntimeError("Timed out waiting 60000ms for send operation to complete"),
+], ids=["dist-error", "gloo-closed", "timeout"])
+def test_collective_reports_a_failed_group_as_a_lost_rank(error) -> None:
+    with pytest.raises(RankLostError, match="rank 0/2: a collective failed during metrics"):
+        with collective(ACTIVE, "metrics"):
+            raise error

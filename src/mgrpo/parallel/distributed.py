@@ -139,15 +139,38 @@ def rank_print(ctx: DistContext, message: str, *, all_ranks: bool = False) -> No
         print(message, file=sys.stderr, flush=True)
 
 
+# What a collective raises when the group itself failed (a peer closed its connection,
+# died or hung past the timeout), as opposed to an error of this rank's own computation.
+_COMM_MARKERS = ("gloo", "nccl", "connection closed", "connection reset", "broken pipe",
+                 "timed out", "timeout", "socket", "process group", "processgroup", "c10d",
+                 "watchdog", "peer")
+
+
+def is_communication_error(exc: BaseException) -> bool:
+    """True when `exc` means the process group failed (`torch.distributed.DistError`, or a
+    RuntimeError from the backend naming a connection / timeout / NCCL / gloo failure); False
+    for an error of this rank's own work (out of memory, a bad shape, a Python bug)."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        return False
+    if isinstance(exc, dist.DistError):
+        return True
+    if not isinstance(exc, RuntimeError):
+        return False
+    text = str(exc).lower()
+    return any(marker in text for marker in _COMM_MARKERS)
+
+
 @contextmanager
 def collective(ctx: DistContext, stage: str) -> Iterator[None]:
-    """Turn a failed/timed-out collective into `RankLostError` naming this rank and stage."""
+    """Turn a failed/timed-out collective into `RankLostError` naming this rank and stage.
+    Any other error (`is_communication_error` false: out of memory included) propagates
+    unchanged, with its own message."""
     try:
         yield
     except RankLostError:
         raise
     except (RuntimeError, dist.DistError) as exc:
-        if not ctx.active:
+        if not ctx.active or not is_communication_error(exc):
             raise
         raise RankLostError(
             f"rank {ctx.rank}/{ctx.world_size}: a collective failed during {stage} "
@@ -155,6 +178,40 @@ def collective(ctx: DistContext, stage: str) -> Iterator[None]:
             f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}. "
             f"Restart with --resume to continue from the last complete checkpoint."
         ) from exc
+
+
+def abort(ctx: DistContext) -> None:
+    """Tear this rank's process group down at once (no collective): the peers' pending and
+    next collectives fail now (gloo: the connections close; NCCL: the communicators abort)
+    and they raise `RankLostError`, instead of waiting for `distributed.timeout_s`; this
+    process then exits without hanging in an NCCL destructor. No-op when single."""
+    if not ctx.active or not dist.is_initialized():
+        return
+    try:
+        if ctx.backend == "nccl":
+            dist.distributed_c10d._abort_process_group()
+        else:
+            dist.destroy_process_group()
+    except Exception as exc:  # noqa: BLE001 - already failing: say so, keep the first error
+        print(f"[rank {ctx.rank}] mgrpo: aborting the process group failed too: {exc}",
+              file=sys.stderr, flush=True)
+
+
+@contextmanager
+def stop_peers_on_error(ctx: DistContext) -> Iterator[None]:
+    """Around a multi-rank job: an exception leaving the block on this rank (a local error,
+    a signal, or a lost peer) aborts the process group before it propagates unchanged, and
+    names this rank and the error on stderr."""
+    try:
+        yield
+    except BaseException as exc:
+        if ctx.active and ctx.world_size > 1 and dist.is_initialized():
+            if not isinstance(exc, (RankLostError, KeyboardInterrupt)):  # a signal says itself
+                first = str(exc).splitlines()[0] if str(exc) else ""
+                rank_print(ctx, f"mgrpo: {type(exc).__name__}: {first}; aborting the process "
+                                f"group so the other ranks stop now", all_ranks=True)
+            abort(ctx)
+        raise
 
 
 # ----------------------------------------------------------------------- prompt split

@@ -93,12 +93,15 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False) -> Path:
     TrainingInterrupted (a KeyboardInterrupt) is raised; a second signal abandons the step.
     A signal during the last step lets the run finish normally."""
     with _StopSignals() as signals:
-        return _train(cfg, run_dir, resume=resume, signals=signals)
+        run_dir = Path(run_dir)
+        run = build_run(cfg, run_dir, resume)
+        # an error on this rank alone tears its process group down, so the other ranks stop
+        # now instead of waiting in their next collective until distributed.timeout_s
+        with D.stop_peers_on_error(run.models.dist):
+            return _train(run, cfg, run_dir, resume=resume, signals=signals)
 
 
-def _train(cfg: Config, run_dir: str | Path, *, resume: bool, signals: _StopSignals) -> Path:
-    run_dir = Path(run_dir)
-    run = build_run(cfg, run_dir, resume)
+def _train(run: Run, cfg: Config, run_dir: Path, *, resume: bool, signals: _StopSignals) -> Path:
     ctx = run.models.dist  # rank 0 writes metrics, TensorBoard and checkpoints
     log = MetricsWriter(run_dir, tensorboard=ctx.is_main and "tensorboard" in cfg.trainer.report_to)
     start, bad_steps = 0, 0
