@@ -69,6 +69,7 @@ class ModelLayout:
     """One way of building the policy's companions; subclasses override `build` and, where
     they differ from the full-weight default, the other hooks."""
 
+    kind = "layout"
     frozen_embeddings = False  # True: the input embeddings do not train (LoRA)
 
     def __init__(self, cfg: Config, precision: Precision, ctx: D.DistContext, *,
@@ -95,6 +96,8 @@ class FullLayout(ModelLayout):
     samples itself; the momentum generator is a deep copy whose fp32 weights are the EMA
     master; the reference a frozen copy."""
 
+    kind = "full"  # names the layout (memory pre-flight, messages)
+
     def build(self, policy: nn.Module) -> Roles:
         if self.with_reference:
             self.roles.reference = inference_copy(policy, self.precision.compute)
@@ -107,6 +110,8 @@ class MixedLayout(ModelLayout):
     """fp32 master trains under autocast; bf16 copies generate, score and refer. The policy
     copy is refreshed from the master after every optimizer step (it always equals the master
     cast to bf16); checkpoints write that copy as the HF directory and the master beside it."""
+
+    kind = "mixed"  # names the layout (memory pre-flight, messages)
 
     def build(self, policy: nn.Module) -> Roles:
         compute, roles = self.precision.compute, self.roles
@@ -123,6 +128,8 @@ class MixedLayout(ModelLayout):
 class LoraLayout(ModelLayout):
     """Adapters train; the base is shared by policy, momentum (adapters swapped in per call)
     and reference (adapters disabled), see `mgrpo.train.lora`."""
+
+    kind = "lora"  # names the layout (memory pre-flight, messages)
 
     frozen_embeddings = True
 
@@ -150,6 +157,8 @@ class ShardedLayout(ModelLayout):
     """FSDP2: policy and reference sharded, unsharded bf16 generator copies for rollouts
     (`shard_run_models`); the policy copy is all-gathered after every optimizer step.
     Checkpoints go through torch.distributed.checkpoint."""
+
+    kind = "sharded"  # names the layout (memory pre-flight, messages)
 
     def build(self, policy: nn.Module) -> Roles:
         sharded = shard_run_models(self.ctx, policy, gen_dtype=self.precision.compute,

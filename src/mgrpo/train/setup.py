@@ -29,6 +29,7 @@ from mgrpo.train import faults
 from mgrpo.train.alarm import CollapseAlarm
 from mgrpo.train.errors import TrainingError
 from mgrpo.train.layouts import ModelLayout, pick_layout
+from mgrpo.train.memory_budget import preflight
 from mgrpo.train.precision import Precision, resolve_precision
 from mgrpo.train.presets import AlgorithmSpec, resolve_algorithm
 from mgrpo.train.prompts import VAL_SEED_OFFSET, PromptSet, build_prompt_set, load_records
@@ -86,6 +87,7 @@ def build_run(cfg: Config, run_dir: Path, resume: bool = False) -> Run:
 
     layout = pick_layout(cfg, precision, ctx, with_momentum=spec.uses_momentum_model)
     layout.adapt(policy)
+    _check_static_memory(layout, policy)  # before any copy is built or anything generated
     if cfg.model.gradient_checkpointing:
         # non-reentrant: recomputation works whether or not the block inputs require grad
         policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -123,6 +125,19 @@ def build_run(cfg: Config, run_dir: Path, resume: bool = False) -> Run:
     faults.install(models)  # no-op unless MGRPO_FAULT is set (reliability tests)
     alarm = CollapseAlarm(cfg.diagnostics.alarm)
     return Run(cfg, spec, run_dir, models, train_set, val_records, alarm, precision, layout)
+
+
+def _check_static_memory(layout: ModelLayout, policy: torch.nn.Module) -> None:
+    """Refuse (TrainingError) a layout whose static state does not fit on the device."""
+    params = sum(p.numel() for p in policy.parameters())
+    trainable = sum(p.numel() for p in policy.parameters() if p.requires_grad)
+    precision = layout.precision
+    problem = preflight(layout.kind, precision.device, params=params, trainable=trainable,
+                        world=layout.ctx.world_size, compute=precision.compute.itemsize,
+                        master=precision.master.itemsize, momentum=layout.with_momentum,
+                        reference=layout.with_reference)
+    if problem:
+        raise TrainingError(problem)
 
 
 def _optimizer(cfg: Config, policy: torch.nn.Module) -> tuple[torch.optim.Optimizer, Any]:
