@@ -131,7 +131,7 @@ def _grade_answers(
 def _majority(
     extracted: list[str | None], correct: list[bool], k: int, kind: str, checker: Any
 ) -> list[bool]:
-    """maj@k per problem: is the majority-voted answer (DESIGN 3 clustering) correct?
+    """maj@k per problem: is the majority-voted answer (docs/design.md §3 clustering) correct?
 
     The label is the winning cluster's representative, itself one of the samples, so its
     correctness is that sample's. Equivalences between distinct answers of a problem are

@@ -14,7 +14,9 @@
   and LoRA adapters;
 - :mod:`~mgrpo.train.prompts`: the training prompt set (step s's batch is a function of
   the seed and s);
-- :mod:`~mgrpo.train.checkpoint`, :mod:`~mgrpo.train.validation`,
+- :mod:`~mgrpo.train.resume`: what a checkpoint holds, saving and restoring it, the resume
+  checks; :mod:`~mgrpo.train.checkpoint`: the atomic, checksummed directory format;
+- :mod:`~mgrpo.train.validation`,
   :mod:`~mgrpo.train.alarm` (label-free collapse alarm), :mod:`~mgrpo.train.trackers`
   (W&B / MLflow), :mod:`~mgrpo.train.faults` (fault injection for the reliability tests).
 """
