@@ -16,7 +16,8 @@ What it does (vs the `hf` reference: `model.generate` + a second scoring pass):
   `F.rms_norm` on the raw weights of plain Linear / RMSNorm modules, the modules themselves
   otherwise; only rotary + attention + cache are reimplemented), so in-place weight updates
   are seen with no reload. `fuse_weights=True` concatenates the q/k/v and gate/up weights
-  once per call (2 matmuls per layer instead of 5); the default (None) does so only on CPU
+  (2 matmuls per layer instead of 5; a copy kept with the engine, rewritten in place at the
+  start of every call); the default (None) does so only on CPU
   for models whose copied weights are small (`FUSE_AUTO_MAX_ENTRIES`), where a decode step
   costs its number of kernels (-5% decode time on the tiny model), not its FLOPs.
 - Several models in one loop (`generate_joint`): M-GRPO samples from the policy and the
@@ -66,8 +67,8 @@ from mgrpo.rollout.cuda_graph import (
 )
 from mgrpo.rollout.decode_state import DecodeOutputs, additive_mask, fused_entries
 from mgrpo.rollout.decoder import (
+    PlanCache,
     Segment,
-    build_plan,
     by_segment,
     embed,
     logits_of,
@@ -139,6 +140,7 @@ class FastEngine(RolloutEngine):
         self.graphs = GraphCache(max_graphs) if self.cuda_graph else None
         self.keep_workspace = bool(keep_workspace)
         self._workspace: Workspace | None = None
+        self._plans = PlanCache()  # the decoder plan, built once per set of parameter tensors
         # graphs are cheap per shape, recompiles are not: compiled steps span the whole cache
         self.attn_bucket = attn_bucket or (0 if compile else DEFAULT_ATTN_BUCKET)
         if self.attn_bucket < 0:
@@ -335,7 +337,7 @@ class FastEngine(RolloutEngine):
         prompt-major within a group."""
         device = self.device
         dtype = self.trunk.embed_tokens.weight.dtype
-        plans = [build_plan(engine.model, fuse=engine.fuse_weights) for engine, _ in groups]
+        plans = [engine._plans.get(engine.model, fuse=engine.fuse_weights) for engine, _ in groups]
         counts = [n for _, n in groups]
         num_prompts, new = len(prompts), params.max_new_tokens
         r = num_prompts * sum(counts)
