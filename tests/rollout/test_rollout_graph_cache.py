@@ -174,3 +174,27 @@ def test_a_replaced_parameter_is_a_new_plan_and_new_graphs() -> None:
     norm.weight = torch.nn.Parameter(norm.weight.detach() * 1.3)  # another tensor
     _same(graphed.generate(_prompts(), 3, PARAMS), _static(model).generate(_prompts(), 3, PARAMS))
     assert graphed.graphs.captures > captured and graphed._plans.builds == 2
+
+
+def test_a_training_engine_keeps_its_graphs_across_steps_of_in_place_updates() -> None:
+    model = _model()
+    _random_norms(model, seed=3)
+    # built as the trainer builds it (no keep_workspace): graphs imply a kept workspace
+    engine = make_engine("fast", model, pad_token_id=0, check_every=2, attn_bucket=4,
+                         kv_cache_gb=None, fuse_weights=False)
+    engine.static = True
+    engine.graphs = GraphCache(capture=capture_eager)
+    assert engine.keep_workspace
+    engine.generate(_prompts(), 3, PARAMS)
+    captured = engine.graphs.captures
+    assert captured > 1
+    for step in range(2):  # an optimizer-like in-place update of every weight, then a rollout
+        with torch.no_grad():
+            for p in model.parameters():
+                p.mul_(1.0 + 0.01 * (step + 1))
+        params = SamplingParams(max_new_tokens=12, temperature=1.0, seed=7 + step)
+        _same(engine.generate(_prompts(), 3, params), _static(model).generate(_prompts(), 3, params))
+    assert engine.graphs.captures == captured and engine.graphs.resets == 0
+    engine.keep_workspace = False  # an explicit False still frees everything after a call
+    engine.generate(_prompts(), 3, PARAMS)
+    assert engine._workspace is None and engine.graphs.graphs_alive == 0

@@ -27,7 +27,9 @@ What it does (vs the `hf` reference: `model.generate` + a second scoring pass):
 - On CUDA: weights stay in their dtype (bf16 as given). `cuda_graph` (default: on for
   CUDA, never on CPU) captures the decode step in one CUDA graph per (models, batch size,
   attended span) and replays it (the graph records the live parameter addresses, so
-  in-place updates are still seen); all graphs write one shared logits buffer and at most
+  in-place updates are still seen); the KV workspace and the graphs outlive a call
+  (`keep_workspace`, default on with graphs), so later calls of the same shapes replay
+  instead of capturing; all graphs write one shared logits buffer and at most
   `max_graphs` are kept (`rollout.cuda_graph`, docs/memory.md); `compile=True` additionally wraps the step in
   torch.compile (off by default: every new batch bucket recompiles). Both use the static
   form of the step: attention over a cache prefix rounded up to `attn_bucket` columns
@@ -37,7 +39,7 @@ What it does (vs the `hf` reference: `model.generate` + a second scoring pass):
 - Throughput against HF `generate` and the `hf` engine: docs/performance.md
   (`benchmarks/rollout.py`).
 What it does not do: sliding-window / hybrid attention, logit soft-capping, "dynamic" rope
-(the rope table is built once per call from the model's `rotary_emb`), sharded models,
+(the rope table is built with the KV workspace from the model's `rotary_emb`), sharded models,
 sampling inside the CUDA graph (the sampler runs eagerly on device after each replay).
 - Memory-aware: a call whose KV cache + sampler + prefill exceed the budget
   (`kv_cache_gb`, else 80% of free CUDA memory) runs as several loops over consecutive
@@ -108,7 +110,7 @@ class FastEngine(RolloutEngine):
         compact_ratio: float = DEFAULT_COMPACT_RATIO,
         fuse_weights: bool | None = None,
         kv_cache_gb: float | None = None,
-        keep_workspace: bool = False,
+        keep_workspace: bool | None = None,
         max_graphs: int = DEFAULT_MAX_GRAPHS,
         **score_options,
     ) -> None:
@@ -135,10 +137,10 @@ class FastEngine(RolloutEngine):
             fuse_weights = not on_cuda and fused_entries(model) <= FUSE_AUTO_MAX_ENTRIES
         self.fuse_weights = bool(fuse_weights)
         self.static = bool(compile) or self.cuda_graph
-        # CUDA graphs: a bounded graph cache and a static KV workspace; kept across calls
-        # (graphs replayed by later calls of the same shapes) only with keep_workspace
+        # CUDA graphs: a bounded graph cache and a static KV workspace, kept across calls
+        # (graphs replayed by later calls of the same shapes) unless keep_workspace=False
         self.graphs = GraphCache(max_graphs) if self.cuda_graph else None
-        self.keep_workspace = bool(keep_workspace)
+        self._keep = None if keep_workspace is None else bool(keep_workspace)
         self._workspace: Workspace | None = None
         self._plans = PlanCache()  # the decoder plan, built once per set of parameter tensors
         # graphs are cheap per shape, recompiles are not: compiled steps span the whole cache
@@ -262,18 +264,31 @@ class FastEngine(RolloutEngine):
                 )
         return self._run_split(prompts, [(engine, n) for engine, n, _ in groups], first)
 
+    @property
+    def keep_workspace(self) -> bool:
+        """Whether the KV workspace and the graphs outlive a call. Default (None): whenever
+        the engine captures graphs, so repeated shapes (every training step, every eval
+        batch) replay graphs instead of capturing again (a capture costs a device sync, an
+        `empty_cache` and a warm-up run); the price is the workspace's KV cache held between
+        calls, through the training backward too (it is counted in the next call's budget)."""
+        return self.graphs is not None if self._keep is None else self._keep
+
+    @keep_workspace.setter
+    def keep_workspace(self, keep: bool | None) -> None:
+        self._keep = None if keep is None else bool(keep)
+
     @contextlib.contextmanager
     def keeping_workspace(self) -> Iterator[None]:
         """Within the block, keep the KV workspace and graphs between calls (calls of
         repeated shapes replay graphs captured before); restore the setting at exit and
-        free the workspace unless it was kept before."""
-        kept = self.keep_workspace
-        self.keep_workspace = True
+        free the workspace unless it is kept outside the block too."""
+        setting = self._keep
+        self._keep = True
         try:
             yield
         finally:
-            self.keep_workspace = kept
-            if not kept:
+            self._keep = setting
+            if not self.keep_workspace:
                 self.release_workspace()
 
     def release_workspace(self) -> None:
