@@ -175,6 +175,8 @@ def score_responses(
     rows (differentiably: gradients of all rows flow back into the one prompt pass), and only
     the response tokens run per row. Same result as the full per-row forward (tested, values
     and gradients); a no-op when every prompt is distinct or the model returns no cache.
+    Skipped when the model is in training mode with gradient checkpointing on: transformers
+    turns the cache off there, so the prompt pass would run and be thrown away (`cache_off`).
     """
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0 for scoring, got {temperature!r}")
@@ -205,7 +207,7 @@ def score_responses(
     grad_ctx = torch.enable_grad() if with_grad else torch.no_grad()
     with grad_ctx:
         h = None
-        if share_prefix and len({tuple(p) for p in prompt_ids}) < r:
+        if share_prefix and not cache_off(model) and len({tuple(p) for p in prompt_ids}) < r:
             h = _shared_prefix_states(model.base_model, prompt_ids, resp, m, pad_token_id)
         if h is None:
             h = _full_states(model.base_model, prompt_ids, resp, m, pad_token_id)
@@ -217,6 +219,12 @@ def score_responses(
         logp = out_logp.masked_scatter(full, logp_sel)  # differentiable in logp_sel
         ent = out_ent.masked_scatter(full, ent_sel.detach())
     return logp, ent
+
+
+def cache_off(model: nn.Module) -> bool:
+    """True when the model's forward ignores `use_cache=True`: HF models in training mode
+    with gradient checkpointing on (`is_gradient_checkpointing`) return no KV cache."""
+    return bool(getattr(model, "is_gradient_checkpointing", False)) and model.training
 
 
 def _full_states(trunk: nn.Module, prompt_ids, resp, m, pad_token_id: int) -> torch.Tensor:
