@@ -18,7 +18,7 @@ What it does (vs the `hf` reference: `model.generate` + a second scoring pass):
   are seen with no reload. `fuse_weights=True` concatenates the q/k/v and gate/up weights
   (2 matmuls per layer instead of 5; a copy kept with the engine, rewritten in place at the
   start of every call); the default (None) does so only on CPU
-  for models whose copied weights are small (`FUSE_AUTO_MAX_ENTRIES`), where a decode step
+  for models whose copied weights are small (`decoder.FUSE_AUTO_MAX_ENTRIES`), where a decode step
   costs its number of kernels (-5% decode time on the tiny model), not its FLOPs.
 - Several models in one loop (`generate_joint`): M-GRPO samples from the policy and the
   momentum model; their rows share one batch, one cache, one attention call and one sampler
@@ -67,29 +67,35 @@ from mgrpo.rollout.cuda_graph import (
     Workspace,
     plan_fingerprint,
 )
-from mgrpo.rollout.decode_state import DecodeOutputs, additive_mask, fused_entries
+from mgrpo.rollout.decode_state import DecodeOutputs, additive_mask, compaction, prefill_rows
 from mgrpo.rollout.decoder import (
     PlanCache,
     Segment,
     by_segment,
     embed,
+    fuse_by_default,
     logits_of,
     post_attention,
     pre_attention,
     rotate_half,
+    unsupported_reason,
 )
-from mgrpo.rollout.fast_support import joint_mismatch, prefill_rows, unsupported_reason
 from mgrpo.rollout.hf_engine import left_pad
 from mgrpo.rollout.memory import budget_bytes, chunk_seed, plan_prompts
 from mgrpo.rollout.params import SamplingParams
 from mgrpo.rollout.sampling import sample_tokens
 
-__all__ = ["FastEngine", "sample_tokens", "unsupported_reason"]
-
 DEFAULT_CHECK_EVERY = 8  # decode steps between host reads of the finished flags
 DEFAULT_COMPACT_RATIO = 0.75  # compact when active rows <= ratio * current batch
-FUSE_AUTO_MAX_ENTRIES = 1 << 20  # fuse_weights=None fuses on CPU up to this many copied entries
 DEFAULT_ATTN_BUCKET = 64  # static step: attend over the cache prefix rounded up to this
+# config fields two models must share to decode in one loop (same cache and rotary layout)
+JOINT_CONFIG_KEYS = (
+    "model_type", "hidden_size", "num_hidden_layers", "num_attention_heads",
+    "num_key_value_heads", "head_dim", "rope_theta", "rope_scaling", "rope_parameters",
+    "max_position_embeddings",
+)  # fmt: skip
+
+
 def _segment_sizes(segments: list[Segment]) -> tuple[int, ...]:
     return tuple(s.stop - s.start for s in segments)
 
@@ -129,13 +135,9 @@ class FastEngine(RolloutEngine):
         self.kv_cache_gb = kv_cache_gb
         on_cuda = self.device.type == "cuda"
         self.cuda_graph = on_cuda if cuda_graph is None else bool(cuda_graph) and on_cuda
-        # fused q/k/v and gate/up copies: 3 fewer matmuls per layer, at the price of copying
-        # those weights once per call; on CPU a win only while the copy is small (tiny model:
-        # -5% decode time; SmolLM2-135M shape: none), and never with CUDA graphs (captured
-        # kernels read the weights' addresses)
-        if fuse_weights is None:
-            fuse_weights = not on_cuda and fused_entries(model) <= FUSE_AUTO_MAX_ENTRIES
-        self.fuse_weights = bool(fuse_weights)
+        # fused q/k/v and gate/up copies: 3 fewer matmuls per layer (decoder.fuse_by_default)
+        self.fuse_weights = bool(fuse_by_default(model, on_cuda) if fuse_weights is None
+                                 else fuse_weights)
         self.static = bool(compile) or self.cuda_graph
         # CUDA graphs: a bounded graph cache and a static KV workspace, kept across calls
         # (graphs replayed by later calls of the same shapes) unless keep_workspace=False
@@ -257,12 +259,34 @@ class FastEngine(RolloutEngine):
                     f"groups[{i}]: engine must be a FastEngine, got {type(engine).__name__}"
                 )
             prompts = engine._check_call(prompt_token_ids, n, params)
-            problem = joint_mismatch(self, engine, params, first)
+            problem = self.joint_mismatch(engine, params, first)
             if problem:
                 raise ValueError(
                     f"groups[{i}] cannot share a decode loop with groups[0]: {problem}"
                 )
         return self._run_split(prompts, [(engine, n) for engine, n, _ in groups], first)
+
+    def joint_mismatch(
+        self, other: FastEngine, params: SamplingParams, first: SamplingParams
+    ) -> str | None:
+        """Why `other` (sampling with `params`) cannot share this engine's decode loop, whose
+        first group samples with `first`; None when it can (same device, dtype, shape and
+        sampling)."""
+        if other.device != self.device:
+            return f"device {other.device} != {self.device}"
+        if other.trunk.embed_tokens.weight.dtype != self.trunk.embed_tokens.weight.dtype:
+            return "different weight dtypes"
+        for key in JOINT_CONFIG_KEYS:
+            a, b = getattr(self.model.config, key, None), getattr(other.model.config, key, None)
+            if a != b:
+                return f"config.{key} differs ({a!r} vs {b!r})"
+        for field in ("max_new_tokens", "temperature", "top_p", "top_k"):
+            if getattr(params, field) != getattr(first, field):
+                return f"params.{field} differs"
+        want = self.stop_ids(first)
+        if self.stop_ids(params) != want or other.stop_ids(params) != want:
+            return "stop token ids differ"
+        return None
 
     @property
     def keep_workspace(self) -> bool:
@@ -406,24 +430,10 @@ class FastEngine(RolloutEngine):
                 live = torch.bincount(seg_id[~done], minlength=len(groups)).tolist()  # host sync
                 if sum(live) == 0:
                     break
-                current = [0] * len(groups)
-                for seg in segments:
-                    current[plans.index(seg.plan)] = seg.stop - seg.start
-                sizes = [
-                    min(self._bucket(a), cur) if a else 0
-                    for a, cur in zip(live, current, strict=True)
-                ]
-                if sum(sizes) <= self.compact_ratio * rows.shape[0]:
-                    keep = torch.cat(
-                        [  # per group: its active rows first, then bucket padding
-                            torch.argsort(done[s.start : s.stop].to(torch.int8), stable=True)[
-                                : sizes[g]
-                            ]
-                            + s.start
-                            for s in segments
-                            for g in [plans.index(s.plan)]
-                        ]
-                    )
+                compacted = compaction(segments, plans, done, live, self._bucket,
+                                       self.compact_ratio)
+                if compacted is not None:
+                    keep, segments = compacted
                     rows, done, tok, pos_ids, key_valid, seg_id = (
                         t[keep] for t in (rows, done, tok, pos_ids, key_valid, seg_id)
                     )
@@ -435,14 +445,6 @@ class FastEngine(RolloutEngine):
                         ]
                         for bufs, views in zip((k_caches, v_caches), kv_views, strict=True)
                     )
-                    bounds = [0]
-                    for size in sizes:
-                        bounds.append(bounds[-1] + size)
-                    segments = [
-                        Segment(plans[g], bounds[g], bounds[g + 1])
-                        for g in range(len(sizes))
-                        if sizes[g]
-                    ]
             if self.static:  # attend over a bucketed cache prefix (static shapes per bucket)
                 span = length
                 if self.attn_bucket:
