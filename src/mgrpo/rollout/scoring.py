@@ -175,8 +175,9 @@ def score_responses(
     rows (differentiably: gradients of all rows flow back into the one prompt pass), and only
     the response tokens run per row. Same result as the full per-row forward (tested, values
     and gradients); a no-op when every prompt is distinct or the model returns no cache.
-    Skipped when the model is in training mode with gradient checkpointing on: transformers
-    turns the cache off there, so the prompt pass would run and be thrown away (`cache_off`).
+    Skipped with grad when the model is in training mode with gradient checkpointing on:
+    transformers turns the cache off there, so the prompt pass would run and be thrown away
+    (`cache_off`).
     """
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0 for scoring, got {temperature!r}")
@@ -207,7 +208,7 @@ def score_responses(
     grad_ctx = torch.enable_grad() if with_grad else torch.no_grad()
     with grad_ctx:
         h = None
-        if share_prefix and not cache_off(model) and len({tuple(p) for p in prompt_ids}) < r:
+        if share_prefix and not cache_off(model, with_grad) and len({tuple(p) for p in prompt_ids}) < r:
             h = _shared_prefix_states(model.base_model, prompt_ids, resp, m, pad_token_id)
         if h is None:
             h = _full_states(model.base_model, prompt_ids, resp, m, pad_token_id)
@@ -221,10 +222,15 @@ def score_responses(
     return logp, ent
 
 
-def cache_off(model: nn.Module) -> bool:
-    """True when the model's forward ignores `use_cache=True`: HF models in training mode
-    with gradient checkpointing on (`is_gradient_checkpointing`) return no KV cache."""
-    return bool(getattr(model, "is_gradient_checkpointing", False)) and model.training
+def cache_off(model: nn.Module, with_grad: bool) -> bool:
+    """True when the model's forward ignores `use_cache=True`: HF models with gradient
+    checkpointing on (the trunk's or its layers' `gradient_checkpointing` flag) return no KV
+    cache in training mode with grad enabled."""
+    if not (with_grad and model.training):
+        return False
+    trunk = model.base_model
+    return any(getattr(m, "gradient_checkpointing", False) is True
+               for m in (trunk, *getattr(trunk, "layers", ())))
 
 
 def _full_states(trunk: nn.Module, prompt_ids, resp, m, pad_token_id: int) -> torch.Tensor:
