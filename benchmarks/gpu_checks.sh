@@ -57,8 +57,12 @@ check() {
   echo "$name: exit $rc after $(($(date +%s) - t0)) s (log: $OUT/$name.log)"
 }
 
+# the lab model, built (or verified in its cache) while the first two checks run
+$PY -m mgrpo lab build > "$SCRATCH/lab-build.log" 2>&1 &
+LAB=$!
 check graphs 90 graphs
 check update 120 update
+wait "$LAB" || { echo "mgrpo lab build failed:"; tail -20 "$SCRATCH/lab-build.log"; }
 # the lab-model checks share the GPU (a small model): run at once
 check learning 240 learning &
 check learning_fsdp 240 learning --fsdp &

@@ -107,10 +107,14 @@ def body(check: Check) -> None:
         check.record(momentum_tensors_compared=matched)
         check.expect("momentum_is_ema_of_theta0_theta1", matched > 0 and err <= 1e-5, err, 1e-5)
 
-    _, lora_ref, _ = _arm("lora-cpu", "cpu", "model.lora.r=8", "model.lora.alpha=16")
-    _, lora, _ = _arm("lora", gpu, "model.lora.r=8", "model.lora.alpha=16")
-    cos, n = _cosine(lora_ref, lora)
-    check.expect("grad_cosine_lora_vs_cpu_fp32_lora", cos >= COSINE_MIN and n > 0, cos, COSINE_MIN)
+    try:  # a LoRA failure (e.g. peft missing) must not stop the FSDP arm
+        _, lora_ref, _ = _arm("lora-cpu", "cpu", "model.lora.r=8", "model.lora.alpha=16")
+        _, lora, _ = _arm("lora", gpu, "model.lora.r=8", "model.lora.alpha=16")
+        cos, n = _cosine(lora_ref, lora)
+    except Exception as exc:  # noqa: BLE001 - reported as this assertion's failure
+        cos, n = f"{type(exc).__name__}: {exc}", 0
+    check.expect("grad_cosine_lora_vs_cpu_fp32_lora",
+                 n > 0 and isinstance(cos, float) and cos >= COSINE_MIN, cos, COSINE_MIN)
 
     _, fsdp, _ = _arm("fsdp1", gpu, "distributed.fsdp=true")  # last: it opens a process group
     cos, n = _cosine(ref, fsdp)
