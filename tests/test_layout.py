@@ -127,3 +127,42 @@ def test_no_source_file_is_too_long() -> None:
         if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES
     }
     assert long == {}
+
+
+# names that always hold one of the project's own records in train/ (StepModels, StepBatch,
+# Run, StageTimer, AlgorithmSpec, UpdateSettings, Rollouts, LossSet, LossStats, DistContext,
+# Config, Precision, ModelLayout, AnswerChecker, Equivalence): annotated with it, never `Any`
+TYPED_NAMES = {"models", "batch", "run", "timer", "spec", "settings", "rollouts", "ls",
+               "stats", "ctx", "cfg", "precision", "layout", "checker", "equivalent"}
+
+
+def _any_annotations(tree: ast.AST) -> list[tuple[int, str]]:
+    """(line, name) of every argument or annotated field in TYPED_NAMES whose annotation
+    mentions `Any` (bare, `Any | None`, `Optional[Any]`, ...)."""
+    found = []
+    for node in ast.walk(tree):
+        named: list[tuple[str, ast.expr | None, int]] = []
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            args = node.args
+            named += [(a.arg, a.annotation, a.lineno)
+                      for a in args.posonlyargs + args.args + args.kwonlyargs]
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            named.append((node.target.id, node.annotation, node.lineno))
+        for name, annotation, line in named:
+            if name in TYPED_NAMES and annotation is not None and any(
+                    isinstance(n, ast.Name) and n.id == "Any" for n in ast.walk(annotation)):
+                found.append((line, name))
+    return found
+
+
+def test_train_annotations_name_the_project_types() -> None:
+    bad = [f"{path.relative_to(SRC)}:{line} {name}: Any"
+           for path in sorted((SRC / "train").glob("*.py"))
+           for line, name in _any_annotations(ast.parse(path.read_text(encoding="utf-8")))]
+    assert bad == []
+
+
+def test_any_annotation_finder_finds_them() -> None:
+    tree = ast.parse("def f(models: Any, batch: 'Any', run: Any | None, x: Any): pass\n"
+                     "class C:\n    timer: Optional[Any]\n    other: Any\n")
+    assert _any_annotations(tree) == [(1, "models"), (1, "run"), (3, "timer")]

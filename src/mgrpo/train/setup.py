@@ -25,14 +25,15 @@ from mgrpo.data.datasets import PromptRecord
 from mgrpo.files import write_text_atomic
 from mgrpo.models.loading import load_model_and_tokenizer
 from mgrpo.parallel import distributed as D
-from mgrpo.rollout import make_engine
+from mgrpo.rollout import RolloutEngine, make_engine
 from mgrpo.rollout.base import stop_token_ids
+from mgrpo.seeds import VAL_SEED_OFFSET
 from mgrpo.train import faults
 from mgrpo.train.alarm import CollapseAlarm
 from mgrpo.train.layouts import ModelLayout, pick_layout
 from mgrpo.train.precision import Precision, resolve_precision
 from mgrpo.train.presets import AlgorithmSpec, resolve_algorithm
-from mgrpo.train.prompts import VAL_SEED_OFFSET, PromptSet, build_prompt_set, load_records
+from mgrpo.train.prompts import PromptSet, build_prompt_set, load_records
 from mgrpo.train.types import StepModels
 
 # Config keys allowed to differ between the original run and a `--resume`.
@@ -108,7 +109,7 @@ def build_run(cfg: Config, run_dir: Path, resume: bool = False) -> Run:
     roles = layout.build(policy)
     optimizer, scheduler = _optimizer(cfg, policy)
 
-    def engine(model: torch.nn.Module) -> Any:
+    def engine(model: torch.nn.Module) -> RolloutEngine:
         return make_engine(cfg.model.engine, model, pad_token_id=tokenizer.pad_token_id,
                            kv_cache_gb=cfg.generation.kv_cache_gb)
 
