@@ -71,3 +71,21 @@ def test_tiny_model_dtype_and_bad_input():
         build_tiny_model(tok, num_heads=4, num_kv_heads=3)
     with pytest.raises(ValueError, match="hidden_size"):
         build_tiny_model(tok, hidden_size=0)
+
+
+@pytest.mark.parametrize("arch", sorted(TINY_ARCHS))
+def test_bf16_tiny_model_keeps_fp32_rope_tables_like_from_pretrained(arch, tmp_path):
+    """A bf16 model built in code rotates with fp32 `inv_freq`, as `from_pretrained(dtype=
+    bf16)` of the same weights does, so both give the same logits."""
+    from transformers import AutoModelForCausalLM
+
+    tok = build_char_tokenizer()
+    model = build_tiny_model(tok, arch=arch, seed=0, dtype=torch.bfloat16)
+    tables = {n: b.dtype for n, b in model.named_buffers() if n.endswith("inv_freq")}
+    assert tables and set(tables.values()) == {torch.float32}
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    model.save_pretrained(tmp_path)
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.bfloat16).eval()
+    ids = torch.tensor([tok.encode("12+30=?")])
+    with torch.no_grad():
+        assert torch.equal(model(input_ids=ids).logits, loaded(input_ids=ids).logits)

@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from mgrpo.models.tiny import cast_parameters
+
 QWEN3_SHAPES: dict[str, dict[str, Any]] = {
     "qwen3-0.6b-random": dict(
         vocab_size=151936, hidden_size=1024, intermediate_size=3072, num_hidden_layers=28,
@@ -50,7 +52,7 @@ def build_random_qwen3(
         torch.manual_seed(seed)
         with torch.device(device):
             model = Qwen3ForCausalLM(config)
-    model.to(dtype=dtype)
+    cast_parameters(model, dtype)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.bos_token_id = tokenizer.bos_token_id

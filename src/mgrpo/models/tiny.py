@@ -94,6 +94,14 @@ def tiny_config(
     return config
 
 
+def cast_parameters(model: torch.nn.Module, dtype: torch.dtype) -> None:
+    """Cast the parameters to `dtype` in place, leaving the buffers as they are: a model
+    built in code then matches `from_pretrained(dtype=...)`, which keeps RoPE's `inv_freq`
+    (and any other positional table) in fp32. `model.to(dtype)` would cast those too."""
+    for param in model.parameters():
+        param.data = param.data.to(dtype)
+
+
 def build_tiny_model(
     tokenizer: PreTrainedTokenizerBase,
     *,
@@ -126,7 +134,7 @@ def build_tiny_model(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = model_cls(config)
-    model = model.to(dtype=dtype)
+    cast_parameters(model, dtype)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.bos_token_id = tokenizer.bos_token_id

@@ -49,8 +49,10 @@ class ChunkedTokenLogProb(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, weight, bias, targets, temperature: float, chunk: int):  # noqa: D401
         device_type = hidden.device.type
-        ctx.amp = (device_type, torch.is_autocast_enabled(device_type),
-                   torch.get_autocast_dtype(device_type))
+        # a device type autocast does not know (e.g. `meta`) has no autocast state to keep
+        ctx.amp = ((device_type, torch.is_autocast_enabled(device_type),
+                    torch.get_autocast_dtype(device_type))
+                   if torch.amp.is_autocast_available(device_type) else None)
         n = hidden.shape[0]
         logp = hidden.new_empty(n, dtype=torch.float32)  # (N,)
         ent = hidden.new_empty(n, dtype=torch.float32)  # (N,)
@@ -71,6 +73,8 @@ class ChunkedTokenLogProb(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_logp, _grad_ent):
+        if ctx.amp is None:
+            return ChunkedTokenLogProb._backward(ctx, grad_logp)
         device_type, enabled, dtype = ctx.amp
         with torch.autocast(device_type, dtype=dtype, enabled=enabled):
             return ChunkedTokenLogProb._backward(ctx, grad_logp)
@@ -78,7 +82,7 @@ class ChunkedTokenLogProb(torch.autograd.Function):
     @staticmethod
     def _backward(ctx, grad_logp):
         hidden, weight, bias, targets = ctx.saved_tensors
-        autocast = ctx.amp[1]
+        autocast = ctx.amp is not None and ctx.amp[1]
         need_h, need_w, need_b = ctx.needs_input_grad[:3]
         t, chunk = ctx.temperature, ctx.chunk
         grad_h = torch.empty_like(hidden) if need_h else None
