@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 from mgrpo.core._checks import check_number
 
-__all__ = ["VOTE_TIES", "Vote", "majority_vote", "vote_groups"]
+__all__ = ["VOTE_TIES", "Vote", "cluster_walk", "majority_vote", "vote_groups"]
 
 #: Tie rules of :func:`majority_vote` (module docstring); the first is the default.
 VOTE_TIES: tuple[str, ...] = ("policy-first", "momentum-first", "random")
@@ -107,29 +107,12 @@ def majority_vote(
     start = len(answers) if momentum_from is None else momentum_from
     # int 1 at weight 1, so counts and shares are bit-identical to the unweighted vote
     w_momentum: float = 1 if momentum_weight == 1.0 else momentum_weight
-    representatives: list[str] = []  # cluster j's representative
-    sizes: list[float] = []  # cluster j's (weighted) size
-    first_momentum: list[int | None] = []  # cluster j's first momentum pool index
-    cluster_of: dict[str, int] = {}  # answer string -> cluster it joined (memo of the walk)
-    for i, answer in enumerate(answers):
-        if answer is None:
-            continue
-        if not isinstance(answer, str):
-            raise ValueError(
-                f"answers[{i}] must be str or None, got {type(answer).__name__}: {answer!r}"
-            )
-        j = cluster_of.get(answer)
+    representatives, clusters = cluster_walk(answers, equivalent)
+    sizes: list[float] = [0] * len(representatives)  # cluster j's (weighted) size
+    first_momentum: list[int | None] = [None] * len(representatives)  # first momentum index
+    for i, j in enumerate(clusters):
         if j is None:
-            for c, rep in enumerate(representatives):
-                if equivalent(answer, rep):
-                    j = c
-                    break
-            if j is None:
-                j = len(representatives)
-                representatives.append(answer)
-                sizes.append(0)
-                first_momentum.append(None)
-            cluster_of[answer] = j
+            continue
         if i >= start:
             sizes[j] += w_momentum
             if first_momentum[j] is None:
@@ -147,6 +130,42 @@ def majority_vote(
     share = count / pool_size
     label = representatives[winner] if share >= min_share else None
     return Vote(label=label, count=count, pool_size=pool_size, share=share, tie=len(tied) > 1)
+
+
+def cluster_walk(
+    answers: Sequence[str | None], equivalent: EquivalenceFn
+) -> tuple[list[str], list[int | None]]:
+    """The clustering walk of :func:`majority_vote`: ``(representatives, cluster of each answer)``.
+
+    ``clusters[i]`` is the index (opening order) of the cluster answer ``i`` joined, None for a
+    None answer. Same memo and call rules as :func:`majority_vote`.
+
+    Raises:
+        ValueError: an answer is neither ``str`` nor ``None``.
+    """
+    representatives: list[str] = []  # cluster j's representative
+    clusters: list[int | None] = []
+    cluster_of: dict[str, int] = {}  # answer string -> cluster it joined (memo of the walk)
+    for i, answer in enumerate(answers):
+        if answer is None:
+            clusters.append(None)
+            continue
+        if not isinstance(answer, str):
+            raise ValueError(
+                f"answers[{i}] must be str or None, got {type(answer).__name__}: {answer!r}"
+            )
+        j = cluster_of.get(answer)
+        if j is None:
+            for c, rep in enumerate(representatives):
+                if equivalent(answer, rep):
+                    j = c
+                    break
+            if j is None:
+                j = len(representatives)
+                representatives.append(answer)
+            cluster_of[answer] = j
+        clusters.append(j)
+    return representatives, clusters
 
 
 def _check_ties(ties: str, seed: int | None) -> None:
