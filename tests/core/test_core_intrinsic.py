@@ -38,6 +38,11 @@ def _ref_share(pool, equivalent):
             reps.append(a)
             members.append([i])
     out = [0.0] * len(pool)
+    n = len(pool)
+    sizes = [len(g) for g in members] + ([pool.count(None)] if None in pool else [])
+    entropy = -sum(c / n * math.log(c / n) for c in sizes)
+    if entropy >= math.log(n) - 1e-12:  # EMPO's threshold: no reward when all answers differ
+        return out
     for group in members:
         for i in group:
             out[i] = len(group) / len(pool)
@@ -56,6 +61,8 @@ def test_cluster_share_matches_reference(groups) -> None:
 
 def test_cluster_share_example() -> None:
     assert cluster_share([["1", "1", None, "2"]], str.__eq__) == [[0.5, 0.5, 0.0, 0.25]]
+    assert cluster_share([["1", "2", None]], str.__eq__) == [[0.0, 0.0, 0.0]]  # all distinct
+    assert cluster_share([["1", "2", None, None]], str.__eq__) == [[0.25, 0.25, 0.0, 0.0]]
 
 
 def _entropies(seed: int, rows: int, cols: int):

@@ -5,8 +5,11 @@ Per prompt, over its rollouts (rows of a ``(B, M)`` layout):
 - ``cluster_share`` (EMPO, Zhang et al. 2025, arXiv 2504.05812, semantic entropy
   minimisation): the rollouts are clustered by answer equivalence with the voting walk
   (:func:`mgrpo.core.voting.cluster_walk`) over the group's pool, and rollout ``i`` gets
-  ``r_i = |c(i)| / n`` with ``c(i)`` its cluster and ``n`` the number of rollouts in the pool
-  (unparsed ones included, so an empty cluster is never rewarded); no parsed answer -> 0.
+  ``r_i = |c(i)| / n`` with ``c(i)`` its cluster and ``n`` the number of rollouts in the pool;
+  no parsed answer -> 0. As in the authors' code (QingyangZhang/EMPO, ``trl/src/open_r1/
+  rewards.py``), the unparsed rollouts form one cluster of their own for the semantic entropy
+  ``H = -sum_c p_c log p_c``, and a prompt with ``H >= log n`` (every cluster a singleton)
+  gets 0 for every rollout (their entropy threshold).
 - ``negative_entropy`` (EM-RL, Agarwal et al. 2025, arXiv 2505.15134, token-level EM-RL):
   ``r_i = -sum_t H_t`` over rollout ``i``'s valid response tokens (``reduce="sum"``, the
   paper's trajectory estimate), or ``-mean_t H_t`` (``reduce="mean"``).
@@ -20,8 +23,7 @@ Per prompt, over its rollouts (rows of a ``(B, M)`` layout):
   every device.
 
 ``H_t`` is the full-distribution token entropy of the sampling distribution
-(:func:`mgrpo.core.entropy.token_entropy`). Departures: EMPO's prompt filter on the semantic
-entropy is not part of the reward (the step's dynamic sampling plays that role).
+(:func:`mgrpo.core.entropy.token_entropy`).
 """
 
 from __future__ import annotations
@@ -66,8 +68,10 @@ def cluster_share(
         for j in clusters:
             if j is not None:
                 sizes[j] = sizes.get(j, 0) + 1
+        unparsed = clusters.count(None)
+        singletons = all(c == 1 for c in sizes.values()) and unparsed <= 1  # H = log n
         take = clusters if rewarded is None else clusters[:rewarded]
-        out.append([0.0 if j is None else sizes[j] / n for j in take])
+        out.append([0.0 if j is None or singletons else sizes[j] / n for j in take])
     return out
 
 
