@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from mgrpo.config_sections import (  # noqa: F401 - re-exported: mgrpo.config names every section
+    DOC,
     MATH_SUFFIX,
     TRACKERS,
     AlgorithmConfig,
@@ -39,6 +40,8 @@ from mgrpo.config_sections import (  # noqa: F401 - re-exported: mgrpo.config na
     TrainerConfig,
     ValidationConfig,
     _check,
+    default_momentum_rollouts,
+    field_docs,
 )
 
 

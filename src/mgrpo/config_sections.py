@@ -8,7 +8,8 @@ the dotted key. :class:`mgrpo.config.Config` gathers the sections; import them f
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from mgrpo.checks import require, require_one_of
@@ -24,6 +25,21 @@ class ConfigError(ValueError):
 # `_check(ok, key, message)` / `_one_of(value, key, allowed)`: a ConfigError "key: message"
 _check = functools.partial(require, error=ConfigError)
 _one_of = functools.partial(require_one_of, error=ConfigError)
+
+DOC = "doc"  # the metadata key of a field's documentation
+
+
+def _doc(default: Any, text: str, *, factory: Callable[[], Any] | None = None) -> Any:
+    """A dataclass field with its one description: what it is, its range, its source."""
+    if factory is not None:
+        return field(default_factory=factory, metadata={DOC: text})
+    return field(default=default, metadata={DOC: text})
+
+
+def field_docs(section: type) -> dict[str, str]:
+    """Field name -> its description, for a section class (fields without one are left out).
+    The one place README and docs point to for what a key means."""
+    return {f.name: f.metadata[DOC] for f in fields(section) if DOC in f.metadata}
 
 
 @dataclass(frozen=True)
@@ -157,27 +173,52 @@ class DataConfig:
         _check(self.limit is None or self.limit >= 1, "data.limit", "must be >= 1 or null")
 
 
+def default_momentum_rollouts(rollouts: int) -> int:
+    """m-grpo's N when `algorithm.momentum_rollouts` is null: G // 4 (paper: N = G/4)."""
+    return rollouts // 4
+
+
 @dataclass(frozen=True)
 class AlgorithmConfig:
-    """Which algorithm and its knobs (docs/design.md §3). `rollouts` is G, the group size
-    per prompt; `momentum_rollouts` is N (null = G // 4 for m-grpo); the policy samples
-    M = G - N. Presets other than m-grpo ignore N and the IQR filter."""
+    """Which algorithm and its knobs (docs/design.md §3); `mgrpo.train.presets` resolves
+    them into an `AlgorithmSpec`. Presets other than m-grpo ignore N and the IQR filter."""
 
-    preset: str = "m-grpo"
-    rollouts: int = 32
-    momentum_rollouts: int | None = None
-    momentum: float = 0.99
-    iqr_k: float | None = 0.75
-    filter_scope: str = "vote+loss"  # vote | vote+loss
-    min_vote_share: float = 0.0
-    ttrl_vote_rollouts: int | None = None  # TTRL: policy samples that vote (null = 2 G)
-    advantage: str = "grpo"
-    loss_agg: str = "token-mean"
-    clip: float = 0.2
-    kl_coef: float = 0.005
+    preset: str = _doc("m-grpo", "the algorithm: a name in `mgrpo.train.presets.PRESETS` "
+                       "(m-grpo | srt | ttrl | intuitor | grpo)")
+    rollouts: int = _doc(32, "G, rollouts per prompt, >= 2 (paper Table 4: 32)")
+    momentum_rollouts: int | None = _doc(
+        None, "N, momentum-model rollouts per prompt (m-grpo), 0 <= N < G with G - N >= 2; "
+        "null = G // 4 (paper: N = G/4 = 8); the policy samples M = G - N")
+    momentum: float = _doc(0.99, "m of the EMA theta_k <- m theta_k + (1 - m) theta_q, in "
+                           "[0, 1] (paper: 0.99)")
+    iqr_k: float | None = _doc(0.75, "k of the IQR entropy filter keep = H >= q1 - k (q3 - q1), "
+                               ">= 0; null = off (paper: 0.75)")
+    filter_scope: str = _doc("vote+loss", "what the IQR filter removes rollouts from: vote | "
+                             "vote+loss (paper: both)")
+    min_vote_share: float = _doc(0.0, "a vote whose winner has a smaller share gives no label, "
+                                 "in [0, 1] (SRT's consistency threshold; 0 = off)")
+    ttrl_vote_rollouts: int | None = _doc(
+        None, "TTRL: policy samples that vote, >= G (null = 2 G; TTRL: vote over 64, train on 32)")
+    advantage: str = _doc("grpo", "group advantage estimator: a name in "
+                          "`mgrpo.core.advantages.ADVANTAGE_ESTIMATORS` (grpo | rloo | dr_grpo)")
+    loss_agg: str = _doc("token-mean", "loss aggregation: a name in "
+                         "`mgrpo.core.losses.LOSS_AGGREGATIONS` (token-mean as in verl; "
+                         "seq-mean-token-mean: GRPO paper; seq-mean-token-sum-norm: Dr. GRPO)")
+    clip: float = _doc(0.2, "PPO clip range epsilon, in (0, 1) (paper Table 4: 0.2)")
+    kl_coef: float = _doc(0.005, "beta of the k3 KL to the frozen initial model, >= 0; 0 = no "
+                          "reference model (paper Table 4: 0.005)")
 
     def __post_init__(self) -> None:
-        _one_of(self.preset, "algorithm.preset", ["m-grpo", "srt", "ttrl", "intuitor", "grpo"])
+        # lazy, start-up: the registry imports torch (importing the config stays light)
+        from mgrpo.core.advantages import ADVANTAGE_ESTIMATORS
+
+        # lazy, start-up: the registry imports torch (importing the config stays light)
+        from mgrpo.core.losses import LOSS_AGGREGATIONS
+
+        # lazy, cycle: the presets registry imports this module
+        from mgrpo.train.presets import PRESETS
+
+        _one_of(self.preset, "algorithm.preset", list(PRESETS))
         _check(self.rollouts >= 2, "algorithm.rollouts", f"G must be >= 2, got {self.rollouts}")
         if self.momentum_rollouts is not None:
             _check(
@@ -191,10 +232,12 @@ class AlgorithmConfig:
                 "G - N (policy rollouts) must be >= 2",
             )
         _check(
-            self.preset != "m-grpo" or self.momentum_rollouts is not None or self.rollouts >= 4,
+            self.preset != "m-grpo" or self.momentum_rollouts is not None
+            or default_momentum_rollouts(self.rollouts) >= 1,
             "algorithm.rollouts",
-            f"m-grpo with G = {self.rollouts} gives N = G // 4 = 0 momentum rollouts (no "
-            f"momentum model); use G >= 4 or set algorithm.momentum_rollouts explicitly",
+            f"m-grpo with G = {self.rollouts} gives N = G // 4 = "
+            f"{default_momentum_rollouts(self.rollouts)} momentum rollouts (no momentum "
+            f"model); use G >= 4 or set algorithm.momentum_rollouts explicitly",
         )
         _check(0.0 <= self.momentum <= 1.0, "algorithm.momentum", "must be in [0, 1]")
         _check(self.iqr_k is None or self.iqr_k >= 0, "algorithm.iqr_k", "must be >= 0 or null")
@@ -206,27 +249,25 @@ class AlgorithmConfig:
                 "algorithm.ttrl_vote_rollouts",
                 f"must be >= algorithm.rollouts = {self.rollouts}",
             )
-        _one_of(self.advantage, "algorithm.advantage", ["grpo", "rloo", "dr_grpo"])
-        _one_of(
-            self.loss_agg,
-            "algorithm.loss_agg",
-            ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"],
-        )
+        _one_of(self.advantage, "algorithm.advantage", list(ADVANTAGE_ESTIMATORS))
+        _one_of(self.loss_agg, "algorithm.loss_agg", list(LOSS_AGGREGATIONS))
         _check(0.0 < self.clip < 1.0, "algorithm.clip", "must be in (0, 1)")
         _check(self.kl_coef >= 0.0, "algorithm.kl_coef", "must be >= 0")
 
 
 @dataclass(frozen=True)
 class GenerationConfig:
-    """Sampling settings for training rollouts (paper: T = 1.1)."""
+    """Sampling settings of the training rollouts."""
 
-    temperature: float = 1.1
-    top_p: float = 1.0
-    top_k: int = 0
-    max_new_tokens: int = 3072
-    # GiB one fast-engine decode loop may use (KV cache + sampler + prefill, docs/memory.md);
-    # null = 80% of free CUDA memory, no limit on CPU. Over budget: prompts split into loops.
-    kv_cache_gb: float | None = None
+    temperature: float = _doc(1.1, "sampling temperature T, > 0; log-probs, entropies and the "
+                              "loss are those of softmax(logits / T) (paper Table 4: 1.1)")
+    top_p: float = _doc(1.0, "nucleus sampling, in (0, 1] (1 = off)")
+    top_k: int = _doc(0, "top-k sampling, >= 0 (0 = off)")
+    max_new_tokens: int = _doc(3072, "response budget in tokens, >= 1 (paper Table 4: 3072)")
+    kv_cache_gb: float | None = _doc(
+        None, "GiB one fast-engine decode loop may use (KV cache + sampler + prefill, "
+        "docs/memory.md), > 0; null = 80% of free CUDA memory, no limit on CPU. Over budget: "
+        "prompts split into loops")
 
     def __post_init__(self) -> None:
         _check(self.temperature > 0, "generation.temperature", "must be > 0 for RL sampling")
@@ -290,28 +331,31 @@ class ValidationConfig:
 
 @dataclass(frozen=True)
 class TrainerConfig:
-    """The loop. `prompts_per_step` prompts x G rollouts per step; `updates_per_step`
-    optimizer steps per training step (each on a slice of the prompts; EMA after each);
-    `micro_batch_size` rollouts per forward/backward (gradient accumulation).
-    `report_to`: experiment trackers fed every metrics.jsonl row (see `mgrpo.train.trackers`):
-    any of tensorboard, wandb, mlflow ([] = metrics.jsonl only). `run_name` (null = the run
-    directory's name) and `project` (the W&B project and the MLflow experiment) name the run."""
+    """The loop: steps, their size, checkpoints, validation cadence and experiment trackers
+    (`mgrpo.train.trackers`)."""
 
-    max_steps: int = 100
-    prompts_per_step: int = 8
-    updates_per_step: int = 1
-    micro_batch_size: int = 8
-    save_every: int = 50
-    keep_last: int = 2
-    eval_every: int = 0  # 0 = only before the first and after the last step when configured
-    max_bad_steps: int = 3  # consecutive NaN/inf losses before stopping
-    threads: int = 0  # torch CPU threads (0 = all cores)
-    alarm_action: str = "warn"  # warn | stop
-    progress: bool = True
-    stop_after: int | None = None  # end this invocation after that step (checkpointed); resume later
-    report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
-    run_name: str | None = None
-    project: str = "mgrpo"
+    max_steps: int = _doc(100, "training steps, >= 1")
+    prompts_per_step: int = _doc(8, "B, prompts per step (each with G rollouts), >= 1 "
+                                 "(paper Table 4: 8)")
+    updates_per_step: int = _doc(1, "U, optimizer updates per step, each on B / U of the "
+                                 "prompts with an EMA update after it, in [1, B]")
+    micro_batch_size: int = _doc(8, "rollouts per forward/backward (gradient accumulation), >= 1")
+    save_every: int = _doc(50, "checkpoint every this many steps, >= 0 (0 = only at the end)")
+    keep_last: int = _doc(2, "checkpoints kept, >= 1")
+    eval_every: int = _doc(0, "validate every this many steps, >= 0 (0 = only before the "
+                           "first and after the last step when validation.data is set)")
+    max_bad_steps: int = _doc(3, "consecutive NaN/inf losses before the run stops, >= 1")
+    threads: int = _doc(0, "torch CPU threads, >= 0 (0 = all cores)")
+    alarm_action: str = _doc("warn", "what a collapse alarm does: warn | stop")
+    progress: bool = _doc(True, "print a progress line per step")
+    stop_after: int | None = _doc(None, "end this invocation after that step (checkpointed), "
+                                  ">= 1; resume later (null = run to max_steps)")
+    report_to: list[str] = _doc(None, "experiment trackers fed every metrics.jsonl row: any of "
+                                "tensorboard, wandb, mlflow ([] = metrics.jsonl only)",
+                                factory=lambda: ["tensorboard"])
+    run_name: str | None = _doc(None, "the run's name in the trackers (null = the run "
+                                "directory's name)")
+    project: str = _doc("mgrpo", "the W&B project and the MLflow experiment")
 
     def __post_init__(self) -> None:
         _check(self.max_steps >= 1, "trainer.max_steps", "must be >= 1")

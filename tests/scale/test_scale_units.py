@@ -10,7 +10,7 @@ import torch
 from mgrpo.config import ConfigError, resolve_config
 from mgrpo.parallel.distributed import SINGLE, all_reduce, gather_objects, init_distributed
 from mgrpo.parallel.launch import strip_nproc, torchrun_command
-from mgrpo.train.step import step_seed
+from mgrpo.seeds import step_seed
 from mgrpo.train.step_metrics import merge_inputs as _merge_inputs
 from mgrpo.train.step_metrics import step_metrics as _step_metrics
 

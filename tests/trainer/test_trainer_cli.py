@@ -15,7 +15,7 @@ import torch
 REQUIRED_KEYS = (
     "step reward/mean label/vote_share label/none_fraction entropy/policy entropy/momentum "
     "filter/dropped_fraction response/length_mean loss/pg loss/kl grad_norm lr time/generate "
-    "time/score time/train time/ema time/step label/accuracy policy/accuracy"
+    "time/vote time/reward time/logprobs time/train time/ema time/step label/accuracy policy/accuracy"
 ).split()
 FAST = ["trainer.progress=false", "trainer.threads=1"]
 

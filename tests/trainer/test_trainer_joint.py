@@ -7,7 +7,8 @@ import torch
 from mgrpo.config import config_from_dict, load_recipe
 from mgrpo.rollout import SamplingParams
 from mgrpo.rollout.fast_engine import FastEngine
-from mgrpo.train.step import StepBatch, _generate_both, train_step
+from mgrpo.rollout.groups import generate_groups
+from mgrpo.train.step import StepBatch, train_step
 from mgrpo.train.trainer import build_run
 
 
@@ -56,14 +57,16 @@ def test_joint_rollouts_equal_separate_rollouts_greedy(tmp_path):
     records, ids = run.train_set.batch(1, cfg.trainer.prompts_per_step)
     batch = StepBatch(ids, [r.answer for r in records])
 
-    def params(stream):
-        return lambda prompt: SamplingParams(max_new_tokens=8, temperature=0, seed=stream + prompt)
+    def params(stream, prompt):
+        return SamplingParams(max_new_tokens=8, temperature=0, seed=stream + prompt)
 
     M, N = run.spec.policy_rollouts, run.spec.momentum_rollouts
-    want_p = models.policy_engine.generate(ids, M, params(0)(0))
-    want_m = models.momentum_engine.generate(ids, N, params(1)(0))
+    want_p = models.policy_engine.generate(ids, M, params(0, 0))
+    want_m = models.momentum_engine.generate(ids, N, params(1, 0))
+    groups = [(models.policy_engine, M, 0), (models.momentum_engine, N, 1)]
     for per_prompt in (False, True):
-        got_p, got_m = _generate_both(models, batch, M, N, params, per_prompt)
+        got_p, got_m = generate_groups(batch.prompt_ids, groups, params,
+                                       prompt_offset=batch.prompt_offset, per_prompt=per_prompt)
         for got, want in ((got_p, want_p), (got_m, want_m)):
             width = want.response_ids.shape[1]
             assert torch.equal(got.response_ids[:, :width], want.response_ids)

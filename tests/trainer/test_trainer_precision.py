@@ -121,6 +121,37 @@ def test_mgrpo_without_momentum_rollouts_is_refused():
     _cfg(algorithm={"rollouts": 3, "momentum_rollouts": 0})  # explicit N = 0 is a choice
 
 
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+def test_logp_old_is_the_training_forward_so_the_ratio_is_one_on_unchanged_weights(
+        tmp_path, monkeypatch, dtype):
+    """updates_per_step = 2 with the optimizer step disabled: the weights of update 1 are the
+    ones logp_old was computed with, so its training log-probs equal logp_old bit for bit
+    (ratio 1, no clipping) -- also under mixed precision, where the bf16 sampling copy
+    (`policy_full`) would give other numbers than the autocast forward over the fp32 master."""
+    import mgrpo.train.step_updates as updates
+
+    cfg = _cfg(model={"dtype": dtype}, trainer={"updates_per_step": 2, "prompts_per_step": 2})
+    run = build_run(cfg, tmp_path / "run")
+    assert (run.models.policy_full is not None) == (dtype == "bfloat16")
+    seen = []
+    real = updates.policy_loss
+
+    def recording(logp, logp_old, logp_ref, advantages, mask, **kwargs):
+        if logp_old.data_ptr() != logp.data_ptr():  # update 0 passes logp.detach() itself
+            seen.append((logp.detach().clone(), logp_old.clone(), mask.bool()))
+        return real(logp, logp_old, logp_ref, advantages, mask, **kwargs)
+
+    monkeypatch.setattr(updates, "policy_loss", recording)
+    monkeypatch.setattr(run.models.optimizer, "step", lambda *a, **k: None)  # weights stay
+    records, ids = run.train_set.batch(1, cfg.trainer.prompts_per_step)
+    metrics = train_step(run.models, StepBatch(ids, [r.answer for r in records]), cfg, run.spec, 1)
+    assert seen, "no micro-batch of update 1 ran"
+    for logp, old, mask in seen:
+        assert torch.equal(logp[mask], old[mask])
+    assert metrics["loss/clip_fraction"] == 0.0
+    run.models.checker.close()
+
+
 def _saved_tensors_per_step(tmp_path: Path, checkpointing: bool) -> tuple[int, bool]:
     cfg = _cfg(model={"gradient_checkpointing": checkpointing}, algorithm={"kl_coef": 0.0})
     run = build_run(cfg, tmp_path / f"gc{int(checkpointing)}")

@@ -22,7 +22,15 @@ from __future__ import annotations
 import errno
 import os
 import signal
-from typing import Any
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # annotations only: checkpoint and metrics writes import this module light
+    from torch import nn
+
+    from mgrpo.rollout import RolloutEngine
+    from mgrpo.train.types import StepModels
 
 ENV = "MGRPO_FAULT"
 POINTS = ("generate", "optimizer_step", "checkpoint_write", "metrics_write")
@@ -56,7 +64,7 @@ def active() -> bool:
     return _PLAN is not None
 
 
-def hit(point: str, path: Any = None) -> None:
+def hit(point: str, path: str | Path | None = None) -> None:
     """Count one visit of `point`; perform the planned action on the planned visit."""
     if _PLAN is None or point not in _PLAN:
         return
@@ -73,19 +81,19 @@ def hit(point: str, path: Any = None) -> None:
         raise OSError(code, os.strerror(code), None if path is None else str(path))
 
 
-def install(models: Any) -> None:
+def install(models: StepModels) -> None:
     """Hook `generate` and `optimizer_step` into a trainer's StepModels (only when active)."""
     if _PLAN is None:
         return
     generating = [False]
 
-    def wrap(engine: Any) -> None:
+    def wrap(engine: RolloutEngine) -> None:
         for name in ("generate", "generate_joint"):
             real = getattr(engine, name, None)
             if real is not None:
                 setattr(engine, name, flagged(real))
 
-    def flagged(real: Any) -> Any:
+    def flagged(real: Callable[..., Any]) -> Callable[..., Any]:
         def call(*args: Any, **kwargs: Any) -> Any:
             generating[0] = True
             try:
@@ -95,7 +103,7 @@ def install(models: Any) -> None:
 
         return call
 
-    def on_embed(module: Any, inputs: Any) -> None:
+    def on_embed(module: nn.Module, inputs: tuple[Any, ...]) -> None:
         if generating[0]:
             hit("generate")
 

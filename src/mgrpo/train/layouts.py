@@ -12,7 +12,7 @@ kl_coef > 0, a frozen reference). Four layouts build them, each behind `ModelLay
 
 A layout is used in three stages: `adapt(policy)` changes the policy before anything copies
 it (LoRA: adapters in), `build(policy)` makes the momentum model, the reference and the
-generator copies (`Roles`), and `momentum_engine(engine)` wraps the momentum engine where
+generator copies (`train.types.Roles`, the layout's part of `StepModels`), and `momentum_engine(engine)` wraps the momentum engine where
 sampling needs a context. For checkpoints it names the module written as the HF directory
 (`export_model`) and the extra tensor files (`checkpoint_tensors`), and restores the trained
 weights from a checkpoint (`load_weights`).
@@ -20,9 +20,6 @@ weights from a checkpoint (`load_weights`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +37,9 @@ from mgrpo.train.lora import (
     load_trainable_state,
     trainable_state,
 )
-from mgrpo.train.momentum import Momentum, MomentumModel, ShardedMomentum
+from mgrpo.train.momentum import MomentumModel, ShardedMomentum
 from mgrpo.train.precision import Precision, copy_refresher
+from mgrpo.train.types import Roles
 
 MASTER_FILE = "master.safetensors"  # fp32 master weights of a mixed-precision checkpoint
 
@@ -51,24 +49,6 @@ def inference_copy(model: nn.Module, dtype: torch.dtype) -> nn.Module:
     built one tensor at a time (`distributed.inference_twin`: no full copy in the source
     dtype is ever made)."""
     return D.inference_twin(model, device=next(model.parameters()).device, dtype=dtype)
-
-
-@dataclass
-class Roles:
-    """The models a layout builds around the policy (the fields of `step.StepModels`)."""
-
-    momentum: Momentum | None = None
-    reference: nn.Module | None = None
-    # context in which `reference` scores (LoRA: adapters disabled); None = nothing to enter
-    reference_scope: Callable[[], AbstractContextManager] | None = None
-    # full-weight policy for sampling and no-grad scoring; None = the policy itself
-    policy_full: nn.Module | None = None
-    # after each optimizer step: refresh `policy_full` from the trained weights
-    after_update: Callable[[], None] | None = None
-    # LoRA: what checkpoints export (merged weights or adapters)
-    lora_export: LoraExport | None = None
-    # compute dtype of the training forward (torch.autocast); None = the parameters' dtype
-    train_autocast: torch.dtype | None = None
 
 
 class ModelLayout:
@@ -83,6 +63,7 @@ class ModelLayout:
         self.with_momentum = with_momentum
         self.with_reference = cfg.algorithm.kl_coef > 0
         self.roles = Roles()
+        self.lora_export: LoraExport | None = None  # LoRA: what checkpoints export
 
     def adapt(self, policy: nn.Module) -> None:
         """Change the policy in place before anything copies it (default: nothing)."""
@@ -176,7 +157,7 @@ class LoraLayout(ModelLayout):
         for p in policy.parameters():  # adapters: the master dtype (peft makes them fp32)
             if p.requires_grad:
                 p.data = p.data.to(self.precision.master)
-        self.roles.lora_export = LoraExport(policy, peft_model, self.cfg.model.lora.export)
+        self.lora_export = LoraExport(policy, peft_model, self.cfg.model.lora.export)
         if self.with_reference:
             self.roles.reference = policy
             self.roles.reference_scope = peft_model.disable_adapter
@@ -191,7 +172,7 @@ class LoraLayout(ModelLayout):
         return ScopedEngine(engine, self.roles.momentum.swapped_in)  # same model, momentum adapters
 
     def export_model(self, policy: nn.Module) -> Any:
-        return self.roles.lora_export
+        return self.lora_export
 
     def checkpoint_tensors(self, policy: nn.Module) -> dict[str, dict[str, torch.Tensor]]:
         return {"lora.safetensors": trainable_state(policy)}

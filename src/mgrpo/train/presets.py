@@ -2,11 +2,13 @@
 
 A preset turns the user's `AlgorithmConfig` into an `AlgorithmSpec`: how many rollouts the
 policy and the momentum model sample, which of them vote, whether the IQR filter runs, and
-where the reward comes from. `step.py` reads only the spec, never the preset name.
+where the reward comes from (a name in `train/rewards.REWARDS`), plus the loss settings
+every preset shares (advantage estimator, loss aggregation, clip, KL coefficient). `step.py`
+reads only the spec, never the preset name or `cfg.algorithm`.
 
 | preset   | policy M | momentum N | vote pool              | filter | reward                    |
 |----------|----------|------------|------------------------|--------|---------------------------|
-| m-grpo   | G - N    | N (G//4)   | policy + momentum      | IQR k  | agrees with the vote      |
+| m-grpo   | G - N    | N (G/4)    | policy + momentum      | IQR k  | agrees with the vote      |
 | srt      | G        | 0          | policy                 | off    | agrees with the vote      |
 | ttrl     | G        | 0          | G + extra policy (2G)  | off    | agrees with the vote      |
 | intuitor | G        | 0          | none                   | off    | self-certainty            |
@@ -21,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mgrpo.config import AlgorithmConfig
+from mgrpo.config import AlgorithmConfig, default_momentum_rollouts
 
 
 @dataclass(frozen=True)
@@ -34,10 +36,14 @@ class AlgorithmSpec:
     momentum_rollouts: int  # N: momentum-model samples (vote only)
     iqr_k: float | None  # None = filter off
     filter_in_loss: bool  # IQR-dropped policy rollouts also leave the loss set
-    reward: str  # "vote" | "truth" | "self_certainty"
+    reward: str  # a name in `train/rewards.REWARDS` ("vote" | "truth" | "self_certainty")
     min_vote_share: float
-    momentum: float
+    momentum: float  # EMA momentum m of the momentum model
     needs_labels: bool  # reward uses ground truth (only `grpo`)
+    advantage: str  # a name in `core.advantages.ADVANTAGE_ESTIMATORS`
+    loss_agg: str  # a name in `core.losses.LOSS_AGGREGATIONS`
+    clip: float  # PPO clip range epsilon
+    kl_coef: float  # beta of the k3 KL to the reference (0 = no reference model)
 
     @property
     def uses_momentum_model(self) -> bool:
@@ -49,8 +55,14 @@ class AlgorithmSpec:
         return self.policy_rollouts + self.vote_only_rollouts + self.momentum_rollouts
 
 
+def _loss_settings(cfg: AlgorithmConfig) -> dict[str, str | float]:
+    """The loss settings every preset takes from the config as they are."""
+    return {"advantage": cfg.advantage, "loss_agg": cfg.loss_agg, "clip": cfg.clip,
+            "kl_coef": cfg.kl_coef}
+
+
 def _m_grpo(cfg: AlgorithmConfig) -> AlgorithmSpec:
-    n = cfg.rollouts // 4 if cfg.momentum_rollouts is None else cfg.momentum_rollouts
+    n = default_momentum_rollouts(cfg.rollouts) if cfg.momentum_rollouts is None else cfg.momentum_rollouts
     return AlgorithmSpec(
         name="m-grpo",
         policy_rollouts=cfg.rollouts - n,
@@ -62,6 +74,7 @@ def _m_grpo(cfg: AlgorithmConfig) -> AlgorithmSpec:
         min_vote_share=cfg.min_vote_share,
         momentum=cfg.momentum,
         needs_labels=False,
+        **_loss_settings(cfg),
     )
 
 
@@ -77,6 +90,7 @@ def _plain(name: str, reward: str, cfg: AlgorithmConfig, vote_only: int = 0) -> 
         min_vote_share=cfg.min_vote_share if reward == "vote" else 0.0,
         momentum=cfg.momentum,
         needs_labels=reward == "truth",
+        **_loss_settings(cfg),
     )
 
 

@@ -33,7 +33,7 @@ from mgrpo.train.layouts import ModelLayout, pick_layout
 from mgrpo.train.precision import Precision, resolve_precision
 from mgrpo.train.presets import AlgorithmSpec, resolve_algorithm
 from mgrpo.train.prompts import VAL_SEED_OFFSET, PromptSet, build_prompt_set, load_records
-from mgrpo.train.step import StepModels
+from mgrpo.train.types import StepModels
 
 # Config keys allowed to differ between the original run and a `--resume`.
 RESUME_MUTABLE = ("trainer.max_steps", "trainer.save_every", "trainer.eval_every",
@@ -112,27 +112,20 @@ def build_run(cfg: Config, run_dir: Path, resume: bool = False) -> Run:
         return make_engine(cfg.model.engine, model, pad_token_id=tokenizer.pad_token_id,
                            kv_cache_gb=cfg.generation.kv_cache_gb)
 
-    momentum = roles.momentum
     momentum_engine = None
-    if momentum is not None:
-        momentum_engine = layout.momentum_engine(engine(momentum.generator))
-    models = StepModels(
+    if roles.momentum is not None:
+        momentum_engine = layout.momentum_engine(engine(roles.momentum.generator))
+    models = StepModels.around(  # the layout's roles, plus the trained policy around them
+        roles,
         policy=policy,
         policy_engine=engine(roles.policy_full or policy),
-        momentum=momentum,
         momentum_engine=momentum_engine,
-        reference=roles.reference,
         optimizer=optimizer,
         scheduler=scheduler,
         checker=AnswerChecker(),
         tokenizer=tokenizer,
         stop_token_ids=_stop_token_ids(tokenizer, policy),
         dist=ctx,
-        policy_full=roles.policy_full,
-        reference_scope=roles.reference_scope,
-        after_update=roles.after_update,
-        lora_export=roles.lora_export,
-        train_autocast=roles.train_autocast,
     )
     faults.install(models)  # no-op unless MGRPO_FAULT is set (reliability tests)
     alarm = CollapseAlarm(cfg.diagnostics.alarm)

@@ -1,43 +1,79 @@
 """The metrics of a step: per-rollout statistics (`metric_inputs`), gathered over ranks
 (`merge_inputs`), reduced by the one-rank formulas (`step_metrics`), plus losses and timings
 (`loss_and_time_metrics`). Metric inputs are on the CPU: they are pickled to the other ranks.
+
+Timers (`StageTimer`, metrics `time/<stage>`, seconds, the slowest rank's), each named for
+what it times:
+
+    generate   policy and momentum rollouts (one joint decode loop with `fast` engines)
+    vote       trajectory entropies, IQR keep mask, answer parsing and the majority vote
+    reward     the rewards (math-verify for vote/truth, a forward for self-certainty) and
+               the group advantages
+    logprobs   the frozen teacher-forced passes before any update (logp_old, logp_ref)
+    train      forward/backward and optimizer step of every update
+    sync       after each optimizer step: refreshing the generator copy (mixed precision,
+               FSDP; reported only where there is one)
+    ema        the momentum model's EMA after each optimizer step
+    step       the whole step (metrics included)
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from mgrpo.core.voting import Vote
+from mgrpo.answers.equivalence import Equivalence
 from mgrpo.parallel.distributed import DistContext, all_reduce
-from mgrpo.rollout import RolloutBatch
 from mgrpo.train.step_updates import policy_train_rows
+from mgrpo.train.types import LossStats, Rollouts, StepBatch
 
-STAGES = ("generate", "score", "advantage", "train", "sync", "ema")
+STAGES = ("generate", "vote", "reward", "logprobs", "train", "sync", "ema")
+
+
+@dataclass
+class StageTimer:
+    """Wall time per stage (one of `STAGES`). On CUDA the device is synchronised at both ends
+    of a stage, so asynchronous kernels are charged to the stage that launched them."""
+
+    times: dict[str, float] = field(default_factory=dict)
+    device: torch.device | None = None
+
+    def _sync(self) -> None:
+        if self.device is not None and self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        if stage not in STAGES:
+            raise ValueError(f"StageTimer: unknown stage {stage!r}; stages: {list(STAGES)}")
+        self._sync()
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._sync()
+            self.times[stage] = self.times.get(stage, 0.0) + time.perf_counter() - start
 
 
 def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else 0.0
 
 
-def metric_inputs(
-    batch: Any,  # mgrpo.train.step.StepBatch
-    policy_rollouts: RolloutBatch,
-    policy_entropy: torch.Tensor,
-    momentum_entropy: torch.Tensor | None,
-    keep: torch.Tensor,
-    rewards: torch.Tensor,
-    votes: list[Vote],
-    policy_answers: list[list[str | None]],
-    equivalent: Callable,
-    M: int,
-) -> dict[str, Any]:
+def metric_inputs(batch: StepBatch, rollouts: Rollouts, rewards: torch.Tensor,
+                  equivalent: Equivalence) -> dict[str, Any]:
     """This rank's per-prompt / per-rollout statistics behind the step metrics: small,
-    picklable, concatenable over ranks (prompt-major, so rank order = global order)."""
-    B = len(batch.prompt_ids)
+    picklable, concatenable over ranks (prompt-major, so rank order = global order).
+    `rewards`: (B, M) on D."""
+    B, M = len(batch.prompt_ids), rollouts.train_rollouts
+    policy_rollouts, policy_entropy = rollouts.policy, rollouts.policy_entropy
+    momentum_entropy, keep, votes = rollouts.momentum_entropy, rollouts.keep, rollouts.votes
+    policy_answers = rollouts.policy_answers
     train_rows = policy_train_rows(B, M, policy_entropy.shape[1] - M)
     out: dict[str, Any] = {
         # on CPU: they are pickled to the other ranks (a CUDA tensor would land on their GPU 0)
@@ -104,14 +140,14 @@ def step_metrics(inputs: dict[str, Any], M: int) -> dict[str, Any]:
     return out
 
 
-def loss_and_time_metrics(ctx: DistContext, sums: dict[str, float], grad_norms: list[float],
-                          lr: float, times: dict[str, float], step_time: float,
+def loss_and_time_metrics(ctx: DistContext, stats: LossStats, lr: float,
+                          times: dict[str, float], step_time: float,
                           with_sync: bool) -> dict[str, float]:
     """Loss sums (summed over ranks), mean grad norm, lr and `time/*` (max over ranks: the
     slowest rank sets the pace; `time/sync` only when there is a refresh after updates)."""
-    keys = list(sums)
-    out = dict(zip(keys, all_reduce(ctx, [sums[k] for k in keys])))
-    out["grad_norm"] = sum(grad_norms) / len(grad_norms)
+    keys = list(stats.sums)
+    out = dict(zip(keys, all_reduce(ctx, [stats.sums[k] for k in keys])))
+    out["grad_norm"] = sum(stats.grad_norms) / len(stats.grad_norms)
     out["lr"] = lr
     values = [times.get(stage, 0.0) for stage in STAGES] + [step_time]
     values = all_reduce(ctx, values, "max", stage="step timings")

@@ -1,16 +1,25 @@
-"""The training half of a step: the loss set, its `logp_old` / `logp_ref`, and the updates.
+"""The training half of a step: the loss set, its frozen log-probs, and one update's gradient.
 
 `train_step` (in `step.py`) calls, in order:
 
-    loss_set(...)          rollouts that enter the loss (L rows) and their advantages
-    frozen_logprobs(...)   logp_old (only when updates_per_step > 1) and logp_ref (kl_coef > 0),
-                           teacher-forced with no grad BEFORE any update, by micro-batch
-    run_updates(...)       U optimizer updates, each over a slice of the global prompts, with
-                           gradient accumulation over micro-batches; EMA after each update
+    loss_set(...)              rollouts that enter the loss (L rows) and their advantages
+    frozen_logprobs(...)       logp_old (only when updates_per_step > 1) and logp_ref
+                               (kl_coef > 0), teacher-forced with no grad BEFORE any update
+    then, for each of the U updates (the loop is in `train_step`):
+    accumulate_gradients(...)  forward/backward over the update's micro-batches; loss sums
+    clip_gradients(...)        all-reduce (replicated DP), clip, finiteness check; the norm
 
 All tensors follow the step's device rule (`step.py` docstring): rows, buffers and
 advantages live on the rollouts' device D. Under FSDP every rank runs as many micro-batches
 as the busiest rank (`lockstep`), the shortfall filled with zero-weight dummy forwards.
+
+Forward paths. The training log-probs come from `policy` in train mode under
+`StepModels.train_autocast`. `logp_old` comes from that same forward (same module, mode and
+autocast, no grad), so on unchanged weights `ratio = exp(logp - logp_old)` is exactly 1;
+dropout > 0 (LoRA dropout) is the one exception, as in any PPO. `logp_ref` comes from the
+reference in eval mode under the same autocast (mixed precision: bf16 weights, the rest of
+the forward as in training), so it departs from the policy's training forward only by the
+reference's own weights (their bf16 rounding included).
 """
 
 from __future__ import annotations
@@ -18,28 +27,17 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any
 
 import torch
 
-from mgrpo.config import Config
 from mgrpo.core.losses import policy_loss
 from mgrpo.parallel.distributed import SCORE_METHOD, DistContext, all_reduce, all_reduce_grads_
 from mgrpo.rollout import RolloutBatch, score_responses
+from mgrpo.train.types import LossSet, StepBatch, StepModels, UpdateSettings
 
 
 class NonFiniteLossError(RuntimeError):
     """The loss or gradient norm was NaN/inf; the update was skipped."""
-
-
-@dataclass
-class LossSet:
-    """The L rollouts that enter the loss, as rows of `train` (the B*M policy train rollouts)."""
-
-    train: RolloutBatch  # (B*M, T) the policy's first M rollouts of each prompt
-    rollouts: RolloutBatch  # (L, T') the loss rows of `train`
-    advantages: torch.Tensor  # (L,) on D
 
 
 def chunks(n: int, size: int, device: torch.device | None = None) -> Iterator[torch.Tensor]:
@@ -60,7 +58,7 @@ def loss_set(train: RolloutBatch, in_loss: torch.Tensor, advantages: torch.Tenso
     return LossSet(train, train.select(rows), advantages.flatten()[rows])
 
 
-def score(model: torch.nn.Module, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+def score(model: torch.nn.Module, *args: object, **kwargs: object) -> tuple[torch.Tensor, torch.Tensor]:
     """score_responses, through the FSDP-registered forward method when the model is sharded."""
     method = getattr(model, SCORE_METHOD, None)
     if method is not None:
@@ -95,37 +93,51 @@ def _micro_batch(ls: LossSet, rows: torch.Tensor | None) -> RolloutBatch:
     return ls.rollouts.select(rows)
 
 
+def _autocast(models: StepModels, device: torch.device) -> contextlib.AbstractContextManager:
+    """The training forward's autocast (`StepModels.train_autocast`), or nothing."""
+    if models.train_autocast is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=models.train_autocast)
+
+
 @torch.no_grad()
-def frozen_logprobs(models: Any, prompt_ids: list[list[int]], cfg: Config,
+def frozen_logprobs(models: StepModels, batch: StepBatch, settings: UpdateSettings,
                     ls: LossSet) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """(logp_old, logp_ref), each (L, T') fp32 on D or None, before any update.
 
     logp_old only when updates_per_step > 1 (update 0 uses its own detached log-prob: same
-    weights); logp_ref only when there is a reference and kl_coef > 0."""
-    need_old = cfg.trainer.updates_per_step > 1
-    use_ref = models.reference is not None and cfg.algorithm.kl_coef > 0
+    weights), from the policy's training forward (module docstring); logp_ref only when
+    there is a reference and kl_coef > 0."""
+    need_old = settings.updates_per_step > 1
+    use_ref = models.reference is not None and settings.kl_coef > 0
     dev = ls.advantages.device
     shape = ls.rollouts.response_ids.shape  # (L, T')
     logp_old = torch.zeros(shape, device=dev) if need_old else None
     logp_ref = torch.zeros(shape, device=dev) if use_ref else None
     ref_scope = models.reference_scope or contextlib.nullcontext
-    sharded_ref = use_ref and hasattr(models.reference, SCORE_METHOD)
-    parts = list(chunks(len(ls.advantages), cfg.trainer.micro_batch_size, dev)) if (need_old or use_ref) else []
-    temperature = cfg.generation.temperature
-    for chunk in lockstep(models.dist, parts, sharded_ref):
-        mb = _micro_batch(ls, chunk)  # chunk None: a forward whose result is dropped
-        prompts = [prompt_ids[i] for i in mb.prompt_index.tolist()]  # one host sync
+    sharded = ((need_old and hasattr(models.policy, SCORE_METHOD))
+               or (use_ref and hasattr(models.reference, SCORE_METHOD)))
+    # the updates' own micro-batches, so each row is scored in the company (padding width,
+    # shared prompts) it trains in: the same forward gives the same numbers
+    parts = ([rows for u in range(settings.updates_per_step)
+              for rows in update_micro_batches(ls, batch, settings, u)]
+             if (need_old or use_ref) else [])
+    for rows in lockstep(models.dist, parts, sharded):
+        mb = _micro_batch(ls, rows)  # rows None: a forward whose result is dropped
+        prompts = [batch.prompt_ids[i] for i in mb.prompt_index.tolist()]  # one host sync
         width = mb.response_ids.shape[1]
-        if chunk is not None and logp_old is not None:
-            old, _ = score(models.policy_full or models.policy, prompts, mb.response_ids,
-                           mb.response_mask, temperature, with_grad=False)
-            logp_old[chunk, :width] = old.float()
+        if logp_old is not None:
+            with train_mode(models.policy), _autocast(models, dev):
+                old, _ = score(models.policy, prompts, mb.response_ids, mb.response_mask,
+                               settings.temperature, with_grad=False)
+            if rows is not None:
+                logp_old[rows, :width] = old.float()
         if logp_ref is not None:
-            with ref_scope():
+            with ref_scope(), _autocast(models, dev):
                 ref, _ = score(models.reference, prompts, mb.response_ids, mb.response_mask,
-                               temperature, with_grad=False)
-            if chunk is not None:
-                logp_ref[chunk, :width] = ref.float()
+                               settings.temperature, with_grad=False)
+            if rows is not None:
+                logp_ref[rows, :width] = ref.float()
     return logp_old, logp_ref
 
 
@@ -136,81 +148,75 @@ def _update_rows(ls: LossSet, update: int, updates: int, prompt_offset: int, B_g
     return ((global_index >= lo) & (global_index < hi)).nonzero().flatten()
 
 
-def run_updates(models: Any, batch: Any, cfg: Config, momentum: float, step: int, ls: LossSet,
-                logp_old: torch.Tensor | None, logp_ref: torch.Tensor | None,
-                timer: Any) -> tuple[dict[str, float], list[float]]:
-    """The step's U optimizer updates (EMA after each); return (loss sums, grad norms).
+def update_micro_batches(ls: LossSet, batch: StepBatch, settings: UpdateSettings,
+                         update: int) -> list[torch.Tensor]:
+    """Loss-set rows of each micro-batch of update `update` (at most micro_batch_size each)."""
+    positions = _update_rows(ls, update, settings.updates_per_step, batch.prompt_offset,
+                             batch.global_prompts or len(batch.prompt_ids))
+    return [positions[c] for c in chunks(len(positions), settings.micro_batch_size,
+                                         ls.advantages.device)]
+
+
+def accumulate_gradients(models: StepModels, batch: StepBatch, settings: UpdateSettings,
+                         ls: LossSet, update: int, logp_old: torch.Tensor | None,
+                         logp_ref: torch.Tensor | None, step: int) -> dict[str, float]:
+    """Forward/backward of update `update` over its micro-batches; its loss sums / U.
 
     Each micro-batch's loss is its partial sum over the update's GLOBAL normaliser (tokens
     and sequences summed over ranks), so the accumulated gradient is the update's gradient.
-    Raises NonFiniteLossError (grads zeroed, no step) on a NaN/inf loss or gradient norm."""
-    ctx, algo, gen = models.dist, cfg.algorithm, cfg.generation
-    updates = cfg.trainer.updates_per_step
+    Call with the policy in train mode. Raises NonFiniteLossError (grads zeroed) on a NaN/inf
+    loss (one process; under W > 1 the gradient norm catches it on every rank)."""
+    ctx, updates = models.dist, settings.updates_per_step
     dev = ls.advantages.device
     sharded = hasattr(models.policy, SCORE_METHOD)
-    trainable = [p for p in models.policy.parameters() if p.requires_grad]
-    autocast = (contextlib.nullcontext if models.train_autocast is None
-                else lambda: torch.autocast(dev.type, dtype=models.train_autocast))
+    parts = update_micro_batches(ls, batch, settings, update)
+    local_counts = [float(sum(float(ls.rollouts.response_mask[rows].sum()) for rows in parts)),
+                    float(sum(len(rows) for rows in parts))]  # (tokens, sequences) of the update
+    n_tokens, n_seqs = all_reduce(ctx, local_counts, stage="loss normalisers")
     sums = {"loss/pg": 0.0, "loss/kl": 0.0, "loss/clip_fraction": 0.0}
-    grad_norms: list[float] = []
-    for update in range(updates):
-        positions = _update_rows(ls, update, updates, batch.prompt_offset,
-                                 batch.global_prompts or len(batch.prompt_ids))
-        local_counts = [float(ls.rollouts.response_mask[positions].sum()), float(len(positions))]
-        n_tokens, n_seqs = all_reduce(ctx, local_counts, stage="loss normalisers")
-        with timer("train"), train_mode(models.policy):
+    for rows in lockstep(ctx, parts, sharded):
+        mb = _micro_batch(ls, rows)
+        width = mb.response_ids.shape[1]
+        prompts = [batch.prompt_ids[i] for i in mb.prompt_index.tolist()]
+        with _autocast(models, dev):
+            logp, _ = score(models.policy, prompts, mb.response_ids, mb.response_mask,
+                            settings.temperature, with_grad=True)
+        logp = logp.float()  # (mb, T') the loss is computed in fp32
+        if rows is None:  # FSDP lockstep filler: zero-weight loss on one row
+            (logp.sum() * 0.0).backward()
+            continue
+        loss, stats = policy_loss(
+            logp,
+            logp.detach() if update == 0 else logp_old[rows, :width],
+            None if logp_ref is None else logp_ref[rows, :width],
+            ls.advantages[rows],
+            mb.response_mask,
+            clip=settings.clip, kl_coef=settings.kl_coef, agg=settings.loss_agg,
+            num_tokens_global=n_tokens, num_seqs_global=n_seqs,
+            norm_length=settings.max_new_tokens,
+        )
+        if not torch.isfinite(loss) and ctx.world_size == 1:  # W > 1: the global
             models.optimizer.zero_grad(set_to_none=True)
-            for chunk in lockstep(ctx, list(chunks(len(positions), cfg.trainer.micro_batch_size, dev)), sharded):
-                rows = None if chunk is None else positions[chunk]
-                mb = _micro_batch(ls, rows)
-                width = mb.response_ids.shape[1]
-                prompts = [batch.prompt_ids[i] for i in mb.prompt_index.tolist()]
-                with autocast():
-                    logp, _ = score(models.policy, prompts, mb.response_ids, mb.response_mask,
-                                    gen.temperature, with_grad=True)
-                logp = logp.float()  # (mb, T') the loss is computed in fp32
-                if chunk is None:  # FSDP lockstep filler: zero-weight loss on one row
-                    (logp.sum() * 0.0).backward()
-                    continue
-                loss, stats = policy_loss(
-                    logp,
-                    logp.detach() if update == 0 else logp_old[rows, :width],
-                    None if logp_ref is None else logp_ref[rows, :width],
-                    ls.advantages[rows],
-                    mb.response_mask,
-                    clip=algo.clip, kl_coef=algo.kl_coef, agg=algo.loss_agg,
-                    num_tokens_global=n_tokens, num_seqs_global=n_seqs,
-                    norm_length=gen.max_new_tokens,
-                )
-                if not torch.isfinite(loss) and ctx.world_size == 1:  # W > 1: the global
-                    models.optimizer.zero_grad(set_to_none=True)
-                    raise NonFiniteLossError(f"step {step}: loss is {loss.item()}")
-                # (grad norm below, the same on every rank, catches a NaN on any rank)
-                (loss * ctx.grad_scale if ctx.grad_scale != 1.0 else loss).backward()
-                sums["loss/pg"] += stats["pg_loss"] / updates
-                sums["loss/kl"] += stats["kl"] / updates
-                sums["loss/clip_fraction"] += (
-                    stats["clip_fraction"] * stats["num_tokens"] / max(n_tokens, 1.0) / updates
-                )
-            grad_norms.append(_clip_and_step(models, ctx, trainable, cfg.optim.max_grad_norm, step))
-        with timer("sync"):
-            if models.after_update is not None:
-                models.after_update()
-        with timer("ema"):
-            if models.momentum is not None:
-                models.momentum.update_(models.policy, momentum)
-    return sums, grad_norms
+            raise NonFiniteLossError(f"step {step}: loss is {loss.item()}")
+        # (grad norm below, the same on every rank, catches a NaN on any rank)
+        (loss * ctx.grad_scale if ctx.grad_scale != 1.0 else loss).backward()
+        sums["loss/pg"] += stats["pg_loss"] / updates
+        sums["loss/kl"] += stats["kl"] / updates
+        sums["loss/clip_fraction"] += (
+            stats["clip_fraction"] * stats["num_tokens"] / max(n_tokens, 1.0) / updates
+        )
+    return sums
 
 
-def _clip_and_step(models: Any, ctx: DistContext, trainable: list[torch.nn.Parameter],
-                   max_norm: float, step: int) -> float:
-    """All-reduce (replicated DP), clip to `max_norm`, check finiteness, step; the norm."""
-    all_reduce_grads_(ctx, trainable)  # replicated DP only; FSDP reduced in backward
+def clip_gradients(models: StepModels, max_norm: float, step: int) -> float:
+    """All-reduce (replicated DP), clip to `max_norm`, check finiteness; the norm.
+
+    Raises NonFiniteLossError (grads zeroed, no optimizer step) on a NaN/inf norm."""
+    trainable = [p for p in models.policy.parameters() if p.requires_grad]
+    all_reduce_grads_(models.dist, trainable)  # replicated DP only; FSDP reduced in backward
     grad_norm = torch.nn.utils.clip_grad_norm_(trainable, max_norm)
     grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
     if not torch.isfinite(grad_norm):
         models.optimizer.zero_grad(set_to_none=True)
         raise NonFiniteLossError(f"step {step}: gradient norm is {grad_norm.item()}")
-    models.optimizer.step()
-    models.optimizer.zero_grad(set_to_none=True)
     return float(grad_norm)

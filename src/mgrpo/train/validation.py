@@ -17,12 +17,11 @@ from typing import Any
 from mgrpo.eval.runner import evaluate_records
 from mgrpo.parallel import distributed as D
 from mgrpo.rollout import SamplingParams
-from mgrpo.train.step import step_seed
+from mgrpo.seeds import VALIDATION_STREAM, step_seed
+from mgrpo.train.setup import Run
 
-VALIDATION_STREAM = 99  # seed stream, distinct from the training rollouts' streams
 
-
-def run_validation(run: Any, *, step: int) -> dict[str, float]:
+def run_validation(run: Run, *, step: int) -> dict[str, float]:
     """Accuracy (avg@k), maj@k, pass@k and mean length of the policy on the validation set."""
     cfg, models = run.cfg, run.models
     val = cfg.validation
@@ -58,7 +57,7 @@ def run_validation(run: Any, *, step: int) -> dict[str, float]:
     return out
 
 
-def _split(ctx: Any) -> dict[str, Any]:
+def _split(ctx: D.DistContext | None) -> dict[str, Any]:
     """evaluate_records arguments that share the batches over the ranks (none on one)."""
     if ctx is None or not ctx.active or ctx.world_size == 1:
         return {}

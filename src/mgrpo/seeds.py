@@ -1,0 +1,51 @@
+"""Every seed a run derives, and its named streams, in one place (imports nothing heavy).
+
+A run has one user seed `cfg.seed`. Sampling seeds are pure functions of it, never of a
+global RNG state, so a resumed or re-sharded run draws the same samples:
+
+    step_seed(seed, step, stream[, prompt])   the rollouts of one step, stream and prompt
+    chunk_seed(seed, c)                       prompt chunk c of a decode call split by the
+                                              KV budget (chunk 0 keeps the call's own seed)
+
+Streams keep the draws of different consumers apart within one step: the policy's rollouts,
+the momentum model's rollouts, and periodic validation.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "MOMENTUM_STREAM",
+    "POLICY_STREAM",
+    "VALIDATION_STREAM",
+    "chunk_seed",
+    "step_seed",
+]
+
+POLICY_STREAM = 0  # the policy's M (+ V vote-only) rollouts of a training step
+MOMENTUM_STREAM = 1  # the momentum model's N rollouts of a training step
+VALIDATION_STREAM = 99  # periodic validation, distinct from the training streams
+
+_PRIME_SEED, _PRIME_STEP, _PRIME_STREAM, _PRIME_PROMPT = 1_000_003, 7_919, 104_729, 15_485_863
+_MODULUS = 2**31 - 1
+_MIX = 0x9E3779B97F4A7C15  # golden-ratio constant of SplitMix64
+_MIX2, _MIX3 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
+_MASK64 = (1 << 64) - 1
+
+
+def step_seed(seed: int, step: int, stream: int, prompt: int = 0) -> int:
+    """Sampling seed of (seed, step, stream[, global prompt index]) in [0, 2^31 - 1):
+    `(seed p1 + step p2 + stream p3 + prompt p4) mod (2^31 - 1)` with four primes. `prompt`
+    0 is the seed of a whole step's batched call; a per-prompt call uses prompt index + 1."""
+    return (seed * _PRIME_SEED + step * _PRIME_STEP + stream * _PRIME_STREAM
+            + prompt * _PRIME_PROMPT) % _MODULUS
+
+
+def chunk_seed(seed: int, index: int) -> int:
+    """Seed of prompt chunk `index`: `seed` itself for chunk 0 (unsplit calls unchanged), a
+    SplitMix64 mix of (seed, index) otherwise (63 bits, never equal to a nearby seed + b)."""
+    if index == 0:
+        return seed
+    z = (seed * _MIX + index * _MIX2) & _MASK64
+    z = ((z ^ (z >> 30)) * _MIX2) & _MASK64
+    z = ((z ^ (z >> 27)) * _MIX3) & _MASK64
+    return (z ^ (z >> 31)) >> 1

@@ -1,0 +1,158 @@
+"""The records a training step passes between its stages, with the shape of every field.
+
+    StepModels    the models, engines and optimizer a step touches (a layout's `Roles` plus
+                  the trained policy, its engines, optimizer, checker and tokenizer)
+    StepBatch     B prompts (this rank's slice of the step's prompts)
+    UpdateSettings the numbers the frozen passes and the updates read (not the whole Config)
+    Rollouts      the step's rollouts with their entropies, keep mask, answers and votes
+    LossSet       the L rollouts that enter the loss, with their advantages
+    LossStats     what the updates report: loss sums and one gradient norm per update
+
+Shapes: B prompts, M policy train rollouts, V vote-only policy rollouts, N momentum
+rollouts per prompt, G = M + V + N; L rows in the loss set; T / T' response widths. Every
+tensor indexed by rollout row lives on the rollouts' device D (`step.py`, device rule).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from mgrpo.answers import AnswerChecker
+from mgrpo.config import Config
+from mgrpo.core.voting import Vote
+from mgrpo.parallel.distributed import SINGLE, DistContext
+from mgrpo.rollout import RolloutBatch, RolloutEngine
+from mgrpo.train.momentum import Momentum
+from mgrpo.train.presets import AlgorithmSpec
+
+__all__ = ["LossSet", "LossStats", "Roles", "Rollouts", "StepBatch", "StepModels", "UpdateSettings"]
+
+
+@dataclass(kw_only=True)
+class Roles:
+    """The models a layout (`train/layouts.py`) builds around the policy."""
+
+    # EMA model that samples the N momentum rollouts; None = no momentum rollouts
+    momentum: Momentum | None = None
+    # frozen model of the KL term; None when kl_coef == 0 (no third model)
+    reference: nn.Module | None = None
+    # context in which `reference` scores (LoRA: adapters disabled); None = nothing to enter
+    reference_scope: Callable[[], AbstractContextManager] | None = None
+    # full-weight policy copy that samples (mixed precision: bf16; FSDP: unsharded); None =
+    # the policy itself
+    policy_full: nn.Module | None = None
+    # after each optimizer step: refresh `policy_full` from the trained weights; None = nothing
+    after_update: Callable[[], None] | None = None
+    # compute dtype of the training forward over an fp32 master (torch.autocast); None = the
+    # parameters' own dtype (fp32 runs, pure-bf16 runs, LoRA, FSDP's MixedPrecisionPolicy)
+    train_autocast: torch.dtype | None = None
+
+
+@dataclass(kw_only=True)
+class StepModels(Roles):
+    """Everything a step touches: the layout's `Roles` and the trained policy around them."""
+
+    policy: nn.Module  # the trained weights (fp32 master, LoRA adapters or FSDP shards)
+    policy_engine: RolloutEngine  # samples the policy rollouts (from `policy_full or policy`)
+    momentum_engine: RolloutEngine | None  # samples the momentum rollouts; None = no momentum
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    checker: AnswerChecker  # answer equivalence (votes, rewards, accuracy)
+    tokenizer: Any  # a Hugging Face tokenizer
+    stop_token_ids: tuple[int, ...]  # ids that end a rollout
+    dist: DistContext = SINGLE  # the process group (single process: SINGLE)
+
+    @classmethod
+    def around(cls, roles: Roles, **fields: Any) -> StepModels:
+        """The layout's `roles` plus the remaining fields (keyword arguments)."""
+        return cls(**vars(roles), **fields)
+
+
+@dataclass
+class StepBatch:
+    """B prompts: their token ids and (diagnostic-only, unless reward == truth) answers.
+
+    Under data parallelism it is this rank's slice: global prompt indices
+    [prompt_offset, prompt_offset + B) out of `global_prompts` (None = B, one process)."""
+
+    prompt_ids: list[list[int]]  # (B,) token ids of each prompt
+    answers: list[str | None]  # (B,) ground-truth answers (None = unlabelled)
+    prompt_offset: int = 0  # global index of prompt 0 of this slice
+    global_prompts: int | None = None  # prompts of the step over all ranks (None = B)
+
+
+@dataclass(frozen=True)
+class UpdateSettings:
+    """The settings `frozen_logprobs` and the updates read, resolved once per step."""
+
+    updates_per_step: int  # U optimizer updates per step, each over B / U prompts
+    micro_batch_size: int  # loss rows per forward/backward (gradient accumulation)
+    temperature: float  # the sampling temperature: log-probs are of softmax(logits / T)
+    max_new_tokens: int  # the response budget (the length normaliser of some loss aggs)
+    max_grad_norm: float  # gradient-norm clip
+    clip: float  # PPO clip range epsilon
+    kl_coef: float  # beta of the k3 KL to the reference (0 = no reference)
+    loss_agg: str  # a name in `core.losses.LOSS_AGGREGATIONS`
+
+    @classmethod
+    def of(cls, cfg: Config, spec: AlgorithmSpec) -> UpdateSettings:
+        """From the trainer, generation and optim sections and the resolved algorithm."""
+        return cls(
+            updates_per_step=cfg.trainer.updates_per_step,
+            micro_batch_size=cfg.trainer.micro_batch_size,
+            temperature=cfg.generation.temperature,
+            max_new_tokens=cfg.generation.max_new_tokens,
+            max_grad_norm=cfg.optim.max_grad_norm,
+            clip=spec.clip,
+            kl_coef=spec.kl_coef,
+            loss_agg=spec.loss_agg,
+        )
+
+
+@dataclass
+class Rollouts:
+    """The step's rollouts, scored: entropies, IQR keep mask, parsed answers and the votes."""
+
+    train_rollouts: int  # M: the policy rollouts of each prompt that enter the loss
+    policy: RolloutBatch  # (B*(M+V), T) policy rollouts, prompt-major
+    momentum: RolloutBatch | None  # (B*N, T) momentum rollouts; None when N == 0
+    policy_entropy: torch.Tensor  # (B, M+V) trajectory entropies, on D
+    momentum_entropy: torch.Tensor | None  # (B, N) on D; None when N == 0
+    keep: torch.Tensor  # (B, G) bool IQR keep mask (all True when the filter is off), on D
+    answers: list[list[str | None]]  # (B, G) parsed answers: policy rollouts, then momentum
+    votes: list[Vote]  # (B,) majority votes over the kept answers; [] unless reward == vote
+
+    @property
+    def policy_answers(self) -> list[list[str | None]]:
+        """(B, M) answers of the policy train rollouts (the first M of each prompt)."""
+        return [row[: self.train_rollouts] for row in self.answers]
+
+
+@dataclass
+class LossSet:
+    """The L rollouts that enter the loss, as rows of `train` (the B*M policy train rollouts)."""
+
+    train: RolloutBatch  # (B*M, T) the policy's first M rollouts of each prompt
+    rollouts: RolloutBatch  # (L, T') the loss rows of `train`
+    advantages: torch.Tensor  # (L,) on D
+
+
+@dataclass
+class LossStats:
+    """What the U updates report (this rank's sums; `step_metrics` sums them over ranks)."""
+
+    # loss/pg, loss/kl, loss/clip_fraction: each the mean over updates of the update's value
+    sums: dict[str, float] = field(
+        default_factory=lambda: {"loss/pg": 0.0, "loss/kl": 0.0, "loss/clip_fraction": 0.0})
+    grad_norms: list[float] = field(default_factory=list)  # (U,) one per optimizer update
+
+    def add(self, sums: dict[str, float]) -> None:
+        """Add one update's loss sums (already divided by U)."""
+        for key, value in sums.items():
+            self.sums[key] += value
