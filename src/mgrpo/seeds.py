@@ -8,7 +8,8 @@ global RNG state, so a resumed or re-sharded run draws the same samples:
                                               KV budget (chunk 0 keeps the call's own seed)
 
 Streams keep the draws of different consumers apart within one step: the policy's rollouts,
-the momentum model's rollouts, and periodic validation.
+the momentum model's rollouts, the random tie rule of the vote, the random reward, and
+periodic validation.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from __future__ import annotations
 __all__ = [
     "MOMENTUM_STREAM",
     "POLICY_STREAM",
+    "RANDOM_REWARD_STREAM",
+    "VOTE_TIE_STREAM",
     "VALIDATION_STREAM",
     "chunk_seed",
     "step_seed",
@@ -23,6 +26,8 @@ __all__ = [
 
 POLICY_STREAM = 0  # the policy's M (+ V vote-only) rollouts of a training step
 MOMENTUM_STREAM = 1  # the momentum model's N rollouts of a training step
+VOTE_TIE_STREAM = 2  # `algorithm.vote_ties: random`, one seed per global prompt
+RANDOM_REWARD_STREAM = 3  # preset random's Bernoulli rewards, one seed per global prompt
 VALIDATION_STREAM = 99  # periodic validation, distinct from the training streams
 
 _PRIME_SEED, _PRIME_STEP, _PRIME_STREAM, _PRIME_PROMPT = 1_000_003, 7_919, 104_729, 15_485_863

@@ -126,7 +126,8 @@ class Rollouts:
     momentum_entropy: torch.Tensor | None  # (B, N) on D; None when N == 0
     keep: torch.Tensor  # (B, G) bool IQR keep mask (all True when the filter is off), on D
     answers: list[list[str | None]]  # (B, G) parsed answers: policy rollouts, then momentum
-    votes: list[Vote]  # (B,) majority votes over the kept answers; [] unless reward == vote
+    votes: list[Vote]  # (B,) majority votes over the kept answers; [] unless the step votes
+    texts: list[list[str]] = field(default_factory=list)  # (B, G) decoded responses
 
     @property
     def policy_answers(self) -> list[list[str | None]]:
