@@ -433,6 +433,9 @@ class TrainerConfig:
     run_name: str | None = _doc(None, "the run's name in the trackers (null = the run "
                                 "directory's name)")
     project: str = _doc("mgrpo", "the W&B project and the MLflow experiment")
+    log_samples_every: int = _doc(0, "write every K-th step's prompts and rollouts (text, answer, "
+                                  "reward, entropy, kept) to samples.jsonl, >= 0 (0 = off); "
+                                  "`mgrpo report` links a sample browser")
 
     def __post_init__(self) -> None:
         _check(self.max_steps >= 1, "trainer.max_steps", "must be >= 1")
@@ -448,6 +451,7 @@ class TrainerConfig:
         _check(self.eval_every >= 0, "trainer.eval_every", "must be >= 0")
         _check(self.max_bad_steps >= 1, "trainer.max_bad_steps", "must be >= 1")
         _check(self.threads >= 0, "trainer.threads", "must be >= 0")
+        _check(self.log_samples_every >= 0, "trainer.log_samples_every", "must be >= 0")
         _one_of(self.alarm_action, "trainer.alarm_action", ["warn", "stop"])
         _check(self.stop_after is None or self.stop_after >= 1, "trainer.stop_after", "must be >= 1")
         for name in self.report_to:

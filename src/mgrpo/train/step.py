@@ -57,6 +57,7 @@ from mgrpo.rollout.groups import generate_groups
 from mgrpo.seeds import MOMENTUM_STREAM, POLICY_STREAM, VOTE_TIE_STREAM, step_seed
 from mgrpo.train.presets import AlgorithmSpec
 from mgrpo.train.rewards import RewardInputs, get_reward
+from mgrpo.train.samples import SampleRecord, sample_records
 from mgrpo.train.shaping import shape
 from mgrpo.train.step_metrics import (
     StageTimer,
@@ -81,8 +82,11 @@ __all__ = ["NonFiniteLossError", "StepBatch", "StepModels", "rollout_params", "t
 
 
 def train_step(models: StepModels, batch: StepBatch, cfg: Config, spec: AlgorithmSpec,
-               step: int) -> dict[str, float]:
+               step: int, samples: list[SampleRecord] | None = None) -> dict[str, float]:
     """Run one training step in place (optimizer, scheduler, momentum); return its metrics.
+
+    `samples`: a list to which the step appends one `train.samples.SampleRecord` per prompt
+    of the step (all ranks' prompts, gathered; every rank must pass one or none).
 
     Raises NonFiniteLossError (after zeroing grads, without stepping) when the loss or the
     gradient norm is not finite, so the caller can count and stop after repeated failures.
@@ -140,6 +144,10 @@ def train_step(models: StepModels, batch: StepBatch, cfg: Config, spec: Algorith
     lr = models.optimizer.param_groups[0]["lr"]
     models.scheduler.step()
 
+    if samples is not None:
+        local_samples = _sample_records(models, batch, rollouts, rewards, step)
+        samples.extend(r for part in gather_objects(models.dist, local_samples, stage="samples")
+                       for r in part)
     local = metric_inputs(batch, rollouts, rewards, equivalent, shaping)
     metrics = step_metrics(merge_inputs(gather_objects(models.dist, local, stage="step metrics")), M)
     metrics.update(loss_and_time_metrics(models.dist, stats, lr, timer.times,
@@ -201,6 +209,20 @@ def _answers(tokenizer: Any, rollouts: RolloutBatch, B: int, kind: str
     per = len(flat) // B
     return ([texts[b * per : (b + 1) * per] for b in range(B)],
             [flat[b * per : (b + 1) * per] for b in range(B)])
+
+
+def _sample_records(models: StepModels, batch: StepBatch, rollouts: Rollouts,
+                    rewards: torch.Tensor, step: int) -> list[SampleRecord]:
+    """This rank's `samples.jsonl` records: each prompt and its pool, in pool order."""
+    entropy = (rollouts.policy_entropy if rollouts.momentum_entropy is None
+               else torch.cat([rollouts.policy_entropy, rollouts.momentum_entropy], dim=1))
+    B = len(batch.prompt_ids)
+    return sample_records(
+        step, models.tokenizer.batch_decode(batch.prompt_ids, skip_special_tokens=False),
+        [v.label for v in rollouts.votes] if rollouts.votes else [None] * B,
+        list(batch.answers), rollouts.texts, rollouts.answers, entropy.float().cpu().tolist(),
+        rollouts.keep.cpu().tolist(), rewards.float().cpu().tolist(),
+        n_policy=rollouts.policy_entropy.shape[1])
 
 
 def _model_device(model: torch.nn.Module) -> torch.device:
