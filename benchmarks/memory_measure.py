@@ -66,8 +66,9 @@ class Meter:
 
 
 def measure(args) -> dict:
-    from mgrpo.parallel.distributed import init_distributed, shard_run_models, shutdown
+    from mgrpo.parallel.distributed import init_distributed, shutdown
     from mgrpo.rollout import SamplingParams, make_engine
+    from mgrpo.train.layouts import shard_run_models
     from mgrpo.train.momentum import ShardedMomentum
 
     device = torch.device(args.device)

@@ -25,6 +25,7 @@ import torch
 from mgrpo.config import config_from_dict, load_recipe
 from mgrpo.rollout.memory import KVShape
 from mgrpo.rollout.scoring import MAX_CHUNK_LOGITS_BYTES
+from mgrpo.train.memory_budget import static_bytes
 
 GIB = 1 << 30
 EVAL_PROMPTS = 64  # `mgrpo eval` prompts per engine call (evaluation.runner.DEFAULT_BATCH_SIZE)
@@ -124,14 +125,16 @@ def stage_peaks(m: ModelShape, r: RunShape) -> dict[str, dict[str, int]]:
 
     P params, W GPUs; fp32 master, bf16 compute and generators:
     - persistent: master 4P/W + AdamW 8P/W + momentum master 4P/W + reference 2P/W (bf16)
-      + two unsharded bf16 generators 4P. Gradients (4P/W) live from backward to the step.
+      + two unsharded bf16 generators 4P (`mgrpo.train.memory_budget.static_bytes`, which
+      the trainer's pre-flight uses). Gradients (4P/W) live from backward to the step.
     - startup: generators + shards built so far + one full fp32 FSDP unit in flight (the
       largest of a decoder layer and the root), before any AdamW state exists.
     - rollout: KV cache 2 L kvh D 2 bytes per token x rows x (prompt + new), sampler (6
       fp32 (rows, V) tensors, the CUDA-graph logits buffer among them), prefill of the
       prompts through both models (`rollout.memory.KVShape`).
     - scoring (logp_old / logp_ref, no grad): one micro-batch of T = micro x length tokens:
-      two all-gathered bf16 layers (current + prefetch), the root unit gathered, the layer's
+      two all-gathered bf16 layers (current + prefetch), the root unit gathered (the frozen
+      reference reshards its root after the forward, so it does not persist), the layer's
       activations T (2H + (nh + 2 kvh) D + nh D + 3 I) x 2 bytes, final hidden states, and
       two LM-head chunks of fp32 logits (`rollout.scoring`).
     - train (forward + backward, gradient checkpointing): grads 4P/W + the saved layer
@@ -139,20 +142,17 @@ def stage_peaks(m: ModelShape, r: RunShape) -> dict[str, dict[str, int]]:
       (2 x T (4H + 2 (nh + 2 kvh) D + 5 I) x 2) + gathered layers and root + the unsharded
       fp32 gradient of one layer before its reduce-scatter + 4 LM-head logit chunks.
     - optimizer: grads + AdamW's foreach temporaries (two fp32 lists of the local shards).
-    - ema: the fp32 master read in place (no cast) + one gathered fp32 tensor in flight
-      while the momentum generator is refreshed.
+    - ema: the fp32 master read in place (no cast) + one gathered bf16 tensor in flight
+      while the momentum generator is refreshed (each shard is cast before the all-gather).
     - validation: like rollout for the validation batch (one model, `val_samples` rows).
     """
     p, w = m.params, r.world
     kv = m.kv(2)
-    persistent = {
-        "policy master fp32 4P/W": 4 * p // w,
-        "AdamW 8P/W": 8 * p // w,
-        "momentum master 4P/W": 4 * p // w if r.momentum else 0,
-        "reference bf16 2P/W": 2 * p // w if r.reference else 0,
-        "generators bf16 2P each": 2 * p * (2 if r.momentum else 1),
-    }
-    grads = {"gradients fp32 4P/W": 4 * p // w}
+    # the package's formula (the trainer's memory pre-flight uses the same one)
+    static = static_bytes("sharded", params=p, trainable=p, world=w, compute=2, master=4,
+                          momentum=r.momentum, reference=r.reference)
+    grads = {"gradients fp32 4P/W": static.pop("gradients fp32 4P/W")}
+    persistent = static
     unit = max(m.layer_params, m.root_params)
     startup = {k: v for k, v in persistent.items() if not k.startswith("AdamW")}
     startup["one full fp32 FSDP unit in flight"] = 4 * unit
@@ -181,7 +181,7 @@ def stage_peaks(m: ModelShape, r: RunShape) -> dict[str, dict[str, int]]:
     optimizer = dict(persistent) | grads
     optimizer["AdamW foreach temporaries"] = 2 * 4 * p // w
     ema = dict(persistent)
-    ema["gathered fp32 tensor"] = 4 * m.largest_tensor
+    ema["gathered bf16 tensor"] = 2 * m.largest_tensor
     val_rows = r.val_prompts * r.val_samples
     val_len = r.prompt_len + r.val_new_tokens
     validation = dict(persistent)

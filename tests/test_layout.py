@@ -127,3 +127,84 @@ def test_no_source_file_is_too_long() -> None:
         if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES
     }
     assert long == {}
+
+
+# names that always hold one of the project's own records in train/ (StepModels, StepBatch,
+# Run, StageTimer, AlgorithmSpec, UpdateSettings, Rollouts, LossSet, LossStats, DistContext,
+# Config, Precision, ModelLayout, AnswerChecker, Equivalence): annotated with it, never `Any`
+TYPED_NAMES = {"models", "batch", "run", "timer", "spec", "settings", "rollouts", "ls",
+               "stats", "ctx", "cfg", "precision", "layout", "checker", "equivalent"}
+
+
+def _any_annotations(tree: ast.AST) -> list[tuple[int, str]]:
+    """(line, name) of every argument or annotated field in TYPED_NAMES whose annotation
+    mentions `Any` (bare, `Any | None`, `Optional[Any]`, ...)."""
+    found = []
+    for node in ast.walk(tree):
+        named: list[tuple[str, ast.expr | None, int]] = []
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            args = node.args
+            named += [(a.arg, a.annotation, a.lineno)
+                      for a in args.posonlyargs + args.args + args.kwonlyargs]
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            named.append((node.target.id, node.annotation, node.lineno))
+        for name, annotation, line in named:
+            if name in TYPED_NAMES and annotation is not None and any(
+                    isinstance(n, ast.Name) and n.id == "Any" for n in ast.walk(annotation)):
+                found.append((line, name))
+    return found
+
+
+def test_train_annotations_name_the_project_types() -> None:
+    bad = [f"{path.relative_to(SRC)}:{line} {name}: Any"
+           for path in sorted((SRC / "train").glob("*.py"))
+           for line, name in _any_annotations(ast.parse(path.read_text(encoding="utf-8")))]
+    assert bad == []
+
+
+def test_any_annotation_finder_finds_them() -> None:
+    tree = ast.parse("def f(models: Any, batch: 'Any', run: Any | None, x: Any): pass\n"
+                     "class C:\n    timer: Optional[Any]\n    other: Any\n")
+    assert _any_annotations(tree) == [(1, "models"), (1, "run"), (3, "timer")]
+
+
+# Checkpoint I/O has three homes: what a run's checkpoint holds, save, restore and the resume
+# checks (train/resume.py), the atomic checksummed directory format (train/checkpoint.py),
+# and the FSDP shards (parallel/sharded_checkpoint.py).
+CHECKPOINT_HOMES = {"train/resume.py", "train/checkpoint.py", "parallel/sharded_checkpoint.py"}
+# writes a model's HF directory for `save_pretrained` (merged LoRA weights), not a checkpoint
+HF_EXPORT_WRITERS = {"train/lora.py"}
+CHECKPOINT_IO_MODULES = ("safetensors", "torch.distributed.checkpoint")
+CHECKPOINT_IO_NAMES = {"save_checkpoint", "load_tensors", "save_sharded", "load_sharded",
+                       "optimizer_to_files", "optimizer_from_files", "save_file", "load_file",
+                       "get_state_dict", "set_state_dict"}
+
+
+def _checkpoint_io(path: Path) -> list[str]:
+    """Checkpoint-I/O imports and names used in `path` (module level or inside functions)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        modules: list[str] = []
+        if isinstance(node, ast.Import):
+            modules = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            modules = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        bad = [m for m in modules if m.startswith(CHECKPOINT_IO_MODULES)]
+        name = node.id if isinstance(node, ast.Name) else (
+            node.attr if isinstance(node, ast.Attribute) else None)
+        if name in CHECKPOINT_IO_NAMES:
+            bad.append(name)
+        found += [f"{path.relative_to(SRC)}:{node.lineno}: {b}" for b in bad]
+    return found
+
+
+def test_checkpoint_save_and_restore_live_in_one_module() -> None:
+    found = []
+    for path in sorted([*(SRC / "train").rglob("*.py"), *(SRC / "parallel").rglob("*.py")]):
+        rel = str(path.relative_to(SRC))
+        if rel not in CHECKPOINT_HOMES | HF_EXPORT_WRITERS:
+            found += _checkpoint_io(path)
+    assert found == []
+    # the rule sees what it forbids
+    assert _checkpoint_io(SRC / "train" / "resume.py")
+    assert _checkpoint_io(SRC / "parallel" / "sharded_checkpoint.py")

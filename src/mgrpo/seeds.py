@@ -6,6 +6,9 @@ global RNG state, so a resumed or re-sharded run draws the same samples:
     step_seed(seed, step, stream[, prompt])   the rollouts of one step, stream and prompt
     chunk_seed(seed, c)                       prompt chunk c of a decode call split by the
                                               KV budget (chunk 0 keeps the call's own seed)
+    epoch_seed(seed, e)                       the order of the training prompts in epoch e
+    seed + VAL_SEED_OFFSET                    drawing a validation set (seed + 1)
+    seed + SYNTHETIC_VAL_SEED_OFFSET          the held-out synthetic arithmetic problems
 
 Streams keep the draws of different consumers apart within one step: the policy's rollouts,
 the momentum model's rollouts, the random tie rule of the vote, the random reward, and
@@ -18,9 +21,12 @@ __all__ = [
     "MOMENTUM_STREAM",
     "POLICY_STREAM",
     "RANDOM_REWARD_STREAM",
-    "VOTE_TIE_STREAM",
+    "SYNTHETIC_VAL_SEED_OFFSET",
     "VALIDATION_STREAM",
+    "VAL_SEED_OFFSET",
+    "VOTE_TIE_STREAM",
     "chunk_seed",
+    "epoch_seed",
     "step_seed",
 ]
 
@@ -29,6 +35,10 @@ MOMENTUM_STREAM = 1  # the momentum model's N rollouts of a training step
 VOTE_TIE_STREAM = 2  # `algorithm.vote_ties: random`, one seed per global prompt
 RANDOM_REWARD_STREAM = 3  # preset random's Bernoulli rewards, one seed per global prompt
 VALIDATION_STREAM = 99  # periodic validation, distinct from the training streams
+
+VAL_SEED_OFFSET = 1  # validation sets are drawn with seed + 1
+SYNTHETIC_VAL_SEED_OFFSET = 7_919  # held-out synthetic problems: seed + 7919
+_PRIME_EPOCH = 10_007
 
 _PRIME_SEED, _PRIME_STEP, _PRIME_STREAM, _PRIME_PROMPT = 1_000_003, 7_919, 104_729, 15_485_863
 _MODULUS = 2**31 - 1
@@ -54,3 +64,8 @@ def chunk_seed(seed: int, index: int) -> int:
     z = ((z ^ (z >> 30)) * _MIX2) & _MASK64
     z = ((z ^ (z >> 27)) * _MIX3) & _MASK64
     return (z ^ (z >> 31)) >> 1
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """Seed of the training prompts' permutation in epoch `epoch`: seed * 10007 + epoch."""
+    return seed * _PRIME_EPOCH + epoch

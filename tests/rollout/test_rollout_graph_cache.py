@@ -119,3 +119,82 @@ def test_keeping_workspace_reuses_graphs_inside_the_block_and_frees_them_after()
         assert graphed.graphs.captures == captured and graphed.graphs.graphs_alive == captured
     assert not graphed.keep_workspace and graphed._workspace is None
     assert graphed.graphs.graphs_alive == 0 and graphed.graphs.buffers_alive == 0
+
+
+def _random_norms(model, seed: int = 0) -> None:
+    """Every RMSNorm weight drawn in [0.5, 1.5] (the tiny models' all-ones norms would hide a
+    stale copy of them)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.copy_(0.5 + torch.rand(p.shape, generator=gen, dtype=p.dtype))
+
+
+def test_graphs_replayed_after_an_in_place_norm_update_read_the_new_qk_norm_weights() -> None:
+    model = _model()
+    _random_norms(model)
+    graphed = _graphed(model, keep=True)
+    graphed.generate(_prompts(), 3, PARAMS)
+    captured = graphed.graphs.captures
+    attn = model.model.layers[0].self_attn
+    with torch.no_grad():  # in place, like the trainer's updates: same addresses
+        attn.q_norm.weight.mul_(1.7)
+        attn.k_norm.weight.add_(0.3)
+    _same(graphed.generate(_prompts(), 3, PARAMS), _static(model).generate(_prompts(), 3, PARAMS))
+    assert graphed.graphs.captures == captured  # replayed, not recaptured
+    assert graphed._plans.builds == 1  # derived tensors rewritten in place, not rebuilt
+
+
+def test_fused_copies_are_kept_and_refreshed_in_place_so_graphs_replay_current_weights() -> None:
+    model = _model()
+    _random_norms(model, seed=1)
+    graphed = _graphed(model, keep=True)
+    graphed.fuse_weights = True
+    graphed.generate(_prompts(), 3, PARAMS)
+    captured = graphed.graphs.captures
+    gen = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            w = layer.self_attn.q_proj.weight
+            w.add_(0.05 * torch.randn(w.shape, generator=gen, dtype=w.dtype))
+            layer.self_attn.q_norm.weight.mul_(0.8)
+    fresh = _static(model)
+    fresh.fuse_weights = True
+    _same(graphed.generate(_prompts(), 3, PARAMS), fresh.generate(_prompts(), 3, PARAMS))
+    assert graphed.graphs.captures == captured  # the fused copies kept their addresses
+
+
+def test_a_replaced_parameter_is_a_new_plan_and_new_graphs() -> None:
+    model = _model()
+    graphed = _graphed(model, keep=True)
+    graphed.generate(_prompts(), 3, PARAMS)
+    captured = graphed.graphs.captures
+    norm = model.model.layers[1].self_attn.k_norm
+    norm.weight = torch.nn.Parameter(norm.weight.detach() * 1.3)  # another tensor
+    _same(graphed.generate(_prompts(), 3, PARAMS), _static(model).generate(_prompts(), 3, PARAMS))
+    assert graphed.graphs.captures > captured and graphed._plans.builds == 2
+
+
+def test_a_training_engine_keeps_its_graphs_across_steps_of_in_place_updates() -> None:
+    model = _model()
+    _random_norms(model, seed=3)
+    # built as the trainer builds it (no keep_workspace): graphs imply a kept workspace
+    engine = make_engine("fast", model, pad_token_id=0, check_every=2, attn_bucket=4,
+                         kv_cache_gb=None, fuse_weights=False)
+    engine.static = True
+    engine.graphs = GraphCache(capture=capture_eager)
+    assert engine.keep_workspace
+    engine.generate(_prompts(), 3, PARAMS)
+    captured = engine.graphs.captures
+    assert captured > 1
+    for step in range(2):  # an optimizer-like in-place update of every weight, then a rollout
+        with torch.no_grad():
+            for p in model.parameters():
+                p.mul_(1.0 + 0.01 * (step + 1))
+        params = SamplingParams(max_new_tokens=12, temperature=1.0, seed=7 + step)
+        _same(engine.generate(_prompts(), 3, params), _static(model).generate(_prompts(), 3, params))
+    assert engine.graphs.captures == captured and engine.graphs.resets == 0
+    engine.keep_workspace = False  # an explicit False still frees everything after a call
+    engine.generate(_prompts(), 3, PARAMS)
+    assert engine._workspace is None and engine.graphs.graphs_alive == 0

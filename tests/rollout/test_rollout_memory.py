@@ -13,7 +13,9 @@ from mgrpo.models.tokenizer import build_char_tokenizer
 from mgrpo.rollout import RolloutBatch, SamplingParams, make_engine
 from mgrpo.rollout.memory import (
     GIB,
+    budget_bytes,
     chunk_seed,
+    cuda_available_bytes,
     kv_shape,
     prompts_per_chunk,
 )
@@ -132,3 +134,16 @@ def test_bad_budgets_are_refused() -> None:
     with pytest.raises(ValueError, match="generation.kv_cache_gb"):
         config_from_dict(data)
     assert make_engine("hf", _model(), pad_token_id=0, kv_cache_gb=1.0).name == "hf"
+
+
+def test_the_cuda_budget_counts_the_allocators_free_reserved_bytes(monkeypatch) -> None:
+    gib = 1 << 30
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (10 * gib, 80 * gib))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 50 * gib)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 20 * gib)
+    cuda = torch.device("cuda", 0)
+    assert cuda_available_bytes(cuda) == 40 * gib  # 10 free + (50 - 20) cached
+    assert budget_bytes(None, cuda) == int(0.8 * 40 * gib)
+    assert budget_bytes(None, cuda, held=5 * gib) == int(0.8 * 45 * gib)
+    assert budget_bytes(2.0, cuda) == 2 * gib  # an explicit budget wins
+    assert budget_bytes(None, torch.device("cpu")) is None

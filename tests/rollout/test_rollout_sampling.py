@@ -12,8 +12,7 @@ from hypothesis import strategies as st
 from mgrpo.models.tiny import build_tiny_model
 from mgrpo.models.tokenizer import build_char_tokenizer
 from mgrpo.rollout import SamplingParams, make_engine
-from mgrpo.rollout.fast_engine import sample_tokens
-from mgrpo.rollout.sampling import inverse_cdf
+from mgrpo.rollout.sampling import inverse_cdf, sample_tokens
 
 TOK = build_char_tokenizer()
 MIN_EXPECTED = 5.0  # pool chi-square bins with fewer expected counts

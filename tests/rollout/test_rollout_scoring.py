@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from mgrpo.models.tiny import build_tiny_model
 from mgrpo.models.tokenizer import build_char_tokenizer
@@ -100,3 +101,51 @@ def test_score_bad_input():
         score_responses(model, prompts, resp, mask[:, :3], 1.0)
     empty_logp, _ = score_responses(model, prompts, resp, torch.zeros_like(mask), 1.0)
     assert (empty_logp == 0).all()
+
+
+class _MatmulDtypes(TorchDispatchMode):
+    """Records the input dtype of every matrix product dispatched inside the mode."""
+
+    PRODUCTS = ("aten.mm.", "aten.addmm.", "aten.addmm_.", "aten.bmm.", "aten.matmul.", "aten.linear.")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dtypes: list[torch.dtype] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if str(func).startswith(self.PRODUCTS):
+            self.dtypes.append(args[0].dtype)
+        return func(*args, **(kwargs or {}))
+
+
+def _head_inputs():
+    g = torch.Generator().manual_seed(3)
+    h = torch.randn(9, 16, generator=g, requires_grad=True)
+    w = torch.randn(40, 16, generator=g, requires_grad=True)
+    b = torch.randn(40, generator=g, requires_grad=True)
+    return h, w, b, torch.randint(0, 40, (9,), generator=g)
+
+
+def test_chunked_backward_runs_its_products_in_the_autocast_dtype() -> None:
+    h, w, b, y = _head_inputs()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logp, _ = ChunkedTokenLogProb.apply(h, w, b, y, 0.8, 4)
+    recorder = _MatmulDtypes()
+    with recorder:  # backward() runs outside the autocast block, as in the trainer
+        logp.sum().backward()
+    assert len(recorder.dtypes) >= 3 * 3  # 3 chunks x (recompute, dh, dW)
+    assert set(recorder.dtypes) == {torch.bfloat16}
+    assert h.grad.dtype == w.grad.dtype == b.grad.dtype == torch.float32
+    ref = [t.detach().clone().requires_grad_() for t in (h, w, b)]
+    ChunkedTokenLogProb.apply(*ref, y, 0.8, 4)[0].sum().backward()
+    for ours, fp32 in zip((h, w, b), ref, strict=True):  # bf16 rounding, same gradient
+        torch.testing.assert_close(ours.grad, fp32.grad, atol=0.1, rtol=0.05)
+
+
+def test_chunked_backward_without_autocast_stays_fp32() -> None:
+    h, w, b, y = _head_inputs()
+    logp, _ = ChunkedTokenLogProb.apply(h, w, b, y, 0.8, 4)
+    recorder = _MatmulDtypes()
+    with recorder:
+        logp.sum().backward()
+    assert recorder.dtypes and set(recorder.dtypes) == {torch.float32}

@@ -83,3 +83,23 @@ def test_shared_prefix_with_gradient_checkpointing_falls_back_to_full_forward():
     torch.testing.assert_close(got[0], expected[0], **FP32_LEVEL)
     for name, grad in expected[2].items():
         torch.testing.assert_close(got[2][name], grad, **FP32_LEVEL, msg=name)
+
+
+def test_gradient_checkpointing_in_training_skips_the_wasted_prompt_pass():
+    model = build_tiny_model(TOK, arch="qwen3", seed=2, dtype=torch.float64)
+    prompts, ids, mask = _rows(seed=3)
+    model.eval()  # reference: the shared-prefix path, no checkpointing
+    lp_ref, ent_ref, g_ref = _loss_and_grads(model, prompts, ids, mask, True, 0.9)
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    forwards = []
+    hook = model.base_model.register_forward_pre_hook(lambda *_: forwards.append(1))
+    try:
+        lp, ent, grads = _loss_and_grads(model, prompts, ids, mask, True, 0.9)
+    finally:
+        hook.remove()
+    assert len(forwards) == 1  # one full forward; no prompt pass whose cache is dropped
+    torch.testing.assert_close(lp, lp_ref, **FP32_LEVEL)
+    torch.testing.assert_close(ent, ent_ref, **FP32_LEVEL)
+    for name, grad in g_ref.items():
+        torch.testing.assert_close(grads[name], grad, **FP32_LEVEL, msg=name)

@@ -40,7 +40,7 @@ def _cfg(fsdp: bool | None):
 
 
 def _train(cfg, run_dir):
-    from mgrpo.parallel.distributed import full_tensor
+    from mgrpo.parallel.fsdp import full_tensor
 
     run = build_run(cfg, run_dir)
     ctx = run.models.dist

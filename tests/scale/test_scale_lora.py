@@ -140,17 +140,17 @@ def test_export_merges_or_saves_adapters(tmp_path, mode):
 
 def test_lora_resume_restores_adapters(tmp_path):
     """A checkpoint holds the adapters (lora.safetensors); resuming reloads them exactly."""
-    from mgrpo.train.trainer import _restore, _save
+    from mgrpo.train.resume import restore_run, save_run
 
     cfg = _cfg()
     run = build_run(cfg, tmp_path / "run")
     _step(run, cfg)
-    path = _save(run, 1, {"bad_steps": 0, "summary": {}})
+    path = save_run(run, 1, {"bad_steps": 0, "summary": {}})
     assert (path / "lora.safetensors").is_file()
     saved = [p.detach().clone() for p in run.models.policy.parameters() if p.requires_grad]
     master = [t.clone() for t in run.models.momentum.master]
     again = build_run(cfg, tmp_path / "run", resume=True)
-    _restore(again, path)
+    restore_run(again, path)
     for p, s in zip([p for p in again.models.policy.parameters() if p.requires_grad], saved):
         assert torch.equal(p, s)
     for a, b in zip(again.models.momentum.master, master):

@@ -9,8 +9,10 @@ import torch.distributed as dist
 
 from mgrpo.models.tiny import build_tiny_model
 from mgrpo.models.tokenizer import build_char_tokenizer
-from mgrpo.parallel.distributed import inference_twin, init_distributed, shard_run_models, shutdown
+from mgrpo.parallel.distributed import init_distributed, shutdown
+from mgrpo.train.layouts import shard_run_models
 from mgrpo.train.momentum import ShardedMomentum
+from mgrpo.train.precision import inference_twin
 
 TOK = build_char_tokenizer()
 
@@ -33,8 +35,10 @@ def test_inference_twin_is_a_cast_copy_with_its_own_storage(dtype) -> None:
         assert torch.equal(p, src[name].detach().to(dtype))
         assert p.data_ptr() != src[name].data_ptr()  # never an alias, even in the same dtype
         assert src[name].requires_grad  # the source is untouched
-    for name, b in twin.named_buffers():
-        assert b.dtype == (dtype if b.is_floating_point() else b.dtype), name
+    src_buffers = dict(model.named_buffers())
+    for name, b in twin.named_buffers():  # tables (RoPE inv_freq) keep their own dtype
+        assert b.dtype == src_buffers[name].dtype and torch.equal(b, src_buffers[name]), name
+        assert b.data_ptr() != src_buffers[name].data_ptr()
     assert not twin.training
     with torch.no_grad():  # writing the twin leaves the source alone
         for p in twin.parameters():
@@ -82,3 +86,72 @@ def test_shard_run_models_places_every_model(one_rank_group) -> None:
     momentum = ShardedMomentum(models.policy, models.momentum_generator, ctx)
     for t, (name, _) in zip(momentum.sharded, policy.named_parameters(), strict=True):
         torch.testing.assert_close(t.full_tensor(), full[name], rtol=0, atol=0)
+
+
+def test_fully_shard_gets_a_mesh_on_the_runs_device(one_rank_group, monkeypatch) -> None:
+    """Without a mesh FSDP2 shards onto the current accelerator (CUDA on a GPU box) whatever
+    device the run computes on; every `fully_shard` call must get the run's device type."""
+    import mgrpo.parallel.fsdp as fsdp
+
+    api = fsdp._fsdp_api()
+    meshes = []
+
+    def recording(module, **kwargs):
+        meshes.append(kwargs.get("mesh"))
+        return api[0](module, **kwargs)
+
+    monkeypatch.setattr(fsdp, "_fsdp_api", lambda: (recording, *api[1:]))
+    policy = _model()
+    shard_run_models(one_rank_group, policy, gen_dtype=torch.float32, with_reference=True,
+                     with_momentum=False, device=torch.device("cpu"))
+    layers = len(policy.model.layers)
+    assert len(meshes) == 2 * (layers + 1)  # every layer and the root, policy and reference
+    assert all(m is not None and m.device_type == "cpu" and m.size() == 1 for m in meshes)
+    assert all(p.device.type == "cpu" for p in policy.parameters())
+
+
+def test_generator_refresh_gathers_in_the_generator_dtype(one_rank_group, monkeypatch) -> None:
+    """The fp32 master is cast shard by shard, then all-gathered in bf16 (half the bytes);
+    the generator still equals the master cast to bf16."""
+    import mgrpo.parallel.fsdp as fsdp
+    from mgrpo.parallel.fsdp import policy_refresher
+
+    policy = _model()
+    models = shard_run_models(one_rank_group, policy, gen_dtype=torch.bfloat16,
+                              with_reference=False, with_momentum=True,
+                              device=torch.device("cpu"))
+    with torch.no_grad():
+        for p in policy.parameters():
+            p.add_(0.01)
+    gathered = []
+    full = fsdp.full_tensor
+
+    def recording(t):
+        gathered.append(t.dtype)
+        return full(t)
+
+    monkeypatch.setattr(fsdp, "full_tensor", recording)
+    policy_refresher(one_rank_group, policy, models.policy_full)()
+    ShardedMomentum(policy, models.momentum_generator, one_rank_group).refresh()
+    assert gathered and set(gathered) == {torch.bfloat16}
+    gen = dict(models.policy_full.named_parameters())
+    for name, p in policy.named_parameters():
+        assert torch.equal(gen[name], p.full_tensor().detach().to(torch.bfloat16)), name
+
+
+def test_reference_root_reshards_after_its_forward(one_rank_group) -> None:
+    """FSDP2 leaves a root unsharded after forward for the backward it expects; the frozen
+    reference has no backward, so its embeddings / LM head must not stay gathered."""
+    from mgrpo.parallel.fsdp import SCORE_METHOD
+
+    models = shard_run_models(one_rank_group, _model(), gen_dtype=torch.float32,
+                              with_reference=True, with_momentum=False,
+                              device=torch.device("cpu"))
+    ref = models.reference
+    response = torch.tensor([TOK.encode("3")])
+    with torch.no_grad():
+        getattr(ref, SCORE_METHOD)([TOK.encode("1+2=")], response,
+                                   torch.ones_like(response, dtype=torch.bool), 1.0,
+                                   with_grad=False)
+    for name, p in ref.named_parameters():
+        assert hasattr(p, "to_local"), f"{name} still unsharded after the forward"

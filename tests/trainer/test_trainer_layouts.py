@@ -11,7 +11,8 @@ import torch
 
 from mgrpo.config import config_from_dict, load_recipe
 from mgrpo.train.layouts import FullLayout, LoraLayout, MixedLayout
-from mgrpo.train.trainer import TrainingError, _restore, _save, build_run
+from mgrpo.train.resume import restore_run, save_run
+from mgrpo.train.trainer import TrainingError, build_run
 
 LORA = {"lora": {"r": 4, "alpha": 8.0}}
 MIXED = {"dtype": "bfloat16"}  # bf16 compute over the default fp32 master, on the CPU
@@ -64,8 +65,8 @@ def test_checkpoint_of_another_model_stops_the_resume_naming_it(tmp_path, model)
     first missing tensors instead of loading part of the weights."""
     _needs(model)
     small = build_run(_cfg(model, tiny_layers=1), tmp_path / "small")
-    path = _save(small, 1, {"bad_steps": 0, "summary": {}})
+    path = save_run(small, 1, {"bad_steps": 0, "summary": {}})
     other = build_run(_cfg(model, tiny_layers=2), tmp_path / "other")
     with pytest.raises(TrainingError, match=re.escape(str(path))) as info:
-        _restore(other, path)
+        restore_run(other, path)
     assert "layers.1" in str(info.value)

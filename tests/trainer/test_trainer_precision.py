@@ -212,9 +212,9 @@ def test_device_selection_refusals(device, count, local, world, message):
 
 
 def test_resume_on_other_hardware_says_so(tmp_path):
-    from mgrpo.train.trainer import _warn_precision_change
+    from mgrpo.train.resume import warn_precision_change
 
     run = build_run(_cfg(), tmp_path / "run")
     saved = {"device": "cuda", "compute_dtype": "bfloat16", "master_dtype": "float32"}
     with pytest.warns(UserWarning, match=r"device cuda -> cpu, compute_dtype bfloat16 -> float32"):
-        _warn_precision_change(run, saved, tmp_path / "ckpt")
+        warn_precision_change(run, saved, tmp_path / "ckpt")

@@ -178,3 +178,18 @@ def test_gradient_accumulation_gives_the_same_update(tmp_path):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
     for a, b in zip(*weights):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
+
+
+def test_kl_is_exactly_zero_while_the_policy_is_the_reference(tmp_path):
+    """updates_per_step = 2: logp_ref is scored over the updates' own micro-batches by the
+    same forward as the training log-probs, so at step 1 (policy == reference) KL = 0."""
+    data = load_recipe("tiny")
+    data["trainer"].update({"progress": False, "updates_per_step": 2})
+    data["validation"] = {"data": None}
+    cfg = config_from_dict(data)
+    run = build_run(cfg, tmp_path / "run")
+    assert run.models.reference is not None and cfg.algorithm.kl_coef > 0
+    records, ids = run.train_set.batch(1, cfg.trainer.prompts_per_step)
+    metrics = train_step(run.models, StepBatch(ids, [r.answer for r in records]), cfg, run.spec, 1)
+    assert metrics["loss/kl"] == 0.0
+    run.models.checker.close()

@@ -38,11 +38,7 @@ from mgrpo.data.benchmarks import (
 )
 from mgrpo.data.datasets import DatasetError
 from mgrpo.eval.formats import LM_EVAL_RESULTS, benchmark_listing, lm_eval_results
-from mgrpo.eval.runner import (
-    DEFAULT_BATCH_SIZE,
-    evaluate_records,
-    overhead_report,
-)
+from mgrpo.eval.runner import DEFAULT_BATCH_SIZE, evaluate_benchmark
 from mgrpo.files import write_text_atomic
 
 PROTOCOLS = ("default", "paper")
@@ -237,17 +233,8 @@ def _write_json_atomic(path: Path, data: Any) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
-def run(args: argparse.Namespace) -> int:
-    if args.list:
-        print(benchmark_listing(BENCHMARKS.values()))
-        return 0
-    if args.model is None:
-        return _fail("the following arguments are required: model (or --list to see the benchmarks)")
-    try:
-        chat_kwargs = _chat_kwargs(args.chat_template_kwargs)
-    except ValueError as exc:
-        return _fail(str(exc))
-    paper = args.protocol == "paper"
+def _flag_error(args: argparse.Namespace) -> str | None:
+    """The first out-of-range flag, as a message; None when all are valid."""
     for flag, value, low in (
         ("--samples", args.samples, 1),
         ("--max-new-tokens", args.max_new_tokens, 1),
@@ -256,49 +243,36 @@ def run(args: argparse.Namespace) -> int:
         ("--answer-workers", args.answer_workers, 1),
     ):
         if value is not None and value < low:
-            return _fail(f"{flag} must be >= {low}, got {value}")
+            return f"{flag} must be >= {low}, got {value}"
     if args.temperature is not None and args.temperature < 0:
-        return _fail(f"--temperature must be >= 0, got {args.temperature}")
+        return f"--temperature must be >= 0, got {args.temperature}"
     if args.top_p is not None and not 0 < args.top_p <= 1:
-        return _fail(f"--top-p must be in (0, 1], got {args.top_p}")
-    try:
-        benches = _resolve_benchmarks(args)
-        # Load (and so validate) every data set before the model: fail in seconds, not after hours.
-        loaded: dict[str, Any] = {}
-        load_s: dict[str, float] = {}
-        for bench, file in benches:
-            if bench.name in loaded:
-                raise ValueError(f"benchmark {bench.name!r} named twice")
-            t0 = time.perf_counter()
-            loaded[bench.name] = load_benchmark(bench, file=file, limit=args.limit, seed=args.seed)
-            load_s[bench.name] = time.perf_counter() - t0
-    except (ValueError, BenchmarkDataMissing, DatasetError) as exc:
-        return _fail(str(exc))
+        return f"--top-p must be in (0, 1], got {args.top_p}"
+    if args.kv_cache_gb is not None and not args.kv_cache_gb > 0:
+        return f"--kv-cache-gb must be > 0, got {args.kv_cache_gb}"
+    return None
 
-    # lazy, start-up: this module imports without torch (`mgrpo --help`)
-    import torch
 
-    # lazy, start-up: the target imports torch
-    from mgrpo.models.loading import load_model_and_tokenizer
-    from mgrpo.rollout import SamplingParams, make_engine
+def _load_data(args: argparse.Namespace) -> list[tuple[Any, str | None, list[Any], float]]:
+    """[(Benchmark, data file, records, load seconds)]: every data set is loaded (and so
+    validated) before the model, so a bad file fails in seconds, not after hours."""
+    loaded: list[tuple[Any, str | None, list[Any], float]] = []
+    for bench, file in _resolve_benchmarks(args):
+        if any(bench.name == b.name for b, *_ in loaded):
+            raise ValueError(f"benchmark {bench.name!r} named twice")
+        t0 = time.perf_counter()
+        records = load_benchmark(bench, file=file, limit=args.limit, seed=args.seed)
+        loaded.append((bench, file, records, time.perf_counter() - t0))
+    return loaded
+
+
+def _sampling_params(args: argparse.Namespace, model: Any, tokenizer: Any) -> Any:
+    """The protocol's sampling settings, each overridden by its flag when given."""
+    # lazy, start-up: the targets import torch
+    from mgrpo.rollout import SamplingParams
     from mgrpo.rollout.base import stop_token_ids
 
-    try:
-        model, tokenizer = load_model_and_tokenizer(
-            args.model, dtype=args.dtype, device=args.device
-        )
-    except (OSError, ValueError) as exc:
-        return _fail(f"cannot load model {args.model!r}: {exc}")
-    if args.kv_cache_gb is not None and not args.kv_cache_gb > 0:
-        return _fail(f"--kv-cache-gb must be > 0, got {args.kv_cache_gb}")
-    engine = make_engine(  # fast: graphs and KV workspace kept across the batches
-        args.engine,
-        model,
-        pad_token_id=tokenizer.pad_token_id,
-        kv_cache_gb=args.kv_cache_gb,
-        keep_workspace=True,
-    )
-    params = SamplingParams(
+    return SamplingParams(
         max_new_tokens=args.max_new_tokens or PAPER_MAX_NEW_TOKENS,
         temperature=PAPER_TEMPERATURE if args.temperature is None else args.temperature,
         top_p=PAPER_TOP_P if args.top_p is None else args.top_p,
@@ -306,14 +280,15 @@ def run(args: argparse.Namespace) -> int:
         stop_token_ids=stop_token_ids(model, tokenizer),
         seed=args.seed,
     )
-    context = getattr(model.config, "max_position_embeddings", None)
-    max_prompt_tokens = None if context is None else max(1, context - params.max_new_tokens)
-    out = Path(args.output)
-    (out / "samples").mkdir(parents=True, exist_ok=True)
 
-    checker = AnswerChecker(timeout_s=args.answer_timeout, workers=args.answer_workers)
+
+def _settings(args: argparse.Namespace, model: Any, params: Any, chat_kwargs: Any,
+              max_prompt_tokens: int | None) -> dict[str, Any]:
+    """Everything that determines the figures, recorded in results.json."""
+    import torch  # lazy, start-up: this module imports without torch (`mgrpo --help`)
+
     device = next(model.parameters()).device
-    settings = {
+    return {
         "mgrpo_version": __version__,
         "torch_version": torch.__version__,
         "model": args.model,
@@ -338,38 +313,63 @@ def run(args: argparse.Namespace) -> int:
         "answer_timeout_s": args.answer_timeout,
         "answer_workers": args.answer_workers,
     }
+
+
+def _write_samples(path: Path, rows: list[dict[str, Any]]) -> None:
+    with path.open("w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.list:
+        print(benchmark_listing(BENCHMARKS.values()))
+        return 0
+    if args.model is None:
+        return _fail("the following arguments are required: model (or --list to see the benchmarks)")
+    try:
+        chat_kwargs = _chat_kwargs(args.chat_template_kwargs)
+        problem = _flag_error(args)
+        if problem is not None:
+            return _fail(problem)
+        data = _load_data(args)
+    except (ValueError, BenchmarkDataMissing, DatasetError) as exc:
+        return _fail(str(exc))
+
+    # lazy, start-up: the targets import torch
+    from mgrpo.models.loading import load_model_and_tokenizer
+    from mgrpo.rollout import make_engine
+
+    try:
+        model, tokenizer = load_model_and_tokenizer(args.model, dtype=args.dtype, device=args.device)
+    except (OSError, ValueError) as exc:
+        return _fail(f"cannot load model {args.model!r}: {exc}")
+    engine = make_engine(  # fast: graphs and KV workspace kept across the batches
+        args.engine, model, pad_token_id=tokenizer.pad_token_id,
+        kv_cache_gb=args.kv_cache_gb, keep_workspace=True,
+    )
+    params = _sampling_params(args, model, tokenizer)
+    context = getattr(model.config, "max_position_embeddings", None)
+    max_prompt_tokens = None if context is None else max(1, context - params.max_new_tokens)
+    settings = _settings(args, model, params, chat_kwargs, max_prompt_tokens)
+    out = Path(args.output)
+    (out / "samples").mkdir(parents=True, exist_ok=True)
+    checker = AnswerChecker(timeout_s=args.answer_timeout, workers=args.answer_workers)
     results: dict[str, dict[str, Any]] = {}
     try:
-        for bench, file in benches:
-            k = args.samples or (bench.paper_samples if paper else 1)
+        for bench, file, records, load_s in data:
+            k = args.samples or (bench.paper_samples if args.protocol == "paper" else 1)
             rows: list[dict[str, Any]] = []
-            t0 = time.perf_counter()
-            metrics = evaluate_records(
-                engine,
-                tokenizer,
-                loaded[bench.name],
-                kind=bench.kind,
-                samples=k,
-                params=params,
-                template=args.template,
-                checker=checker,
-                suffix=bench.suffix,
-                batch_size=args.batch_size,
-                progress=True,
-                desc=bench.name,
-                sample_rows=rows,
-                max_prompt_tokens=max_prompt_tokens,
-                system_prompt=args.system_prompt,
-                chat_template_kwargs=chat_kwargs,
+            metrics = evaluate_benchmark(
+                engine, tokenizer, bench, params=params, samples=k, records=records,
+                load_s=load_s, sample_rows=rows, template=args.template, checker=checker,
+                batch_size=args.batch_size, max_prompt_tokens=max_prompt_tokens,
+                system_prompt=args.system_prompt, chat_template_kwargs=chat_kwargs,
             )
-            with (out / "samples" / f"{bench.name}.jsonl").open("w", encoding="utf-8") as fh:
-                for row in rows:
-                    fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-            wall = time.perf_counter() - t0 + load_s[bench.name]
+            metrics.pop("benchmark")
+            _write_samples(out / "samples" / f"{bench.name}.jsonl", rows)
             results[bench.name] = {
                 **metrics,
-                "time/load": load_s[bench.name],
-                **overhead_report(wall, metrics["time/generate"]),
                 "settings": {**settings, "benchmark": bench.name, "samples": k, "data_file": file},
             }
             _write_json_atomic(out / "results.json", {"settings": settings, "benchmarks": results})

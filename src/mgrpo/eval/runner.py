@@ -131,7 +131,7 @@ def _grade_answers(
 def _majority(
     extracted: list[str | None], correct: list[bool], k: int, kind: str, checker: Any
 ) -> list[bool]:
-    """maj@k per problem: is the majority-voted answer (DESIGN 3 clustering) correct?
+    """maj@k per problem: is the majority-voted answer (docs/design.md §3 clustering) correct?
 
     The label is the winning cluster's representative, itself one of the samples, so its
     correctness is that sample's. Equivalences between distinct answers of a problem are
@@ -386,22 +386,31 @@ def evaluate_benchmark(
     samples: int | None = None,
     limit: int | None = None,
     file: str | None = None,
-    template: str = "default",
-    checker: Any = None,
+    records: Sequence[PromptRecord] | None = None,
+    load_s: float = 0.0,
     seed: int = 0,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    progress: bool = True,
     sample_rows: list[dict[str, Any]] | None = None,
+    **options: Any,
 ) -> dict[str, Any]:
-    """Load a registered benchmark (name or `Benchmark`) and run `evaluate_records` on it.
+    """Run `evaluate_records` on a registered benchmark (name or `Benchmark`).
 
-    samples=None uses the benchmark's paper sample count. Adds benchmark, wall_s (load +
-    evaluation), time/load, overhead_s and overhead_fraction to the metrics.
+    The data come from `records` when given (already loaded, e.g. by `mgrpo eval`, which
+    reads every set before it loads the model; `load_s` is what that load took), else from
+    `load_benchmark(bench, file=file, limit=limit, seed=seed)`, timed here. samples=None uses
+    the benchmark's paper sample count. `options` go to `evaluate_records` (template,
+    checker, batch_size, progress, max_prompt_tokens, system_prompt, chat_template_kwargs);
+    kind, suffix and the progress label come from the benchmark.
+
+    Returns evaluate_records' metrics plus benchmark, time/load and `overhead_report` of
+    wall_s = load + evaluation.
     """
     t0 = time.perf_counter()
     bench = get_benchmark(benchmark) if isinstance(benchmark, str) else benchmark
-    records = load_benchmark(bench, file=file, limit=limit, seed=seed)
-    load_s = time.perf_counter() - t0
+    if records is None:
+        records = load_benchmark(bench, file=file, limit=limit, seed=seed)
+        load_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+    options.setdefault("progress", True)
     metrics = evaluate_records(
         engine,
         tokenizer,
@@ -409,14 +418,11 @@ def evaluate_benchmark(
         kind=bench.kind,
         samples=samples or bench.paper_samples,
         params=params,
-        template=template,
-        checker=checker,
         suffix=bench.suffix,
-        batch_size=batch_size,
-        progress=progress,
         desc=bench.name,
         sample_rows=sample_rows,
+        **options,
     )
-    wall = time.perf_counter() - t0
+    wall = time.perf_counter() - t0 + load_s
     report = overhead_report(wall, metrics["time/generate"])
     return {"benchmark": bench.name, **metrics, "time/load": load_s, **report}

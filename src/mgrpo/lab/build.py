@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from mgrpo import __version__
+from mgrpo.core.schedule import warmup_cosine
 from mgrpo.data.arithmetic import make_problems, worked_solution
 from mgrpo.data.datasets import PromptRecord
 from mgrpo.lab.cache import (
@@ -150,12 +151,9 @@ def _collate(pairs: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str,
 
 
 def lr_factor(step: int, total: int, warmup_fraction: float) -> float:
-    """Linear warm-up over ceil(warmup_fraction * total) steps, then cosine from 1 to 0."""
-    warmup = max(1, math.ceil(warmup_fraction * total))
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1.0 + math.cos(math.pi * progress))
+    """Linear warm-up over ceil(warmup_fraction * total) steps (at least one), then cosine
+    from 1 to 0 (`mgrpo.core.schedule.warmup_cosine`)."""
+    return warmup_cosine(step, max(1, math.ceil(warmup_fraction * total)), total)
 
 
 def train_lab_model(config: LabConfig, *, progress: bool = True) -> tuple[Any, Any, dict[str, Any]]:

@@ -6,7 +6,7 @@ a response is the integer inside its last `\\boxed{...}` (None if there is none 
 not an integer); correctness is exact integer equality with the reference.
 
 - sample accuracy = mean over problems and samples of correct (avg@G);
-- maj@G = fraction of problems whose majority answer (DESIGN 3 vote: unparsed answers
+- maj@G = fraction of problems whose majority answer (docs/design.md §3 vote: unparsed answers
   excluded, tie -> the answer seen first, empty pool -> wrong) is correct.
 The gap maj@G - sample accuracy is the signal label-free RL can amplify.
 """

@@ -20,7 +20,7 @@ class RolloutBatch:
     - response_ids (R, T) long, right-padded with the pad id.
     - response_mask (R, T) bool: True on real tokens, the stop/EOS token included.
     - logprobs (R, T) fp32: log p(token) under softmax(logits / T_s); 0 on padding.
-    - entropies (R, T) fp32: -sum p log p of that distribution (DESIGN 3); 0 on padding.
+    - entropies (R, T) fp32: -sum p log p of that distribution (docs/design.md §3); 0 on padding.
     - lengths (R,) long = response_mask.sum(1).
     - finish_reasons: "stop" (ended on a stop token) or "length" (hit max_new_tokens).
     """

@@ -14,6 +14,23 @@ so a later call with the same (models, layout, batch, span) replays the graph ca
 before. A key holds the parameter addresses of every model in the call (`plan_fingerprint`),
 so graphs of another model set never collide; a new workspace (other shapes) clears the cache.
 
+What a captured step reads, and why each is still valid (and current) at a later replay:
+- parameters and buffers of every model: live tensors, updated IN PLACE by the trainer (the
+  optimizer step, the bf16 copies' refresh, the momentum EMA); (address, dtype, shape) of
+  each is in the key (`plan_fingerprint`), so a replaced tensor means a new graph;
+- tensors derived from the parameters (`LayerPlan.DERIVED`: fused q/k/v and gate/up weights
+  and biases, the Qwen3 q/k norm weights expanded per head): owned by the engine's
+  `decoder.PlanCache` for as long as the parameters are the same tensors, rewritten in place
+  at the start of every call (`decoder.refresh_plan_`), in the key too, and referenced by the
+  cache entry, so a graph never outlives what it reads;
+- the K/V caches and rope tables: views of the `Workspace`; a new workspace resets the cache
+  (the rope tables are built from the model's rotary module when the workspace is allocated);
+- the step's dynamic inputs (token, position ids, key validity, write column): the graph's
+  own buffers, cloned at capture and overwritten before every replay;
+- the logits output: the cache's shared buffer;
+- Python numbers baked in at capture: attention scale, RMSNorm eps, head counts (config
+  values; a model whose config changes is another model).
+
 The bookkeeping is independent of CUDA: `GraphCache(capture=...)` takes the function that
 turns a step into a replayable callable (`capture_cuda_graph` on CUDA; the tests pass
 `capture_eager`, which replays by running the step again).
@@ -26,8 +43,11 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
+
+from mgrpo.rollout.decoder import tensor_key
 
 DEFAULT_MAX_GRAPHS = 256  # captured decode-step graphs kept per engine (LRU)
 WORKSPACE_LENGTH_ROUND = 256  # workspace cache length rounded up to this many positions
@@ -58,6 +78,16 @@ def capture_eager(run: Callable[[], None], pool):
     return run, pool
 
 
+class GraphEntry(NamedTuple):
+    """A captured step: `replay()` runs it on `inputs` (its static input buffers) into `out`;
+    `run` is the captured callable, held so that what it reads stays allocated."""
+
+    replay: Callable[[], None]
+    inputs: tuple[torch.Tensor, ...]
+    out: torch.Tensor
+    run: Callable[[], None]
+
+
 class GraphCache:
     """LRU of replayable decode steps keyed by shape, plus the one shared logits buffer.
 
@@ -70,7 +100,7 @@ class GraphCache:
             raise ValueError(f"max_graphs must be >= 1, got {max_graphs!r}")
         self.max_graphs = max_graphs
         self.capture = capture
-        self.graphs: OrderedDict[Hashable, tuple] = OrderedDict()
+        self.graphs: OrderedDict[Hashable, GraphEntry] = OrderedDict()
         self.logits: torch.Tensor | None = None
         self.pool = None
         self.epoch: Hashable = None
@@ -105,8 +135,9 @@ class GraphCache:
             )
         return self.logits[:rows]
 
-    def get(self, key: Hashable, make: Callable[[], tuple]) -> tuple:
-        """The entry under `key`; `make()` -> (run, inputs, out) is captured on a miss."""
+    def get(self, key: Hashable, make: Callable[[], tuple]) -> GraphEntry:
+        """The entry under `key`; `make()` -> (run, inputs, out) is captured on a miss. The
+        entry keeps `run` (and so every tensor the step reads) alive with the graph."""
         entry = self.graphs.get(key)
         if entry is not None:
             self.hits += 1
@@ -115,7 +146,7 @@ class GraphCache:
         run, inputs, out = make()
         replay, self.pool = self.capture(run, self.pool)
         self.captures += 1
-        self.graphs[key] = (replay, inputs, out)
+        self.graphs[key] = GraphEntry(replay, inputs, out, run)
         while len(self.graphs) > self.max_graphs:
             self.graphs.popitem(last=False)
         return self.graphs[key]
@@ -126,14 +157,13 @@ class GraphCache:
 
 
 def plan_fingerprint(plans) -> tuple:
-    """Addresses of every tensor the step reads from the models (parameters, fused copies)."""
-    out = []
-    for plan in plans:
-        out.append(tuple(p.data_ptr() for p in plan.model.parameters()))
-        if plan.fused:
-            out.append(tuple(t.data_ptr() for lp in plan.layers for t in (lp.qkv_w, lp.gate_up_w)
-                             if t is not None))
-    return tuple(out)
+    """(address, dtype, shape) of every tensor the step reads from the models: parameters,
+    buffers and the plans' derived tensors (see the module docstring)."""
+    return tuple(
+        (tensor_key(plan.model.parameters()), tensor_key(plan.model.buffers()),
+         tensor_key(plan.derived_tensors()))
+        for plan in plans
+    )
 
 
 @dataclass
@@ -228,7 +258,7 @@ class GraphedStep:
 
         try:
             with _on_device(tok.device):  # capture on the tensors' device, not the current one
-                replay, inputs, out = self.cache.get(key, make)
+                replay, inputs, out, _ = self.cache.get(key, make)
         except RuntimeError as err:  # capture unsupported here: stay correct, go eager
             warnings.warn(f"CUDA graph capture failed ({err}); decoding eagerly", stacklevel=2)
             self.failed = True

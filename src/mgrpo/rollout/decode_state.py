@@ -1,27 +1,60 @@
-"""Per-call helpers of the `fast` engine's decode loop: the buffered (R, new) outputs, the
-additive key mask, and the size of the fused weight copies."""
+"""Per-call helpers of the `fast` engine's decode loop: the row layout of a joint loop, the
+compaction of finished rows, the additive key mask and the buffered (R, new) outputs."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
-from torch import nn
+
+from mgrpo.rollout.decoder import ModelPlan, Segment
 
 
-def fused_entries(model: nn.Module) -> int:
-    """Entries `fuse_weights` copies per call: q/k/v and gate/up weights of every layer."""
-    total = 0
-    for layer in model.base_model.layers:
-        attn, mlp = layer.self_attn, layer.mlp
-        for mod in (
-            attn.q_proj,
-            attn.k_proj,
-            attn.v_proj,
-            getattr(mlp, "gate_proj", None),
-            getattr(mlp, "up_proj", None),
-        ):
-            weight = getattr(mod, "weight", None)
-            total += weight.numel() if isinstance(weight, torch.Tensor) else 0
-    return total
+def prefill_rows(counts: list[int], num_prompts: int) -> torch.Tensor:
+    """(R,) index into the group-stacked prompt rows (G * P) of every rollout row: prompt p
+    of group g -> n_g consecutive rows (rows are group-major, then prompt-major)."""
+    idx = [
+        g * num_prompts + p
+        for g, n in enumerate(counts)
+        for p in range(num_prompts)
+        for _ in range(n)
+    ]
+    return torch.tensor(idx)
+
+
+def compaction(
+    segments: list[Segment],
+    plans: list[ModelPlan],
+    done: torch.Tensor,
+    live: list[int],
+    bucket: Callable[[int], int],
+    ratio: float,
+) -> tuple[torch.Tensor, list[Segment]] | None:
+    """Which batch rows to keep when finished rows are compacted out, and the new segments.
+
+    Each model's segment shrinks to `bucket(live rows)` rows (its live rows first, then
+    finished ones as bucket padding; never more than it has) and segments stay model-major.
+    None when the kept rows would be more than `ratio` x the batch (`done` (B,)): not worth
+    the copy."""
+    current = [0] * len(plans)
+    for seg in segments:
+        current[plans.index(seg.plan)] = seg.stop - seg.start
+    sizes = [min(bucket(a), cur) if a else 0 for a, cur in zip(live, current, strict=True)]
+    if sum(sizes) > ratio * done.shape[0]:
+        return None
+    keep = torch.cat(
+        [  # per group: its active rows first, then bucket padding
+            torch.argsort(done[s.start : s.stop].to(torch.int8), stable=True)[: sizes[g]]
+            + s.start
+            for s in segments
+            for g in [plans.index(s.plan)]
+        ]
+    )
+    bounds = [0]
+    for size in sizes:
+        bounds.append(bounds[-1] + size)
+    kept = [Segment(plans[g], bounds[g], bounds[g + 1]) for g in range(len(sizes)) if sizes[g]]
+    return keep, kept
 
 
 def additive_mask(valid: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

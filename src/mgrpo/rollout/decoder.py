@@ -1,8 +1,11 @@
 """The per-model half of the `fast` engine's decoder: everything that touches weights.
 
-A `ModelPlan` is built at the start of each `generate` call from the LIVE parameters of a
-HF Llama / Qwen2 / Qwen3 model (it holds references to the parameter tensors, so in-place
-updates made before the call are seen). The engine splits a decoder layer in three:
+A `ModelPlan` is built from the LIVE parameters of a HF Llama / Qwen2 / Qwen3 model (it holds
+references to the parameter tensors, so in-place updates are seen) once per set of parameter
+tensors (`PlanCache`); the tensors it derives from them (fused copies, the Qwen3 q/k norm
+weights) are rewritten IN PLACE at the start of every call (`refresh_plan_`), so their
+addresses, which a captured CUDA graph reads, stay valid and their values current. The
+engine splits a decoder layer in three:
 
     pre_attention(plan, layer, x)   per model:  h = RMSNorm(x); qkv = h @ [Wq; Wk; Wv]^T (+ b);
                                                 Qwen3: q, k <- per-head RMSNorm(q), RMSNorm(k)
@@ -17,9 +20,10 @@ halves run per segment (`by_segment`).
 Fast path ("direct"): when every projection is a plain `nn.Linear`, every norm an HF
 `*RMSNorm` and the MLP the gated `gate/up/down` form, the plan calls `F.linear` / `F.rms_norm`
 on the raw weights (an `nn.Module` call costs ~15 us of Python on CPU, more than a small
-matmul). With `fuse=True` it also concatenates [Wq; Wk; Wv] and [Wgate; Wup] once per call
-(two matmuls per layer instead of five; a transient copy of those weights). Anything else
-(LoRA-wrapped projections, other norms or MLPs) runs through the modules themselves.
+matmul). With `fuse=True` it also concatenates [Wq; Wk; Wv] and [Wgate; Wup] (two matmuls per layer
+instead of five; a copy of those weights, held by the plan and rewritten once per call).
+Anything else (LoRA-wrapped projections, other norms or MLPs) runs through the modules
+themselves. `unsupported_reason` says which models the engine cannot run at all.
 
 The fp32 RMSNorm is `F.rms_norm(x, w)` = x * rsqrt(mean(x^2) + eps) * w, the HF formula; for
 other dtypes the HF rounding (normalise in fp32, cast, then multiply by w) is kept.
@@ -35,6 +39,56 @@ import torch.nn.functional as F
 from torch import nn
 
 from mgrpo.rollout.scoring import lm_head_of
+
+SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "qwen3")
+LAYER_MODULES = ("input_layernorm", "post_attention_layernorm", "mlp", "self_attn")
+ATTN_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
+# fuse_weights=None fuses on CPU up to this many copied entries: there a decode step of a small
+# model costs its number of kernels (tiny model: -5% decode time; SmolLM2-135M shape: none);
+# never on CUDA by default (the fused copies double those weights' memory)
+FUSE_AUTO_MAX_ENTRIES = 1 << 20
+
+
+def unsupported_reason(model: nn.Module) -> str | None:
+    """Why the fast engine cannot run `model` (None if it can)."""
+    cfg = model.config
+    mtype = getattr(cfg, "model_type", None)
+    if mtype not in SUPPORTED_MODEL_TYPES:
+        return f"model_type {mtype!r} (supported: {', '.join(SUPPORTED_MODEL_TYPES)})"
+    trunk = getattr(model, "base_model", None)
+    for attr in ("embed_tokens", "layers", "norm", "rotary_emb"):
+        if not hasattr(trunk, attr):
+            return f"{type(model).__name__} has no trunk attribute {attr!r}"
+    for layer in trunk.layers:
+        missing = [m for m in LAYER_MODULES if not hasattr(layer, m)]
+        missing += [m for m in ATTN_MODULES if not hasattr(layer.self_attn, m)]
+        if missing:
+            return f"decoder layer without {missing}"
+    layer_types = getattr(cfg, "layer_types", None) or []
+    if any(t != "full_attention" for t in layer_types):
+        return f"non-full attention layers {sorted(set(layer_types))}"
+    if getattr(cfg, "use_sliding_window", False) and getattr(cfg, "sliding_window", None):
+        return "sliding-window attention"
+    if not isinstance(model.get_output_embeddings(), nn.Linear):
+        return "LM head is not an nn.Linear"
+    return None
+
+
+def fused_entries(model: nn.Module) -> int:
+    """Entries `fuse=True` copies: the q/k/v and gate/up weights of every layer."""
+    total = 0
+    for layer in model.base_model.layers:
+        attn, mlp = layer.self_attn, layer.mlp
+        for mod in (attn.q_proj, attn.k_proj, attn.v_proj,
+                    getattr(mlp, "gate_proj", None), getattr(mlp, "up_proj", None)):
+            weight = getattr(mod, "weight", None)
+            total += weight.numel() if isinstance(weight, torch.Tensor) else 0
+    return total
+
+
+def fuse_by_default(model: nn.Module, on_cuda: bool) -> bool:
+    """`fuse_weights=None`: fuse on CPU while the copies are small (`FUSE_AUTO_MAX_ENTRIES`)."""
+    return not on_cuda and fused_entries(model) <= FUSE_AUTO_MAX_ENTRIES
 
 
 def rms_norm(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -57,12 +111,10 @@ def _hf_rms(m: object) -> bool:
     return type(m).__name__.endswith("RMSNorm") and hasattr(m, "variance_epsilon")
 
 
-def _cat_bias(mods: list[nn.Linear]) -> torch.Tensor | None:
+def _bias_parts(mods: list[nn.Linear]) -> list[torch.Tensor] | None:
     if all(m.bias is None for m in mods):
         return None
-    return torch.cat(
-        [m.bias if m.bias is not None else m.weight.new_zeros(m.out_features) for m in mods]
-    )
+    return [m.bias if m.bias is not None else m.weight.new_zeros(m.out_features) for m in mods]
 
 
 Weight = tuple[torch.Tensor, torch.Tensor | None]  # (W, b) of a projection
@@ -71,9 +123,13 @@ Norm = tuple[torch.Tensor, float]  # (w, eps) of an RMSNorm
 
 @dataclass
 class LayerPlan:
-    """Weights of one decoder layer. `qkv_w`/`gate_up_w` are fused copies (None unless fused);
-    on the direct path `proj` / `norms` hold references to the live parameters (looked up once
-    per call: an `nn.Module` attribute lookup costs ~1 us of Python, dozens per layer)."""
+    """Weights of one decoder layer. On the direct path `proj` / `norms` hold references to the
+    live parameters (looked up once: an `nn.Module` attribute lookup costs ~1 us of Python,
+    dozens per layer). `DERIVED` names the tensors made FROM the parameters (None when not
+    used): `qkv_w`/`qkv_b`/`gate_up_w`/`gate_up_b` fused copies, `qk_norm_w` the Qwen3 q/k
+    norm weights expanded per head; `refresh_plan_` rewrites them in place."""
+
+    DERIVED = ("qkv_w", "qkv_b", "gate_up_w", "gate_up_b", "qk_norm_w")
 
     module: nn.Module  # the HF decoder layer
     scale: float = 1.0  # attention softmax scale
@@ -104,6 +160,37 @@ class ModelPlan:
     @property
     def trunk(self) -> nn.Module:
         return self.model.base_model
+
+    def derived_tensors(self) -> list[torch.Tensor]:
+        """Every tensor the plan owns (made from the parameters), layer by layer."""
+        return [t for lp in self.layers for name in LayerPlan.DERIVED
+                if (t := getattr(lp, name)) is not None]
+
+
+def tensor_key(tensors) -> tuple:
+    """(address, dtype, shape) of each tensor: equal keys = the same memory read the same way."""
+    return tuple((t.data_ptr(), t.dtype, tuple(t.shape)) for t in tensors)
+
+
+class PlanCache:
+    """One model's `ModelPlan`, rebuilt only when its parameter tensors change (another
+    address, dtype or shape: `model.to`, a replaced `.data`, a LoRA wrap) or `fuse` does;
+    otherwise its derived tensors are refreshed in place, so a graph that read them reads
+    this call's values."""
+
+    def __init__(self) -> None:
+        self.plan: ModelPlan | None = None
+        self.key: tuple | None = None
+        self.builds = 0
+
+    def get(self, model: nn.Module, *, fuse: bool) -> ModelPlan:
+        key = (fuse, tensor_key(model.parameters()))
+        if self.plan is None or key != self.key or self.plan.model is not model:
+            self.plan, self.key = build_plan(model, fuse=fuse), key
+            self.builds += 1
+        else:
+            refresh_plan_(self.plan)
+        return self.plan
 
 
 def direct_path_reason(model: nn.Module) -> str | None:
@@ -151,21 +238,9 @@ def build_plan(model: nn.Module, *, fuse: bool) -> ModelPlan:
             }
             if hasattr(attn, "q_norm"):
                 lp.norms["q"], lp.norms["k"] = _norm(attn.q_norm), _norm(attn.k_norm)
-        if direct and fuse:
-            qkv = [attn.q_proj, attn.k_proj, attn.v_proj]
-            lp.qkv_w = torch.cat([m.weight for m in qkv])  # ((nh + 2 kvh) D, H)
-            lp.qkv_b = _cat_bias(qkv)
-            gu = [mlp.gate_proj, mlp.up_proj]
-            lp.gate_up_w = torch.cat([m.weight for m in gu])  # (2 I, H)
-            lp.gate_up_b = _cat_bias(gu)
-        if (
-            direct
-            and hasattr(attn, "q_norm")
-            and attn.q_norm.variance_epsilon == attn.k_norm.variance_epsilon
-        ):
-            lp.qk_norm_w = torch.cat(
-                [attn.q_norm.weight.expand(nh, d), attn.k_norm.weight.expand(kvh, d)]
-            )  # (nh + kvh, D)
+        if direct:
+            for name, parts in _derived_parts(layer, direct and fuse, nh, kvh, d).items():
+                setattr(lp, name, torch.cat(parts))
         layers.append(lp)
     act = final_norm = None
     if direct:
@@ -177,6 +252,36 @@ def build_plan(model: nn.Module, *, fuse: bool) -> ModelPlan:
         model, layers, direct, fused=direct and fuse, num_heads=nh, num_kv_heads=kvh,
         head_dim=d, act=act, final_norm=final_norm, head=(head.weight, head.bias),
     )  # fmt: skip
+
+
+def _derived_parts(layer: nn.Module, fuse: bool, nh: int, kvh: int, d: int):
+    """{LayerPlan field: the tensors concatenated into it} for one decoder layer."""
+    attn, mlp = layer.self_attn, layer.mlp
+    parts: dict[str, list[torch.Tensor]] = {}
+    if fuse:
+        qkv, gu = [attn.q_proj, attn.k_proj, attn.v_proj], [mlp.gate_proj, mlp.up_proj]
+        parts["qkv_w"] = [m.weight for m in qkv]  # -> ((nh + 2 kvh) D, H)
+        parts["gate_up_w"] = [m.weight for m in gu]  # -> (2 I, H)
+        for name, mods in (("qkv_b", qkv), ("gate_up_b", gu)):
+            if (bias := _bias_parts(mods)) is not None:
+                parts[name] = bias
+    if hasattr(attn, "q_norm") and attn.q_norm.variance_epsilon == attn.k_norm.variance_epsilon:
+        # -> (nh + kvh, D)
+        parts["qk_norm_w"] = [attn.q_norm.weight.expand(nh, d), attn.k_norm.weight.expand(kvh, d)]
+    return parts
+
+
+@torch.no_grad()
+def refresh_plan_(plan: ModelPlan) -> None:
+    """Rewrite every derived tensor of `plan` in place from the live parameters (same
+    addresses, this call's values)."""
+    if not plan.direct:
+        return
+    for lp in plan.layers:
+        parts = _derived_parts(lp.module, plan.fused, plan.num_heads, plan.num_kv_heads,
+                               plan.head_dim)
+        for name, tensors in parts.items():
+            torch.cat(tensors, out=getattr(lp, name))
 
 
 def _norm(module: nn.Module) -> Norm:

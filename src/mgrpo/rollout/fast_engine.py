@@ -16,8 +16,9 @@ What it does (vs the `hf` reference: `model.generate` + a second scoring pass):
   `F.rms_norm` on the raw weights of plain Linear / RMSNorm modules, the modules themselves
   otherwise; only rotary + attention + cache are reimplemented), so in-place weight updates
   are seen with no reload. `fuse_weights=True` concatenates the q/k/v and gate/up weights
-  once per call (2 matmuls per layer instead of 5); the default (None) does so only on CPU
-  for models whose copied weights are small (`FUSE_AUTO_MAX_ENTRIES`), where a decode step
+  (2 matmuls per layer instead of 5; a copy kept with the engine, rewritten in place at the
+  start of every call); the default (None) does so only on CPU
+  for models whose copied weights are small (`decoder.FUSE_AUTO_MAX_ENTRIES`), where a decode step
   costs its number of kernels (-5% decode time on the tiny model), not its FLOPs.
 - Several models in one loop (`generate_joint`): M-GRPO samples from the policy and the
   momentum model; their rows share one batch, one cache, one attention call and one sampler
@@ -26,7 +27,9 @@ What it does (vs the `hf` reference: `model.generate` + a second scoring pass):
 - On CUDA: weights stay in their dtype (bf16 as given). `cuda_graph` (default: on for
   CUDA, never on CPU) captures the decode step in one CUDA graph per (models, batch size,
   attended span) and replays it (the graph records the live parameter addresses, so
-  in-place updates are still seen); all graphs write one shared logits buffer and at most
+  in-place updates are still seen); the KV workspace and the graphs outlive a call
+  (`keep_workspace`, default on with graphs), so later calls of the same shapes replay
+  instead of capturing; all graphs write one shared logits buffer and at most
   `max_graphs` are kept (`rollout.cuda_graph`, docs/memory.md); `compile=True` additionally wraps the step in
   torch.compile (off by default: every new batch bucket recompiles). Both use the static
   form of the step: attention over a cache prefix rounded up to `attn_bucket` columns
@@ -36,7 +39,7 @@ What it does (vs the `hf` reference: `model.generate` + a second scoring pass):
 - Throughput against HF `generate` and the `hf` engine: docs/performance.md
   (`benchmarks/rollout.py`).
 What it does not do: sliding-window / hybrid attention, logit soft-capping, "dynamic" rope
-(the rope table is built once per call from the model's `rotary_emb`), sharded models,
+(the rope table is built with the KV workspace from the model's `rotary_emb`), sharded models,
 sampling inside the CUDA graph (the sampler runs eagerly on device after each replay).
 - Memory-aware: a call whose KV cache + sampler + prefill exceed the budget
   (`kv_cache_gb`, else 80% of free CUDA memory) runs as several loops over consecutive
@@ -64,29 +67,35 @@ from mgrpo.rollout.cuda_graph import (
     Workspace,
     plan_fingerprint,
 )
-from mgrpo.rollout.decode_state import DecodeOutputs, additive_mask, fused_entries
+from mgrpo.rollout.decode_state import DecodeOutputs, additive_mask, compaction, prefill_rows
 from mgrpo.rollout.decoder import (
+    PlanCache,
     Segment,
-    build_plan,
     by_segment,
     embed,
+    fuse_by_default,
     logits_of,
     post_attention,
     pre_attention,
     rotate_half,
+    unsupported_reason,
 )
-from mgrpo.rollout.fast_support import joint_mismatch, prefill_rows, unsupported_reason
 from mgrpo.rollout.hf_engine import left_pad
 from mgrpo.rollout.memory import budget_bytes, chunk_seed, plan_prompts
 from mgrpo.rollout.params import SamplingParams
 from mgrpo.rollout.sampling import sample_tokens
 
-__all__ = ["FastEngine", "sample_tokens", "unsupported_reason"]
-
 DEFAULT_CHECK_EVERY = 8  # decode steps between host reads of the finished flags
 DEFAULT_COMPACT_RATIO = 0.75  # compact when active rows <= ratio * current batch
-FUSE_AUTO_MAX_ENTRIES = 1 << 20  # fuse_weights=None fuses on CPU up to this many copied entries
 DEFAULT_ATTN_BUCKET = 64  # static step: attend over the cache prefix rounded up to this
+# config fields two models must share to decode in one loop (same cache and rotary layout)
+JOINT_CONFIG_KEYS = (
+    "model_type", "hidden_size", "num_hidden_layers", "num_attention_heads",
+    "num_key_value_heads", "head_dim", "rope_theta", "rope_scaling", "rope_parameters",
+    "max_position_embeddings",
+)  # fmt: skip
+
+
 def _segment_sizes(segments: list[Segment]) -> tuple[int, ...]:
     return tuple(s.stop - s.start for s in segments)
 
@@ -107,7 +116,7 @@ class FastEngine(RolloutEngine):
         compact_ratio: float = DEFAULT_COMPACT_RATIO,
         fuse_weights: bool | None = None,
         kv_cache_gb: float | None = None,
-        keep_workspace: bool = False,
+        keep_workspace: bool | None = None,
         max_graphs: int = DEFAULT_MAX_GRAPHS,
         **score_options,
     ) -> None:
@@ -126,19 +135,16 @@ class FastEngine(RolloutEngine):
         self.kv_cache_gb = kv_cache_gb
         on_cuda = self.device.type == "cuda"
         self.cuda_graph = on_cuda if cuda_graph is None else bool(cuda_graph) and on_cuda
-        # fused q/k/v and gate/up copies: 3 fewer matmuls per layer, at the price of copying
-        # those weights once per call; on CPU a win only while the copy is small (tiny model:
-        # -5% decode time; SmolLM2-135M shape: none), and never with CUDA graphs (captured
-        # kernels read the weights' addresses)
-        if fuse_weights is None:
-            fuse_weights = not on_cuda and fused_entries(model) <= FUSE_AUTO_MAX_ENTRIES
-        self.fuse_weights = bool(fuse_weights)
+        # fused q/k/v and gate/up copies: 3 fewer matmuls per layer (decoder.fuse_by_default)
+        self.fuse_weights = bool(fuse_by_default(model, on_cuda) if fuse_weights is None
+                                 else fuse_weights)
         self.static = bool(compile) or self.cuda_graph
-        # CUDA graphs: a bounded graph cache and a static KV workspace; kept across calls
-        # (graphs replayed by later calls of the same shapes) only with keep_workspace
+        # CUDA graphs: a bounded graph cache and a static KV workspace, kept across calls
+        # (graphs replayed by later calls of the same shapes) unless keep_workspace=False
         self.graphs = GraphCache(max_graphs) if self.cuda_graph else None
-        self.keep_workspace = bool(keep_workspace)
+        self._keep = None if keep_workspace is None else bool(keep_workspace)
         self._workspace: Workspace | None = None
+        self._plans = PlanCache()  # the decoder plan, built once per set of parameter tensors
         # graphs are cheap per shape, recompiles are not: compiled steps span the whole cache
         self.attn_bucket = attn_bucket or (0 if compile else DEFAULT_ATTN_BUCKET)
         if self.attn_bucket < 0:
@@ -253,25 +259,60 @@ class FastEngine(RolloutEngine):
                     f"groups[{i}]: engine must be a FastEngine, got {type(engine).__name__}"
                 )
             prompts = engine._check_call(prompt_token_ids, n, params)
-            problem = joint_mismatch(self, engine, params, first)
+            problem = self.joint_mismatch(engine, params, first)
             if problem:
                 raise ValueError(
                     f"groups[{i}] cannot share a decode loop with groups[0]: {problem}"
                 )
         return self._run_split(prompts, [(engine, n) for engine, n, _ in groups], first)
 
+    def joint_mismatch(
+        self, other: FastEngine, params: SamplingParams, first: SamplingParams
+    ) -> str | None:
+        """Why `other` (sampling with `params`) cannot share this engine's decode loop, whose
+        first group samples with `first`; None when it can (same device, dtype, shape and
+        sampling)."""
+        if other.device != self.device:
+            return f"device {other.device} != {self.device}"
+        if other.trunk.embed_tokens.weight.dtype != self.trunk.embed_tokens.weight.dtype:
+            return "different weight dtypes"
+        for key in JOINT_CONFIG_KEYS:
+            a, b = getattr(self.model.config, key, None), getattr(other.model.config, key, None)
+            if a != b:
+                return f"config.{key} differs ({a!r} vs {b!r})"
+        for field in ("max_new_tokens", "temperature", "top_p", "top_k"):
+            if getattr(params, field) != getattr(first, field):
+                return f"params.{field} differs"
+        want = self.stop_ids(first)
+        if self.stop_ids(params) != want or other.stop_ids(params) != want:
+            return "stop token ids differ"
+        return None
+
+    @property
+    def keep_workspace(self) -> bool:
+        """Whether the KV workspace and the graphs outlive a call. Default (None): whenever
+        the engine captures graphs, so repeated shapes (every training step, every eval
+        batch) replay graphs instead of capturing again (a capture costs a device sync, an
+        `empty_cache` and a warm-up run); the price is the workspace's KV cache held between
+        calls, through the training backward too (it is counted in the next call's budget)."""
+        return self.graphs is not None if self._keep is None else self._keep
+
+    @keep_workspace.setter
+    def keep_workspace(self, keep: bool | None) -> None:
+        self._keep = None if keep is None else bool(keep)
+
     @contextlib.contextmanager
     def keeping_workspace(self) -> Iterator[None]:
         """Within the block, keep the KV workspace and graphs between calls (calls of
         repeated shapes replay graphs captured before); restore the setting at exit and
-        free the workspace unless it was kept before."""
-        kept = self.keep_workspace
-        self.keep_workspace = True
+        free the workspace unless it is kept outside the block too."""
+        setting = self._keep
+        self._keep = True
         try:
             yield
         finally:
-            self.keep_workspace = kept
-            if not kept:
+            self._keep = setting
+            if not self.keep_workspace:
                 self.release_workspace()
 
     def release_workspace(self) -> None:
@@ -335,7 +376,7 @@ class FastEngine(RolloutEngine):
         prompt-major within a group."""
         device = self.device
         dtype = self.trunk.embed_tokens.weight.dtype
-        plans = [build_plan(engine.model, fuse=engine.fuse_weights) for engine, _ in groups]
+        plans = [engine._plans.get(engine.model, fuse=engine.fuse_weights) for engine, _ in groups]
         counts = [n for _, n in groups]
         num_prompts, new = len(prompts), params.max_new_tokens
         r = num_prompts * sum(counts)
@@ -389,24 +430,10 @@ class FastEngine(RolloutEngine):
                 live = torch.bincount(seg_id[~done], minlength=len(groups)).tolist()  # host sync
                 if sum(live) == 0:
                     break
-                current = [0] * len(groups)
-                for seg in segments:
-                    current[plans.index(seg.plan)] = seg.stop - seg.start
-                sizes = [
-                    min(self._bucket(a), cur) if a else 0
-                    for a, cur in zip(live, current, strict=True)
-                ]
-                if sum(sizes) <= self.compact_ratio * rows.shape[0]:
-                    keep = torch.cat(
-                        [  # per group: its active rows first, then bucket padding
-                            torch.argsort(done[s.start : s.stop].to(torch.int8), stable=True)[
-                                : sizes[g]
-                            ]
-                            + s.start
-                            for s in segments
-                            for g in [plans.index(s.plan)]
-                        ]
-                    )
+                compacted = compaction(segments, plans, done, live, self._bucket,
+                                       self.compact_ratio)
+                if compacted is not None:
+                    keep, segments = compacted
                     rows, done, tok, pos_ids, key_valid, seg_id = (
                         t[keep] for t in (rows, done, tok, pos_ids, key_valid, seg_id)
                     )
@@ -418,14 +445,6 @@ class FastEngine(RolloutEngine):
                         ]
                         for bufs, views in zip((k_caches, v_caches), kv_views, strict=True)
                     )
-                    bounds = [0]
-                    for size in sizes:
-                        bounds.append(bounds[-1] + size)
-                    segments = [
-                        Segment(plans[g], bounds[g], bounds[g + 1])
-                        for g in range(len(sizes))
-                        if sizes[g]
-                    ]
             if self.static:  # attend over a bucketed cache prefix (static shapes per bucket)
                 span = length
                 if self.attn_bucket:

@@ -11,7 +11,9 @@ and, per prompt and model, the prefill transients (Lp prompt positions)
 
 so a chunk of p prompts costs ``p * (r * (kv_row + logits) + G * prefill)`` bytes. The budget
 is ``generation.kv_cache_gb`` GiB when given; otherwise, on CUDA, ``FREE_FRACTION`` of the
-free device memory at call time, and on CPU no limit (one loop, as without a budget).
+memory available at call time (`cuda_available_bytes`: the driver's free memory plus what
+PyTorch's caching allocator has reserved but not allocated, tens of GB after a backward),
+and on CPU no limit (one loop, as without a budget).
 
 Splitting: chunk 0 samples with the call's seed and chunk c > 0 with `chunk_seed(seed, c)`,
 so when everything fits in one chunk the samples are exactly the unsplit ones. A split changes
@@ -90,9 +92,19 @@ def budget_bytes(kv_cache_gb: float | None, device: torch.device, held: int = 0)
             raise ValueError(f"generation.kv_cache_gb must be > 0 (or null), got {kv_cache_gb!r}")
         return int(kv_cache_gb * GIB)
     if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(FREE_FRACTION * (free + held))
+        return int(FREE_FRACTION * (cuda_available_bytes(device) + held))
     return None
+
+
+def cuda_available_bytes(device: torch.device) -> int:
+    """Bytes new tensors on `device` can take: `torch.cuda.mem_get_info`'s free bytes (not
+    reserved by any process) plus the caching allocator's reserved-but-unallocated bytes
+    (`memory_reserved - memory_allocated`), which `mem_get_info` counts as used although
+    this process reuses them first. The reserved part may be fragmented across segments;
+    FREE_FRACTION leaves the margin for that."""
+    free, _ = torch.cuda.mem_get_info(device)
+    cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    return int(free) + max(0, int(cached))
 
 
 def prompts_per_chunk(per_prompt_bytes: int, budget: int | None, num_prompts: int) -> int:

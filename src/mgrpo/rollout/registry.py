@@ -10,7 +10,8 @@ import warnings
 from torch import nn
 
 from mgrpo.rollout.base import RolloutEngine
-from mgrpo.rollout.fast_engine import FastEngine, unsupported_reason
+from mgrpo.rollout.decoder import unsupported_reason
+from mgrpo.rollout.fast_engine import FastEngine
 from mgrpo.rollout.hf_engine import HFEngine
 
 ENGINES: dict[str, type[RolloutEngine]] = {"hf": HFEngine, "fast": FastEngine}

@@ -39,10 +39,20 @@ class ChunkedTokenLogProb(torch.autograd.Function):
     Backward: recompute z per chunk; dz = g * (onehot(y) - softmax(z)) / T, cast to the
     weight dtype; dh = dz @ W, dW += dz.T @ h (accumulated in fp32), db += sum dz.
     The entropy output is non-differentiable.
+
+    Autocast: what `torch.amp.custom_fwd` / `custom_bwd` do, with the device type read from
+    the input (those decorators fix it when the class is defined): the forward records
+    whether autocast was on for `hidden`'s device and its dtype, and the backward runs under
+    the same autocast state, so under bf16 autocast the backward's recomputed logits and its
+    three (c x H x V) matmuls run in bf16 like the forward's, not in fp32 (the backward runs
+    outside the caller's autocast block). Without autocast nothing changes.
     """
 
     @staticmethod
     def forward(ctx, hidden, weight, bias, targets, temperature: float, chunk: int):  # noqa: D401
+        device_type = hidden.device.type
+        ctx.amp = (device_type, torch.is_autocast_enabled(device_type),
+                   torch.get_autocast_dtype(device_type))
         n = hidden.shape[0]
         logp = hidden.new_empty(n, dtype=torch.float32)  # (N,)
         ent = hidden.new_empty(n, dtype=torch.float32)  # (N,)
@@ -63,7 +73,14 @@ class ChunkedTokenLogProb(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_logp, _grad_ent):
+        device_type, enabled, dtype = ctx.amp
+        with torch.autocast(device_type, dtype=dtype, enabled=enabled):
+            return ChunkedTokenLogProb._backward(ctx, grad_logp)
+
+    @staticmethod
+    def _backward(ctx, grad_logp):
         hidden, weight, bias, targets = ctx.saved_tensors
+        autocast = ctx.amp[1]
         need_h, need_w, need_b = ctx.needs_input_grad[:3]
         t, chunk = ctx.temperature, ctx.chunk
         grad_h = torch.empty_like(hidden) if need_h else None
@@ -87,7 +104,9 @@ class ChunkedTokenLogProb(torch.autograd.Function):
             dz = dz.div_(t).to(weight.dtype)
             if grad_h is not None:
                 grad_h[s : s + chunk] = dz @ weight
-            if grad_w is not None:
+            if grad_w is not None and autocast:  # out of place: autocast casts the product
+                grad_w += dz.t() @ h
+            elif grad_w is not None:
                 grad_w.addmm_(dz.t().float(), h.float())
             if grad_b is not None:
                 grad_b += dz.float().sum(0)
@@ -162,6 +181,9 @@ def score_responses(
     rows (differentiably: gradients of all rows flow back into the one prompt pass), and only
     the response tokens run per row. Same result as the full per-row forward (tested, values
     and gradients); a no-op when every prompt is distinct or the model returns no cache.
+    Skipped with grad when the model is in training mode with gradient checkpointing on:
+    transformers turns the cache off there, so the prompt pass would run and be thrown away
+    (`cache_off`).
     """
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0 for scoring, got {temperature!r}")
@@ -192,7 +214,7 @@ def score_responses(
     grad_ctx = torch.enable_grad() if with_grad else torch.no_grad()
     with grad_ctx:
         h = None
-        if share_prefix and len({tuple(p) for p in prompt_ids}) < r:
+        if share_prefix and not cache_off(model, with_grad) and len({tuple(p) for p in prompt_ids}) < r:
             h = _shared_prefix_states(model.base_model, prompt_ids, resp, m, pad_token_id)
         if h is None:
             h = _full_states(model.base_model, prompt_ids, resp, m, pad_token_id)
@@ -212,6 +234,17 @@ def score_responses(
         else:
             ent = out_ent.masked_scatter(full, ent_sel.detach())
     return logp, ent
+
+
+def cache_off(model: nn.Module, with_grad: bool) -> bool:
+    """True when the model's forward ignores `use_cache=True`: HF models with gradient
+    checkpointing on (the trunk's or its layers' `gradient_checkpointing` flag) return no KV
+    cache in training mode with grad enabled."""
+    if not (with_grad and model.training):
+        return False
+    trunk = model.base_model
+    return any(getattr(m, "gradient_checkpointing", False) is True
+               for m in (trunk, *getattr(trunk, "layers", ())))
 
 
 def _full_states(trunk: nn.Module, prompt_ids, resp, m, pad_token_id: int) -> torch.Tensor:

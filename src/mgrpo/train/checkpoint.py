@@ -9,7 +9,10 @@ Layout of `checkpoints/step-<N>/`:
 
 A checkpoint is written into a hidden temp directory beside its final place, every file is
 fsynced, the manifest is written last, and the directory is renamed into place (atomic on
-POSIX). At resume the newest directory whose manifest verifies is used; a truncated or
+POSIX). Each file is read once, right after it is written, for its hash; a process reuses the
+hashes of the checkpoints it wrote or verified while their files are unchanged (size, mtime,
+inode), so rotation and the end-of-run summary read nothing again. At resume (a new process)
+the newest directory whose manifest verifies in full is used; a truncated or
 altered one is reported and skipped. Rotation (`keep_last`) only deletes older checkpoints
 after a newer one verified.
 """
@@ -22,6 +25,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -48,11 +52,20 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _fsync_tree(root: Path) -> None:
+def _hash_and_fsync(path: Path) -> str:
+    """sha256 of a file just written, read once, and the file fsynced in the same pass."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+        os.fsync(fh.fileno())
+    return digest.hexdigest()
+
+
+def _fsync_dirs(root: Path) -> None:
     for path in sorted(root.rglob("*")):
-        if path.is_file():
-            with open(path, "rb") as fh:
-                os.fsync(fh.fileno())
+        if path.is_dir():
+            _fsync_dir(path)
     _fsync_dir(root)
 
 
@@ -62,6 +75,54 @@ def _fsync_dir(root: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+# Checkpoints this process hashed (written, or verified in full): their manifest text and
+# what `os.stat` said of each file then. While the manifest reads the same and every file has
+# that size, mtime and inode, a later verification reuses the hashes instead of reading the
+# checkpoint again. A file modified in place gets an mtime no earlier than the manifest's
+# (the manifest is written after the files were hashed, and `save_checkpoint` makes its mtime
+# strictly later than theirs), so it no longer matches; a file whose mtime is not earlier
+# than the manifest's (a coarse file-system clock) is never trusted and is hashed again.
+_VERIFIED: dict[Path, tuple[str, dict[str, tuple[int, int, int]]]] = {}
+
+
+def _stats(path: Path, names: list[str]) -> dict[str, tuple[int, int, int]]:
+    out = {}
+    for name in [MANIFEST, *names]:
+        st = (path / name).stat()
+        out[name] = (st.st_size, st.st_mtime_ns, st.st_ino)
+    return out
+
+
+def _remember(path: Path, manifest_text: str, names: list[str]) -> None:
+    _VERIFIED[path.resolve()] = (manifest_text, _stats(path, names))
+
+
+def _still_verified(path: Path, manifest_text: str, names: list[str]) -> bool:
+    entry = _VERIFIED.get(path.resolve())
+    if entry is None or entry[0] != manifest_text:
+        return False
+    stats = entry[1]
+    if stats != _stats(path, names):
+        return False
+    written = stats[MANIFEST][1]
+    return all(stats[name][1] < written for name in names)
+
+
+def _write_manifest(directory: Path, step: int, files: dict[str, dict]) -> str:
+    """Write the manifest (fsynced) with an mtime strictly later than every file it lists."""
+    text = json.dumps({"step": step, "files": files}, indent=1, sort_keys=True)
+    newest = max(((directory / n).stat().st_mtime_ns for n in files), default=0)
+    for _ in range(100):  # a coarse clock: wait for its next tick (a few ms at most)
+        with open(directory / MANIFEST, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if (directory / MANIFEST).stat().st_mtime_ns > newest:
+            break
+        time.sleep(0.002)
+    return text
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -138,25 +199,27 @@ def save_checkpoint(
         for filename, tensors in (extra_tensors or {}).items():
             save_file(tensors, str(tmp / filename))
         faults.hit("checkpoint_write", tmp / "trainer_state.json")
+        # every file is read once: hashed for the manifest and fsynced in the same pass
         files = {
-            str(p.relative_to(tmp)): {"size": p.stat().st_size, "sha256": _sha256(p)}
+            str(p.relative_to(tmp)): {"size": p.stat().st_size, "sha256": _hash_and_fsync(p)}
             for p in sorted(tmp.rglob("*"))
             if p.is_file()
         }
-        write_json(tmp / MANIFEST, {"step": step, "files": files})
-        _fsync_tree(tmp)
+        manifest_text = _write_manifest(tmp, step, files)
+        _fsync_dirs(tmp)
         faults.hit("checkpoint_write", tmp / MANIFEST)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
         _fsync_dir(root)  # make the rename itself durable
+        _remember(final, manifest_text, list(files))  # later rotations reuse these hashes
     except SafetensorError as exc:  # a full disk inside safetensors' Rust writer lands here
         shutil.rmtree(tmp, ignore_errors=True)
         raise CheckpointError(f"writing checkpoint {final} failed: {exc}") from exc
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _rotate(root, keep_last)
+    _rotate(root, keep_last, fresh=final)  # hashed above: not read again
     return final
 
 
@@ -166,15 +229,17 @@ def new_tmp_dir(root: Path, step: int) -> Path:
     return Path(tempfile.mkdtemp(prefix=f".tmp-step-{step}-", dir=root))
 
 
-def _rotate(root: Path, keep_last: int) -> None:
+def _rotate(root: Path, keep_last: int, fresh: Path | None = None) -> None:
     """Keep the newest `keep_last` checkpoints that verify and anything newer than the
     oldest of them; delete everything older (broken ones included, so they cannot pile up).
     Fewer than `keep_last` good ones: nothing is deleted. Verification stops as soon as
-    `keep_last` good ones are found (it reads every byte; older ones are not worth reading)."""
+    `keep_last` good ones are found; `fresh` (the checkpoint just written and hashed) counts
+    as good without being read again, and so do checkpoints this process hashed that are
+    unchanged since (`verify_checkpoint`)."""
     found = list_checkpoints(root)
     good = 0
     for i, (_, path) in enumerate(found):
-        if verify_checkpoint(path) is None:
+        if path == fresh or verify_checkpoint(path) is None:
             good += 1
             if good == keep_last:
                 for _, stale in found[i + 1 :]:
@@ -200,12 +265,15 @@ def list_checkpoints(root: Path) -> list[tuple[int, Path]]:
 
 
 def verify_checkpoint(path: Path) -> str | None:
-    """None when every file in the manifest has its recorded size and sha256, else why not."""
+    """None when every file in the manifest has its recorded size and sha256, else why not.
+    Sizes are always checked; the hashes are read again unless this process hashed the
+    checkpoint and its files are unchanged since."""
     manifest = path / MANIFEST
     if not manifest.is_file():
         return f"{path}: no {MANIFEST} (incomplete write)"
     try:
-        files = json.loads(manifest.read_text(encoding="utf-8"))["files"]
+        manifest_text = manifest.read_text(encoding="utf-8")
+        files = json.loads(manifest_text)["files"]
     except (ValueError, KeyError) as exc:
         return f"{manifest}: unreadable manifest ({exc})"
     for name, meta in files.items():
@@ -214,8 +282,12 @@ def verify_checkpoint(path: Path) -> str | None:
             return f"{file}: missing"
         if file.stat().st_size != meta["size"]:
             return f"{file}: size {file.stat().st_size} != {meta['size']} (truncated?)"
-        if _sha256(file) != meta["sha256"]:
-            return f"{file}: checksum mismatch (altered or corrupted)"
+    if _still_verified(path, manifest_text, list(files)):
+        return None  # hashed by this process and unchanged since
+    for name, meta in files.items():
+        if _sha256(path / name) != meta["sha256"]:
+            return f"{path / name}: checksum mismatch (altered or corrupted)"
+    _remember(path, manifest_text, list(files))
     return None
 
 

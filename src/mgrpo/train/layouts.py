@@ -12,15 +12,14 @@ kl_coef > 0, a frozen reference). Four layouts build them, each behind `ModelLay
 
 A layout is used in three stages: `adapt(policy)` changes the policy before anything copies
 it (LoRA: adapters in), `build(policy)` makes the momentum model, the reference and the
-generator copies (`train.types.Roles`, the layout's part of `StepModels`), and `momentum_engine(engine)` wraps the momentum engine where
-sampling needs a context. For checkpoints it names the module written as the HF directory
-(`export_model`) and the extra tensor files (`checkpoint_tensors`), and restores the trained
-weights from a checkpoint (`load_weights`).
+generator copies (`train.types.Roles`, the layout's part of `StepModels`), and
+`momentum_engine(engine)` wraps the momentum engine where sampling needs a context. What a
+checkpoint of each layout holds, and how it is restored, is `mgrpo.train.resume`.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -28,33 +27,30 @@ from torch import nn
 
 from mgrpo.config import Config
 from mgrpo.parallel import distributed as D
-from mgrpo.train.checkpoint import load_tensors
+from mgrpo.parallel.fsdp import device_mesh, policy_refresher, shard_model
 from mgrpo.train.lora import (
     LoraExport,
     LoraMomentum,
     ScopedEngine,
     apply_lora,
-    load_trainable_state,
-    trainable_state,
 )
 from mgrpo.train.momentum import MomentumModel, ShardedMomentum
-from mgrpo.train.precision import Precision, copy_refresher
+from mgrpo.train.precision import Precision, copy_refresher, inference_twin
 from mgrpo.train.types import Roles
-
-MASTER_FILE = "master.safetensors"  # fp32 master weights of a mixed-precision checkpoint
 
 
 def inference_copy(model: nn.Module, dtype: torch.dtype) -> nn.Module:
     """A frozen, eval-mode copy of `model` in `dtype` beside it (generator / reference),
-    built one tensor at a time (`distributed.inference_twin`: no full copy in the source
+    built one tensor at a time (`precision.inference_twin`: no full copy in the source
     dtype is ever made)."""
-    return D.inference_twin(model, device=next(model.parameters()).device, dtype=dtype)
+    return inference_twin(model, device=next(model.parameters()).device, dtype=dtype)
 
 
 class ModelLayout:
     """One way of building the policy's companions; subclasses override `build` and, where
     they differ from the full-weight default, the other hooks."""
 
+    kind = "layout"
     frozen_embeddings = False  # True: the input embeddings do not train (LoRA)
 
     def __init__(self, cfg: Config, precision: Precision, ctx: D.DistContext, *,
@@ -76,46 +72,13 @@ class ModelLayout:
         """The engine the momentum rollouts sample through (default: `engine` itself)."""
         return engine
 
-    def export_model(self, policy: nn.Module) -> Any:
-        """What a checkpoint's HF directory is written from (`save_pretrained`)."""
-        return self.roles.policy_full or policy
-
-    def checkpoint_tensors(self, policy: nn.Module) -> dict[str, dict[str, torch.Tensor]]:
-        """Extra tensor files of a checkpoint (file name -> name -> tensor); default none."""
-        return {}
-
-    @torch.no_grad()
-    def load_weights(self, policy: nn.Module, ckpt: Path) -> None:
-        """Restore the trained weights from checkpoint directory `ckpt`: the fp32 master when
-        the checkpoint has one (written by mixed precision), else its HF weights (written by
-        full weights; a resume may resolve `auto` precision differently). A tied `lm_head`
-        may be absent. Raises ValueError naming the file and the first mismatched names."""
-        if (ckpt / MASTER_FILE).is_file():
-            master = load_tensors(ckpt / MASTER_FILE)
-            names = [n for n, _ in policy.named_parameters()]
-            if sorted(master) != sorted(names):
-                raise ValueError(f"{ckpt / MASTER_FILE}: master weights do not match the model "
-                                 f"(missing {sorted(set(names) - set(master))[:3]}, "
-                                 f"unexpected {sorted(set(master) - set(names))[:3]})")
-            for name, p in policy.named_parameters():
-                p.copy_(master[name].to(p.dtype))
-            return
-        weights = {}
-        for shard in sorted(ckpt.glob("model*.safetensors")):
-            weights.update(load_tensors(shard))
-        missing, unexpected = policy.load_state_dict(weights, strict=False)
-        tie = getattr(policy.config, "tie_word_embeddings", False)
-        tied = {k for k in missing if "lm_head" in k and tie}
-        if set(missing) - tied or unexpected:
-            raise ValueError(f"{ckpt}: policy weights do not match the model "
-                             f"(missing {sorted(set(missing) - tied)[:3]}, "
-                             f"unexpected {unexpected[:3]})")
-
 
 class FullLayout(ModelLayout):
     """Full weights in one dtype on one process (or replicated data parallel): the policy
     samples itself; the momentum generator is a deep copy whose fp32 weights are the EMA
     master; the reference a frozen copy."""
+
+    kind = "full"  # names the layout (memory pre-flight, messages)
 
     def build(self, policy: nn.Module) -> Roles:
         if self.with_reference:
@@ -130,6 +93,8 @@ class MixedLayout(ModelLayout):
     copy is refreshed from the master after every optimizer step (it always equals the master
     cast to bf16); checkpoints write that copy as the HF directory and the master beside it."""
 
+    kind = "mixed"  # names the layout (memory pre-flight, messages)
+
     def build(self, policy: nn.Module) -> Roles:
         compute, roles = self.precision.compute, self.roles
         if self.with_reference:
@@ -141,14 +106,12 @@ class MixedLayout(ModelLayout):
             roles.momentum = MomentumModel(policy, generator_dtype=compute)
         return roles
 
-    def checkpoint_tensors(self, policy: nn.Module) -> dict[str, dict[str, torch.Tensor]]:
-        master = {n: p.detach().cpu().contiguous() for n, p in policy.named_parameters()}
-        return {MASTER_FILE: master}
-
 
 class LoraLayout(ModelLayout):
     """Adapters train; the base is shared by policy, momentum (adapters swapped in per call)
     and reference (adapters disabled), see `mgrpo.train.lora`."""
+
+    kind = "lora"  # names the layout (memory pre-flight, messages)
 
     frozen_embeddings = True
 
@@ -171,37 +134,73 @@ class LoraLayout(ModelLayout):
         assert isinstance(self.roles.momentum, LoraMomentum)
         return ScopedEngine(engine, self.roles.momentum.swapped_in)  # same model, momentum adapters
 
-    def export_model(self, policy: nn.Module) -> Any:
-        return self.lora_export
-
-    def checkpoint_tensors(self, policy: nn.Module) -> dict[str, dict[str, torch.Tensor]]:
-        return {"lora.safetensors": trainable_state(policy)}
-
-    def load_weights(self, policy: nn.Module, ckpt: Path) -> None:
-        """The adapters from the checkpoint; the base comes from `model.name`."""
-        load_trainable_state(policy, load_tensors(ckpt / "lora.safetensors"), ckpt)
-
 
 class ShardedLayout(ModelLayout):
     """FSDP2: policy and reference sharded, unsharded bf16 generator copies for rollouts
-    (`mgrpo.parallel.distributed.shard_run_models`); the policy copy is all-gathered after
-    every optimizer step. Checkpoints go through torch.distributed.checkpoint."""
+    (`shard_run_models`); the policy copy is all-gathered after every optimizer step.
+    Checkpoints go through torch.distributed.checkpoint."""
+
+    kind = "sharded"  # names the layout (memory pre-flight, messages)
 
     def build(self, policy: nn.Module) -> Roles:
-        sharded = D.shard_run_models(self.ctx, policy, gen_dtype=self.precision.compute,
-                                     with_reference=self.with_reference,
-                                     with_momentum=self.with_momentum,
-                                     device=self.precision.device)
+        sharded = shard_run_models(self.ctx, policy, gen_dtype=self.precision.compute,
+                                   with_reference=self.with_reference,
+                                   with_momentum=self.with_momentum,
+                                   device=self.precision.device)
         roles = self.roles
         roles.reference, roles.policy_full = sharded.reference, sharded.policy_full
         if sharded.momentum_generator is not None:
             roles.momentum = ShardedMomentum(policy, sharded.momentum_generator, self.ctx)
-        roles.after_update = D.policy_refresher(self.ctx, policy, roles.policy_full)
+        roles.after_update = policy_refresher(self.ctx, policy, roles.policy_full)
         return roles
 
-    def load_weights(self, policy: nn.Module, ckpt: Path) -> None:
-        raise RuntimeError("sharded checkpoints load through torch.distributed.checkpoint "
-                           "(mgrpo.parallel.distributed.load_sharded)")
+
+@dataclass
+class ShardedModels:
+    """What `shard_run_models` returns (all on this rank)."""
+
+    policy: nn.Module  # sharded (DTensor params, fp32 master)
+    policy_full: nn.Module  # unsharded generator copy in the generation dtype
+    reference: nn.Module | None  # sharded, generation dtype, frozen
+    momentum_generator: nn.Module | None  # unsharded; `ShardedMomentum` wraps it
+
+
+def shard_run_models(
+    ctx: D.DistContext,
+    policy: nn.Module,
+    *,
+    gen_dtype: torch.dtype,
+    with_reference: bool,
+    with_momentum: bool,
+    device: torch.device | None = None,
+) -> ShardedModels:
+    """Build the unsharded generators and the reference from `policy`, then shard. The
+    momentum master is `mgrpo.train.momentum.ShardedMomentum(policy, momentum_generator, ctx)`.
+
+    `policy` is the full fp32 model as loaded, best on the CPU (`device` is where the run
+    computes; None = where `policy` is). Start-up memory per rank on `device`: each generator
+    twin is materialised there one parameter at a time (`inference_twin`); the reference is
+    cast on the host and sharded layer by layer (FSDP2 moves one decoder layer's full tensors
+    to `device`, then keeps this rank's shard); the policy likewise. No rank ever holds a
+    full fp32 copy on `device`: the peak is the generators plus one full layer in flight.
+
+    Memory per rank once built (P params, W ranks): policy master fp32 4P/W + AdamW 8P/W +
+    grads 4P/W, reference 2P/W (bf16), momentum master 4P/W, generator copies 2P each (bf16,
+    unsharded).
+    """
+    target = device if device is not None else next(policy.parameters()).device
+    mesh = device_mesh(ctx, target)  # shards on the run's device, not the current accelerator
+    policy_full = inference_twin(policy, device=target, dtype=gen_dtype)
+    momentum_generator = (
+        inference_twin(policy, device=target, dtype=gen_dtype) if with_momentum else None
+    )
+    reference = None
+    if with_reference:  # host-side cast copy, sharded (and moved) layer by layer
+        reference = inference_twin(policy, device=next(policy.parameters()).device,
+                                   dtype=gen_dtype)
+        shard_model(reference, ctx, param_dtype=gen_dtype, trainable=False, mesh=mesh)
+    shard_model(policy, ctx, param_dtype=gen_dtype, trainable=True, mesh=mesh)
+    return ShardedModels(policy, policy_full, reference, momentum_generator)
 
 
 def pick_layout(cfg: Config, precision: Precision, ctx: D.DistContext, *,

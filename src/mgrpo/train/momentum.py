@@ -6,7 +6,7 @@ The master is kept in fp32 because a bf16 EMA at m = 0.99 rounds most updates aw
 silently stops moving. Three layouts share one interface (`Momentum`):
 
 - `MomentumModel` (one process or replicated data parallel): `generator` is an inference-only
-  deep copy of the policy. When its parameters are fp32 they *are* the master (no second
+  copy of the policy, built one tensor at a time (`precision.inference_twin`). When its parameters are fp32 they *are* the master (no second
   copy); otherwise the master is a separate fp32 list copied into the generator after each
   update.
 - `ShardedMomentum` (FSDP2): the master has the policy's sharding (DTensors) and is updated on
@@ -23,13 +23,12 @@ updated in place: local shards under FSDP), `update_(policy, m)`, `state_dict()`
 
 from __future__ import annotations
 
-import copy
-
 import torch
 from torch import nn
 
 from mgrpo.core.ema import ema_update_
-from mgrpo.parallel.distributed import local_tensor, refresh_full_copy_
+from mgrpo.parallel.fsdp import local_tensor, refresh_full_copy_
+from mgrpo.train.precision import inference_twin
 
 
 def _trainable(model: nn.Module) -> list[nn.Parameter]:
@@ -90,10 +89,11 @@ class MomentumModel(Momentum):
     def __init__(self, policy: nn.Module, generator_dtype: torch.dtype | None = None) -> None:
         """`generator_dtype`: cast the generator (e.g. bf16 over an fp32 policy master); the
         fp32 master is then a separate copy taken from the policy's own parameters."""
-        self.generator = copy.deepcopy(policy)
-        if generator_dtype is not None:
-            self.generator.to(generator_dtype)
-        self.generator.eval()
+        # built one tensor at a time beside the policy (no deep copy of the policy in its own
+        # dtype first); buffers such as RoPE's inv_freq keep their fp32 (`inference_twin`)
+        dtype = generator_dtype or next(policy.parameters()).dtype
+        self.generator = inference_twin(policy, device=next(policy.parameters()).device,
+                                        dtype=dtype)
         # names of trainable policy params, in policy order (LoRA: adapters only)
         self.names = trainable_names(policy)
         gen_params = dict(self.generator.named_parameters())

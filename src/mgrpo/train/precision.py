@@ -3,17 +3,20 @@
 `model.dtype` is the compute dtype (auto: bf16 on CUDA, fp32 on CPU); `model.master_dtype`
 the dtype of the trained weights, their gradients and the optimizer state. With bf16 compute
 over an fp32 master on one process (full weights), the policy is the fp32 master and trains
-under `torch.autocast(bf16)`; a bf16 copy (`inference_copy` in `layouts.py`) generates and scores, refreshed from the
-master after every optimizer step by `copy_refresher` (it always equals the master cast to
-bf16). FSDP keeps its own fp32 master (`distributed.shard_run_models`); LoRA trains adapters
-in the master dtype over a base in the compute dtype. See docs/algorithm-notes.md.
+under `torch.autocast(bf16)`; a bf16 copy (`inference_twin`, built one tensor at a time)
+generates and scores, refreshed from the master after every optimizer step by
+`copy_refresher` (it always equals the master cast to bf16). FSDP keeps its own fp32 master
+(`layouts.shard_run_models`); LoRA trains adapters in the master dtype over a base in the
+compute dtype. See docs/algorithm-notes.md.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from mgrpo.config import Config
 from mgrpo.models.loading import resolve_device, resolve_dtype
@@ -78,3 +81,41 @@ def copy_refresher(master: torch.nn.Module, copy_: torch.nn.Module):
         torch._foreach_copy_([d.data for d in dst], [s.detach() for s in src])
 
     return refresh
+
+
+def inference_twin(model: nn.Module, *, device: torch.device, dtype: torch.dtype) -> nn.Module:
+    """An inference-only copy of `model` on `device` in `dtype`, built one tensor at a time.
+
+    The module tree is deep-copied with every parameter replaced by a meta tensor (no data),
+    then each parameter is materialised straight on `device` from the source (cast during the
+    copy), so the extra memory is the twin itself plus one parameter in flight: no full copy
+    of the source ever exists on the target device or in host memory. Tied parameters stay
+    tied. Departure from `nn.Module.to(dtype)`: buffers keep their own dtype (copied, not
+    cast). The floating buffers of a causal LM are tables such as RoPE's fp32 `inv_freq`;
+    cast to bf16 they would rotate every position by a different angle than the master's
+    (0.12 rad at position 100, 1.15 at 1000 for theta = 1e6, head dim 128), as
+    `from_pretrained(dtype=bf16)` also keeps them fp32.
+    """
+    params = list(model.parameters())
+    memo = {id(p): nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=False)
+            for p in params}
+    twin = copy.deepcopy(model, memo)
+    made: dict[int, nn.Parameter] = {}  # meta param id -> materialised param (ties)
+    sources = {id(memo[id(p)]): p for p in params}
+    with torch.no_grad():
+        for module in twin.modules():
+            for name, meta in list(module._parameters.items()):
+                if meta is None:
+                    continue
+                if id(meta) not in made:
+                    src = sources[id(meta)].detach()
+                    cast = dtype if src.is_floating_point() else src.dtype
+                    # always new storage (`.to` would alias a source already in place)
+                    value = torch.empty(src.shape, device=device, dtype=cast).copy_(src)
+                    made[id(meta)] = nn.Parameter(value, requires_grad=False)
+                module._parameters[name] = made[id(meta)]
+            for name, buf in list(module._buffers.items()):
+                if buf is not None:  # own storage, own dtype (RoPE tables stay fp32)
+                    module._buffers[name] = torch.empty_like(buf, device=device).copy_(buf)
+    twin.eval()
+    return twin

@@ -22,9 +22,8 @@ from mgrpo.data.benchmarks import BENCHMARKS, load_benchmark
 from mgrpo.data.datasets import PromptRecord, load_prompt_dataset
 from mgrpo.data.prompts import encode_prompts, render_record, uses_chat_template
 from mgrpo.lab import lab_task_problems
+from mgrpo.seeds import SYNTHETIC_VAL_SEED_OFFSET, VAL_SEED_OFFSET, epoch_seed
 
-SYNTHETIC_VAL_SEED_OFFSET = 7_919
-VAL_SEED_OFFSET = 1  # validation sets are drawn with seed + 1
 LAB_TRAIN_SIZE = 4096  # distinct lab-task problems to train on (no repeats within ~500 steps)
 LAB_VAL_SIZE = 512  # held-out lab-task problems available to validation (validation.limit cuts)
 
@@ -97,7 +96,7 @@ class PromptSet:
     def _order(self, epoch: int) -> torch.Tensor:
         """The seeded permutation of epoch `epoch` (the last two are kept)."""
         if epoch not in self._orders:
-            gen = torch.Generator().manual_seed(self.seed * 10_007 + epoch)
+            gen = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
             self._orders[epoch] = torch.randperm(len(self.records), generator=gen)
             self._orders.pop(epoch - 2, None)
         return self._orders[epoch]

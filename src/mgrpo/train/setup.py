@@ -10,9 +10,7 @@ engines.
 
 from __future__ import annotations
 
-import math
 import random
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,30 +18,24 @@ from typing import Any
 import torch
 
 from mgrpo.answers import AnswerChecker
-from mgrpo.config import Config, ConfigError, config_from_dict, config_to_dict, dump_config
+from mgrpo.config import Config
+from mgrpo.core.schedule import warmup_cosine
 from mgrpo.data.datasets import PromptRecord
-from mgrpo.files import write_text_atomic
 from mgrpo.models.loading import load_model_and_tokenizer
 from mgrpo.parallel import distributed as D
-from mgrpo.rollout import make_engine
+from mgrpo.rollout import RolloutEngine, make_engine
 from mgrpo.rollout.base import stop_token_ids
+from mgrpo.seeds import VAL_SEED_OFFSET
 from mgrpo.train import faults
 from mgrpo.train.alarm import CollapseAlarm
+from mgrpo.train.errors import TrainingError
 from mgrpo.train.layouts import ModelLayout, pick_layout
+from mgrpo.train.memory_budget import preflight
 from mgrpo.train.precision import Precision, resolve_precision
 from mgrpo.train.presets import AlgorithmSpec, resolve_algorithm
-from mgrpo.train.prompts import VAL_SEED_OFFSET, PromptSet, build_prompt_set, load_records
+from mgrpo.train.prompts import PromptSet, build_prompt_set, load_records
+from mgrpo.train.resume import prepare_run_dir
 from mgrpo.train.types import StepModels
-
-# Config keys allowed to differ between the original run and a `--resume`.
-RESUME_MUTABLE = ("trainer.max_steps", "trainer.save_every", "trainer.eval_every",
-                  "trainer.progress", "trainer.keep_last", "trainer.threads", "trainer.stop_after",
-                  "distributed.timeout_s", "distributed.backend", "distributed.fsdp",
-                  "trainer.report_to")
-
-
-class TrainingError(RuntimeError):
-    """The run cannot continue (bad resume, repeated NaN losses, ...); message says why."""
 
 
 @dataclass
@@ -63,16 +55,12 @@ class Run:
 
 def lr_lambda(warmup_steps: int, total_steps: int, schedule: str, min_ratio: float):
     """Multiplier of the base lr at scheduler step s (0-based): linear warmup over
-    `warmup_steps`, then cosine from 1 to `min_ratio` at `total_steps` (or constant)."""
+    `warmup_steps`, then cosine from 1 to `min_ratio` at `total_steps` (or constant);
+    `mgrpo.core.schedule.warmup_cosine`."""
+    constant = schedule == "constant"
 
     def fn(s: int) -> float:
-        if warmup_steps > 0 and s < warmup_steps:
-            return (s + 1) / warmup_steps
-        if schedule == "constant":
-            return 1.0
-        span = max(total_steps - warmup_steps, 1)
-        progress = min(max(s - warmup_steps, 0) / span, 1.0)
-        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+        return warmup_cosine(s, warmup_steps, total_steps, min_ratio, constant=constant)
 
     return fn
 
@@ -100,6 +88,7 @@ def build_run(cfg: Config, run_dir: Path, resume: bool = False) -> Run:
 
     layout = pick_layout(cfg, precision, ctx, with_momentum=spec.uses_momentum_model)
     layout.adapt(policy)
+    _check_static_memory(layout, policy)  # before any copy is built or anything generated
     if cfg.model.gradient_checkpointing:
         # non-reentrant: recomputation works whether or not the block inputs require grad
         policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -108,7 +97,7 @@ def build_run(cfg: Config, run_dir: Path, resume: bool = False) -> Run:
     roles = layout.build(policy)
     optimizer, scheduler = _optimizer(cfg, policy)
 
-    def engine(model: torch.nn.Module) -> Any:
+    def engine(model: torch.nn.Module) -> RolloutEngine:
         return make_engine(cfg.model.engine, model, pad_token_id=tokenizer.pad_token_id,
                            kv_cache_gb=cfg.generation.kv_cache_gb)
 
@@ -130,6 +119,19 @@ def build_run(cfg: Config, run_dir: Path, resume: bool = False) -> Run:
     faults.install(models)  # no-op unless MGRPO_FAULT is set (reliability tests)
     alarm = CollapseAlarm(cfg.diagnostics.alarm)
     return Run(cfg, spec, run_dir, models, train_set, val_records, alarm, precision, layout)
+
+
+def _check_static_memory(layout: ModelLayout, policy: torch.nn.Module) -> None:
+    """Refuse (TrainingError) a layout whose static state does not fit on the device."""
+    params = sum(p.numel() for p in policy.parameters())
+    trainable = sum(p.numel() for p in policy.parameters() if p.requires_grad)
+    precision = layout.precision
+    problem = preflight(layout.kind, precision.device, params=params, trainable=trainable,
+                        world=layout.ctx.world_size, compute=precision.compute.itemsize,
+                        master=precision.master.itemsize, momentum=layout.with_momentum,
+                        reference=layout.with_reference)
+    if problem:
+        raise TrainingError(problem)
 
 
 def _optimizer(cfg: Config, policy: torch.nn.Module) -> tuple[torch.optim.Optimizer, Any]:
@@ -165,7 +167,7 @@ def _prepare_run_dir_on_rank0(ctx: D.DistContext, cfg: Config, run_dir: Path,
     problem, error = None, None
     if ctx.is_main:
         try:
-            _prepare_run_dir(cfg, run_dir, resume)
+            prepare_run_dir(cfg, run_dir, resume)
         except Exception as exc:  # noqa: BLE001 - re-raised below, after telling the others
             problem, error = f"{exc}", exc
     problem = D.broadcast_object(ctx, problem, stage="run directory setup")
@@ -191,55 +193,6 @@ def _load_data(cfg: Config, spec: AlgorithmSpec,
                                    seed=cfg.seed + VAL_SEED_OFFSET, dataset_split=cfg.validation.split)
         val_records = val_records[: cfg.validation.limit]
     return train_set, val_records
-
-
-def _config_diff(a: dict, b: dict, prefix: str = "", defaults: dict | None = None) -> list[str]:
-    """Dotted keys whose values differ. A key missing from `a` (a run saved before the key
-    existed) does not count when `b` holds its default (`defaults`, same nesting)."""
-    out = []
-    for key in sorted(set(a) | set(b)):
-        dotted = f"{prefix}{key}"
-        va, vb = a.get(key), b.get(key)
-        default = (defaults or {}).get(key)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            out += _config_diff(va, vb, dotted + ".", default if isinstance(default, dict) else None)
-        elif key not in a and defaults is not None and key in defaults and vb == default:
-            continue
-        elif va != vb:
-            out.append(dotted)
-    return out
-
-
-def _prepare_run_dir(cfg: Config, run_dir: Path, resume: bool) -> None:
-    config_path = run_dir / "config.yaml"
-    if resume and not config_path.exists():
-        if run_dir.exists() and any(p.name != "tensorboard" for p in run_dir.iterdir()):
-            raise TrainingError(f"--resume: {run_dir} has no config.yaml (not a run directory)")
-        # killed before the run directory was set up: nothing to resume, start fresh
-        print(f"mgrpo: --resume: {run_dir} holds no run yet; starting a new one", file=sys.stderr)
-        resume = False
-    if resume:
-        # lazy, start-up: only (de)serialising a config needs yaml
-        import yaml
-
-        saved = yaml.safe_load(config_path.read_text(encoding="utf-8"))
-        try:  # keys added since the run started take their defaults
-            saved = config_to_dict(config_from_dict(saved))
-        except (ConfigError, TypeError):
-            pass  # compared as written: the differing keys are named below
-        diff = _config_diff(saved, config_to_dict(cfg), defaults=config_to_dict(Config()))
-        changed = [k for k in diff if k not in RESUME_MUTABLE]
-        if changed:
-            raise TrainingError(
-                f"--resume: the config differs from {config_path} in {', '.join(changed)}; "
-                f"only {', '.join(RESUME_MUTABLE)} may change on resume"
-            )
-    elif (run_dir / "metrics.jsonl").exists() or (run_dir / "checkpoints").exists():
-        raise TrainingError(
-            f"{run_dir} already holds a run; pass --resume to continue it or choose another -o"
-        )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(config_path, dump_config(cfg))
 
 
 def _stop_token_ids(tokenizer: Any, model: Any) -> tuple[int, ...]:

@@ -31,7 +31,8 @@ from contextlib import contextmanager
 import torch
 
 from mgrpo.core.losses import policy_loss
-from mgrpo.parallel.distributed import SCORE_METHOD, DistContext, all_reduce, all_reduce_grads_
+from mgrpo.parallel.distributed import DistContext, all_reduce, all_reduce_grads_
+from mgrpo.parallel.fsdp import SCORE_METHOD
 from mgrpo.rollout import RolloutBatch, score_responses
 from mgrpo.train.types import LossSet, StepBatch, StepModels, UpdateSettings
 

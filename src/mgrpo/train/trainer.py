@@ -8,36 +8,27 @@ restored model/optimizer/scheduler state, so `--resume` continues bit-exactly on
 Run directory:
     config.yaml          the fully resolved config
     metrics.jsonl        one JSON object per step (flushed + fsynced each step)
-    checkpoints/step-N/  see `checkpoint.py`
+    checkpoints/step-N/  what it holds: `resume.py`; the file format: `checkpoint.py`
     tensorboard/         the same scalars for TensorBoard (trainer.report_to)
     trackers.json        W&B / MLflow run ids, so --resume continues those runs (`trackers.py`)
 """
 
 from __future__ import annotations
 
-import random
 import signal
 import sys
 import threading
-import warnings
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from mgrpo.config import Config, config_to_dict
 from mgrpo.parallel import distributed as D
-from mgrpo.train.checkpoint import (
-    latest_checkpoint,
-    load_tensors,
-    new_tmp_dir,
-    optimizer_from_files,
-    read_json,
-    save_checkpoint,
-)
+from mgrpo.train.checkpoint import latest_checkpoint
+from mgrpo.train.errors import TrainingError
 from mgrpo.train.metrics_writer import MetricsWriter
+from mgrpo.train.resume import print_summary, restore_run, save_run, warn_precision_change
 from mgrpo.train.samples import SamplesWriter
-from mgrpo.train.setup import Run, TrainingError, build_run
+from mgrpo.train.setup import Run, build_run
 from mgrpo.train.step import NonFiniteLossError, StepBatch, train_step
 from mgrpo.train.trackers import Trackers  # W&B / MLflow (trainer.report_to), rank 0 only
 from mgrpo.train.validation import run_validation
@@ -93,92 +84,6 @@ class _StopSignals:
         return TrainingInterrupted(f"stopped by {name} {what}; --resume continues", self.signum)
 
 
-def _restore(run: Run, ckpt: Path) -> dict[str, Any]:
-    """Load policy/momentum/optimizer/scheduler/RNG from a verified checkpoint."""
-    models = run.models
-    if models.dist.fsdp:  # sharded policy / optimizer / momentum, resharded to this world size
-        D.load_sharded(models.dist, ckpt, models.policy, models.optimizer, models.momentum)
-        models.after_update()  # refresh the generator copy
-    else:
-        _restore_replicated(run, ckpt)
-    state = read_json(ckpt / "trainer_state.json")
-    sched = dict(state["scheduler"])
-    sched["lr_lambdas"] = [None] * len(models.optimizer.param_groups)
-    models.scheduler.load_state_dict(sched)
-    torch.set_rng_state(load_tensors(ckpt / "rng.safetensors")["torch"])
-    random.setstate(tuple(_tuplify(state["python_rng"])))
-    return state
-
-
-def _restore_replicated(run: Run, ckpt: Path) -> None:
-    models = run.models
-    try:
-        run.layout.load_weights(models.policy, ckpt)
-    except ValueError as exc:  # the checkpoint does not fit this model
-        raise TrainingError(str(exc)) from None
-    if models.after_update is not None:  # mixed precision: the bf16 copy from the master
-        models.after_update()
-    if models.momentum is not None:
-        models.momentum.load_state_dict(load_tensors(ckpt / "momentum.safetensors"))
-    if not (ckpt / "optimizer.json").is_file():
-        raise TrainingError(f"{ckpt}: no optimizer.json; it was written with FSDP "
-                            f"(resume it with distributed.fsdp=true)")
-    meta = read_json(ckpt / "optimizer.json")
-    models.optimizer.load_state_dict(
-        optimizer_from_files(load_tensors(ckpt / "optimizer.safetensors"), meta)
-    )
-
-
-def _warn_precision_change(run: Run, saved: dict[str, str] | None, ckpt: Path) -> None:
-    """Say so when `auto` device/dtype resolve differently from the run being resumed."""
-    if saved is None or run.precision is None:
-        return
-    now = run.precision.describe()
-    changed = [f"{k} {saved[k]} -> {now[k]}" for k in now if k in saved and saved[k] != now[k]]
-    if changed:
-        message = (f"mgrpo: WARNING: resuming {ckpt} with different precision/device "
-                   f"({', '.join(changed)}; model.dtype={run.cfg.model.dtype}, "
-                   f"model.device={run.cfg.model.device}); the run continues, not bit-exactly")
-        warnings.warn(message, stacklevel=2)
-        D.rank_print(run.models.dist, message)
-
-
-def _tuplify(x: Any) -> Any:
-    return tuple(_tuplify(v) for v in x) if isinstance(x, list) else x
-
-
-def _save(run: Run, step: int, extra: dict[str, Any]) -> Path:
-    models, ctx = run.models, run.models.dist
-    root = run.run_dir / "checkpoints"
-    sched = {k: v for k, v in models.scheduler.state_dict().items() if k != "lr_lambdas"}
-    state = {"step": step, "scheduler": sched, "python_rng": random.getstate(), **extra}
-    extra_tensors = {"rng.safetensors": {"torch": torch.get_rng_state()},
-                     **run.layout.checkpoint_tensors(models.policy)}
-    if run.precision is not None:
-        state["precision"] = run.precision.describe()
-    tmp = None
-    if ctx.fsdp:  # every rank writes its shards into rank 0's temp dir, then rank 0 finishes
-        tmp = D.broadcast_object(ctx, new_tmp_dir(root, step) if ctx.is_main else None)
-        D.save_sharded(ctx, tmp, models.policy, models.optimizer, models.momentum)
-        D.barrier(ctx, "sharded checkpoint save")
-    path = root / f"step-{step}"
-    if ctx.is_main:
-        path = save_checkpoint(
-            root,
-            step,
-            model=run.layout.export_model(models.policy),
-            tokenizer=models.tokenizer,
-            optimizer=None if ctx.fsdp else models.optimizer,
-            trainer_state=state,
-            momentum=models.momentum.state_dict() if models.momentum and not ctx.fsdp else None,
-            keep_last=run.cfg.trainer.keep_last,
-            extra_tensors=extra_tensors,
-            tmp_dir=tmp,
-        )
-    D.barrier(ctx, "checkpoint")  # nobody runs ahead of a checkpoint rank 0 is still writing
-    return path
-
-
 # ------------------------------------------------------------------------------ the loop
 
 
@@ -189,23 +94,27 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False) -> Path:
     TrainingInterrupted (a KeyboardInterrupt) is raised; a second signal abandons the step.
     A signal during the last step lets the run finish normally."""
     with _StopSignals() as signals:
-        return _train(cfg, run_dir, resume=resume, signals=signals)
+        run_dir = Path(run_dir)
+        run = build_run(cfg, run_dir, resume)
+        # an error on this rank alone tears its process group down, so the other ranks stop
+        # now instead of waiting in their next collective until distributed.timeout_s
+        with D.stop_peers_on_error(run.models.dist):
+            return _train(run, cfg, run_dir, resume=resume, signals=signals)
 
 
-def _train(cfg: Config, run_dir: str | Path, *, resume: bool, signals: _StopSignals) -> Path:
-    run_dir = Path(run_dir)
-    run = build_run(cfg, run_dir, resume)
+def _train(run: Run, cfg: Config, run_dir: Path, *, resume: bool, signals: _StopSignals) -> Path:
     ctx = run.models.dist  # rank 0 writes metrics, TensorBoard and checkpoints
     log = MetricsWriter(run_dir, tensorboard=ctx.is_main and "tensorboard" in cfg.trainer.report_to)
     start, bad_steps = 0, 0
     summary: dict[str, Any] = {}
+    last: Path | None = None  # the newest verified checkpoint: restored, or written here
     if resume:
-        ckpt = latest_checkpoint(run_dir / "checkpoints")
+        ckpt = last = latest_checkpoint(run_dir / "checkpoints")
         if ckpt is None:
             D.rank_print(ctx, f"mgrpo: no complete checkpoint in {run_dir}; starting from step 0")
         else:
-            state = _restore(run, ckpt)
-            _warn_precision_change(run, state.get("precision"), ckpt)
+            state = restore_run(run, ckpt)
+            warn_precision_change(run, state.get("precision"), ckpt)
             start, bad_steps = state["step"], state.get("bad_steps", 0)
             summary = state.get("summary", {})
             D.rank_print(ctx, f"mgrpo: resumed from {ckpt} (step {start})")
@@ -284,7 +193,7 @@ def _train(cfg: Config, run_dir: str | Path, *, resume: bool, signals: _StopSign
             if is_last or stop or pause or signalled or (
                 cfg.trainer.save_every and step % cfg.trainer.save_every == 0
             ):
-                _save(run, step, {"bad_steps": bad_steps, "summary": summary})
+                last = save_run(run, step, {"bad_steps": bad_steps, "summary": summary})
             if stop:
                 raise TrainingError(f"stopped by the collapse alarm at step {step}: {alarm.reason}")
             if signalled:
@@ -298,7 +207,7 @@ def _train(cfg: Config, run_dir: str | Path, *, resume: bool, signals: _StopSign
         trackers.close()
         run.models.checker.close()
     if ctx.is_main:
-        _print_summary(run, summary)
+        print_summary(run, summary, last)
     D.shutdown(ctx)
     return run_dir
 
@@ -318,22 +227,3 @@ def _postfix(metrics: dict[str, Any]) -> dict[str, str]:
              "val/accuracy": "val"}
     return {short: f"{metrics[k]:.3f}" for k, short in shown.items()
             if isinstance(metrics.get(k), float)}
-
-
-def _print_summary(run: Run, summary: dict[str, Any]) -> None:
-    before, after = summary.get("before"), summary.get("after")
-    lines = []
-    if before or after:
-        keys = [k for k in ("accuracy", "maj@k", "entropy") if k in (after or before or {})]
-        lines.append("| metric | before | after |")
-        lines.append("|---|---|---|")
-        for key in keys:
-            b = f"{before[key]:.3f}" if before and key in before else "-"
-            a = f"{after[key]:.3f}" if after and key in after else "-"
-            lines.append(f"| val {key} | {b} | {a} |")
-    ckpt = latest_checkpoint(run.run_dir / "checkpoints")
-    lines.append(f"run directory: {run.run_dir}")
-    lines.append(f"checkpoint:    {ckpt}")
-    if "tensorboard" in run.cfg.trainer.report_to:
-        lines.append(f"tensorboard:   tensorboard --logdir {run.run_dir / 'tensorboard'}")
-    print("\n".join(lines), file=sys.stderr)
