@@ -152,10 +152,11 @@ def step_metrics(inputs: dict[str, Any], M: int) -> dict[str, Any]:
         out["policy/accuracy"] = _mean(inputs["policy_correct"])
         if inputs["label_correct"] is not None:
             out["label/accuracy"] = _mean(inputs["label_correct"])
+    n_policy = inputs.get("n_policy")  # (the diagnostics' inputs are optional in the dict)
     out.update(pool_diagnostics(
-        ties=inputs["ties"] if votes else None, keep=inputs["keep"],
-        n_policy=inputs["n_policy"][0] if inputs["n_policy"] else M, rewards=rewards,
-        pool_correct=inputs["pool_correct"], majority_correct=inputs["majority_correct"]))
+        ties=inputs.get("ties") if votes else None, keep=inputs["keep"],
+        n_policy=n_policy[0] if n_policy else M, rewards=rewards,
+        pool_correct=inputs.get("pool_correct"), majority_correct=inputs.get("majority_correct")))
     if inputs.get("dynamic_filtered") is not None:
         out["dynamic/filtered_fraction"] = _mean(inputs["dynamic_filtered"])
     if inputs.get("overlong_penalty") is not None:
