@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-STAGES = ("generate", "score", "advantage", "train", "sync", "ema", "step")
+STAGES = ("generate", "vote", "reward", "logprobs", "train", "sync", "ema", "step")
 CONFIGS = {
     "plain": [],
     "lora": ["model.lora.r=16", "model.lora.alpha=32"],

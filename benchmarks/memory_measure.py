@@ -10,8 +10,10 @@ reset: startup (`shard_run_models` from a host fp32 model), rollout (`generate_j
 `--prompts` prompts x 24 policy + 8 momentum rows, prompt 512 + `--new-tokens`, no stop
 token so every row runs to the end), scoring (no-grad `logp_old` pass of one micro-batch),
 train (forward + backward of one micro-batch), optimizer (AdamW step), ema (momentum update +
-generator refresh). Prints one JSON object: per stage measured / predicted GiB and the
-ratio. `--device cpu` runs the same code without measuring (a smoke test of this script).
+generator refresh). Prints one JSON object: per stage measured / predicted GiB, the ratio
+and the seconds, and the rollout's decode chunking (prompts per decode loop under the KV
+budget, loops). `--device cpu` runs the same code without measuring memory (a smoke test of
+this script); `--model smoke` is a 2-layer Qwen3 of the same kind for that.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import argparse
 import dataclasses
 import json
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -29,6 +32,9 @@ from memory_model import GIB, QWEN3, RunShape, stage_peaks  # noqa: E402
 
 MICRO_BATCH = 8
 POLICY_ROWS, MOMENTUM_ROWS = 24, 8
+SHAPES = {**QWEN3, "smoke": dataclasses.replace(
+    QWEN3["qwen3-0.6b"], name="smoke", hidden=64, layers=2, heads=4, kv_heads=2, head_dim=16,
+    intermediate=192, vocab=512)}
 
 
 def build_model(shape, seed: int = 0):
@@ -48,20 +54,24 @@ def build_model(shape, seed: int = 0):
 
 
 class Meter:
-    """Peak allocated bytes per stage on CUDA (None elsewhere)."""
+    """Peak allocated bytes per stage on CUDA (None elsewhere) and seconds per stage."""
 
     def __init__(self, device: torch.device) -> None:
         self.cuda = device.type == "cuda"
         self.peaks: dict[str, int | None] = {}
+        self.seconds: dict[str, float] = {}
+        self.t0 = 0.0
 
     def start(self) -> None:
         if self.cuda:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
+        self.t0 = time.perf_counter()
 
     def stop(self, stage: str) -> None:
         if self.cuda:
             torch.cuda.synchronize()
+        self.seconds[stage] = time.perf_counter() - self.t0
         self.peaks[stage] = torch.cuda.max_memory_allocated() if self.cuda else None
 
 
@@ -72,7 +82,7 @@ def measure(args) -> dict:
     from mgrpo.train.momentum import ShardedMomentum
 
     device = torch.device(args.device)
-    shape = QWEN3[args.model]
+    shape = SHAPES[args.model]
     if args.layers:
         shape = dataclasses.replace(shape, layers=args.layers)
     ctx = init_distributed(fsdp=True, device=args.device, timeout_s=600)
@@ -94,6 +104,9 @@ def measure(args) -> dict:
                             stop_token_ids=())
     pe = make_engine("fast", models.policy_full, pad_token_id=0)
     me = make_engine("fast", models.momentum_generator, pad_token_id=0)
+    per_loop = pe.plan_chunks(prompts, [POLICY_ROWS, MOMENTUM_ROWS], args.new_tokens)
+    chunking = {"prompts": len(prompts), "prompts_per_loop": per_loop,
+                "loops": -(-len(prompts) // per_loop)}
     meter.start()
     batches = pe.generate_joint(prompts, [(pe, POLICY_ROWS, params), (me, MOMENTUM_ROWS, params)])
     meter.stop("rollout")
@@ -125,20 +138,21 @@ def measure(args) -> dict:
     predicted = {s: sum(t.values()) for s, t in stage_peaks(shape, run).items()}
     out = {"model": shape.name, "layers": shape.layers, "device": str(device),
            "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None,
-           "stages": {}}
+           "decode_chunking": chunking, "stages": {}}
     for stage, peak in meter.peaks.items():
         pred = predicted[stage]
         out["stages"][stage] = {
             "measured_gib": None if peak is None else round(peak / GIB, 3),
             "predicted_gib": round(pred / GIB, 3),
             "measured_over_predicted": None if peak is None else round(peak / pred, 3),
+            "seconds": round(meter.seconds[stage], 3),
         }
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", choices=sorted(QWEN3), default="qwen3-0.6b")
+    parser.add_argument("--model", choices=sorted(SHAPES), default="qwen3-0.6b")
     parser.add_argument("--layers", type=int, default=None, help="decoder layers (default: all)")
     parser.add_argument("--prompts", type=int, default=1)
     parser.add_argument("--new-tokens", type=int, default=3072)

@@ -26,7 +26,7 @@ from mgrpo.config import apply_overrides, config_from_dict, load_recipe
 from mgrpo.train.step import StepBatch, train_step
 from mgrpo.train.trainer import build_run
 
-STAGES = ("generate", "score", "advantage", "train", "ema", "step")
+STAGES = ("generate", "vote", "reward", "logprobs", "train", "ema", "step")
 
 
 def build(preset: str, args: argparse.Namespace, root: Path):

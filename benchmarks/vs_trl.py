@@ -56,7 +56,7 @@ SHAPES: dict[str, dict[str, int]] = {
     "small": dict(hidden_size=256, num_layers=4, num_heads=8, num_kv_heads=4, intermediate_size=688),
 }
 PRESETS = ("m-grpo", "srt")
-STAGES = ("generate", "score", "advantage", "train", "ema")
+STAGES = ("generate", "vote", "reward", "logprobs", "train", "ema")
 TARGET_RATIO = 0.7  # target: m-grpo step <= 0.7x TRL's GRPO step
 
 

@@ -56,11 +56,11 @@ def synthetic_records(
             "grad_norm": float(abs(rng.normal(1, 0.1))),
             "lr": 1e-6,
             "time/generate": float(1.0 + abs(rng.normal(0, 0.1))),
-            "time/score": float(0.3 + abs(rng.normal(0, 0.03))),
+            "time/vote": float(0.3 + abs(rng.normal(0, 0.03))),
             "time/train": float(0.8 + abs(rng.normal(0, 0.05))),
             "time/ema": 0.01,
         }
-        r["time/step"] = r["time/generate"] + r["time/score"] + r["time/train"] + r["time/ema"]
+        r["time/step"] = r["time/generate"] + r["time/vote"] + r["time/train"] + r["time/ema"]
         if labels:
             r["label/accuracy"] = float(np.clip(val + 0.1 + rng.normal(0, 0.05), 0, 1))
             r["policy/accuracy"] = float(np.clip(val + rng.normal(0, 0.05), 0, 1))

@@ -14,11 +14,11 @@ from mgrpo.rollout import RolloutBatch, SamplingParams, make_engine
 from mgrpo.rollout.memory import (
     GIB,
     budget_bytes,
-    chunk_seed,
     cuda_available_bytes,
     kv_shape,
     prompts_per_chunk,
 )
+from mgrpo.seeds import chunk_seed
 
 TOK = build_char_tokenizer()
 PROMPTS = ["1+2=", "hello world, x", "a", "What is 7*6? Answer:", "zz top"]

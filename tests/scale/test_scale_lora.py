@@ -124,7 +124,7 @@ def test_export_merges_or_saves_adapters(tmp_path, mode):
             if p.requires_grad:
                 p.normal_(0, 0.05, generator=torch.Generator().manual_seed(0))
     out = tmp_path / "export"
-    run.layout.export_model(models.policy).save_pretrained(out)  # what checkpoints write
+    run.layout.lora_export.save_pretrained(out)  # what checkpoints write
     ids = torch.tensor([[5, 6, 7, 8, 9]])
     with torch.no_grad():
         expected = models.policy(input_ids=ids).logits
@@ -135,7 +135,7 @@ def test_export_merges_or_saves_adapters(tmp_path, mode):
             torch.testing.assert_close(loaded(input_ids=ids).logits, expected, rtol=1e-4, atol=1e-5)
     else:
         assert (out / "adapter_model.safetensors").is_file() and (out / "adapter_config.json").is_file()
-        assert isinstance(run.layout.export_model(models.policy), LoraExport)
+        assert isinstance(run.layout.lora_export, LoraExport)
 
 
 def test_lora_resume_restores_adapters(tmp_path):

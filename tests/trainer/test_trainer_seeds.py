@@ -1,5 +1,4 @@
-"""The one home of seeds (mgrpo.seeds): values pinned, the decode-chunk mixer equal to the
-engine's, and generate_groups' separate path equal to direct engine calls."""
+"""The one home of seeds (mgrpo.seeds): values pinned (the decode-chunk mixer's too), and generate_groups' separate path equal to direct engine calls."""
 
 from __future__ import annotations
 
@@ -11,7 +10,6 @@ from mgrpo.models.tiny import build_tiny_model
 from mgrpo.models.tokenizer import build_char_tokenizer
 from mgrpo.rollout import SamplingParams, make_engine
 from mgrpo.rollout.groups import generate_groups, joint_decode
-from mgrpo.rollout.memory import chunk_seed
 
 
 def test_seed_values_are_pinned():
@@ -20,9 +18,10 @@ def test_seed_values_are_pinned():
         3 * 1_000_003 + 2 * 7_919 + 104_729 + 5 * 15_485_863) % (2**31 - 1)
     assert (seeds.POLICY_STREAM, seeds.MOMENTUM_STREAM, seeds.VALIDATION_STREAM) == (0, 1, 99)
     assert seeds.epoch_seed(2, 3) == 20_017
-    for seed in (0, 5, 123_456_789):
-        for index in range(20):
-            assert seeds.chunk_seed(seed, index) == chunk_seed(seed, index)
+    # the decode-chunk mixer's values (SplitMix64 of (seed, index); chunk 0 keeps the seed)
+    assert [seeds.chunk_seed(5, i) for i in range(4)] == [
+        5, 1_812_625_897_064_547_318, 2_856_144_538_478_753_286, 1_629_450_011_634_527_727]
+    assert seeds.chunk_seed(123_456_789, 7) == 2_663_451_653_759_274_285
 
 
 def test_generate_groups_separate_calls_and_bad_groups():

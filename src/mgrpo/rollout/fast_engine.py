@@ -81,9 +81,10 @@ from mgrpo.rollout.decoder import (
     unsupported_reason,
 )
 from mgrpo.rollout.hf_engine import left_pad
-from mgrpo.rollout.memory import budget_bytes, chunk_seed, plan_prompts
+from mgrpo.rollout.memory import budget_bytes, plan_prompts
 from mgrpo.rollout.params import SamplingParams
 from mgrpo.rollout.sampling import sample_tokens
+from mgrpo.seeds import chunk_seed
 
 DEFAULT_CHECK_EVERY = 8  # decode steps between host reads of the finished flags
 DEFAULT_COMPACT_RATIO = 0.75  # compact when active rows <= ratio * current batch

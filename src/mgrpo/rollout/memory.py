@@ -15,7 +15,7 @@ memory available at call time (`cuda_available_bytes`: the driver's free memory 
 PyTorch's caching allocator has reserved but not allocated, tens of GB after a backward),
 and on CPU no limit (one loop, as without a budget).
 
-Splitting: chunk 0 samples with the call's seed and chunk c > 0 with `chunk_seed(seed, c)`,
+Splitting: chunk 0 samples with the call's seed and chunk c > 0 with `mgrpo.seeds.chunk_seed(seed, c)`,
 so when everything fits in one chunk the samples are exactly the unsplit ones. A split changes
 the samples: the sampler draws one uniform per live row per step from ONE generator, so a
 row's draws depend on which rows share its loop. Split results equal the concatenation of
@@ -33,7 +33,6 @@ GIB = 1 << 30
 FREE_FRACTION = 0.8  # share of free CUDA memory one decode loop may plan for, without a budget
 SAMPLER_COPIES = 6  # (B, V) fp32 tensors alive in a decode step: logits, log-softmax, p, ...
 PREFILL_COPIES = 4  # (Lp, hidden-or-intermediate) activations alive per layer in prefill
-_MIX = 0x9E3779B97F4A7C15  # golden-ratio constant of SplitMix64
 
 
 @dataclass(frozen=True)
@@ -124,14 +123,3 @@ def plan_prompts(config, dtype: torch.dtype, device: torch.device, kv_cache_gb: 
     per_prompt = kv_shape(config, dtype).prompt_bytes(sum(counts), len(counts), longest, new)
     budget = budget_bytes(kv_cache_gb, device, held)
     return prompts_per_chunk(per_prompt, budget, len(prompts))
-
-
-def chunk_seed(seed: int, index: int) -> int:
-    """Seed of prompt chunk `index`: `seed` itself for chunk 0 (unsplit calls unchanged), a
-    SplitMix64 mix of (seed, index) otherwise (63 bits, never equal to a nearby seed + b)."""
-    if index == 0:
-        return seed
-    z = (seed * _MIX + index * 0xBF58476D1CE4E5B9) & ((1 << 64) - 1)
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & ((1 << 64) - 1)
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & ((1 << 64) - 1)
-    return (z ^ (z >> 31)) >> 1

@@ -75,7 +75,7 @@ def _hf_model(run: Run) -> Any:
     """What the checkpoint's HF directory is written from (`save_pretrained`): the LoRA
     export (merged weights or adapters), the compute-dtype policy copy, or the policy."""
     if isinstance(run.layout, LoraLayout):
-        return run.layout.roles.lora_export
+        return run.layout.lora_export
     return run.layout.roles.policy_full or run.models.policy
 
 

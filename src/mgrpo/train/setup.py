@@ -48,7 +48,7 @@ class Run:
     models: StepModels
     train_set: PromptSet
     val_records: list[PromptRecord]
-    alarm: Any
+    alarm: CollapseAlarm
     precision: Precision
     layout: ModelLayout
 

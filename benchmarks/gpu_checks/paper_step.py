@@ -1,0 +1,43 @@
+"""Check 5: one paper-shaped training step of the 0.6B random model, measured memory per
+stage next to the memory model's (`benchmarks/memory_model.py`), stage times and the decode
+chunking (`benchmarks/memory_measure.py`: FSDP2 over one rank, 24 policy + 8 momentum rows
+of one 512-token prompt + NEW_TOKENS new tokens, no stop token, one micro-batch of 8).
+
+Asserts every stage ran, and on a GPU that no stage's measured peak exceeds RATIO_MAX x the
+model's prediction (an under-estimate is what runs out of memory) and the rollout ran in
+one decode loop on an empty GPU. On CPU (smoke): a 2-layer Qwen3 of the same kind, 16 new
+tokens, no memory measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from gpu_checks.common import DEVICE, SMOKE, Check, main
+
+NEW_TOKENS = 1024
+RATIO_MAX = 1.5
+
+
+def body(check: Check) -> None:
+    import memory_measure
+
+    args = argparse.Namespace(model="smoke" if SMOKE else "qwen3-0.6b", layers=None, prompts=1,
+                              new_tokens=16 if SMOKE else NEW_TOKENS, device=DEVICE)
+    out = memory_measure.measure(args)
+    check.record(**out)
+    stages = out["stages"]
+    want = ["startup", "rollout", "scoring", "train", "optimizer", "ema"]
+    check.expect("every_stage_ran", all(s in stages for s in want), sorted(stages), want)
+    if SMOKE:
+        return
+    for stage, figures in stages.items():
+        ratio = figures["measured_over_predicted"]
+        check.expect(f"{stage}_memory_within_model", ratio is not None and ratio <= RATIO_MAX,
+                     ratio, f"<= {RATIO_MAX} x predicted")
+    check.expect("rollout_in_one_loop", out["decode_chunking"]["loops"] == 1,
+                 out["decode_chunking"]["loops"], 1)
+
+
+if __name__ == "__main__":
+    main("paper_step", body)
