@@ -87,6 +87,9 @@ class AlgorithmConfig:
     random_p: float = _doc(0.5, "preset random: the Bernoulli reward probability, in [0, 1]")
     rent_tokens: int = _doc(16, "preset rent: the last response tokens whose entropy is the "
                             "reward, >= 1")
+    kl_to_teacher: bool = _doc(False, "the k3 KL term goes to the momentum model (co-rewarding-ii's "
+                               "teacher) instead of the frozen initial model; needs N > 0, "
+                               "full weights and kl_coef > 0")
     teacher_alpha: list[float] = _doc(
         None, "preset co-rewarding-ii: [alpha_start, alpha_end] of the teacher's cosine EMA "
         "schedule m = 1 - alpha(t) over trainer.max_steps (Co-rewarding-II's script: "
@@ -167,5 +170,7 @@ class AlgorithmConfig:
                "must be >= 1 or null")
         _check(0.0 <= self.random_p <= 1.0, "algorithm.random_p", "must be in [0, 1]")
         _check(self.rent_tokens >= 1, "algorithm.rent_tokens", "must be >= 1")
+        _check(not self.kl_to_teacher or self.kl_coef > 0, "algorithm.kl_to_teacher",
+               "needs algorithm.kl_coef > 0 (the KL term it redirects)")
         _check(len(self.teacher_alpha) == 2 and all(0.0 <= a <= 1.0 for a in self.teacher_alpha),
                "algorithm.teacher_alpha", "must be [alpha_start, alpha_end], each in [0, 1]")

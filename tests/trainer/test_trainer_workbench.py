@@ -273,3 +273,29 @@ def test_samples_log_through_training_and_resume(tmp_path):
     assert [json.loads(x)["step"] for x in lines] == [2, 2, 4, 4]
     train(cfg, tmp_path / "run", resume=True)  # already at the end: nothing is duplicated
     assert (tmp_path / "run" / "samples.jsonl").read_text().splitlines() == lines
+
+
+def test_kl_to_teacher_scores_the_reference_with_the_momentum_model(tmp_path):
+    import mgrpo.train.step_updates as updates
+
+    cfg = _cfg(preset="co-rewarding-ii", momentum_rollouts=2, kl_to_teacher=True)
+    run = build_run(cfg, tmp_path / "run")
+    records, ids = run.train_set.batch(1, 1)
+    run.models.policy_engine = ScriptedEngine(run.models.tokenizer, [[SEVEN] * 4 + [FIVE] * 4],
+                                              [[1.0] * 8])
+    run.models.momentum_engine = ScriptedEngine(run.models.tokenizer, [[FIVE] * 2], [[1.0] * 2])
+    scored, real = [], updates.score
+
+    def spying(model, *args, **kwargs):
+        scored.append(model)
+        return real(model, *args, **kwargs)
+
+    updates.score = spying
+    try:
+        train_step(run.models, StepBatch(ids, [None]), cfg, run.spec, 1)
+    finally:
+        updates.score = real
+    assert any(m is run.models.momentum.generator for m in scored)
+    assert all(m is not run.models.reference for m in scored)
+    with pytest.raises(ValueError, match="kl_to_teacher: preset srt samples no momentum"):
+        build_run(_cfg(preset="srt", kl_to_teacher=True), tmp_path / "srt")

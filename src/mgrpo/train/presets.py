@@ -72,6 +72,7 @@ class AlgorithmSpec:
     overlong_cache: int | None = None  # DAPO soft overlong penalty band (None = off)
     random_p: float = 0.5  # preset random
     rent_tokens: int = 16  # preset rent
+    kl_to_teacher: bool = False  # the KL term goes to the momentum model, not the initial one
 
     def momentum_at(self, step: int, total_steps: int) -> float:
         """The EMA momentum of step `step`: `momentum`, or the cosine schedule's."""
@@ -190,6 +191,7 @@ def _options(spec: AlgorithmSpec, cfg: AlgorithmConfig) -> AlgorithmSpec:
         overlong_cache=cfg.overlong_cache,
         random_p=cfg.random_p,
         rent_tokens=cfg.rent_tokens,
+        kl_to_teacher=cfg.kl_to_teacher,
     )
 
 
@@ -201,4 +203,8 @@ def resolve_algorithm(cfg: AlgorithmConfig) -> AlgorithmSpec:
         raise ValueError(
             f"unknown preset {cfg.preset!r}; valid presets: {', '.join(PRESETS)}"
         ) from None
-    return _options(build(cfg), cfg)
+    spec = _options(build(cfg), cfg)
+    if spec.kl_to_teacher and not spec.uses_momentum_model:
+        raise ValueError(f"algorithm.kl_to_teacher: preset {spec.name} samples no momentum "
+                         "(teacher) rollouts, so there is no teacher to take the KL to")
+    return spec

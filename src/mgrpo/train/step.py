@@ -38,6 +38,7 @@ ranks so the summed gradient equals the 1-rank gradient, and the metrics are com
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from typing import Any
@@ -123,7 +124,7 @@ def train_step(models: StepModels, batch: StepBatch, cfg: Config, spec: Algorith
         advantages = get_advantage_estimator(spec.advantage)(rewards, in_loss)  # (B, M)
     ls = loss_set(train, in_loss, advantages)  # rows outside the loss set are never forwarded
     with timer("logprobs"):  # before any update; logp_old only when U > 1 (else: detached logp)
-        logp_old, logp_ref = frozen_logprobs(models, batch, settings, ls)
+        logp_old, logp_ref = frozen_logprobs(_kl_target(models, spec), batch, settings, ls)
 
     stats = LossStats()
     for update in range(settings.updates_per_step):  # U GRPO updates, each on B / U prompts
@@ -209,6 +210,21 @@ def _answers(tokenizer: Any, rollouts: RolloutBatch, B: int, kind: str
     per = len(flat) // B
     return ([texts[b * per : (b + 1) * per] for b in range(B)],
             [flat[b * per : (b + 1) * per] for b in range(B)])
+
+
+def _kl_target(models: StepModels, spec: AlgorithmSpec) -> StepModels:
+    """The models whose `reference` the KL term reads: the momentum (teacher) model's
+    generator under `spec.kl_to_teacher` (Co-rewarding-II's KL to the teacher), else the
+    frozen initial model."""
+    if not spec.kl_to_teacher:
+        return models
+    teacher = getattr(models.momentum, "generator", None)
+    if teacher is None:
+        raise ValueError("algorithm.kl_to_teacher needs a momentum model with a generator "
+                         f"(this layout's momentum is {type(models.momentum).__name__})")
+    # LoRA: the generator is the shared policy; the momentum adapters are swapped in to score
+    scope = getattr(models.momentum, "swapped_in", None)
+    return dataclasses.replace(models, reference=teacher, reference_scope=scope)
 
 
 def _sample_records(models: StepModels, batch: StepBatch, rollouts: Rollouts,
