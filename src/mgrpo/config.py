@@ -23,11 +23,15 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from mgrpo.config_algorithm import (  # noqa: F401 - re-exported: mgrpo.config names every section
+    AlgorithmConfig,
+    RewardTerm,
+    default_momentum_rollouts,
+)
 from mgrpo.config_sections import (  # noqa: F401 - re-exported: mgrpo.config names every section
     DOC,
     MATH_SUFFIX,
     TRACKERS,
-    AlgorithmConfig,
     ConfigError,
     DataConfig,
     DiagnosticsConfig,
@@ -40,7 +44,6 @@ from mgrpo.config_sections import (  # noqa: F401 - re-exported: mgrpo.config na
     TrainerConfig,
     ValidationConfig,
     _check,
-    default_momentum_rollouts,
     field_docs,
 )
 

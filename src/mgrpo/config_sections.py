@@ -173,88 +173,6 @@ class DataConfig:
         _check(self.limit is None or self.limit >= 1, "data.limit", "must be >= 1 or null")
 
 
-def default_momentum_rollouts(rollouts: int) -> int:
-    """m-grpo's N when `algorithm.momentum_rollouts` is null: G // 4 (paper: N = G/4)."""
-    return rollouts // 4
-
-
-@dataclass(frozen=True)
-class AlgorithmConfig:
-    """Which algorithm and its knobs (docs/design.md §3); `mgrpo.train.presets` resolves
-    them into an `AlgorithmSpec`. Presets other than m-grpo ignore N and the IQR filter."""
-
-    preset: str = _doc("m-grpo", "the algorithm: a name in `mgrpo.train.presets.PRESETS` "
-                       "(m-grpo | srt | ttrl | intuitor | grpo)")
-    rollouts: int = _doc(32, "G, rollouts per prompt, >= 2 (paper Table 4: 32)")
-    momentum_rollouts: int | None = _doc(
-        None, "N, momentum-model rollouts per prompt (m-grpo), 0 <= N < G with G - N >= 2; "
-        "null = G // 4 (paper: N = G/4 = 8); the policy samples M = G - N")
-    momentum: float = _doc(0.99, "m of the EMA theta_k <- m theta_k + (1 - m) theta_q, in "
-                           "[0, 1] (paper: 0.99)")
-    iqr_k: float | None = _doc(0.75, "k of the IQR entropy filter keep = H >= q1 - k (q3 - q1), "
-                               ">= 0; null = off (paper: 0.75)")
-    filter_scope: str = _doc("vote+loss", "what the IQR filter removes rollouts from: vote | "
-                             "vote+loss (paper: both)")
-    min_vote_share: float = _doc(0.0, "a vote whose winner has a smaller share gives no label, "
-                                 "in [0, 1] (SRT's consistency threshold; 0 = off)")
-    ttrl_vote_rollouts: int | None = _doc(
-        None, "TTRL: policy samples that vote, >= G (null = 2 G; TTRL: vote over 64, train on 32)")
-    advantage: str = _doc("grpo", "group advantage estimator: a name in "
-                          "`mgrpo.core.advantages.ADVANTAGE_ESTIMATORS` (grpo | rloo | dr_grpo)")
-    loss_agg: str = _doc("token-mean", "loss aggregation: a name in "
-                         "`mgrpo.core.losses.LOSS_AGGREGATIONS` (token-mean as in verl; "
-                         "seq-mean-token-mean: GRPO paper; seq-mean-token-sum-norm: Dr. GRPO)")
-    clip: float = _doc(0.2, "PPO clip range epsilon, in (0, 1) (paper Table 4: 0.2)")
-    kl_coef: float = _doc(0.005, "beta of the k3 KL to the frozen initial model, >= 0; 0 = no "
-                          "reference model (paper Table 4: 0.005)")
-
-    def __post_init__(self) -> None:
-        # lazy, start-up: the registry imports torch (importing the config stays light)
-        from mgrpo.core.advantages import ADVANTAGE_ESTIMATORS
-
-        # lazy, start-up: the registry imports torch (importing the config stays light)
-        from mgrpo.core.losses import LOSS_AGGREGATIONS
-
-        # lazy, cycle: the presets registry imports this module
-        from mgrpo.train.presets import PRESETS
-
-        _one_of(self.preset, "algorithm.preset", list(PRESETS))
-        _check(self.rollouts >= 2, "algorithm.rollouts", f"G must be >= 2, got {self.rollouts}")
-        if self.momentum_rollouts is not None:
-            _check(
-                0 <= self.momentum_rollouts < self.rollouts,
-                "algorithm.momentum_rollouts",
-                f"N must satisfy 0 <= N < G = {self.rollouts}, got {self.momentum_rollouts}",
-            )
-            _check(
-                self.rollouts - self.momentum_rollouts >= 2,
-                "algorithm.momentum_rollouts",
-                "G - N (policy rollouts) must be >= 2",
-            )
-        _check(
-            self.preset != "m-grpo" or self.momentum_rollouts is not None
-            or default_momentum_rollouts(self.rollouts) >= 1,
-            "algorithm.rollouts",
-            f"m-grpo with G = {self.rollouts} gives N = G // 4 = "
-            f"{default_momentum_rollouts(self.rollouts)} momentum rollouts (no momentum "
-            f"model); use G >= 4 or set algorithm.momentum_rollouts explicitly",
-        )
-        _check(0.0 <= self.momentum <= 1.0, "algorithm.momentum", "must be in [0, 1]")
-        _check(self.iqr_k is None or self.iqr_k >= 0, "algorithm.iqr_k", "must be >= 0 or null")
-        _one_of(self.filter_scope, "algorithm.filter_scope", ["vote", "vote+loss"])
-        _check(0.0 <= self.min_vote_share <= 1.0, "algorithm.min_vote_share", "must be in [0, 1]")
-        if self.ttrl_vote_rollouts is not None:
-            _check(
-                self.ttrl_vote_rollouts >= self.rollouts,
-                "algorithm.ttrl_vote_rollouts",
-                f"must be >= algorithm.rollouts = {self.rollouts}",
-            )
-        _one_of(self.advantage, "algorithm.advantage", list(ADVANTAGE_ESTIMATORS))
-        _one_of(self.loss_agg, "algorithm.loss_agg", list(LOSS_AGGREGATIONS))
-        _check(0.0 < self.clip < 1.0, "algorithm.clip", "must be in (0, 1)")
-        _check(self.kl_coef >= 0.0, "algorithm.kl_coef", "must be >= 0")
-
-
 @dataclass(frozen=True)
 class GenerationConfig:
     """Sampling settings of the training rollouts."""
@@ -356,6 +274,9 @@ class TrainerConfig:
     run_name: str | None = _doc(None, "the run's name in the trackers (null = the run "
                                 "directory's name)")
     project: str = _doc("mgrpo", "the W&B project and the MLflow experiment")
+    log_samples_every: int = _doc(0, "write every K-th step's prompts and rollouts (text, answer, "
+                                  "reward, entropy, kept) to samples.jsonl, >= 0 (0 = off); "
+                                  "`mgrpo report` links a sample browser")
 
     def __post_init__(self) -> None:
         _check(self.max_steps >= 1, "trainer.max_steps", "must be >= 1")
@@ -371,6 +292,7 @@ class TrainerConfig:
         _check(self.eval_every >= 0, "trainer.eval_every", "must be >= 0")
         _check(self.max_bad_steps >= 1, "trainer.max_bad_steps", "must be >= 1")
         _check(self.threads >= 0, "trainer.threads", "must be >= 0")
+        _check(self.log_samples_every >= 0, "trainer.log_samples_every", "must be >= 0")
         _one_of(self.alarm_action, "trainer.alarm_action", ["warn", "stop"])
         _check(self.stop_after is None or self.stop_after >= 1, "trainer.stop_after", "must be >= 1")
         for name in self.report_to:

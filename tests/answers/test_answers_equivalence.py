@@ -359,3 +359,13 @@ def test_equivalence_for_votes_memoises_and_prefetch_agrees_with_lazy_calls(chec
     assert choice(" b", "B") and not choice("A", "B")
     choice.prefetch(groups)
     assert choice.memo == {}
+
+
+def test_for_kind_is_the_one_constructor() -> None:
+    from mgrpo.answers import Equivalence
+
+    choice = Equivalence.for_kind(None, "choice")
+    assert choice("a", "A") and not choice("A", "B")  # no checker needed for letters
+    assert Equivalence.for_kind(object(), "math").kind == "math"
+    with pytest.raises(ValueError, match="answer kind 'letters'"):
+        Equivalence.for_kind(None, "letters")

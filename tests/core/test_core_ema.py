@@ -153,3 +153,22 @@ def test_cast_chunks_cover_every_tensor_once_within_the_bound(sizes, chunk_bytes
 def test_cast_chunks_rejects_a_non_positive_bound() -> None:
     with pytest.raises(ValueError, match="chunk_bytes"):
         cast_chunks([4], 0)
+
+
+def test_cosine_momentum_schedule() -> None:
+    import math
+
+    from mgrpo.core.ema import cosine_momentum
+
+    def alpha(t, T, a0, a1):  # the released schedule, read literally
+        t = max(0, min(t - 1, T))
+        return a1 + 0.5 * (a0 - a1) * (1 + math.cos(math.pi * t / T))
+
+    for step in (0, 1, 2, 50, 100, 101, 500):
+        assert cosine_momentum(step, 100, 0.01, 1e-5) == pytest.approx(1 - alpha(step, 100, 0.01, 1e-5))
+    assert cosine_momentum(1, 100, 0.01, 1e-5) == pytest.approx(0.99)
+    assert cosine_momentum(101, 100, 0.01, 1e-5) == pytest.approx(1 - 1e-5)
+    with pytest.raises(ValueError, match="total_steps"):
+        cosine_momentum(1, 0, 0.01, 0.0)
+    with pytest.raises(ValueError, match="alpha_start"):
+        cosine_momentum(1, 10, 1.5, 0.0)

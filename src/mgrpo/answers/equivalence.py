@@ -1,5 +1,9 @@
 """The equivalence that majority votes use, in training and in evaluation alike.
 
+:meth:`Equivalence.for_kind` is THE constructor of the vote equivalence for a dataset's answer
+kind: the training step and evaluation both build theirs with it, so option letters of a
+``choice`` dataset never reach math-verify in either.
+
 :class:`Equivalence` is ``equivalent(answer, representative) -> bool`` for
 :func:`mgrpo.core.voting.majority_vote`: identical strings are equivalent without a checker
 call; ``kind="choice"`` compares option letters case-insensitively; any other pair is decided
@@ -14,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from mgrpo.answers.extract import ANSWER_KINDS
+
 __all__ = ["Equivalence"]
 
 
@@ -24,6 +30,17 @@ class Equivalence:
         self.checker = checker
         self.kind = kind
         self.memo: dict[tuple[str, str], bool] = {}
+
+    @classmethod
+    def for_kind(cls, checker: Any, kind: str) -> Equivalence:
+        """The vote equivalence for answers of ``kind`` (one of ``ANSWER_KINDS``).
+
+        Raises:
+            ValueError: ``kind`` is not an answer kind (the message lists the valid ones).
+        """
+        if kind not in ANSWER_KINDS:
+            raise ValueError(f"unknown answer kind {kind!r}; valid kinds: {', '.join(ANSWER_KINDS)}")
+        return cls(checker, kind=kind)
 
     def __call__(self, a: str, b: str) -> bool:
         if a == b:

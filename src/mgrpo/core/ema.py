@@ -8,6 +8,15 @@ of tensors at a time (`chunk_bytes`), so no full-model temporary exists: the ext
 at most ``max(chunk_bytes, largest cast tensor)``. An fp32 source (fp32 master weights) is
 read as it is, with no cast and no temporary.
 
+``cosine_momentum`` is the schedule of Co-rewarding-II's teacher (tmlr-group/Co-rewarding,
+``ref.sliding_average``: ``ref <- alpha policy + (1 - alpha) ref``, i.e. ``m = 1 - alpha``):
+
+    alpha(t) = alpha_end + 0.5 (alpha_start - alpha_end) (1 + cos(pi t / T)),
+    t = clamp(step - 1, 0, T)
+
+with T the run's total steps (their defaults in the released script: alpha_start = 0.01,
+alpha_end = 1e-5, one update per step).
+
 This is the pure update only; gathering sharded parameters (FSDP / ZeRO-3) belongs to the
 caller around it.
 
@@ -17,15 +26,27 @@ and ``m == 0`` is an exact copy, rather than relying on ``x * 1 + y * 0`` roundi
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import torch
 
 from mgrpo.core._checks import check_number
 
-__all__ = ["DEFAULT_CHUNK_BYTES", "cast_chunks", "ema_update_"]
+__all__ = ["DEFAULT_CHUNK_BYTES", "cast_chunks", "cosine_momentum", "ema_update_"]
 
 DEFAULT_CHUNK_BYTES = 256 << 20  # cast sources at most this many bytes at a time
+
+
+def cosine_momentum(step: int, total_steps: int, alpha_start: float, alpha_end: float) -> float:
+    """EMA momentum ``m = 1 - alpha(t)`` of the cosine schedule above (step is 1-based)."""
+    a0 = check_number(alpha_start, "alpha_start", low=0.0, high=1.0)
+    a1 = check_number(alpha_end, "alpha_end", low=0.0, high=1.0)
+    if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
+        raise ValueError(f"total_steps must be an int >= 1, got {total_steps!r}")
+    t = max(0, min(int(step) - 1, total_steps))
+    alpha = a1 + 0.5 * (a0 - a1) * (1.0 + math.cos(math.pi * t / total_steps))
+    return 1.0 - alpha
 
 
 def cast_chunks(sizes: list[int], chunk_bytes: int) -> list[range]:

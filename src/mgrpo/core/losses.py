@@ -3,9 +3,14 @@
 Per response token t of a rollout in the loss set (``mask == 1``):
 
     ratio = exp(logp - logp_old)
-    pg    = -min(ratio * A, clip(ratio, 1 - eps, 1 + eps) * A)        eps = ``clip``
+    pg    = -min(ratio * A, clip(ratio, 1 - eps_low, 1 + eps_high) * A)
     kl    = exp(ref - logp) - (ref - logp) - 1                         (k3, >= 0)
-    l     = pg + beta * kl                                             beta = ``kl_coef``
+    l     = pg + beta * kl - c * H                                     beta = ``kl_coef``
+
+``eps_low`` / ``eps_high`` are ``clip_low`` / ``clip_high`` (DAPO's clip-higher), each
+defaulting to the symmetric ``clip``. ``H`` is the token entropy of the current policy (with
+its gradient) and ``c = entropy_coef`` a static entropy bonus (verl's ``entropy_coeff``); the
+term is absent (not computed) when ``entropy`` is None or ``c == 0``.
 
 and the per-token values are reduced by one of ``LOSS_AGGREGATIONS``:
 
@@ -140,6 +145,10 @@ def policy_loss(
     kl_coef: float = DEFAULT_KL_COEF,
     agg: str = DEFAULT_LOSS_AGG,
     *,
+    clip_low: float | None = None,
+    clip_high: float | None = None,
+    entropy: torch.Tensor | None = None,
+    entropy_coef: float = 0.0,
     num_tokens_global: float | None = None,
     num_seqs_global: float | None = None,
     norm_length: int | None = None,
@@ -154,6 +163,10 @@ def policy_loss(
         mask: ``(R, T)`` bool / 0-1; 0 on padding and on rollouts outside the loss set.
             Values under ``mask == 0`` never reach the loss or its gradient (NaN-safe).
         clip: PPO epsilon ``>= 0``.
+        clip_low: lower epsilon (ratio >= 1 - clip_low); None = ``clip``.
+        clip_high: upper epsilon (ratio <= 1 + clip_high); None = ``clip``.
+        entropy: ``(R, T)`` token entropies of the current policy (with grad), or None.
+        entropy_coef: entropy bonus coefficient ``>= 0``; 0 (default) skips the term.
         kl_coef: KL coefficient ``>= 0``; 0 skips the KL computation.
         agg: a name in ``LOSS_AGGREGATIONS``.
         num_tokens_global: total loss tokens over all micro-batches of the mini-batch
@@ -169,7 +182,8 @@ def policy_loss(
         ``loss = pg_loss + kl_coef * kl``; ``kl`` is 0.0 when the KL is skipped),
         ``clip_fraction`` (share of loss tokens whose clipped term is active, i.e. gets zero
         gradient), ``ratio_mean`` / ``ratio_min`` / ``ratio_max`` over loss tokens (1.0 when
-        there are none), ``num_tokens`` and ``num_seqs`` (local counts).
+        there are none), ``num_tokens`` and ``num_seqs`` (local counts), ``entropy`` (the
+        token entropy aggregated like the loss; 0.0 when the bonus is off).
 
     Raises:
         ValueError: bad shapes, negative ``clip`` / ``kl_coef`` / counts, unknown ``agg``.
@@ -190,6 +204,13 @@ def policy_loss(
             f"got {tuple(advantages.shape)}"
         )
     clip = check_number(clip, "clip", low=0.0)
+    low = clip if clip_low is None else check_number(clip_low, "clip_low", low=0.0)
+    high = clip if clip_high is None else check_number(clip_high, "clip_high", low=0.0)
+    entropy_coef = check_number(entropy_coef, "entropy_coef", low=0.0)
+    use_entropy = entropy is not None and entropy_coef != 0.0
+    if use_entropy:
+        check_tensor(entropy, "entropy", ndim=2)
+        check_same_shape(logp, "logp", entropy, "entropy")
     kl_coef = check_number(kl_coef, "kl_coef", low=0.0)
     counts = {
         "num_tokens_global": _check_count(num_tokens_global, "num_tokens_global"),
@@ -210,17 +231,21 @@ def policy_loss(
     log_ratio = torch.where(mask, lp - logp_old.detach().to(dtype), zero)  # (R, T)
     ratio = log_ratio.exp()  # (R, T)
     pg_unclipped = -adv * ratio  # (R, T)
-    pg_clipped = -adv * ratio.clamp(1.0 - clip, 1.0 + clip)  # (R, T)
+    pg_clipped = -adv * ratio.clamp(1.0 - low, 1.0 + high)  # (R, T)
     pg_tok = torch.maximum(pg_unclipped, pg_clipped)  # (R, T) = -min(ratio A, clip(ratio) A)
 
     use_kl = logp_ref is not None and kl_coef != 0.0
     if use_kl:
         delta = torch.where(mask, logp_ref.detach().to(dtype) - lp, zero)  # (R, T)
         kl_tok = delta.exp() - delta - 1.0  # (R, T), k3 >= 0
-        loss = aggregate(pg_tok + kl_coef * kl_tok, mask, **counts)
+        tok = pg_tok + kl_coef * kl_tok
     else:
         kl_tok = None
-        loss = aggregate(pg_tok, mask, **counts)
+        tok = pg_tok
+    ent_tok = torch.where(mask, entropy.to(dtype), zero) if use_entropy else None  # (R, T)
+    if ent_tok is not None:
+        tok = tok - entropy_coef * ent_tok
+    loss = aggregate(tok, mask, **counts)
 
     with torch.no_grad():  # all metrics in one tensor -> one device sync
         r = ratio.detach()
@@ -236,9 +261,10 @@ def policy_loss(
                 torch.where(mask, r, zero).sum(),
                 torch.where(mask, r, inf).amin() if has_tokens else inf,
                 torch.where(mask, r, -inf).amax() if has_tokens else -inf,
+                aggregate(ent_tok.detach(), mask, **counts) if ent_tok is not None else zero,
             ]
         ).tolist()
-    pg_metric, kl_metric, n_clipped, n_tok, n_seq, ratio_sum, ratio_min, ratio_max = stats
+    pg_metric, kl_metric, n_clipped, n_tok, n_seq, ratio_sum, ratio_min, ratio_max, ent = stats
     if n_tok == 0:  # no loss token: neutral values, never NaN/inf
         ratio_min = ratio_max = 1.0
     metrics = {
@@ -250,5 +276,6 @@ def policy_loss(
         "ratio_max": ratio_max,
         "num_tokens": n_tok,
         "num_seqs": n_seq,
+        "entropy": ent,
     }
     return loss, metrics

@@ -7,6 +7,17 @@ representative. The winner is the largest cluster, ties going to the cluster ope
 label is the winner's representative. Empty pool -> no label. ``min_share`` (SRT's consistency
 threshold) rejects winners with ``count / pool_size < min_share``.
 
+Options beyond the paper (defaults reproduce the rule above bit for bit):
+
+- ``momentum_weight`` w: answers at pool positions ``>= momentum_from`` (the momentum rollouts)
+  count w times, in the cluster sizes and in ``pool_size`` alike (w = 3 with N = G/4 momentum
+  rollouts gives the momentum model the vote share of N = G/2 at w = 1).
+- ``ties`` (``VOTE_TIES``), among the clusters of maximal size: ``policy-first`` (default) the
+  cluster opened first in pool order, i.e. policy 0..M-1 then momentum 0..N-1;
+  ``momentum-first`` the cluster met first in the order momentum 0..N-1, then policy 0..M-1;
+  ``random`` a uniform choice, ``random.Random(seed)``, so the same seed gives the same label.
+  The clusters and their representatives are the same under every rule; only the winner moves.
+
 Departure from the paper: none intended; the paper does not spell out how equivalent but
 differently written answers are grouped. We cluster with a (possibly non-transitive)
 equivalence such as math-verify, hence the explicit walk order. ``equivalent`` is assumed
@@ -15,12 +26,16 @@ reflexive: identical strings are matched without calling it.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mgrpo.core._checks import check_number
 
-__all__ = ["Vote", "majority_vote", "vote_groups"]
+__all__ = ["VOTE_TIES", "Vote", "cluster_walk", "majority_vote", "vote_groups"]
+
+#: Tie rules of :func:`majority_vote` (module docstring); the first is the default.
+VOTE_TIES: tuple[str, ...] = ("policy-first", "momentum-first", "random")
 
 #: ``equivalent(answer, representative) -> bool``.
 EquivalenceFn = Callable[[str, str], bool]
@@ -33,21 +48,29 @@ class Vote:
     Attributes:
         label: the winning cluster's representative, or None (empty pool or share below
             ``min_share``).
-        count: size of the largest cluster (also reported when ``min_share`` rejected it).
-        pool_size: number of non-None answers that voted.
+        count: size of the largest cluster (also reported when ``min_share`` rejected it);
+            with ``momentum_weight`` w a momentum answer adds w.
+        pool_size: number of non-None answers that voted (weighted like ``count``).
         share: ``count / pool_size``; 0.0 for an empty pool.
+        tie: another cluster has the winner's size (the tie rule chose); not part of ``==``.
     """
 
     label: str | None
-    count: int
-    pool_size: int
+    count: float
+    pool_size: float
     share: float
+    tie: bool = field(default=False, compare=False)
 
 
 def majority_vote(
     answers: Sequence[str | None],
     equivalent: EquivalenceFn,
     min_share: float = 0.0,
+    *,
+    momentum_from: int | None = None,
+    momentum_weight: float = 1.0,
+    ties: str = "policy-first",
+    seed: int | None = None,
 ) -> Vote:
     """Cluster ``answers`` by ``equivalent`` and return the majority cluster.
 
@@ -66,19 +89,66 @@ def majority_vote(
         answers: pool-ordered answers; ``None`` entries are skipped and not counted.
         equivalent: ``equivalent(answer, representative) -> bool``.
         min_share: in ``[0, 1]``; the label is None when the winner's share is below it.
+        momentum_from: pool index of the first momentum answer; None = no momentum answers.
+        momentum_weight: weight ``> 0`` of each momentum answer (1 = one vote each).
+        ties: a name in ``VOTE_TIES``.
+        seed: seed of the ``random`` tie rule (required by it, ignored by the others).
 
     Returns:
         :class:`Vote`.
 
     Raises:
-        ValueError: an answer is neither ``str`` nor ``None``, or ``min_share`` is outside [0, 1].
+        ValueError: an answer is neither ``str`` nor ``None``, ``min_share`` is outside [0, 1],
+            ``momentum_weight <= 0``, ``ties`` is unknown, or ``ties="random"`` without a seed.
     """
     min_share = check_number(min_share, "min_share", low=0.0, high=1.0)
+    momentum_weight = check_number(momentum_weight, "momentum_weight", low=0.0, low_open=True)
+    _check_ties(ties, seed)
+    start = len(answers) if momentum_from is None else momentum_from
+    # int 1 at weight 1, so counts and shares are bit-identical to the unweighted vote
+    w_momentum: float = 1 if momentum_weight == 1.0 else momentum_weight
+    representatives, clusters = cluster_walk(answers, equivalent)
+    sizes: list[float] = [0] * len(representatives)  # cluster j's (weighted) size
+    first_momentum: list[int | None] = [None] * len(representatives)  # first momentum index
+    for i, j in enumerate(clusters):
+        if j is None:
+            continue
+        if i >= start:
+            sizes[j] += w_momentum
+            if first_momentum[j] is None:
+                first_momentum[j] = i
+        else:
+            sizes[j] += 1
+
+    pool_size = sum(sizes)
+    if pool_size == 0:
+        return Vote(label=None, count=0, pool_size=0, share=0.0)
+    best = max(sizes)
+    tied = [c for c, size in enumerate(sizes) if size == best]  # in opening order
+    winner = _break_tie(tied, first_momentum, ties, seed)
+    count = sizes[winner]
+    share = count / pool_size
+    label = representatives[winner] if share >= min_share else None
+    return Vote(label=label, count=count, pool_size=pool_size, share=share, tie=len(tied) > 1)
+
+
+def cluster_walk(
+    answers: Sequence[str | None], equivalent: EquivalenceFn
+) -> tuple[list[str], list[int | None]]:
+    """The clustering walk of :func:`majority_vote`: ``(representatives, cluster of each answer)``.
+
+    ``clusters[i]`` is the index (opening order) of the cluster answer ``i`` joined, None for a
+    None answer. Same memo and call rules as :func:`majority_vote`.
+
+    Raises:
+        ValueError: an answer is neither ``str`` nor ``None``.
+    """
     representatives: list[str] = []  # cluster j's representative
-    sizes: list[int] = []  # cluster j's size
+    clusters: list[int | None] = []
     cluster_of: dict[str, int] = {}  # answer string -> cluster it joined (memo of the walk)
     for i, answer in enumerate(answers):
         if answer is None:
+            clusters.append(None)
             continue
         if not isinstance(answer, str):
             raise ValueError(
@@ -93,18 +163,28 @@ def majority_vote(
             if j is None:
                 j = len(representatives)
                 representatives.append(answer)
-                sizes.append(0)
             cluster_of[answer] = j
-        sizes[j] += 1
+        clusters.append(j)
+    return representatives, clusters
 
-    pool_size = sum(sizes)
-    if pool_size == 0:
-        return Vote(label=None, count=0, pool_size=0, share=0.0)
-    winner = max(range(len(sizes)), key=lambda c: (sizes[c], -c))  # ties -> opened first
-    count = sizes[winner]
-    share = count / pool_size
-    label = representatives[winner] if share >= min_share else None
-    return Vote(label=label, count=count, pool_size=pool_size, share=share)
+
+def _check_ties(ties: str, seed: int | None) -> None:
+    if ties not in VOTE_TIES:
+        raise ValueError(f"unknown vote tie rule {ties!r}; valid rules: {', '.join(VOTE_TIES)}")
+    if ties == "random" and seed is None:
+        raise ValueError("vote tie rule 'random' needs a seed")
+
+
+def _break_tie(tied: list[int], first_momentum: list[int | None], ties: str, seed: int | None) -> int:
+    """The winner among ``tied`` (cluster indices in opening order) by rule ``ties``."""
+    if len(tied) == 1 or ties == "policy-first":
+        return tied[0]
+    if ties == "momentum-first":
+        with_momentum = [c for c in tied if first_momentum[c] is not None]
+        if with_momentum:
+            return min(with_momentum, key=lambda c: first_momentum[c])
+        return tied[0]
+    return random.Random(seed).choice(tied)
 
 
 def vote_groups(
@@ -112,20 +192,36 @@ def vote_groups(
     equivalent: EquivalenceFn,
     min_share: float = 0.0,
     keep: Sequence[Sequence[bool]] | None = None,
+    *,
+    momentum_from: int | None = None,
+    momentum_weight: float = 1.0,
+    ties: str = "policy-first",
+    seeds: Sequence[int] | None = None,
 ) -> list[Vote]:
     """One :func:`majority_vote` per group (a prompt's answers in pool order).
 
     ``keep[i][j]`` False drops answer ``j`` of group ``i`` from the pool (as a ``None`` would);
-    ``keep`` None keeps every answer. Returns one :class:`Vote` per group, in order.
+    ``keep`` None keeps every answer. ``momentum_from``, ``momentum_weight`` and ``ties`` are
+    passed to every vote; ``seeds[i]`` is group ``i``'s tie seed (needed by ``ties="random"``).
+    Returns one :class:`Vote` per group, in order.
 
     Raises:
-        ValueError: ``keep`` does not match ``groups`` in shape, or as :func:`majority_vote`.
+        ValueError: ``keep`` or ``seeds`` does not match ``groups``, or as :func:`majority_vote`.
     """
-    if keep is None:
-        return [majority_vote(group, equivalent, min_share=min_share) for group in groups]
-    if len(keep) != len(groups) or any(len(k) != len(g) for k, g in zip(keep, groups)):
+    if keep is not None and (
+        len(keep) != len(groups) or any(len(k) != len(g) for k, g in zip(keep, groups))
+    ):
         raise ValueError("keep must hold one flag per answer of every group")
+    if seeds is not None and len(seeds) != len(groups):
+        raise ValueError(f"seeds must hold one seed per group ({len(groups)}), got {len(seeds)}")
+    if ties == "random" and seeds is None:
+        raise ValueError("vote tie rule 'random' needs seeds (one per group)")
+    pools = groups if keep is None else [
+        [a if k else None for a, k in zip(group, flags)] for group, flags in zip(groups, keep)
+    ]
     return [
-        majority_vote([a if k else None for a, k in zip(group, flags)], equivalent, min_share=min_share)
-        for group, flags in zip(groups, keep)
+        majority_vote(pool, equivalent, min_share=min_share, momentum_from=momentum_from,
+                      momentum_weight=momentum_weight, ties=ties,
+                      seed=None if seeds is None else seeds[i])
+        for i, pool in enumerate(pools)
     ]

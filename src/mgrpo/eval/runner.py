@@ -141,7 +141,7 @@ def _majority(
     from mgrpo.core.voting import vote_groups
 
     groups = [extracted[p * k : (p + 1) * k] for p in range(len(extracted) // k)]
-    equivalent = Equivalence(checker, kind=kind)
+    equivalent = Equivalence.for_kind(checker, kind)
     if k > 1:
         equivalent.prefetch(groups)
     votes = vote_groups(groups, equivalent)

@@ -10,7 +10,9 @@ run, ``./report`` for several):
 - ``report.html``: summary table (best/final val accuracy, step of best, final entropy,
   alarms), benchmark table (when eval results exist), the plots inline, and the resolved
   configs side by side with their differences highlighted;
-- ``summary.md``: the summary (and benchmark) tables as markdown.
+- ``summary.md``: the summary (and benchmark) tables as markdown;
+- ``samples/``: the sample browser of each run that logged ``samples.jsonl``
+  (:mod:`mgrpo.report.samples`), linked from ``report.html``.
 
 The paper's figures are single runs per method; here several runs overlay on the same
 axes, named by preset and key settings ("m-grpo G=16 seed=0"). Alarms: if the run logged
@@ -28,6 +30,7 @@ from pathlib import Path
 from mgrpo.report.html import MISSING, Table, render_report
 from mgrpo.report.plots import DEFAULT_MAX_POINTS, DEFAULT_SMOOTHING, make_plots
 from mgrpo.report.runs import RunData, load_runs
+from mgrpo.report.samples import sample_links
 from mgrpo.train.alarm import ALARM_KEY, REASON_KEY, replay
 
 VAL_KEY = "val/accuracy"
@@ -218,7 +221,7 @@ def build_report(
         names=[run.name for run in runs],
         flat_configs=[run.flat_config for run in runs],
         benchmark=bench,
-        extra_sections=extra_sections,
+        extra_sections=[*extra_sections, *sample_links(runs, out)],
         notes=notes,
     )
     html_path = out / HTML_FILE

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mgrpo.core.entropy import token_entropy
+
 DEFAULT_CHUNK_TOKENS = 1024  # response tokens per LM-head chunk: V * 1024 * 4 bytes of fp32 logits
 # ... capped so one chunk's fp32 logits stay under this many bytes (151,936-token Qwen vocab:
 # 220 tokens per chunk; a per-chunk step holds ~2 such (c, V) tensors at once)
@@ -165,13 +167,17 @@ def score_responses(
     with_grad: bool = False,
     pad_token_id: int = 0,
     share_prefix: bool = True,
+    entropy_grad: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probs (R, T) and entropies (R, T), fp32, of `response_ids` given `prompt_ids`.
 
     logp[r, t] = log softmax(logits / T)[response_ids[r, t]] with logits predicting that
     token from the prompt and the response prefix; entropy[r, t] = -sum p log p of the same
     distribution. Both are 0 where `mask` is False. `with_grad=True` keeps autograd through
-    logp (entropy is always detached); otherwise runs under no_grad. The pad id only fills
+    logp; the entropy is detached unless `entropy_grad=True` (with `with_grad`; the entropy
+    bonus), which recomputes it differentiably from the same hidden states, `chunk_tokens`
+    tokens at a time, keeping each chunk's (tokens, V) logits for the backward pass;
+    otherwise runs under no_grad. The pad id only fills
     masked positions and never influences the result.
 
     `share_prefix` (default on): when several rows share a prompt (GRPO's G samples of one
@@ -222,7 +228,15 @@ def score_responses(
         full = torch.zeros((r, t), dtype=torch.bool, device=device)
         full[:, :t_eff] = m
         logp = out_logp.masked_scatter(full, logp_sel)  # differentiable in logp_sel
-        ent = out_ent.masked_scatter(full, ent_sel.detach())
+        if entropy_grad and with_grad:
+            ent_sel = torch.cat([
+                token_entropy(F.linear(h[c : c + chunk_tokens], head.weight, head.bias).float(),
+                              float(temperature))
+                for c in range(0, h.shape[0], chunk_tokens)
+            ])
+            ent = out_ent.masked_scatter(full, ent_sel)
+        else:
+            ent = out_ent.masked_scatter(full, ent_sel.detach())
     return logp, ent
 
 

@@ -38,6 +38,7 @@ ranks so the summed gradient equals the 1-rank gradient, and the metrics are com
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from typing import Any
@@ -54,9 +55,11 @@ from mgrpo.core.voting import vote_groups
 from mgrpo.parallel.distributed import gather_objects
 from mgrpo.rollout import RolloutBatch, SamplingParams
 from mgrpo.rollout.groups import generate_groups
-from mgrpo.seeds import MOMENTUM_STREAM, POLICY_STREAM, step_seed
+from mgrpo.seeds import MOMENTUM_STREAM, POLICY_STREAM, VOTE_TIE_STREAM, step_seed
 from mgrpo.train.presets import AlgorithmSpec
-from mgrpo.train.rewards import REWARDS, RewardInputs
+from mgrpo.train.rewards import RewardInputs, get_reward
+from mgrpo.train.samples import SampleRecord, sample_records
+from mgrpo.train.shaping import shape
 from mgrpo.train.step_metrics import (
     StageTimer,
     loss_and_time_metrics,
@@ -74,13 +77,17 @@ from mgrpo.train.step_updates import (
     train_mode,
 )
 from mgrpo.train.types import LossStats, Rollouts, StepBatch, StepModels, UpdateSettings
+from mgrpo.train.user_rewards import mix_rewards
 
 __all__ = ["NonFiniteLossError", "StepBatch", "StepModels", "rollout_params", "train_step"]
 
 
 def train_step(models: StepModels, batch: StepBatch, cfg: Config, spec: AlgorithmSpec,
-               step: int) -> dict[str, float]:
+               step: int, samples: list[SampleRecord] | None = None) -> dict[str, float]:
     """Run one training step in place (optimizer, scheduler, momentum); return its metrics.
+
+    `samples`: a list to which the step appends one `train.samples.SampleRecord` per prompt
+    of the step (all ranks' prompts, gathered; every rank must pass one or none).
 
     Raises NonFiniteLossError (after zeroing grads, without stepping) when the loss or the
     gradient norm is not finite, so the caller can count and stop after repeated failures.
@@ -88,7 +95,7 @@ def train_step(models: StepModels, batch: StepBatch, cfg: Config, spec: Algorith
     timer, step_start = StageTimer(device=_model_device(models.policy)), time.perf_counter()
     settings = UpdateSettings.of(cfg, spec)
     B, M, V, N = len(batch.prompt_ids), spec.policy_rollouts, spec.vote_only_rollouts, spec.momentum_rollouts
-    equivalent = Equivalence(models.checker)
+    equivalent = Equivalence.for_kind(models.checker, cfg.data.answer_kind)  # as evaluation
 
     with timer("generate"):  # one decode loop for both models when the engines allow it
         groups = [(models.policy_engine, M + V, POLICY_STREAM)]
@@ -98,19 +105,26 @@ def train_step(models: StepModels, batch: StepBatch, cfg: Config, spec: Algorith
                                             prompt_offset=batch.prompt_offset,
                                             per_prompt=cfg.distributed.seed_per_prompt)
     with timer("vote"):  # entropies (B, G) -> IQR keep (B, G) -> answers (B, G) -> votes (B,)
+        tie_seeds = [step_seed(cfg.seed, step, VOTE_TIE_STREAM, batch.prompt_offset + b)
+                     for b in range(B)]
         rollouts = score_rollouts(models, policy, momentum[0] if N else None, spec, B,
-                                  cfg.data.answer_kind, equivalent)
+                                  cfg.data.answer_kind, equivalent, tie_seeds)
     with timer("reward"):
         train = policy.select(policy_train_rows(B, M, V, rollouts.keep.device))  # (B*M, T)
-        rewards = REWARDS[spec.reward](RewardInputs(
-            models, batch, rollouts.policy_answers, rollouts.votes, train, equivalent,
-            settings.temperature, rollouts.keep.device))  # (B, M) on D
+        inputs = RewardInputs(models, batch, rollouts.policy_answers, rollouts.votes, train,
+                              equivalent, settings.temperature, rollouts.keep.device,
+                              rollouts=rollouts, spec=spec, step=step, seed=cfg.seed)
         in_loss = (rollouts.keep[:, :M].clone() if spec.filter_in_loss  # scope vote+loss
                    else torch.ones(B, M, dtype=torch.bool, device=rollouts.keep.device))  # (B, M)
+        rewards = mix_rewards([get_reward(name)(inputs) for name, _ in spec.reward_terms],
+                              [w for _, w in spec.reward_terms], spec.reward_norm,
+                              in_loss)  # (B, M) on D
+        rewards, in_loss, shaping = shape(rewards, in_loss, train, spec, B, M,
+                                          cfg.generation.max_new_tokens)
         advantages = get_advantage_estimator(spec.advantage)(rewards, in_loss)  # (B, M)
     ls = loss_set(train, in_loss, advantages)  # rows outside the loss set are never forwarded
     with timer("logprobs"):  # before any update; logp_old only when U > 1 (else: detached logp)
-        logp_old, logp_ref = frozen_logprobs(models, batch, settings, ls)
+        logp_old, logp_ref = frozen_logprobs(_kl_target(models, spec), batch, settings, ls)
 
     stats = LossStats()
     for update in range(settings.updates_per_step):  # U GRPO updates, each on B / U prompts
@@ -126,11 +140,16 @@ def train_step(models: StepModels, batch: StepBatch, cfg: Config, spec: Algorith
                 models.after_update()
         with timer("ema"):  # theta_k <- m theta_k + (1 - m) theta_q after EVERY optimizer step
             if models.momentum is not None:
-                models.momentum.update_(models.policy, spec.momentum)
+                models.momentum.update_(models.policy,
+                                        spec.momentum_at(step, cfg.trainer.max_steps))
     lr = models.optimizer.param_groups[0]["lr"]
     models.scheduler.step()
 
-    local = metric_inputs(batch, rollouts, rewards, equivalent)
+    if samples is not None:
+        local_samples = _sample_records(models, batch, rollouts, rewards, step)
+        samples.extend(r for part in gather_objects(models.dist, local_samples, stage="samples")
+                       for r in part)
+    local = metric_inputs(batch, rollouts, rewards, equivalent, shaping)
     metrics = step_metrics(merge_inputs(gather_objects(models.dist, local, stage="step metrics")), M)
     metrics.update(loss_and_time_metrics(models.dist, stats, lr, timer.times,
                                          time.perf_counter() - step_start,
@@ -151,8 +170,11 @@ def rollout_params(gen: GenerationConfig, stop_token_ids: tuple[int, ...], seed:
 
 def score_rollouts(models: StepModels, policy: RolloutBatch, momentum: RolloutBatch | None,
                    spec: AlgorithmSpec, B: int, answer_kind: str,
-                   equivalent: Equivalence) -> Rollouts:
-    """Trajectory entropies, the IQR keep mask, parsed answers and (reward "vote") the votes.
+                   equivalent: Equivalence, tie_seeds: list[int] | None = None) -> Rollouts:
+    """Trajectory entropies, the IQR keep mask, parsed answers and (`spec.votes`) the votes:
+    over the kept answers (only the momentum ones without `spec.policy_votes`), a momentum
+    vote counting `spec.momentum_vote_weight` times, ties by `spec.vote_ties` (`tie_seeds`:
+    one per prompt, for the random rule).
 
     The pool is G = M + V + N wide: each prompt's policy rollouts, then its momentum ones."""
     policy_entropy = trajectory_entropy(policy.entropies, policy.response_mask).view(B, -1)
@@ -161,23 +183,62 @@ def score_rollouts(models: StepModels, policy: RolloutBatch, momentum: RolloutBa
     entropy = (policy_entropy if momentum_entropy is None
                else torch.cat([policy_entropy, momentum_entropy], dim=1))  # (B, G)
     keep = iqr_keep_mask(entropy, spec.iqr_k)  # (B, G) on D; all True when the filter is off
-    answers = _answers(models.tokenizer, policy, B, answer_kind)  # (B, M+V)
+    texts, answers = _answers(models.tokenizer, policy, B, answer_kind)  # (B, M+V)
     if momentum is not None:
-        answers = [row + more for row, more in
-                   zip(answers, _answers(models.tokenizer, momentum, B, answer_kind))]  # (B, G)
-    votes = (vote_groups(answers, equivalent, spec.min_vote_share, keep=keep.tolist())
-             if spec.reward == "vote" else [])
+        more_texts, more = _answers(models.tokenizer, momentum, B, answer_kind)
+        answers = [row + m for row, m in zip(answers, more)]  # (B, G)
+        texts = [row + m for row, m in zip(texts, more_texts)]
+    n_policy = policy_entropy.shape[1]  # M + V
+    voters = keep.tolist()
+    if not spec.policy_votes:  # co-rewarding-ii: only the teacher (momentum) rollouts vote
+        voters = [[k and g >= n_policy for g, k in enumerate(row)] for row in voters]
+    votes = (vote_groups(answers, equivalent, spec.min_vote_share, keep=voters,
+                         momentum_from=n_policy, momentum_weight=spec.momentum_vote_weight,
+                         ties=spec.vote_ties, seeds=tie_seeds)
+             if spec.votes else [])
     return Rollouts(spec.policy_rollouts, policy, momentum, policy_entropy, momentum_entropy,
-                    keep, answers, votes)
+                    keep, answers, votes, texts)
 
 
-def _answers(tokenizer: Any, rollouts: RolloutBatch, B: int, kind: str) -> list[list[str | None]]:
-    """Parsed final answers (B, R / B) of a prompt-major batch of R rollouts."""
+def _answers(tokenizer: Any, rollouts: RolloutBatch, B: int, kind: str
+             ) -> tuple[list[list[str]], list[list[str | None]]]:
+    """Decoded texts and parsed final answers, each (B, R / B), of a prompt-major batch of R
+    rollouts."""
     ids = [row[mask].tolist() for row, mask in zip(rollouts.response_ids, rollouts.response_mask)]
-    flat = [extract_answer(text, kind=kind)
-            for text in tokenizer.batch_decode(ids, skip_special_tokens=True)]
+    texts = tokenizer.batch_decode(ids, skip_special_tokens=True)
+    flat = [extract_answer(text, kind=kind) for text in texts]
     per = len(flat) // B
-    return [flat[b * per : (b + 1) * per] for b in range(B)]
+    return ([texts[b * per : (b + 1) * per] for b in range(B)],
+            [flat[b * per : (b + 1) * per] for b in range(B)])
+
+
+def _kl_target(models: StepModels, spec: AlgorithmSpec) -> StepModels:
+    """The models whose `reference` the KL term reads: the momentum (teacher) model's
+    generator under `spec.kl_to_teacher` (Co-rewarding-II's KL to the teacher), else the
+    frozen initial model."""
+    if not spec.kl_to_teacher:
+        return models
+    teacher = getattr(models.momentum, "generator", None)
+    if teacher is None:
+        raise ValueError("algorithm.kl_to_teacher needs a momentum model with a generator "
+                         f"(this layout's momentum is {type(models.momentum).__name__})")
+    # LoRA: the generator is the shared policy; the momentum adapters are swapped in to score
+    scope = getattr(models.momentum, "swapped_in", None)
+    return dataclasses.replace(models, reference=teacher, reference_scope=scope)
+
+
+def _sample_records(models: StepModels, batch: StepBatch, rollouts: Rollouts,
+                    rewards: torch.Tensor, step: int) -> list[SampleRecord]:
+    """This rank's `samples.jsonl` records: each prompt and its pool, in pool order."""
+    entropy = (rollouts.policy_entropy if rollouts.momentum_entropy is None
+               else torch.cat([rollouts.policy_entropy, rollouts.momentum_entropy], dim=1))
+    B = len(batch.prompt_ids)
+    return sample_records(
+        step, models.tokenizer.batch_decode(batch.prompt_ids, skip_special_tokens=False),
+        [v.label for v in rollouts.votes] if rollouts.votes else [None] * B,
+        list(batch.answers), rollouts.texts, rollouts.answers, entropy.float().cpu().tolist(),
+        rollouts.keep.cpu().tolist(), rewards.float().cpu().tolist(),
+        n_policy=rollouts.policy_entropy.shape[1])
 
 
 def _model_device(model: torch.nn.Module) -> torch.device:

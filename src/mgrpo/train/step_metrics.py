@@ -29,7 +29,9 @@ from typing import Any
 import torch
 
 from mgrpo.answers.equivalence import Equivalence
+from mgrpo.core.voting import vote_groups
 from mgrpo.parallel.distributed import DistContext, all_reduce
+from mgrpo.train.diagnostics import pool_diagnostics
 from mgrpo.train.step_updates import policy_train_rows
 from mgrpo.train.types import LossStats, Rollouts, StepBatch
 
@@ -66,10 +68,12 @@ def _mean(values: list[float]) -> float:
 
 
 def metric_inputs(batch: StepBatch, rollouts: Rollouts, rewards: torch.Tensor,
-                  equivalent: Equivalence) -> dict[str, Any]:
+                  equivalent: Equivalence, shaping: dict[str, list[float]] | None = None
+                  ) -> dict[str, Any]:
     """This rank's per-prompt / per-rollout statistics behind the step metrics: small,
     picklable, concatenable over ranks (prompt-major, so rank order = global order).
-    `rewards`: (B, M) on D."""
+    `rewards`: (B, M) on D; `shaping`: per-prompt values of the shaping options that are on
+    (`train/shaping.py`)."""
     B, M = len(batch.prompt_ids), rollouts.train_rollouts
     policy_rollouts, policy_entropy = rollouts.policy, rollouts.policy_entropy
     momentum_entropy, keep, votes = rollouts.momentum_entropy, rollouts.keep, rollouts.votes
@@ -87,9 +91,20 @@ def metric_inputs(batch: StepBatch, rollouts: Rollouts, rewards: torch.Tensor,
         "parsed": [float(a is not None) for row in policy_answers for a in row],
         "policy_correct": None,
         "label_correct": None,
+        "ties": [bool(v.tie) for v in votes],
+        "n_policy": [policy_entropy.shape[1]] * B,  # M + V, per prompt (concatenable)
+        "pool_correct": None,
+        "majority_correct": None,
+        "dynamic_filtered": (shaping or {}).get("dynamic_filtered"),
+        "overlong_penalty": (shaping or {}).get("overlong_penalty"),
     }
     if all(a is not None for a in batch.answers):
         truth = batch.answers
+        out["pool_correct"] = [[a is not None and equivalent(a, t) for a in row]
+                               for row, t in zip(rollouts.answers, truth)]
+        plain = vote_groups(rollouts.answers, equivalent)  # maj@G: the whole pool, one vote each
+        out["majority_correct"] = [v.label is not None and equivalent(v.label, t)
+                                   for v, t in zip(plain, truth)]
         out["policy_correct"] = [
             float(a is not None and equivalent(a, t)) for row, t in zip(policy_answers, truth) for a in row
         ]
@@ -137,6 +152,15 @@ def step_metrics(inputs: dict[str, Any], M: int) -> dict[str, Any]:
         out["policy/accuracy"] = _mean(inputs["policy_correct"])
         if inputs["label_correct"] is not None:
             out["label/accuracy"] = _mean(inputs["label_correct"])
+    n_policy = inputs.get("n_policy")  # (the diagnostics' inputs are optional in the dict)
+    out.update(pool_diagnostics(
+        ties=inputs.get("ties") if votes else None, keep=inputs["keep"],
+        n_policy=n_policy[0] if n_policy else M, rewards=rewards,
+        pool_correct=inputs.get("pool_correct"), majority_correct=inputs.get("majority_correct")))
+    if inputs.get("dynamic_filtered") is not None:
+        out["dynamic/filtered_fraction"] = _mean(inputs["dynamic_filtered"])
+    if inputs.get("overlong_penalty") is not None:
+        out["reward/overlong_penalty_mean"] = _mean(inputs["overlong_penalty"])
     return out
 
 

@@ -175,13 +175,17 @@ def accumulate_gradients(models: StepModels, batch: StepBatch, settings: UpdateS
                     float(sum(len(rows) for rows in parts))]  # (tokens, sequences) of the update
     n_tokens, n_seqs = all_reduce(ctx, local_counts, stage="loss normalisers")
     sums = {"loss/pg": 0.0, "loss/kl": 0.0, "loss/clip_fraction": 0.0}
+    if settings.entropy_coef > 0:  # the same keys on every rank (they are all-reduced)
+        sums["loss/entropy"] = 0.0
     for rows in lockstep(ctx, parts, sharded):
         mb = _micro_batch(ls, rows)
         width = mb.response_ids.shape[1]
         prompts = [batch.prompt_ids[i] for i in mb.prompt_index.tolist()]
+        bonus = settings.entropy_coef > 0
         with _autocast(models, dev):
-            logp, _ = score(models.policy, prompts, mb.response_ids, mb.response_mask,
-                            settings.temperature, with_grad=True)
+            logp, entropy = score(models.policy, prompts, mb.response_ids, mb.response_mask,
+                                  settings.temperature, with_grad=True,
+                                  **({"entropy_grad": True} if bonus else {}))
         logp = logp.float()  # (mb, T') the loss is computed in fp32
         if rows is None:  # FSDP lockstep filler: zero-weight loss on one row
             (logp.sum() * 0.0).backward()
@@ -193,6 +197,8 @@ def accumulate_gradients(models: StepModels, batch: StepBatch, settings: UpdateS
             ls.advantages[rows],
             mb.response_mask,
             clip=settings.clip, kl_coef=settings.kl_coef, agg=settings.loss_agg,
+            clip_low=settings.clip_low, clip_high=settings.clip_high,
+            entropy=entropy.float() if bonus else None, entropy_coef=settings.entropy_coef,
             num_tokens_global=n_tokens, num_seqs_global=n_seqs,
             norm_length=settings.max_new_tokens,
         )
@@ -203,6 +209,8 @@ def accumulate_gradients(models: StepModels, batch: StepBatch, settings: UpdateS
         (loss * ctx.grad_scale if ctx.grad_scale != 1.0 else loss).backward()
         sums["loss/pg"] += stats["pg_loss"] / updates
         sums["loss/kl"] += stats["kl"] / updates
+        if bonus:
+            sums["loss/entropy"] += stats["entropy"] / updates
         sums["loss/clip_fraction"] += (
             stats["clip_fraction"] * stats["num_tokens"] / max(n_tokens, 1.0) / updates
         )

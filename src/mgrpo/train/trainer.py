@@ -27,6 +27,7 @@ from mgrpo.train.checkpoint import latest_checkpoint
 from mgrpo.train.errors import TrainingError
 from mgrpo.train.metrics_writer import MetricsWriter
 from mgrpo.train.resume import print_summary, restore_run, save_run, warn_precision_change
+from mgrpo.train.samples import SamplesWriter
 from mgrpo.train.setup import Run, build_run
 from mgrpo.train.step import NonFiniteLossError, StepBatch, train_step
 from mgrpo.train.trackers import Trackers  # W&B / MLflow (trainer.report_to), rank 0 only
@@ -117,8 +118,10 @@ def _train(run: Run, cfg: Config, run_dir: Path, *, resume: bool, signals: _Stop
             start, bad_steps = state["step"], state.get("bad_steps", 0)
             summary = state.get("summary", {})
             D.rank_print(ctx, f"mgrpo: resumed from {ckpt} (step {start})")
+    samples = SamplesWriter(run_dir, cfg.trainer.log_samples_every)
     if ctx.is_main:
         log.truncate_after(start if start else -1)  # a run restarted at 0 redoes its step-0 row
+        samples.truncate_after(start)
     D.barrier(ctx, "resume")
     for past in log.read():  # rebuild the alarm's state from the steps already run
         run.alarm.update(past)
@@ -146,7 +149,10 @@ def _train(run: Run, cfg: Config, run_dir: Path, *, resume: bool, signals: _Stop
                               answers=[r.answer for r in records[mine.start:mine.stop]],
                               prompt_offset=mine.start, global_prompts=len(records))
             try:
-                metrics = train_step(run.models, batch, cfg, run.spec, step)
+                logged = [] if samples.due(step) else None  # the step fills it (all ranks)
+                metrics = train_step(run.models, batch, cfg, run.spec, step, samples=logged)
+                if logged and ctx.is_main:
+                    samples.write(logged)
                 bad_steps = 0
             except NonFiniteLossError as exc:
                 bad_steps += 1

@@ -99,6 +99,9 @@ class UpdateSettings:
     clip: float  # PPO clip range epsilon
     kl_coef: float  # beta of the k3 KL to the reference (0 = no reference)
     loss_agg: str  # a name in `core.losses.LOSS_AGGREGATIONS`
+    clip_low: float | None = None  # lower clip epsilon (None = clip)
+    clip_high: float | None = None  # upper clip epsilon (None = clip)
+    entropy_coef: float = 0.0  # static entropy bonus (0 = off)
 
     @classmethod
     def of(cls, cfg: Config, spec: AlgorithmSpec) -> UpdateSettings:
@@ -112,6 +115,9 @@ class UpdateSettings:
             clip=spec.clip,
             kl_coef=spec.kl_coef,
             loss_agg=spec.loss_agg,
+            clip_low=spec.clip_low,
+            clip_high=spec.clip_high,
+            entropy_coef=spec.entropy_coef,
         )
 
 
@@ -126,7 +132,8 @@ class Rollouts:
     momentum_entropy: torch.Tensor | None  # (B, N) on D; None when N == 0
     keep: torch.Tensor  # (B, G) bool IQR keep mask (all True when the filter is off), on D
     answers: list[list[str | None]]  # (B, G) parsed answers: policy rollouts, then momentum
-    votes: list[Vote]  # (B,) majority votes over the kept answers; [] unless reward == vote
+    votes: list[Vote]  # (B,) majority votes over the kept answers; [] unless the step votes
+    texts: list[list[str]] = field(default_factory=list)  # (B, G) decoded responses
 
     @property
     def policy_answers(self) -> list[list[str | None]]:
@@ -155,4 +162,4 @@ class LossStats:
     def add(self, sums: dict[str, float]) -> None:
         """Add one update's loss sums (already divided by U)."""
         for key, value in sums.items():
-            self.sums[key] += value
+            self.sums[key] = self.sums.get(key, 0.0) + value
