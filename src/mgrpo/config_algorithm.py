@@ -32,7 +32,7 @@ class AlgorithmConfig:
     them into an `AlgorithmSpec`. Presets other than m-grpo ignore N and the IQR filter."""
 
     preset: str = _doc("m-grpo", "the algorithm: a name in `mgrpo.train.presets.PRESETS` "
-                       "(m-grpo | srt | ttrl | intuitor | grpo)")
+                       "(the README's preset table; docs/methods.md)")
     rollouts: int = _doc(32, "G, rollouts per prompt, >= 2 (paper Table 4: 32)")
     momentum_rollouts: int | None = _doc(
         None, "N, momentum-model rollouts per prompt (m-grpo), 0 <= N < G with G - N >= 2; "
