@@ -54,14 +54,10 @@ def _tensors(ckpt: Path) -> dict[str, torch.Tensor]:
 
 def _exact_restore(check: Check, run_dir: Path) -> None:
     from mgrpo.config import resolve_config
-    from mgrpo.train import trainer
     from mgrpo.train.checkpoint import latest_checkpoint
+    from mgrpo.train.resume import restore_run as restore
     from mgrpo.train.setup import build_run
 
-    restore = getattr(trainer, "_restore", None)
-    if restore is None:
-        check.expect("restore_function_found", False, "mgrpo.train.trainer._restore moved")
-        return
     ckpt = latest_checkpoint(run_dir / "checkpoints")
     cfg = resolve_config(str(run_dir / "config.yaml"))
     run = build_run(cfg, run_dir, resume=True)
