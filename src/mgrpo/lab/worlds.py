@@ -45,6 +45,8 @@ WORLDS: dict[str, LabWorld] = {
                  "30% of SFT solutions carry one slip of 1-2"),
         LabWorld("noise30-4op50", _BASE.replace(answer_noise=0.3, sft_mix=_mix(0.5)),
                  "30% slips; 50% 4-operand SFT share"),
+        LabWorld("noise30-4op75", _BASE.replace(answer_noise=0.3, sft_mix=_mix(0.75)),
+                 "30% slips; 75% 4-operand SFT share"),
     )
 }
 
