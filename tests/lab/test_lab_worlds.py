@@ -133,3 +133,16 @@ def test_cli_list_info_world_and_errors(capsys, tmp_path):
     assert "unknown lab world 'nope'" in capsys.readouterr().err
     assert main(["lab", "build", "--world", "noise30", "--quick"]) == 2
     assert "exclusive" in capsys.readouterr().err
+
+
+def test_lab_long_recipe_is_the_probed_protocol():
+    """lab-long = the lab-collapse recipe on the noise30-4op50 world, trained on the train
+    split and validated on the held-out val split at T = 0.8 (the study's probes' command)."""
+    from mgrpo.config import config_to_dict, resolve_config
+
+    probe = ["model.name=lab:noise30-4op50", "data.train=lab", "data.limit=4096",
+             "validation.temperature=0.8", "optim.lr=1.5e-5", "optim.schedule=constant",
+             "trainer.max_steps=400", "trainer.eval_every=20", "trainer.save_every=100"]
+    assert config_to_dict(resolve_config("lab-long")) == config_to_dict(
+        resolve_config("lab-collapse", probe))
+    assert world_of_model_name(resolve_config("lab-long").model.name).name == "noise30-4op50"
