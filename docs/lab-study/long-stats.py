@@ -64,7 +64,8 @@ def main(sweep: Path) -> None:
         runs.setdefault(match["arm"], {})[int(match["seed"])] = dict(
             step0=100 * val[0], best=100 * val.max(), final=100 * val[-1],
             best_step=int(steps[val.argmax()]), collapse=collapse_step(log),
-            r0=reward[:10].mean(), r1=reward[-10:].mean())
+            r0=reward[:10].mean(), r1=reward[-10:].mean(),
+            curve=[(int(s), 100 * v) for s, v in zip(steps, val) if s % 80 == 0])
     print("| arm | seeds | step 0 (%) | best (%) | best step | final (%) | best - step 0 (points, 95% CI) "
           "| final - best (points, 95% CI) | collapsed | collapse step | reward first -> last 10 steps |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
@@ -78,6 +79,14 @@ def main(sweep: Path) -> None:
               f"| {t_ci([r['final'] - r['best'] for r in rows])} | {len(col)}/{len(rows)} "
               f"| {mean_sd(col, '{:.0f}') if col else '—'} "
               f"| {np.mean([r['r0'] for r in rows]):.3f} -> {np.mean([r['r1'] for r in rows]):.3f} |")
+    print("\n| run | step 0 (%) | best (%) at step | final (%) | collapse step | val accuracy every 80 steps (%) |")
+    print("|---|---|---|---|---|---|")
+    for arm, by_seed in runs.items():
+        for seed, r in sorted(by_seed.items()):
+            curve = ", ".join(f"{s}: {v:.1f}" for s, v in r["curve"])
+            print(f"| {arm}-s{seed} | {r['step0']:.1f} | {r['best']:.1f} at {r['best_step']} "
+                  f"| {r['final']:.1f} | {r['collapse'] if r['collapse'] is not None else '—'} "
+                  f"| {curve} |")
     ref = runs.get("srt")
     if not ref:
         return
