@@ -2,8 +2,9 @@
 
     python docs/lab-study/long-stats.py [SWEEP_DIR] > docs/lab-study/long-regime/stats.md
 
-Per arm over seeds: validation accuracy at step 0, best, final (%), best - step 0 and final -
-best (points) as mean with a 95% Student-t interval, collapse count and step
+Per arm over seeds: validation accuracy at step 0, best, final (%), best - step 0, the mean of
+the validation points at steps 20-100 minus step 0 (a rise measure that is not a maximum over
+noisy points) and final - best (points) as mean with a 95% Student-t interval, collapse count and step
 (mgrpo.report.seeds.collapse_step, 10-point margin), reward over the first and last 10 steps.
 Paired by seed against srt: final and best accuracy differences, mean with 95% t and
 percentile-bootstrap intervals (10 000 resamples, seed 0). Runs are grouped by directory
@@ -23,6 +24,7 @@ from mgrpo.report.runs import load_run
 from mgrpo.report.seeds import collapse_step
 from mgrpo.report.sweep import run_state
 
+EARLY_END = 100  # the early window: validation points at steps 1..EARLY_END
 SEED = re.compile(r"^(?P<arm>.+)-s(?P<seed>\d+)$")
 
 
@@ -65,10 +67,12 @@ def main(sweep: Path) -> None:
             step0=100 * val[0], best=100 * val.max(), final=100 * val[-1],
             best_step=int(steps[val.argmax()]), collapse=collapse_step(log),
             r0=reward[:10].mean(), r1=reward[-10:].mean(),
-            curve=[(int(s), 100 * v) for s, v in zip(steps, val) if s % 80 == 0])
+            curve=[(int(s), 100 * v) for s, v in zip(steps, val) if s % 80 == 0],
+            early=100 * val[(steps > 0) & (steps <= EARLY_END)].mean())
     print("| arm | seeds | step 0 (%) | best (%) | best step | final (%) | best - step 0 (points, 95% CI) "
-          "| final - best (points, 95% CI) | collapsed | collapse step | reward first -> last 10 steps |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "| mean of steps 20-100 - step 0 (points, 95% CI) | final - best (points, 95% CI) | collapsed "
+          "| collapse step | reward first -> last 10 steps |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for arm, by_seed in runs.items():
         rows = list(by_seed.values())
         col = [r["collapse"] for r in rows if r["collapse"] is not None]
@@ -76,6 +80,7 @@ def main(sweep: Path) -> None:
               f"| {mean_sd([r['best'] for r in rows])} | {mean_sd([r['best_step'] for r in rows], '{:.0f}')} "
               f"| {mean_sd([r['final'] for r in rows])} "
               f"| {t_ci([r['best'] - r['step0'] for r in rows])} "
+              f"| {t_ci([r['early'] - r['step0'] for r in rows])} "
               f"| {t_ci([r['final'] - r['best'] for r in rows])} | {len(col)}/{len(rows)} "
               f"| {mean_sd(col, '{:.0f}') if col else '—'} "
               f"| {np.mean([r['r0'] for r in rows]):.3f} -> {np.mean([r['r1'] for r in rows]):.3f} |")
