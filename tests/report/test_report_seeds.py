@@ -61,6 +61,22 @@ def test_collapse_step(tmp_path, val, rewards, expected):
     assert collapse_step(log, drop=0.10) == expected
 
 
+def test_collapse_reward_windows_never_overlap(tmp_path):
+    """Reward rule as documented (docs/lab-study.md, collapse_step): the last w of the n
+    rewards up to t against the first w, w = min(10, n // 2). At t = 6 that is steps 4-6
+    against 1-3; a rule of "the 10 steps up to t against the first 10" compares the same
+    steps with themselves there and could never call it."""
+    rewards = [0.5, 0.5, 0.5, 0.7, 0.7, 0.7] + [0.7] * 14
+    val = {0: 0.60, 6: 0.40, 12: 0.40, 20: 0.40}
+    log = load_run(run_dir(tmp_path, "r", rows(val, rewards))).metrics
+    assert collapse_step(log, drop=0.10) == 6
+    # reward up only after step 10 and the accuracy already down at 6: called at 20, where
+    # steps 11-20 (0.9) beat steps 1-10 (0.5), not at 6 or 12 (flat halves)
+    late = [0.5] * 10 + [0.9] * 10
+    log = load_run(run_dir(tmp_path, "late", rows(val, late))).metrics
+    assert collapse_step(log, drop=0.10) == 12
+
+
 def test_collapse_needs_two_validation_points(tmp_path):
     log = load_run(run_dir(tmp_path, "r", rows({0: 0.6}, RISING))).metrics
     assert collapse_step(log) is None
@@ -172,6 +188,40 @@ def test_jobs_run_side_by_side_with_one_thread_each(tmp_path):
         assert argv[:4] == [sys.executable, "-m", "mgrpo", "train"]
         assert "trainer.threads=1" in argv and launch.env["OMP_NUM_THREADS"] == "1"
         assert launch.log_path is not None and launch.log_path.parent == tmp_path / "logs"
+
+
+def test_runs_are_named_by_arm(tmp_path):
+    """Each run gets trainer.run_name = its arm directory, and the report names it so."""
+    from mgrpo.report.runs import run_display_name
+
+    runner = RecordingRunner()
+    specs = plan_runs(None, None, "0", ["m-grpo-N8=m-grpo:algorithm.momentum_rollouts=8"])
+    run_sweep("demo", specs, tmp_path, [], runner=runner, log=lambda m: None)
+    (argv, _), = runner.launches
+    assert "trainer.run_name=m-grpo-N8-s0" in argv
+    flat = {"algorithm.preset": "m-grpo", "algorithm.rollouts": 16, "seed": 0}
+    assert run_display_name(flat, "dir") == "m-grpo G=16 seed=0"
+    assert run_display_name({**flat, "trainer.run_name": "m-grpo-N8-s0"}, "dir") == "m-grpo-N8-s0"
+
+
+def test_sweep_builds_each_lab_model_once_before_the_jobs(tmp_path, monkeypatch):
+    """--jobs N: the lab models the runs load are built in the parent first, once each."""
+    import mgrpo.models.loading as loading
+
+    built: list[str] = []
+    monkeypatch.setattr(loading, "embedded_model_dir", lambda name: built.append(name) or "x")
+    runner = RecordingRunner()
+    specs = plan_runs("srt,m-grpo", None, "0-1", ["w=srt:model.name=lab:noise30"])
+    run_sweep("demo", specs, tmp_path, [], runner=runner, jobs=2, gpus=[], log=lambda m: None,
+              prebuild=True)
+    assert built == ["lab", "lab:noise30"] and len(runner.launches) == 6
+    built.clear()
+    run_sweep("tiny", plan_runs("srt", None, "0"), tmp_path / "t", [], runner=runner,
+              log=lambda m: None, prebuild=True)
+    assert built == []  # no lab model, nothing built
+    run_sweep("demo", plan_runs("srt", None, "5"), tmp_path, [], runner=runner,
+              log=lambda m: None)
+    assert built == []  # an injected runner does not prebuild unless asked
 
 
 def test_jobs_pin_one_gpu_each(tmp_path):

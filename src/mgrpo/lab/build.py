@@ -55,12 +55,14 @@ from mgrpo.lab.config import (
     question_bucket,
 )
 from mgrpo.lab.measure import measure_accuracy
+from mgrpo.lab.noise import slipped_solution
 from mgrpo.models.tiny import build_tiny_model
 from mgrpo.models.tokenizer import build_char_tokenizer
 
 IGNORE_INDEX = -100  # label value cross-entropy skips (prompt and padding positions)
 SFT_DATA_SEED_OFFSET = 1  # SFT problems use seed + offset (+ component index)
 MEASURE_SEED_OFFSET = 2  # val problems for the build-time measurement
+NOISE_SEED_OFFSET = 3  # the answer-noise RNG of the SFT targets
 THREADS_ENV = "MGRPO_LAB_THREADS"  # overrides the torch thread count of the build
 
 
@@ -128,11 +130,22 @@ def sft_problems(config: LabConfig, n: int) -> list[PromptRecord]:
     return records
 
 
-def _encode(records: list[PromptRecord], tokenizer: Any, template: str) -> list[tuple[list[int], list[int]]]:
+def sft_targets(records: list[PromptRecord], config: LabConfig) -> list[str]:
+    """The SFT target text of each record: its worked solution, slipped with probability
+    `config.answer_noise` (`mgrpo.lab.noise`; one seeded RNG over the records in order, so
+    a noise-free config draws nothing and its targets are the clean solutions)."""
+    if not config.answer_noise:
+        return [worked_solution(r) for r in records]
+    rng = random.Random(config.seed + NOISE_SEED_OFFSET)
+    return [slipped_solution(r, rng, config.noise_max) if rng.random() < config.answer_noise
+            else worked_solution(r) for r in records]
+
+
+def _encode(records: list[PromptRecord], tokenizer: Any, config: LabConfig) -> list[tuple[list[int], list[int]]]:
     """(prompt ids, target ids + EOS) per record; no BOS, as the trainer renders prompts."""
-    prompts = tokenizer([template.replace("{question}", r.question) for r in records],
+    prompts = tokenizer([config.template.replace("{question}", r.question) for r in records],
                         add_special_tokens=False)["input_ids"]
-    targets = tokenizer([worked_solution(r) for r in records], add_special_tokens=False)["input_ids"]
+    targets = tokenizer(sft_targets(records, config), add_special_tokens=False)["input_ids"]
     return [(p, t + [tokenizer.eos_token_id]) for p, t in zip(prompts, targets)]
 
 
@@ -172,8 +185,7 @@ def train_lab_model(config: LabConfig, *, progress: bool = True) -> tuple[Any, A
         intermediate_size=config.intermediate_size,
         max_position_embeddings=config.max_position_embeddings, seed=config.seed,
     )
-    data = _encode(sft_problems(config, config.sft_steps * config.batch_size), tokenizer,
-                   config.template)
+    data = _encode(sft_problems(config, config.sft_steps * config.batch_size), tokenizer, config)
     longest = max(len(p) + len(t) for p, t in data)
     if longest > config.max_position_embeddings:
         raise ValueError(f"SFT sequences reach {longest} tokens > max_position_embeddings="
@@ -250,6 +262,36 @@ def _build_into(directory: Path, config: LabConfig, progress: bool) -> dict[str,
         "versions": {"mgrpo": __version__, "torch": torch.__version__,
                      "transformers": transformers.__version__, "python": platform.python_version()},
     }
+
+
+def measure_world(
+    path: str | os.PathLike,
+    config: LabConfig,
+    *,
+    problems: int = 128,
+    samples: int = 16,
+    temperature: float = 1.1,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """`measure_accuracy` of the built model at `path` on `problems` val problems of
+    `config.task` (drawn with `seed + MEASURE_SEED_OFFSET`, as the build's measurement),
+    `samples` samples each at `temperature`, one torch thread; returns its dict."""
+    # lazy, start-up: transformers takes seconds to import
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(str(path))
+    records = lab_task_problems("val", problems, seed=seed + MEASURE_SEED_OFFSET, config=config)
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(build_threads())
+    try:
+        return measure_accuracy(model, tokenizer, records, template=config.template,
+                                samples=samples, temperature=temperature,
+                                max_new_tokens=config.max_new_tokens, seed=seed)
+    finally:
+        torch.set_num_threads(threads_before)
 
 
 def format_metrics(manifest: dict[str, Any]) -> str:

@@ -105,6 +105,13 @@ class LabConfig:
     EOS only, lr linear warm-up over `warmup_fraction` then cosine to 0, grad clip
     `grad_clip`. Measurement: `measure_problems` val problems of `task`, `measure_samples`
     samples each at `measure_temperature`, reported as mean sample accuracy and maj@G.
+
+    Answer noise: each SFT example's worked solution carries, with probability
+    `answer_noise`, one arithmetic slip (`mgrpo.lab.noise.slipped_solution`: one step's result
+    off by 1..`noise_max`, the later steps and the boxed answer computed from the wrong
+    value), so the model learns errors that are random per sample rather than fixed per
+    problem. Fields in `HASH_OPTIONAL` enter `to_dict` (and the hash) only when they differ
+    from their defaults, so adding such a field keeps every existing world's hash.
     """
 
     hidden_size: int = 128
@@ -130,6 +137,8 @@ class LabConfig:
     measure_temperature: float = 1.0
     max_new_tokens: int = 64
     extra: tuple[tuple[str, str], ...] = field(default=())  # free-form tags that enter the hash
+    answer_noise: float = 0.0
+    noise_max: int = 2
 
     def __post_init__(self) -> None:
         for name in ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size",
@@ -160,10 +169,18 @@ class LabConfig:
             )
         if not self.measure_temperature > 0:
             raise invalid("LabConfig.measure_temperature", "> 0", self.measure_temperature)
+        if not (isinstance(self.answer_noise, (int, float)) and 0.0 <= self.answer_noise < 1.0):
+            raise invalid("LabConfig.answer_noise", "a probability in [0, 1)", self.answer_noise)
+        check_int(self.noise_max, "LabConfig.noise_max", low=1, rule="a positive int")
 
     def to_dict(self) -> dict:
-        """Plain JSON-able dict (nested TaskSpecs become dicts, tuples lists)."""
-        return json.loads(json.dumps(dataclasses.asdict(self)))
+        """Plain JSON-able dict (nested TaskSpecs become dicts, tuples lists); the fields of
+        `HASH_OPTIONAL` are left out while they hold their default values."""
+        data = json.loads(json.dumps(dataclasses.asdict(self)))
+        for name, default in HASH_OPTIONAL.items():
+            if data[name] == default:
+                del data[name]
+        return data
 
     def config_hash(self) -> str:
         """16 hex chars of sha256 over the canonical JSON of the config + LAB_FORMAT_VERSION."""
@@ -174,6 +191,9 @@ class LabConfig:
     def replace(self, **changes) -> LabConfig:
         return dataclasses.replace(self, **changes)
 
+
+# fields added after the first worlds were cached: in the hash only when not at these defaults
+HASH_OPTIONAL: dict[str, object] = {"answer_noise": 0.0, "noise_max": 2}
 
 DEFAULT_LAB_CONFIG = LabConfig()
 # `mgrpo lab build --quick` and the test suite: a tiny model and a few SFT steps (seconds);

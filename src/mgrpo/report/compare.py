@@ -5,7 +5,8 @@ Runs the same recipe under every arm x G x seed, each as a normal ``mgrpo train`
 subprocess into its own run directory::
 
     python -m mgrpo train RECIPE -o DIR/<arm>-G<g>-s<seed> [--resume] \\
-        algorithm.preset=P algorithm.rollouts=G seed=S [extra key=value ...] [arm key=value ...]
+        algorithm.preset=P algorithm.rollouts=G seed=S trainer.run_name=<arm>-G<g>-s<seed> \\
+        [extra key=value ...] [arm key=value ...]
 
 An *arm* is a preset plus overrides: ``--presets srt,m-grpo`` gives the arms ``srt`` and
 ``m-grpo``; ``--arm no-iqr=m-grpo:algorithm.iqr_k=null`` adds an arm named ``no-iqr`` (the
@@ -17,7 +18,10 @@ extra overrides given to every run.
 (``trainer.threads=1`` and ``OMP_NUM_THREADS=1``, placed before the user's overrides so those
 win); with GPUs each job slot gets its own device through ``CUDA_VISIBLE_DEVICES`` (slot k ->
 the k-th visible device, modulo their number). With N > 1 each run's output goes to
-``DIR/logs/<run>.log`` instead of the terminal.
+``DIR/logs/<run>.log`` instead of the terminal. Before the first job starts, every lab model
+the runs load (``model.name`` ``lab`` or ``lab:NAME``) is built once in the parent (not once
+per job). Each run gets ``trainer.run_name=<its directory name>`` (before the user's
+overrides), so the report's curves and rows name it by arm, e.g. ``m-grpo-N8-s0``.
 
 Afterwards it writes one report over all runs (``DIR/report/``), a scaling table in the layout
 of the paper's Tables 1 and 3 (``DIR/scaling.md``) and the seed aggregation of

@@ -41,6 +41,7 @@ NAME_KEYS: tuple[tuple[str, str], ...] = (
     ("seed", "seed"),
 )
 PRESET_KEY = "algorithm.preset"
+RUN_NAME_KEY = "trainer.run_name"
 
 _AVG_AT_K = re.compile(r"^avg@\d+$")
 
@@ -252,7 +253,12 @@ class RunData:
 
 
 def run_display_name(flat_config: dict[str, Any], fallback: str) -> str:
-    """``"m-grpo G=16 seed=0"`` from the resolved config; ``fallback`` when it has no preset."""
+    """The run's ``trainer.run_name`` when set (`mgrpo compare` sets it to the run's arm
+    directory, e.g. ``"m-grpo-N8-s0"``); else ``"m-grpo G=16 seed=0"`` from the resolved
+    config; ``fallback`` when it has neither."""
+    run_name = flat_config.get(RUN_NAME_KEY)
+    if isinstance(run_name, str) and run_name.strip():
+        return run_name
     preset = flat_config.get(PRESET_KEY)
     if preset is None:
         return fallback

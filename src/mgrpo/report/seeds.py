@@ -75,11 +75,13 @@ def collapse_step(log: RunMetrics, drop: float = DEFAULT_COLLAPSE_DROP) -> int |
     1. ``val(t) <= best(t) - drop``, where ``best(t)`` is the highest validation accuracy at
        or before ``t`` (the step-0 point included);
     2. it stays there: every later validation point is also ``<= best(t) - drop``;
-    3. the training reward went up: the mean reward of the ``END_WINDOW`` steps up to ``t``
-       exceeds the mean of the first ``END_WINDOW`` steps.
+    3. the training reward went up: with ``n`` the number of reward values logged at steps
+       ``<= t`` and ``w = min(END_WINDOW, n // 2)``, the mean of the last ``w`` of them
+       exceeds the mean of the first ``w`` (two windows that never overlap; at ``t`` = 6,
+       steps 4-6 against steps 1-3).
 
     ``drop`` is absolute (0.10 = 10 accuracy points). A run with fewer than two validation
-    points never collapses.
+    points, or fewer than two reward values up to ``t``, never collapses at ``t``.
     """
     v_steps, v_vals = log.series(VAL_KEY)
     r_steps, r_vals = log.series(REWARD_KEY)

@@ -18,6 +18,7 @@ from pathlib import Path
 from mgrpo.report.runs import (
     CONFIG_FILE,
     METRICS_FILE,
+    RUN_NAME_KEY,
     MetricsError,
     flatten_config,
     read_config,
@@ -216,6 +217,37 @@ def train_command(
     return argv + spec.overrides() + list(defaults) + list(overrides) + list(spec.arm_overrides)
 
 
+def run_model_names(recipe: str, specs: Sequence[RunSpec], overrides: Sequence[str]) -> list[str]:
+    """The distinct ``model.name`` of the runs of `specs`, in first-seen order (the recipe
+    with the extra and the arm's overrides applied, as :func:`train_command` passes them)."""
+    # lazy, start-up: the config module is only needed when a sweep runs
+    from mgrpo.config import apply_overrides, load_recipe
+
+    base = load_recipe(recipe)
+    names: list[str] = []
+    for spec in specs:
+        data = apply_overrides(base, list(overrides) + list(spec.arm_overrides))
+        name = (data.get("model") or {}).get("name")
+        if isinstance(name, str) and name not in names:
+            names.append(name)
+    return names
+
+
+def prebuild_models(recipe: str, specs: Sequence[RunSpec], overrides: Sequence[str],
+                    log: Callable[[str], None]) -> None:
+    """Build every lab model (``lab``, ``lab:NAME``) the runs will load, once, before any
+    job starts: side-by-side jobs would otherwise each build the same uncached model."""
+    lab = [n for n in run_model_names(recipe, specs, overrides)
+           if n == "lab" or n.startswith("lab:")]
+    if not lab:
+        return
+    # lazy, start-up: mgrpo.models imports torch; only sweeps over lab models need it
+    from mgrpo.models.loading import embedded_model_dir
+
+    for name in lab:
+        log(f"lab model {name}: {embedded_model_dir(name)}")
+
+
 def requested_max_steps(overrides: Sequence[str]) -> int | None:
     """``trainer.max_steps`` set on the command line (last one wins), else None."""
     value = None
@@ -313,11 +345,14 @@ def run_sweep(
     jobs: int = 1,
     gpus: Sequence[str] | None = None,
     log: Callable[[str], None] | None = None,
+    prebuild: bool | None = None,
 ) -> list[CompareOutcome]:
     """Run every spec not yet complete, ``jobs`` at a time. Returns one outcome per spec,
     in spec order. ``gpus`` (default: :func:`visible_gpus` when ``jobs`` > 1) pins job slot
     k to ``gpus[k % len(gpus)]``; without GPUs and with ``jobs`` > 1 each run gets one
-    thread. ``fail_fast`` starts no new run after a failure."""
+    thread. ``fail_fast`` starts no new run after a failure. ``prebuild`` (default: when
+    ``runner`` is :func:`subprocess_runner`) builds the runs' lab models once first
+    (:func:`prebuild_models`)."""
     if jobs < 1:
         raise ValueError(f"--jobs must be >= 1, got {jobs}")
     log = log or _print_now
@@ -344,6 +379,11 @@ def run_sweep(
             log(f"{tag}: incomplete run without checkpoint moved to {moved}")
         todo.append((i, spec, run_dir, state == "resumable"))
 
+    if prebuild is None:
+        prebuild = runner is subprocess_runner
+    if todo and prebuild:
+        prebuild_models(recipe, [spec for _, spec, _, _ in todo], overrides, log)
+
     slots: queue.Queue[int] = queue.Queue()
     for k in range(jobs):
         slots.put(k)
@@ -361,7 +401,9 @@ def run_sweep(
             elif jobs > 1:
                 env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
             log_path = out_dir / LOG_SUBDIR / f"{spec.dirname}.log" if jobs > 1 else None
-            argv = train_command(recipe, run_dir, spec, overrides, resume=resume, defaults=defaults)
+            # the arm's directory names the run in reports (curves, rows), not its preset
+            named = [f"{RUN_NAME_KEY}={spec.dirname}", *defaults]
+            argv = train_command(recipe, run_dir, spec, overrides, resume=resume, defaults=named)
             where = f" (log: {log_path})" if log_path else ""
             log(f"[{i + 1}/{len(specs)}] {spec.dirname}: "
                 f"{'resuming' if resume else 'running'}{where}: {' '.join(argv)}")
