@@ -31,11 +31,16 @@ def initial_weights(flat_config: dict[str, Any]) -> Path | None:
     name = flat_config.get("model.name")
     if not isinstance(name, str):
         return None
-    if name == "lab":
+    if name == "lab" or name.startswith("lab:"):
         # lazy, start-up: mgrpo.lab imports torch; only a lab run's drift needs it
         from mgrpo.lab import lab_model_path
+        from mgrpo.lab.worlds import world_of_model_name
 
-        path = lab_model_path() / POLICY_FILE
+        try:
+            world = world_of_model_name(name)
+        except ValueError:  # `lab:` with a world this version does not know
+            return None
+        path = lab_model_path(world.config) / POLICY_FILE
     else:
         path = Path(name) / POLICY_FILE
     return path if path.is_file() else None
