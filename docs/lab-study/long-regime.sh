@@ -1,10 +1,36 @@
 #!/bin/sh
-# The slow regime of docs/lab-study.md ("A slow regime"): recipe lab-long (the noise30-4op50
-# lab world, trained on the lab train split, validated on the held-out val split at T = 0.8,
-# lr 1.5e-5, 400 steps). Seed 0 chose the world and the learning rate (docs/lab-study/worlds/);
-# the reported seeds start at 1. Resumable: finished runs are skipped. Extra arguments are
-# passed on, e.g. `SEEDS=1-10 docs/lab-study/long-regime.sh` or `... --report-only --no-html`.
-exec mgrpo compare lab-long --presets srt,grpo,m-grpo \
-  --arm m-grpo-N8=m-grpo:algorithm.momentum_rollouts=8 \
-  --seeds "${SEEDS:-1-3}" --jobs "${JOBS:-2}" -o docs/lab-study/long-regime \
-  trainer.save_every=0 "$@"
+# The slow-regime study of docs/lab-study.md ("A slow regime"): recipe lab-long (the
+# noise30-4op50 lab world, trained on the lab train split, validated on the held-out val split
+# at T = 0.8, lr 1.5e-5, 400 steps). Seed 0 chose the world and the learning rate
+# (docs/lab-study/worlds/); the reported seeds start at 1.
+#   core arms, CORE_SEEDS (default 1-10): srt, grpo (ground-truth control), m-grpo (paper
+#     defaults, N = G/4), m-grpo-N8 (N = G/2)
+#   other arms, OTHER_SEEDS (default 1-5): ttrl, co-rewarding-ii, m-grpo-noIQR (iqr_k null),
+#     m-grpo-mvw3 (a momentum vote counts 3 times), m-grpo-ties (ties go to the momentum side)
+# Then the per-group reports (summary.md and plots/ under report-core/ and report-others/, the
+# latter with srt and m-grpo on the same seeds), the tables (stats.md) and the alarm score
+# (alarm.md). Resumable: finished runs are skipped, a half-done run resumes. Extra arguments go
+# to every `mgrpo compare` call. Cost: one 400-step run takes 5-6 min on one thread of the
+# 2-vCPU dev machine alone and 9-10 min with two side by side (docs/lab-study.md, "Reproduce").
+set -e
+cd "$(dirname "$0")/../.."
+OUT=docs/lab-study/long-regime
+CORE="--presets srt,grpo,m-grpo --arm m-grpo-N8=m-grpo:algorithm.momentum_rollouts=8"
+OTHERS="--presets ttrl,co-rewarding-ii --arm m-grpo-noIQR=m-grpo:algorithm.iqr_k=null
+  --arm m-grpo-mvw3=m-grpo:algorithm.momentum_vote_weight=3
+  --arm m-grpo-ties=m-grpo:algorithm.vote_ties=momentum-first"
+# shellcheck disable=SC2086  # the arm lists are meant to split into words
+mgrpo compare lab-long $CORE --seeds "${CORE_SEEDS:-1-10}" --jobs "${JOBS:-2}" -o "$OUT" \
+  --report-to "$OUT/report-core" --no-html trainer.save_every=0 "$@"
+# shellcheck disable=SC2086
+mgrpo compare lab-long $OTHERS --seeds "${OTHER_SEEDS:-1-5}" --jobs "${JOBS:-2}" -o "$OUT" \
+  --report-to "$OUT/report-others" --no-html trainer.save_every=0 "$@"
+# shellcheck disable=SC2086
+mgrpo compare lab-long --presets srt,m-grpo,ttrl,co-rewarding-ii \
+  --arm m-grpo-noIQR=m-grpo:algorithm.iqr_k=null \
+  --arm m-grpo-mvw3=m-grpo:algorithm.momentum_vote_weight=3 \
+  --arm m-grpo-ties=m-grpo:algorithm.vote_ties=momentum-first \
+  --seeds "${OTHER_SEEDS:-1-5}" -o "$OUT" --report-to "$OUT/report-others" --report-only \
+  --no-html trainer.save_every=0 "$@" > /dev/null
+python docs/lab-study/long-stats.py "$OUT" > "$OUT/stats.md"
+python docs/lab-study/long-alarm.py "$OUT" > "$OUT/alarm.md"

@@ -1,0 +1,132 @@
+"""Score the collapse alarm on the slow-regime runs (docs/lab-study.md, "A slow regime").
+
+    python docs/lab-study/long-alarm.py [SWEEP_DIR] > docs/lab-study/long-regime/alarm.md
+
+Truth per run: the collapse criterion (:func:`mgrpo.report.seeds.collapse_step`, 10 points
+below the best and staying there, with the reward up), which looks at the whole curve; the
+alarm (:class:`mgrpo.train.alarm.CollapseAlarm`, replayed over ``metrics.jsonl`` with the
+thresholds under test) sees only the past. Recall = collapsed runs on which the alarm fired /
+collapsed runs; false alarms = runs that did not collapse on which it fired (label-free arms
+and the ground-truth grpo control counted apart). Timing: the first alarm step minus the
+collapse step (negative = the alarm came first).
+
+Tuning without peeking: the grid below is scored on the tuning seeds (default 1-5), the best
+config by (recall - false-alarm rate, then earlier alarms, then the config closest to the
+defaults) is chosen there, and both the defaults and the chosen config are then reported on
+the held-out seeds (default 6-10), which played no part in the choice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from mgrpo.config_sections import CollapseAlarmConfig
+from mgrpo.report.runs import load_run
+from mgrpo.report.seeds import collapse_step
+from mgrpo.report.sweep import run_state
+from mgrpo.train.alarm import replay
+
+SEED = re.compile(r"^(?P<arm>.+)-s(?P<seed>\d+)$")
+TUNE_SEEDS = range(1, 6)
+HELD_OUT_SEEDS = range(6, 11)
+CONTROL = "grpo"  # ground-truth reward: its runs are the healthy controls
+GRID = {
+    "val_drop": (0.03, 0.05, 0.08, 0.10),
+    "reward_rise": (0.0, 0.05, 0.10),
+    "val_patience": (1, 2, 3),
+    "entropy_fraction": (0.2, 0.6),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    arm: str
+    seed: int
+    collapse: int | None
+    records: list
+
+
+def load(sweep: Path) -> list[Run]:
+    runs = []
+    for path in sorted(p for p in sweep.iterdir() if p.is_dir()):
+        match = SEED.match(path.name)
+        if not match or run_state(path) != "complete":
+            continue
+        log = load_run(path, lenient=True).metrics
+        runs.append(Run(match["arm"], int(match["seed"]), collapse_step(log), log.records))
+    return runs
+
+
+def score(runs: list[Run], config: CollapseAlarmConfig) -> dict:
+    hit, miss, false_lf, quiet_lf, false_ctl, quiet_ctl, delays = 0, 0, 0, 0, 0, 0, []
+    for run in runs:
+        states = replay(run.records, config)
+        first = states[0].step if states else None
+        if run.collapse is not None:
+            if first is None:
+                miss += 1
+            else:
+                hit += 1
+                delays.append(first - run.collapse)
+        elif run.arm == CONTROL:
+            false_ctl += first is not None
+            quiet_ctl += first is None
+        else:
+            false_lf += first is not None
+            quiet_lf += first is None
+    collapsed, healthy = hit + miss, false_lf + quiet_lf + false_ctl + quiet_ctl
+    recall = hit / collapsed if collapsed else float("nan")
+    false_rate = (false_lf + false_ctl) / healthy if healthy else float("nan")
+    return dict(hit=hit, collapsed=collapsed, false_lf=false_lf, n_lf=false_lf + quiet_lf,
+                false_ctl=false_ctl, n_ctl=false_ctl + quiet_ctl, recall=recall,
+                false_rate=false_rate,
+                delay=float(np.median(delays)) if delays else float("nan"),
+                early=sum(d <= 0 for d in delays))
+
+
+def row(name: str, seeds: str, s: dict) -> str:
+    delay = "—" if np.isnan(s["delay"]) else f"{s['delay']:+.0f}"
+    return (f"| {name} | {seeds} | {s['hit']}/{s['collapsed']} | {s['false_lf']}/{s['n_lf']} "
+            f"| {s['false_ctl']}/{s['n_ctl']} | {delay} | {s['early']}/{s['hit']} |")
+
+
+def main(sweep: Path) -> None:
+    runs = load(sweep)
+    tune = [r for r in runs if r.seed in TUNE_SEEDS]
+    held = [r for r in runs if r.seed in HELD_OUT_SEEDS]
+    default = CollapseAlarmConfig()
+    base = dataclasses.asdict(default)
+    best_key, best_cfg, best_changes = None, default, {}
+    for values in itertools.product(*GRID.values()):
+        changes = {k: v for k, v in zip(GRID, values) if v != base[k]}
+        cfg = dataclasses.replace(default, **dict(zip(GRID, values)))
+        s = score(tune, cfg)
+        delay = s["delay"] if not np.isnan(s["delay"]) else np.inf
+        key = (s["recall"] - s["false_rate"], -delay, -len(changes))
+        if best_key is None or key > best_key:
+            best_key, best_cfg, best_changes = key, cfg, changes
+    chosen = ", ".join(f"{k}={v}" for k, v in best_changes.items()) or "the defaults"
+    print(f"<!-- written by: python docs/lab-study/long-alarm.py {sweep} -->\n")
+    print(f"Runs: {len(runs)} ({len(tune)} on tuning seeds {TUNE_SEEDS.start}-"
+          f"{TUNE_SEEDS.stop - 1}, {len(held)} on held-out seeds {HELD_OUT_SEEDS.start}-"
+          f"{HELD_OUT_SEEDS.stop - 1}). Grid: "
+          + "; ".join(f"{k} in {list(v)}" for k, v in GRID.items())
+          + f". Chosen on the tuning seeds: {chosen}.\n")
+    print("| alarm thresholds | seeds | recall (fired / collapsed) | false alarms, label-free "
+          "runs that did not collapse | false alarms, grpo control | median first alarm - "
+          "collapse step | alarms at or before the collapse step |")
+    print("|---|---|---|---|---|---|---|")
+    for name, cfg in (("defaults", default), (f"tuned ({chosen})", best_cfg)):
+        for label, subset in (("tuning", tune), ("held-out", held), ("all", runs)):
+            if subset:
+                print(row(name, label, score(subset, cfg)))
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1] if len(sys.argv) > 1 else "docs/lab-study/long-regime"))
