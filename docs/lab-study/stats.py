@@ -43,10 +43,18 @@ import re
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
 
 from mgrpo.report.runs import load_run
 from mgrpo.report.seeds import collapse_step
+from mgrpo.report.stats import (
+    bootstrap_interval,
+    expected_max_normal,
+    fisher_exact_pvalue,
+    fmt_p,
+    holm,
+    t_interval,
+    t_pvalue,
+)
 from mgrpo.report.sweep import run_state
 
 SEED = re.compile(r"^(?P<arm>.+)-s(?P<seed>\d+)$")
@@ -70,62 +78,13 @@ DIAGNOSTICS = (  # (metrics key, column title, scale)
 )
 
 
-def t_interval(values: np.ndarray) -> tuple[float, float, float]:
-    """Mean and 95% Student-t interval (nan interval for n < 2)."""
-    mean = float(values.mean())
-    if values.size < 2:
-        return mean, float("nan"), float("nan")
-    half = stats.t.ppf(0.975, values.size - 1) * values.std(ddof=1) / np.sqrt(values.size)
-    return mean, mean - half, mean + half
-
-
 def t_ci(values: list[float]) -> str:
-    a = np.asarray(values, dtype=float)
-    if a.size == 0:
-        return "—"
-    mean, lo, hi = t_interval(a)
-    return f"{mean:+.1f} (n = 1)" if a.size < 2 else f"{mean:+.1f} [{lo:+.1f}, {hi:+.1f}]"
+    return t_interval(values).fmt() if values else "—"
 
 
 def boot_ci(values: list[float]) -> str:
-    a = np.asarray(values, dtype=float)
-    if a.size < 2:
-        return "—"
-    rng = np.random.default_rng(0)
-    means = rng.choice(a, size=(10_000, a.size), replace=True).mean(axis=1)
-    lo, hi = np.percentile(means, [2.5, 97.5])
-    return f"[{lo:+.1f}, {hi:+.1f}]"
-
-
-def t_pvalue(values: list[float]) -> float:
-    """Two-sided one-sample t-test of mean 0 (nan for n < 2 or zero spread)."""
-    a = np.asarray(values, dtype=float)
-    if a.size < 2 or a.std(ddof=1) == 0:
-        return float("nan")
-    return float(stats.ttest_1samp(a, 0.0).pvalue)
-
-
-def holm(pvalues: list[float]) -> list[float]:
-    """Holm-Bonferroni adjusted p-values (nan entries are left out of the family)."""
-    index = [i for i, p in enumerate(pvalues) if not np.isnan(p)]
-    order = sorted(index, key=lambda i: pvalues[i])
-    adjusted = [float("nan")] * len(pvalues)
-    running = 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (len(order) - rank) * pvalues[i]))
-        adjusted[i] = running
-    return adjusted
-
-
-def fmt_p(p: float) -> str:
-    return "—" if np.isnan(p) else ("< 0.001" if p < 0.001 else f"{p:.3f}")
-
-
-def expected_max(n: int) -> float:
-    """E[max of n independent standard normals] = integral of x n phi(x) Phi(x)^(n-1) dx."""
-    x = np.linspace(-8.0, 8.0, 16_001)
-    density = n * stats.norm.pdf(x) * stats.norm.cdf(x) ** (n - 1)
-    return float(np.sum(x * density) * (x[1] - x[0]))
+    interval = bootstrap_interval(values)
+    return "—" if np.isnan(interval.low) else f"[{interval.low:+.1f}, {interval.high:+.1f}]"
 
 
 def mean_sd(values: list[float], fmt: str = "{:.1f}") -> str:
@@ -203,7 +162,7 @@ def per_arm_table(runs: dict[str, dict[int, dict]]) -> None:
               f"| {d('final', 'best')} | {len(col)}/{len(rows)} "
               f"| {mean_sd(col, '{:.0f}') if col else '—'} "
               f"| {np.mean([r['r0'] for r in rows]):.3f} -> {np.mean([r['r1'] for r in rows]):.3f} "
-              f"| {noise:.1f} ({expected_max(n_points) * noise:.1f}) |")
+              f"| {noise:.1f} ({expected_max_normal(n_points) * noise:.1f}) |")
 
 
 def phenomenon_table(runs: dict[str, dict[int, dict]]) -> None:
@@ -266,8 +225,7 @@ def collapse_counts(runs: dict[str, dict[int, dict]]) -> None:
         if arm == REFERENCE:
             continue
         c = sum(r["collapse"] is not None for r in by_seed.values())
-        table = [[c, len(by_seed) - c], [ref_c, len(ref) - ref_c]]
-        rows.append((arm, c, len(by_seed), float(stats.fisher_exact(table).pvalue)))
+        rows.append((arm, c, len(by_seed), fisher_exact_pvalue(c, len(by_seed), ref_c, len(ref))))
     adjusted = holm([row[-1] for row in rows])
     print(f"\n## Collapse counts against {REFERENCE} ({ref_c}/{len(ref)} collapsed): Fisher's "
           "exact test, two-sided, Holm over the arms\n")

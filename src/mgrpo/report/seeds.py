@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from mgrpo.report import stats as S
 from mgrpo.report.drift import run_drift
 from mgrpo.report.html import MISSING, Table
 from mgrpo.report.plots import _colors, _finish, _new_figure, ema_smooth
@@ -267,21 +268,37 @@ def mechanism_table(arms: Sequence[ArmSummary]) -> Table:
 
 
 def paired_table(arms: Sequence[ArmSummary]) -> Table | None:
-    """Each arm's final validation accuracy minus the first arm's, seed by seed (the seeds
-    share the untrained policy's sampling and data order, so the pairing removes the spread
-    of the starting points): mean ± std of the differences in points, and on how many seeds
-    the arm ended higher. None with fewer than two arms."""
+    """Each arm against the first arm, seed by seed (the seeds share the untrained policy's
+    sampling and data order, so the pairing removes the spread of the starting points).
+
+    Columns: mean ± std of the final-accuracy differences in points; their mean with a 95%
+    Student-t and a 95% percentile-bootstrap interval (:mod:`mgrpo.report.stats`); the
+    paired t-test p-value and its Holm adjustment over the arms of this table; on how many
+    seeds the arm ended higher; collapsed seeds of the arm and the first arm with the
+    two-sided Fisher exact p-value (Holm over the arms). None with fewer than two arms.
+    """
     if len(arms) < 2:
         return None
     ref = arms[0]
-    headers = ["arm", f"final val acc minus {ref.arm}'s, same seed (points)",
-               f"seeds above {ref.arm}"]
-    rows = []
+    headers = ["arm", f"final val acc minus {ref.arm}'s, same seed (points)", "mean [95% t]",
+               "bootstrap 95%", "p (paired t)", "p (Holm)", f"seeds above {ref.arm}",
+               f"collapsed vs {ref.arm}", "p (Fisher, Holm)"]
+    diffs, t_p, fisher_p = [], [], []
     for a in arms[1:]:
         common = sorted(set(a.final_by_seed) & set(ref.final_by_seed))
-        diff = Stat([100.0 * (a.final_by_seed[k] - ref.final_by_seed[k]) for k in common])
-        above = sum(d > 0 for d in diff.values)
-        rows.append([a.arm, diff.fmt(), f"{above}/{len(common)}"])
+        diffs.append([100.0 * (a.final_by_seed[k] - ref.final_by_seed[k]) for k in common])
+        t_p.append(S.t_pvalue(diffs[-1]))
+        fisher_p.append(S.fisher_exact_pvalue(a.collapsed, len(a.collapse_steps),
+                                              ref.collapsed, len(ref.collapse_steps)))
+    rows = []
+    for a, diff, p, p_adj, f_adj in zip(arms[1:], diffs, t_p, S.holm(t_p), S.holm(fisher_p),
+                                        strict=True):
+        above = sum(d > 0 for d in diff)
+        rows.append([a.arm, Stat(diff).fmt(), S.t_interval(diff).fmt(),
+                     S.bootstrap_interval(diff).fmt(), S.fmt_p(p), S.fmt_p(p_adj),
+                     f"{above}/{len(diff)}",
+                     f"{a.collapsed}/{len(a.collapse_steps)} vs "
+                     f"{ref.collapsed}/{len(ref.collapse_steps)}", S.fmt_p(f_adj)])
     return Table(headers, rows)
 
 
