@@ -83,8 +83,7 @@ def t_ci(values: list[float]) -> str:
 
 
 def boot_ci(values: list[float]) -> str:
-    interval = bootstrap_interval(values)
-    return "—" if np.isnan(interval.low) else f"[{interval.low:+.1f}, {interval.high:+.1f}]"
+    return bootstrap_interval(values).bounds()
 
 
 def mean_sd(values: list[float], fmt: str = "{:.1f}") -> str:
@@ -251,7 +250,9 @@ def mechanism_table(runs: dict[str, dict[int, dict]]) -> None:
                 continue
             means = np.nanmean(per_phase, axis=0)
             fmt = "{:.0f}" if scale == 100 else "{:.3f}"
-            cells.append(" / ".join("—" if np.isnan(m) else fmt.format(m) for m in means))
+            logged = int((~np.isnan(per_phase)).all(axis=1).sum())
+            note = f" (n = {logged})" if logged < len(per_phase) else ""
+            cells.append(" / ".join("—" if np.isnan(m) else fmt.format(m) for m in means) + note)
         print(f"| {arm} | " + " | ".join(cells) + " |")
 
 

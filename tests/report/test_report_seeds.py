@@ -107,7 +107,7 @@ def test_summarize_arm_mean_std_and_step0_best(tmp_path):
     paired = paired_table([arm, other])
     # +5 and +10 points: mean 7.5, sd 3.54, t(0.975, 1) = 12.706 -> half width 31.8; t = 3.0
     # on 1 df -> p = 0.205; collapsed 1/2 vs 2/3 -> Fisher p = 1
-    assert paired.rows == [["m-grpo", "7.5 ± 3.5", "+7.5 [-24.3, +39.3]", "+7.5 [+5.0, +10.0]",
+    assert paired.rows == [["m-grpo", "7.5 ± 3.5", "+7.5 [-24.3, +39.3]", "[+5.0, +10.0]",
                             "0.205", "0.205", "2/2", "1/2 vs 2/3", "1.000"]]
     row = arm_table([arm]).rows[0]
     assert row[:7] == ["srt", "3", "60.0 ± 2.0", "61.3 ± 1.2", "50.0 ± 10.0", "-10.0 ± 11.1", "2/3"]

@@ -295,7 +295,7 @@ def paired_table(arms: Sequence[ArmSummary]) -> Table | None:
                                         strict=True):
         above = sum(d > 0 for d in diff)
         rows.append([a.arm, Stat(diff).fmt(), S.t_interval(diff).fmt(),
-                     S.bootstrap_interval(diff).fmt(), S.fmt_p(p), S.fmt_p(p_adj),
+                     S.bootstrap_interval(diff).bounds(), S.fmt_p(p), S.fmt_p(p_adj),
                      f"{above}/{len(diff)}",
                      f"{a.collapsed}/{len(a.collapse_steps)} vs "
                      f"{ref.collapsed}/{len(ref.collapse_steps)}", S.fmt_p(f_adj)])

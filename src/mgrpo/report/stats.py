@@ -46,7 +46,14 @@ class Interval:
         spec = f"{'+' if signed else ''}.{digits}f"
         if math.isnan(self.low):
             return format(self.mean, spec)
-        return f"{self.mean:{spec}} [{self.low:{spec}}, {self.high:{spec}}]"
+        return f"{self.mean:{spec}} {self.bounds(digits, signed)}"
+
+    def bounds(self, digits: int = 1, signed: bool = True) -> str:
+        """``[-0.3, +2.7]`` alone; ``—`` when the interval is undefined."""
+        if math.isnan(self.low):
+            return "—"
+        spec = f"{'+' if signed else ''}.{digits}f"
+        return f"[{self.low:{spec}}, {self.high:{spec}}]"
 
 
 def _array(values: Sequence[float]) -> np.ndarray:
