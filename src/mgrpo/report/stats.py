@@ -60,14 +60,19 @@ def _array(values: Sequence[float]) -> np.ndarray:
     return np.asarray(list(values), dtype=float)
 
 
+def _too_few(a: np.ndarray) -> Interval | None:
+    """The answer for n < 2 (n = 0: all nan; n = 1: the mean alone), None from n = 2."""
+    if a.size == 0:
+        return Interval(NAN, NAN, NAN)
+    return Interval(float(a.mean()), NAN, NAN) if a.size < 2 else None
+
+
 def t_interval(values: Sequence[float], level: float = 0.95) -> Interval:
     """Mean with its Student-t interval at ``level`` (n < 2: mean alone; n = 0: all nan)."""
     a = _array(values)
-    if a.size == 0:
-        return Interval(NAN, NAN, NAN)
+    if (few := _too_few(a)) is not None:
+        return few
     mean = float(a.mean())
-    if a.size < 2:
-        return Interval(mean, NAN, NAN)
     half = float(_stats.t.ppf(0.5 + level / 2, a.size - 1) * a.std(ddof=1) / math.sqrt(a.size))
     return Interval(mean, mean - half, mean + half)
 
@@ -76,11 +81,9 @@ def bootstrap_interval(values: Sequence[float], level: float = 0.95, resamples: 
                        seed: int = 0) -> Interval:
     """Mean with its percentile-bootstrap interval (n < 2: mean alone; deterministic in seed)."""
     a = _array(values)
-    if a.size == 0:
-        return Interval(NAN, NAN, NAN)
+    if (few := _too_few(a)) is not None:
+        return few
     mean = float(a.mean())
-    if a.size < 2:
-        return Interval(mean, NAN, NAN)
     rng = np.random.default_rng(seed)
     means = a[rng.integers(0, a.size, size=(resamples, a.size))].mean(axis=1)
     low, high = np.percentile(means, [50 * (1 - level), 50 * (1 + level)])
