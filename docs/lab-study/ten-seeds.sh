@@ -14,3 +14,4 @@ mgrpo compare lab-collapse $ARMS --seeds 0-9 -o docs/lab-study/runs --report-onl
   --replay-alarm --report-to docs/lab-study/ten-seeds > /dev/null
 python docs/lab-study/stats.py docs/lab-study/runs --arms srt,m-grpo,m-grpo-N8 \
   > docs/lab-study/ten-seeds/stats.md
+python docs/lab-study/embed.py ten docs/lab-study/ten-seeds/stats.md
