@@ -45,6 +45,10 @@ def test_build_writes_hf_dir_with_manifest(built):
     assert metrics["n_problems"] == QUICK_LAB_CONFIG.measure_problems
     assert 0.0 <= metrics["sample_accuracy"] <= 1.0 and 0.0 <= metrics["maj_accuracy"] <= 1.0
     assert manifest["sft"]["sft_examples"] == QUICK_LAB_CONFIG.sft_steps * QUICK_LAB_CONFIG.batch_size
+    # what a build depends on beyond its config: a different CPU kernel path may train another model
+    import torch
+    assert manifest["versions"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert {"torch", "transformers", "machine"} <= set(manifest["versions"])
     assert not [p for p in root.iterdir() if p.name.startswith(".")]  # no temp dirs left
     assert lab_info(QUICK_LAB_CONFIG, root)["config_hash"] == QUICK_LAB_CONFIG.config_hash()
 
@@ -123,6 +127,8 @@ def test_cli_build_and_info_reuse_cache(built, capsys):
     assert main(["lab", "info", "--quick", "--cache-dir", str(root)]) == 0
     out = capsys.readouterr().out
     assert "valid" in out and QUICK_LAB_CONFIG.config_hash() in out
+    sha = json.loads((path / MANIFEST_NAME).read_text())["files"]["model.safetensors"]
+    assert f"model.safetensors sha256 {sha[:16]}" in out and "cpu_capability" in out
 
 
 def test_task_splits_are_disjoint_seeded_and_held_out_of_sft():

@@ -105,6 +105,10 @@ def _run_info(args: argparse.Namespace) -> int:
     print(f"cache: {path} ({state})")
     print(f"built {manifest.get('created')} in {manifest.get('build_seconds', float('nan')):.1f}s "
           f"on {manifest.get('threads')} threads")
+    versions = manifest.get("versions") or {}
+    sha = (manifest.get("files") or {}).get("model.safetensors", "?")
+    print("build: model.safetensors sha256 " + str(sha)[:16] + ", " + ", ".join(
+        f"{k} {versions[k]}" for k in ("torch", "transformers", "cpu_capability") if k in versions))
     print(format_metrics(manifest))
     return 0
 

@@ -6,7 +6,11 @@
 sha256 per file, well under a second); a missing or corrupt one is rebuilt into a temporary
 directory and renamed into place.
 
-The build, deterministic for `config.seed` on a given torch build and thread count:
+The build is deterministic for `config.seed` on a given torch and transformers build, thread
+count and CPU kernel path (`torch.backends.cpu.get_cpu_capability()`, e.g. AVX2 vs AVX512),
+all recorded under the manifest's "versions"; on another machine or library version the same
+config may train a different model (the cache key is the config alone, so the model's sha256
+in the manifest is what identifies a build):
 1. model = `build_tiny_model` (random init from the seed) over `build_char_tokenizer(alphabet)`;
 2. SFT: `sft_steps` AdamW steps, each on `batch_size` fresh problems from the easy mixture
    (never an RL-task question, see `lab.config`), prompt = template with the question, no
@@ -260,7 +264,9 @@ def _build_into(directory: Path, config: LabConfig, progress: bool) -> dict[str,
         "threads": threads,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": {"mgrpo": __version__, "torch": torch.__version__,
-                     "transformers": transformers.__version__, "python": platform.python_version()},
+                     "transformers": transformers.__version__, "python": platform.python_version(),
+                     "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                     "machine": platform.machine()},
     }
 
 
