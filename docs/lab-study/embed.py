@@ -1,10 +1,10 @@
 """Copy a generated table file into docs/lab-study.md between its markers.
 
-    python docs/lab-study/embed.py NAME FILE [--doc docs/lab-study.md]
+    python docs/lab-study/embed.py NAME FILE [--level 3] [--doc docs/lab-study.md]
 
 Replaces the lines between ``<!-- NAME:begin ... -->`` and ``<!-- NAME:end -->`` with the
-contents of FILE up to (not including) its ``## Per run`` section, and shifts FILE's ``##``
-headings one level down (``###``) so they nest under the doc's section. Exits with an error
+contents of FILE up to (not including) its ``## Per run`` section, and turns FILE's ``##``
+headings into level ``--level`` headings so they nest under the doc's section. Exits with an error
 naming the doc and the marker when either marker is missing.
 """
 
@@ -20,6 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("name")
     parser.add_argument("file", type=Path)
+    parser.add_argument("--level", type=int, default=3, help="heading level of FILE's sections")
     parser.add_argument("--doc", type=Path, default=Path("docs/lab-study.md"))
     args = parser.parse_args(argv)
     text = args.doc.read_text()
@@ -30,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
               f"'<!-- {args.name}:end -->' block", file=sys.stderr)
         return 2
     body = args.file.read_text().split("\n## Per run")[0].rstrip() + "\n"
-    body = re.sub(r"^## ", "### ", body, flags=re.M)
+    body = re.sub(r"^## ", "#" * args.level + " ", body, flags=re.M)
     args.doc.write_text(pattern.sub(lambda m: m.group(1) + "\n" + body + "\n" + m.group(3), text))
     return 0
 

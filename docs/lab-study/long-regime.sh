@@ -34,5 +34,5 @@ mgrpo compare lab-long --presets srt,m-grpo,ttrl,co-rewarding-ii \
   --no-html trainer.save_every=0 "$@" > /dev/null
 python docs/lab-study/long-stats.py "$OUT" > "$OUT/stats.md"
 python docs/lab-study/long-alarm.py "$OUT" > "$OUT/alarm.md"
-python docs/lab-study/embed.py long "$OUT/stats.md"
+python docs/lab-study/embed.py long "$OUT/stats.md" --level 4
 python docs/lab-study/embed.py alarm "$OUT/alarm.md"
