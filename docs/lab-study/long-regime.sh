@@ -33,6 +33,6 @@ mgrpo compare lab-long --presets srt,m-grpo,ttrl,co-rewarding-ii \
   --seeds "${OTHER_SEEDS:-1-5}" -o "$OUT" --report-to "$OUT/report-others" --report-only \
   --no-html trainer.save_every=0 "$@" > /dev/null
 python docs/lab-study/long-stats.py "$OUT" > "$OUT/stats.md"
-python docs/lab-study/long-alarm.py "$OUT" > "$OUT/alarm.md"
+python docs/lab-study/alarm-score.py "$OUT" --tune 1-5 --held-out 6-10 > "$OUT/alarm.md"
 python docs/lab-study/embed.py long "$OUT/stats.md" --level 4
 python docs/lab-study/embed.py alarm "$OUT/alarm.md"

@@ -13,3 +13,6 @@ mgrpo compare lab-collapse $ARMS --seeds 0-9 --jobs "${JOBS:-2}" -o "$RUNS" \
   --report-to docs/lab-study/ten-seeds --no-html --replay-alarm trainer.save_every=0 "$@"
 python docs/lab-study/stats.py "$RUNS" > docs/lab-study/ten-seeds/stats.md
 python docs/lab-study/embed.py ten docs/lab-study/ten-seeds/stats.md
+python docs/lab-study/alarm-score.py docs/lab-study/ten-seeds-runs --tune 0-4 --held-out 5-9 \
+  > docs/lab-study/ten-seeds/alarm.md
+python docs/lab-study/embed.py ten-alarm docs/lab-study/ten-seeds/alarm.md

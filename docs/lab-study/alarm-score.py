@@ -1,6 +1,6 @@
-"""Score the collapse alarm on the slow-regime runs (docs/lab-study.md, "A slow regime").
+"""Score the collapse alarm on a sweep of lab runs (docs/lab-study.md), tuned without peeking.
 
-    python docs/lab-study/long-alarm.py [SWEEP_DIR] > docs/lab-study/long-regime/alarm.md
+    python docs/lab-study/alarm-score.py [SWEEP_DIR] [--tune 1-5] [--held-out 6-10] > alarm.md
 
 Truth per run: the collapse criterion (:func:`mgrpo.report.seeds.collapse_step`, 10 points
 below the best and staying there, with the reward up), which looks at the whole curve; the
@@ -10,18 +10,18 @@ collapsed runs; false alarms = runs that did not collapse on which it fired (lab
 and the ground-truth grpo control counted apart). Timing: the first alarm step minus the
 collapse step (negative = the alarm came first).
 
-Tuning without peeking: the grid below is scored on the tuning seeds (default 1-5), the best
+Tuning without peeking: the grid below is scored on the tuning seeds (``--tune``), the best
 config by (recall - false-alarm rate, then earlier alarms, then the config closest to the
 defaults) is chosen there, and both the defaults and the chosen config are then reported on
-the held-out seeds (default 6-10), which played no part in the choice.
+the held-out seeds (``--held-out``), which played no part in the choice.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import itertools
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +33,6 @@ from mgrpo.report.sweep import run_state
 from mgrpo.train.alarm import replay
 
 SEED = re.compile(r"^(?P<arm>.+)-s(?P<seed>\d+)$")
-TUNE_SEEDS = range(1, 6)
-HELD_OUT_SEEDS = range(6, 11)
 CONTROL = "grpo"  # ground-truth reward: its runs are the healthy controls
 GRID = {
     "val_drop": (0.03, 0.05, 0.08, 0.10),
@@ -96,7 +94,18 @@ def row(name: str, seeds: str, s: dict) -> str:
             f"| {s['false_ctl']}/{s['n_ctl']} | {delay} | {s['early']}/{s['hit']} |")
 
 
-def main(sweep: Path) -> None:
+def seed_range(text: str) -> range:
+    low, _, high = text.partition("-")
+    return range(int(low), int(high or low) + 1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sweep", type=Path, nargs="?", default=Path("docs/lab-study/long-regime"))
+    parser.add_argument("--tune", type=seed_range, default=range(1, 6), help="e.g. 1-5")
+    parser.add_argument("--held-out", type=seed_range, default=range(6, 11), help="e.g. 6-10")
+    args = parser.parse_args(argv)
+    sweep, TUNE_SEEDS, HELD_OUT_SEEDS = args.sweep, args.tune, args.held_out
     runs = load(sweep)
     tune = [r for r in runs if r.seed in TUNE_SEEDS]
     held = [r for r in runs if r.seed in HELD_OUT_SEEDS]
@@ -112,7 +121,9 @@ def main(sweep: Path) -> None:
         if best_key is None or key > best_key:
             best_key, best_cfg, best_changes = key, cfg, changes
     chosen = ", ".join(f"{k}={v}" for k, v in best_changes.items()) or "the defaults"
-    print(f"<!-- written by: python docs/lab-study/long-alarm.py {sweep} -->\n")
+    print(f"<!-- written by: python docs/lab-study/alarm-score.py {sweep} --tune "
+          f"{TUNE_SEEDS.start}-{TUNE_SEEDS.stop - 1} --held-out {HELD_OUT_SEEDS.start}-"
+          f"{HELD_OUT_SEEDS.stop - 1} -->\n")
     print(f"Runs: {len(runs)} ({len(tune)} on tuning seeds {TUNE_SEEDS.start}-"
           f"{TUNE_SEEDS.stop - 1}, {len(held)} on held-out seeds {HELD_OUT_SEEDS.start}-"
           f"{HELD_OUT_SEEDS.stop - 1}). Grid: "
@@ -129,4 +140,4 @@ def main(sweep: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1] if len(sys.argv) > 1 else "docs/lab-study/long-regime"))
+    main()
