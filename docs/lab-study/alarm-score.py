@@ -99,16 +99,20 @@ def seed_range(text: str) -> range:
     return range(int(low), int(high or low) + 1)
 
 
+def range_text(seeds: range) -> str:
+    """The inverse of :func:`seed_range`: ``range(1, 6)`` -> ``1-5``."""
+    return f"{seeds.start}-{seeds.stop - 1}"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sweep", type=Path, nargs="?", default=Path("docs/lab-study/long-regime"))
     parser.add_argument("--tune", type=seed_range, default=range(1, 6), help="e.g. 1-5")
     parser.add_argument("--held-out", type=seed_range, default=range(6, 11), help="e.g. 6-10")
     args = parser.parse_args(argv)
-    sweep, TUNE_SEEDS, HELD_OUT_SEEDS = args.sweep, args.tune, args.held_out
-    runs = load(sweep)
-    tune = [r for r in runs if r.seed in TUNE_SEEDS]
-    held = [r for r in runs if r.seed in HELD_OUT_SEEDS]
+    runs = load(args.sweep)
+    tune = [r for r in runs if r.seed in args.tune]
+    held = [r for r in runs if r.seed in args.held_out]
     default = CollapseAlarmConfig()
     base = dataclasses.asdict(default)
     best_key, best_cfg, best_changes = None, default, {}
@@ -121,12 +125,11 @@ def main(argv: list[str] | None = None) -> None:
         if best_key is None or key > best_key:
             best_key, best_cfg, best_changes = key, cfg, changes
     chosen = ", ".join(f"{k}={v}" for k, v in best_changes.items()) or "the defaults"
-    print(f"<!-- written by: python docs/lab-study/alarm-score.py {sweep} --tune "
-          f"{TUNE_SEEDS.start}-{TUNE_SEEDS.stop - 1} --held-out {HELD_OUT_SEEDS.start}-"
-          f"{HELD_OUT_SEEDS.stop - 1} -->\n")
-    print(f"Runs: {len(runs)} ({len(tune)} on tuning seeds {TUNE_SEEDS.start}-"
-          f"{TUNE_SEEDS.stop - 1}, {len(held)} on held-out seeds {HELD_OUT_SEEDS.start}-"
-          f"{HELD_OUT_SEEDS.stop - 1}). Grid: "
+    tune_text, held_text = range_text(args.tune), range_text(args.held_out)
+    print(f"<!-- written by: python docs/lab-study/alarm-score.py {args.sweep} --tune "
+          f"{tune_text} --held-out {held_text} -->\n")
+    print(f"Runs: {len(runs)} ({len(tune)} on tuning seeds {tune_text}, {len(held)} on "
+          f"held-out seeds {held_text}). Grid: "
           + "; ".join(f"{k} in {list(v)}" for k, v in GRID.items())
           + f". Chosen on the tuning seeds: {chosen}.\n")
     print("| alarm thresholds | seeds | recall (fired / collapsed) | false alarms, label-free "

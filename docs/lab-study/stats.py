@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from mgrpo.report.runs import load_run
-from mgrpo.report.seeds import collapse_step
+from mgrpo.report.seeds import Stat, collapse_step
 from mgrpo.report.stats import (
     bootstrap_interval,
     expected_max_normal,
@@ -79,19 +79,11 @@ DIAGNOSTICS = (  # (metrics key, column title, scale)
 
 
 def t_ci(values: list[float]) -> str:
-    return t_interval(values).fmt() if values else "—"
+    return t_interval(values).fmt()
 
 
 def boot_ci(values: list[float]) -> str:
     return bootstrap_interval(values).bounds()
-
-
-def mean_sd(values: list[float], fmt: str = "{:.1f}") -> str:
-    a = np.asarray(values, dtype=float)
-    if a.size == 0:
-        return "—"
-    sd = f" ± {fmt.format(a.std(ddof=1))}" if a.size > 1 else ""
-    return fmt.format(a.mean()) + sd
 
 
 def phases(last: int) -> tuple[tuple[int, int], ...]:
@@ -128,7 +120,7 @@ def load(sweep: Path, arms: set[str] | None = None) -> dict[str, dict[int, dict]
             best_step=int(steps[val.argmax()]), collapse=collapse_step(log),
             r0=reward[:10].mean(), r1=reward[-10:].mean(), auc=val[1:].mean() - val[0],
             curve=[(int(s), v) for s, v in zip(steps, val) if s % max(1, last // 5) == 0],
-            val=val, early=early.mean(), noise=np.diff(val).std(ddof=1) / np.sqrt(2),
+            points=val.size - 1, early=early.mean(), noise=np.diff(val).std(ddof=1) / np.sqrt(2),
             last=last, phases={key: phase_means(log, key, last) for key, _, _ in DIAGNOSTICS})
     order = {arm: i for i, arm in enumerate(ARM_ORDER)}
     return dict(sorted(runs.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])))
@@ -145,7 +137,7 @@ def per_arm_table(runs: dict[str, dict[int, dict]]) -> None:
         rows = [by_seed[s] for s in sorted(by_seed)]
         col = [r["collapse"] for r in rows if r["collapse"] is not None]
         noise = float(np.mean([r["noise"] for r in rows]))
-        n_points = len(rows[0]["val"]) - 1
+        n_points = rows[0]["points"]
         seeds = sorted(by_seed)
         seed_text = f"{seeds[0]}-{seeds[-1]}" if seeds == list(range(seeds[0], seeds[-1] + 1)) \
             else ",".join(map(str, seeds))
@@ -153,13 +145,13 @@ def per_arm_table(runs: dict[str, dict[int, dict]]) -> None:
         def d(key: str, base: str = "step0", rows: list[dict] = rows) -> str:
             return t_ci([r[key] - r[base] for r in rows])
 
-        print(f"| {arm} | {len(rows)} | {seed_text} | {mean_sd([r['step0'] for r in rows])} "
-              f"| {mean_sd([r['best'] for r in rows])} "
-              f"| {mean_sd([r['best_step'] for r in rows], '{:.0f}')} "
-              f"| {mean_sd([r['final'] for r in rows])} | {d('final')} | {d('best')} "
+        print(f"| {arm} | {len(rows)} | {seed_text} | {Stat([r['step0'] for r in rows]).fmt()} "
+              f"| {Stat([r['best'] for r in rows]).fmt()} "
+              f"| {Stat([r['best_step'] for r in rows]).fmt(digits=0)} "
+              f"| {Stat([r['final'] for r in rows]).fmt()} | {d('final')} | {d('best')} "
               f"| {d('best3')} | {d('early')} | {t_ci([r['auc'] for r in rows])} "
               f"| {d('final', 'best')} | {len(col)}/{len(rows)} "
-              f"| {mean_sd(col, '{:.0f}') if col else '—'} "
+              f"| {Stat(col).fmt(digits=0)} "
               f"| {np.mean([r['r0'] for r in rows]):.3f} -> {np.mean([r['r1'] for r in rows]):.3f} "
               f"| {noise:.1f} ({expected_max_normal(n_points) * noise:.1f}) |")
 
