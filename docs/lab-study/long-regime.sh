@@ -14,6 +14,11 @@
 # 2-vCPU dev machine alone and 9-10 min with two side by side (docs/lab-study.md, "Reproduce").
 set -e
 cd "$(dirname "$0")/../.."
+# The committed runs used x86 CPU kernels pinned to AVX2 (PyTorch's and MKL's own switches): the
+# lab world and the runs are then the same on any x86-64 CPU with AVX2, AVX512 included
+# (docs/lab-study.md, "Two builds of the same world"). Override them to use another kernel path.
+export ATEN_CPU_CAPABILITY="${ATEN_CPU_CAPABILITY:-avx2}" MKL_CBWR="${MKL_CBWR:-AVX2}"
+export MKL_ENABLE_INSTRUCTIONS="${MKL_ENABLE_INSTRUCTIONS:-AVX2}"
 OUT=docs/lab-study/long-regime
 CORE="--presets srt,grpo,m-grpo --arm m-grpo-N8=m-grpo:algorithm.momentum_rollouts=8"
 OTHERS="--presets ttrl,co-rewarding-ii --arm m-grpo-noIQR=m-grpo:algorithm.iqr_k=null
@@ -32,7 +37,7 @@ mgrpo compare lab-long --presets srt,m-grpo,ttrl,co-rewarding-ii \
   --arm m-grpo-ties=m-grpo:algorithm.vote_ties=momentum-first \
   --seeds "${OTHER_SEEDS:-1-5}" -o "$OUT" --report-to "$OUT/report-others" --report-only \
   --no-html trainer.save_every=0 "$@" > /dev/null
-python docs/lab-study/long-stats.py "$OUT" > "$OUT/stats.md"
+python docs/lab-study/stats.py "$OUT" > "$OUT/stats.md"
 python docs/lab-study/alarm-score.py "$OUT" --tune 1-5 --held-out 6-10 > "$OUT/alarm.md"
 python docs/lab-study/embed.py long "$OUT/stats.md" --level 4
 python docs/lab-study/embed.py alarm "$OUT/alarm.md"

@@ -167,3 +167,32 @@ def test_majority_answer_is_plurality_with_first_seen_ties(answers):
         return
     counts = Counter(present)  # insertion-ordered: most_common keeps the first seen on ties
     assert majority_answer(answers) == counts.most_common(1)[0][0]
+
+
+def test_entry_built_elsewhere_is_reused_with_a_note(built, capsys):
+    """A cache entry from another kernel path or library is reused, and says so with the fix."""
+    from mgrpo.lab.build import build_identity, build_mismatch
+
+    root, path, sha = built
+    manifest = json.loads((path / MANIFEST_NAME).read_text())
+    assert build_mismatch(manifest) is None  # built by this process: nothing to say
+    assert build_mismatch({}) is None  # an old manifest without versions is not a difference
+    here = build_identity()
+    other = "AVX512" if here["cpu_capability"] != "AVX512" else "AVX2"
+    elsewhere = dict(manifest, versions={**manifest["versions"], "cpu_capability": other,
+                                         "transformers": "0.0.1",
+                                         "kernel_env": {"MKL_CBWR": other}})
+    note = build_mismatch(elsewhere)
+    assert f"cpu_capability {other} there, {here['cpu_capability']} here" in note
+    assert f"transformers 0.0.1 there, {here['transformers']} here" in note
+    assert f"ATEN_CPU_CAPABILITY={other.lower()} MKL_CBWR={other}" in note
+    # the manifest is not part of the verified files: rewrite it and reuse the entry
+    (path / MANIFEST_NAME).write_text(json.dumps(elsewhere))
+    try:
+        capsys.readouterr()
+        assert build_lab_model(QUICK_LAB_CONFIG, cache_dir=root, progress=False) == path
+        err = capsys.readouterr().err
+        assert "built elsewhere" in err and f"cpu_capability {other} there" in err
+        assert sha256_file(path / "model.safetensors") == sha  # reused, not rebuilt
+    finally:
+        (path / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")

@@ -75,7 +75,7 @@ def _run_build(args: argparse.Namespace) -> int:
 
 def _run_info(args: argparse.Namespace) -> int:
     # lazy, start-up: the target imports torch
-    from mgrpo.lab.build import format_metrics, lab_info, lab_model_path
+    from mgrpo.lab.build import build_mismatch, format_metrics, lab_info, lab_model_path
     from mgrpo.lab.cache import CorruptCacheError, verify_entry
 
     config = _config(args)
@@ -108,7 +108,11 @@ def _run_info(args: argparse.Namespace) -> int:
     versions = manifest.get("versions") or {}
     sha = (manifest.get("files") or {}).get("model.safetensors", "?")
     print("build: model.safetensors sha256 " + str(sha)[:16] + ", " + ", ".join(
-        f"{k} {versions[k]}" for k in ("torch", "transformers", "cpu_capability") if k in versions))
+        f"{k} {versions[k]}" for k in ("torch", "transformers", "cpu_capability") if k in versions)
+        + "".join(f", {k}={v}" for k, v in sorted((versions.get("kernel_env") or {}).items())))
+    note = build_mismatch(manifest)
+    if note:
+        print(f"note: {note}")
     print(format_metrics(manifest))
     return 0
 

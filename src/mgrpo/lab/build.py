@@ -8,9 +8,11 @@ directory and renamed into place.
 
 The build is deterministic for `config.seed` on a given torch and transformers build, thread
 count and CPU kernel path (`torch.backends.cpu.get_cpu_capability()`, e.g. AVX2 vs AVX512),
-all recorded under the manifest's "versions"; on another machine or library version the same
-config may train a different model (the cache key is the config alone, so the model's sha256
-in the manifest is what identifies a build):
+all recorded under the manifest's "versions" (`build_identity`); on another machine or library
+version the same config may train a different model (the cache key is the config alone, so the
+model's sha256 in the manifest is what identifies a build; reusing an entry built elsewhere
+prints a note). Pinning the kernel path (ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=AVX2) makes builds
+agree across x86-64 CPUs with AVX2 or better:
 1. model = `build_tiny_model` (random init from the seed) over `build_char_tokenizer(alphabet)`;
 2. SFT: `sft_steps` AdamW steps, each on `batch_size` fresh problems from the easy mixture
    (never an RL-task question, see `lab.config`), prompt = template with the question, no
@@ -68,6 +70,7 @@ SFT_DATA_SEED_OFFSET = 1  # SFT problems use seed + offset (+ component index)
 MEASURE_SEED_OFFSET = 2  # val problems for the build-time measurement
 NOISE_SEED_OFFSET = 3  # the answer-noise RNG of the SFT targets
 THREADS_ENV = "MGRPO_LAB_THREADS"  # overrides the torch thread count of the build
+KERNEL_ENV = ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "MKL_ENABLE_INSTRUCTIONS")  # kernel-path pins
 
 
 def build_threads() -> int:
@@ -249,9 +252,6 @@ def _build_into(directory: Path, config: LabConfig, progress: bool) -> dict[str,
         threads = torch.get_num_threads()
     finally:
         torch.set_num_threads(threads_before)
-    # lazy, start-up: transformers takes seconds to import
-    import transformers
-
 
     return {
         "config": config.to_dict(),
@@ -263,11 +263,55 @@ def _build_into(directory: Path, config: LabConfig, progress: bool) -> dict[str,
         "build_seconds": time.perf_counter() - start,
         "threads": threads,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "versions": {"mgrpo": __version__, "torch": torch.__version__,
-                     "transformers": transformers.__version__, "python": platform.python_version(),
-                     "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-                     "machine": platform.machine()},
+        "versions": {"mgrpo": __version__, "python": platform.python_version(),
+                     **build_identity()},
     }
+
+
+def build_identity() -> dict[str, Any]:
+    """What a build depends on beyond its config, for this process.
+
+    torch and transformers versions, `platform.machine()`, torch's CPU kernel path
+    (`cpu_capability`) and, under "kernel_env", whichever of `KERNEL_ENV` are set (they pin the
+    kernel path: with ATEN_CPU_CAPABILITY=avx2 and MKL_CBWR=AVX2 an AVX512 machine reproduced
+    an AVX2 machine's build bit for bit, docs/lab-study.md "Two builds of the same world").
+    """
+    import transformers  # lazy, start-up: transformers takes seconds to import
+
+    return {"torch": torch.__version__, "transformers": transformers.__version__,
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "machine": platform.machine(),
+            "kernel_env": {k: os.environ[k] for k in KERNEL_ENV if k in os.environ}}
+
+
+def build_mismatch(manifest: dict[str, Any]) -> str | None:
+    """A note naming how this process differs from the one that built `manifest`, or None.
+
+    Compares torch, transformers, machine and cpu_capability (the kernel environment only
+    through the capability it selects; MKL's switches leave no other trace). A manifest
+    without "versions" (or a key) is not a difference. The cached model stays valid: what
+    differs is that this process would build another model for the same config and that its
+    runs take another kernel path, so they are not bit-comparable with the build machine's.
+    """
+    built = manifest.get("versions") or {}
+    here = build_identity()
+    keys = ("torch", "transformers", "machine", "cpu_capability")
+    diffs = [f"{k} {built[k]} there, {here[k]} here" for k in keys
+             if k in built and built[k] != here[k]]
+    if not diffs:
+        return None
+    hint = ""
+    if "cpu_capability" in built and built["cpu_capability"] != here["cpu_capability"]:
+        capability = str(built["cpu_capability"])
+        env = dict(built.get("kernel_env") or {})
+        env.setdefault("ATEN_CPU_CAPABILITY", capability.lower())
+        if capability in ("AVX2", "AVX512"):  # MKL's reproducibility mode of the same ISA
+            env.setdefault("MKL_CBWR", capability)
+        hint = ("; to take the build's kernel path set "
+                + " ".join(f"{k}={v}" for k, v in sorted(env.items())))
+    return ("the cached model was built elsewhere (" + "; ".join(diffs) + "): it is reused as "
+            "is, but this machine would build another model for the config and runs here are "
+            "not bit-comparable with the build machine's" + hint)
 
 
 def measure_world(
@@ -337,8 +381,9 @@ def build_lab_model(
 ) -> Path:
     """Path of the lab model directory for `config` (default: the demo's), building it if needed.
 
-    Reuses a verified cache entry unless `force`; a corrupt entry is reported on stderr
-    and rebuilt. `cache_dir` replaces the lab cache root (`<mgrpo cache>/lab`). With
+    Reuses a verified cache entry unless `force` (with a note on stderr when it was built
+    under another torch, transformers or CPU kernel path, see `build_mismatch`); a corrupt
+    entry is reported on stderr and rebuilt. `cache_dir` replaces the lab cache root (`<mgrpo cache>/lab`). With
     `progress`, shows a tqdm bar and prints the measurement.
     """
     config = config or DEFAULT_LAB_CONFIG
@@ -347,10 +392,14 @@ def build_lab_model(
     final = root / config_hash
     if final.exists() and not force:
         try:
-            verify_entry(final, config_hash)
-            return final
+            manifest = verify_entry(final, config_hash)
         except CorruptCacheError as err:
             print(f"mgrpo lab: cache entry is corrupt, rebuilding ({err})", file=sys.stderr)
+        else:
+            note = build_mismatch(manifest)
+            if note:
+                print(f"mgrpo lab: {final}: {note}", file=sys.stderr)
+            return final
     temp = new_temp_dir(root, config_hash)
     try:
         payload = _build_into(temp, config, progress)
