@@ -145,7 +145,8 @@ def test_mgrpo_without_momentum_or_filter_equals_srt():
 def test_gradient_accumulation_gives_the_same_update(tmp_path):
     """Same summed gradient (the update's input) for 1 micro-batch vs many; the AdamW step
     then only differs where a gradient entry is ~0 and Adam's g / sqrt(v) amplifies fp32
-    summation order, so the weights are compared with a looser bound."""
+    summation order, so the weights are compared where the gradient is not ~0, and bounded by
+    one step elsewhere."""
     weights, grads = [], []
     for micro in (64, 2):
         data = load_recipe("tiny")
@@ -176,8 +177,14 @@ def test_gradient_accumulation_gives_the_same_update(tmp_path):
     assert any(g.abs().sum() > 0 for g in grads[0])
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
-    for a, b in zip(*weights):
-        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
+    lr = cfg.optim.lr
+    for a, b, ga, gb in zip(*weights, *grads):
+        # Adam's first step moves an entry by lr * g / (|g| + eps): well conditioned where
+        # |g| >> eps = 1e-8, but where g is ~0 (seen: 4e-9 vs 7e-9 on AVX512 kernels) the
+        # summation order alone can move it anywhere within one step of lr either way
+        settled = (ga.abs() > 1e-6) & (gb.abs() > 1e-6)
+        torch.testing.assert_close(a[settled], b[settled], rtol=1e-3, atol=1e-4)
+        assert float((a - b).abs().max()) <= 2 * lr * (1 + 1e-3)
 
 
 def test_kl_is_exactly_zero_while_the_policy_is_the_reference(tmp_path):
