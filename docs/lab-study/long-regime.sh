@@ -4,26 +4,27 @@
 # at T = 0.8, lr 1.5e-5, 400 steps). Seed 0 chose the world and the learning rate
 # (docs/lab-study/worlds/); the reported seeds start at 1.
 #   core arms, CORE_SEEDS (default 1-10): srt, grpo (ground-truth control), m-grpo (paper
-#     defaults, N = G/4), m-grpo-N8 (N = G/2)
-#   other arms, OTHER_SEEDS (default 1-5): ttrl, co-rewarding-ii, m-grpo-noIQR (iqr_k null),
-#     m-grpo-mvw3 (a momentum vote counts 3 times), m-grpo-ties (ties go to the momentum side)
+#     defaults, N = G/4), m-grpo-N8 (N = G/2, chosen before the runs), co-rewarding-ii (the
+#     best arm on seeds 1-5, its seeds 6-10 run after that as a confirmation)
+#   other arms, OTHER_SEEDS (default 1-5): ttrl, m-grpo-noIQR (iqr_k null), m-grpo-mvw3 (a
+#     momentum vote counts 3 times), m-grpo-ties (ties go to the momentum side),
+#     co-rewarding-ii-m99 (its teacher at the constant m = 0.99 instead of the cosine schedule)
 # Then the per-group reports (summary.md and plots/ under report-core/ and report-others/, the
 # latter with srt and m-grpo on the same seeds), the tables (stats.md) and the alarm score
 # (alarm.md). Resumable: finished runs are skipped, a half-done run resumes. Extra arguments go
 # to every `mgrpo compare` call. Cost: one 400-step run takes 5-6 min on one thread of the
 # 2-vCPU dev machine alone and 9-10 min with two side by side (docs/lab-study.md, "Reproduce").
-set -e
+set -ef  # -f: no globbing, the arm lists hold brackets
 cd "$(dirname "$0")/../.."
-# The committed runs used x86 CPU kernels pinned to AVX2 (PyTorch's and MKL's own switches): the
-# lab world and the runs are then the same on any x86-64 CPU with AVX2, AVX512 included
-# (docs/lab-study.md, "Two builds of the same world"). Override them to use another kernel path.
-export ATEN_CPU_CAPABILITY="${ATEN_CPU_CAPABILITY:-avx2}" MKL_CBWR="${MKL_CBWR:-AVX2}"
-export MKL_ENABLE_INSTRUCTIONS="${MKL_ENABLE_INSTRUCTIONS:-AVX2}"
+. docs/lab-study/pin-kernels.sh  # x86 CPU kernels pinned to AVX2, as for the committed runs
 OUT=docs/lab-study/long-regime
-CORE="--presets srt,grpo,m-grpo --arm m-grpo-N8=m-grpo:algorithm.momentum_rollouts=8"
-OTHERS="--presets ttrl,co-rewarding-ii --arm m-grpo-noIQR=m-grpo:algorithm.iqr_k=null
+CORE="--presets srt,grpo,m-grpo,co-rewarding-ii
+  --arm m-grpo-N8=m-grpo:algorithm.momentum_rollouts=8"
+VARIANTS="--arm m-grpo-noIQR=m-grpo:algorithm.iqr_k=null
   --arm m-grpo-mvw3=m-grpo:algorithm.momentum_vote_weight=3
-  --arm m-grpo-ties=m-grpo:algorithm.vote_ties=momentum-first"
+  --arm m-grpo-ties=m-grpo:algorithm.vote_ties=momentum-first
+  --arm co-rewarding-ii-m99=co-rewarding-ii:algorithm.teacher_alpha=[0.01,0.01]"
+OTHERS="--presets ttrl $VARIANTS"
 # shellcheck disable=SC2086  # the arm lists are meant to split into words
 mgrpo compare lab-long $CORE --seeds "${CORE_SEEDS:-1-10}" --jobs "${JOBS:-2}" -o "$OUT" \
   --report-to "$OUT/report-core" --no-html trainer.save_every=0 "$@"
@@ -31,12 +32,9 @@ mgrpo compare lab-long $CORE --seeds "${CORE_SEEDS:-1-10}" --jobs "${JOBS:-2}" -
 mgrpo compare lab-long $OTHERS --seeds "${OTHER_SEEDS:-1-5}" --jobs "${JOBS:-2}" -o "$OUT" \
   --report-to "$OUT/report-others" --no-html trainer.save_every=0 "$@"
 # shellcheck disable=SC2086
-mgrpo compare lab-long --presets srt,m-grpo,ttrl,co-rewarding-ii \
-  --arm m-grpo-noIQR=m-grpo:algorithm.iqr_k=null \
-  --arm m-grpo-mvw3=m-grpo:algorithm.momentum_vote_weight=3 \
-  --arm m-grpo-ties=m-grpo:algorithm.vote_ties=momentum-first \
-  --seeds "${OTHER_SEEDS:-1-5}" -o "$OUT" --report-to "$OUT/report-others" --report-only \
-  --no-html trainer.save_every=0 "$@" > /dev/null
+mgrpo compare lab-long --presets srt,m-grpo,ttrl,co-rewarding-ii $VARIANTS \
+  --seeds "${OTHER_SEEDS:-1-5}" -o "$OUT" --report-to "$OUT/report-others" --report-only --no-html \
+  trainer.save_every=0 "$@" > /dev/null
 python docs/lab-study/stats.py "$OUT" > "$OUT/stats.md"
 python docs/lab-study/alarm-score.py "$OUT" --tune 1-5 --held-out 6-10 > "$OUT/alarm.md"
 python docs/lab-study/embed.py long "$OUT/stats.md" --level 4

@@ -26,8 +26,8 @@ Per arm (mean over seeds, 95% Student-t interval where marked):
   of the n validation points after step 0 drawn independently from N(0, sigma^2) (E_20 =
   1.87): what ``best - step 0`` reads on a flat curve from evaluation noise alone.
 
-Contrasts (paired by seed, on the seeds both arms ran): every arm against srt, and the M-GRPO
-variants against m-grpo, on final accuracy and on AUC. Each: mean difference, 95% t and
+Contrasts (paired by seed, on the seeds both arms ran): every arm against srt, and each variant
+against the arm it is named after (``m-grpo-N8`` against ``m-grpo``), on final accuracy and on AUC. Each: mean difference, 95% t and
 percentile-bootstrap intervals (10 000 resamples, seed 0), the paired t-test p-value, and the
 p-value Holm-corrected over the whole family of contrasts printed in that table. The phenomenon
 (SRT's rise and collapse) is tested by one-sample t-tests on srt's own differences, Holm over
@@ -59,10 +59,9 @@ from mgrpo.report.sweep import run_state
 
 SEED = re.compile(r"^(?P<arm>.+)-s(?P<seed>\d+)$")
 REFERENCE = "srt"
-VARIANT_BASE = "m-grpo"
 #: order of the rows; arms not listed follow in name order
 ARM_ORDER = ("srt", "ttrl", "m-grpo", "m-grpo-N8", "m-grpo-noIQR", "m-grpo-mvw3",
-             "m-grpo-ties", "co-rewarding-ii", "grpo")
+             "m-grpo-ties", "co-rewarding-ii", "co-rewarding-ii-m99", "grpo")
 DIAGNOSTICS = (  # (metrics key, column title, scale)
     ("label/accuracy", "pseudo-label acc (%)", 100),
     ("label/tie_fraction", "tied votes (%)", 100),
@@ -182,10 +181,16 @@ def phenomenon_table(runs: dict[str, dict[int, dict]]) -> None:
               f"| {fmt_p(p_adj)} |")
 
 
+def variant_base(arm: str, runs: dict) -> str | None:
+    """The arm a variant is named after (``m-grpo-N8`` -> ``m-grpo``; ``co-rewarding-ii-m99``
+    -> ``co-rewarding-ii``): the longest other arm name that ``arm`` extends with ``-``."""
+    bases = [b for b in runs if b != REFERENCE and arm.startswith(b + "-")]
+    return max(bases, key=len) if bases else None
+
+
 def contrasts(runs: dict[str, dict[int, dict]]) -> None:
     pairs = [(arm, REFERENCE) for arm in runs if arm != REFERENCE]
-    pairs += [(arm, VARIANT_BASE) for arm in runs
-              if arm.startswith(VARIANT_BASE + "-") and VARIANT_BASE in runs]
+    pairs += [(arm, base) for arm in runs if (base := variant_base(arm, runs))]
     rows = []
     for arm, base in pairs:
         if base not in runs:

@@ -6,9 +6,7 @@
 # Resumable; about 30 run-minutes on the 2-vCPU dev machine.
 set -e
 cd "$(dirname "$0")/../.."
-# x86 CPU kernels pinned to AVX2, as for the committed runs (see long-regime.sh)
-export ATEN_CPU_CAPABILITY="${ATEN_CPU_CAPABILITY:-avx2}" MKL_CBWR="${MKL_CBWR:-AVX2}"
-export MKL_ENABLE_INSTRUCTIONS="${MKL_ENABLE_INSTRUCTIONS:-AVX2}"
+. docs/lab-study/pin-kernels.sh  # x86 CPU kernels pinned to AVX2, as for the committed runs
 ARMS="--presets srt,m-grpo --arm m-grpo-N8=m-grpo:algorithm.momentum_rollouts=8"
 RUNS=docs/lab-study/ten-seeds-runs
 # shellcheck disable=SC2086  # the arm list is meant to split into words

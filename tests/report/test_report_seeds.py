@@ -134,6 +134,9 @@ def test_parse_arm_and_plan():
     arm = parse_arm("no-iqr=m-grpo:algorithm.iqr_k=null,algorithm.momentum=0.9")
     assert (arm.name, arm.preset) == ("no-iqr", "m-grpo")
     assert arm.overrides == ("algorithm.iqr_k=null", "algorithm.momentum=0.9")
+    # a list value keeps its commas: one override, not two broken halves
+    arm = parse_arm("c=co-rewarding-ii:algorithm.teacher_alpha=[0.01, 0.01],optim.lr=1e-5")
+    assert arm.overrides == ("algorithm.teacher_alpha=[0.01, 0.01]", "optim.lr=1e-5")
     specs = plan_runs("srt", None, "0-1,5", ["no-iqr=m-grpo:algorithm.iqr_k=null"])
     assert [s.dirname for s in specs] == [
         "srt-s0", "srt-s1", "srt-s5", "no-iqr-s0", "no-iqr-s1", "no-iqr-s5",
@@ -148,6 +151,8 @@ def test_parse_arm_and_plan():
         ("a=sft", "unknown preset 'sft'"),
         ("a=srt:seed=3", "seed is set by"),
         ("a=srt:lr", "not of the form key=value"),
+        ("a=srt:algorithm.teacher_alpha=[0.1,0.2", "bracket is not closed"),
+        ("a=srt:algorithm.teacher_alpha=0.1]", "closes no bracket"),
     ]:
         with pytest.raises(ValueError, match=message):
             parse_arm(bad)

@@ -49,7 +49,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="NAME=PRESET[:K=V,...]",
         help="an arm: a preset plus overrides, e.g. no-iqr=m-grpo:algorithm.iqr_k=null "
-        "(repeatable)",
+        "(repeatable; a list value keeps its commas: algorithm.teacher_alpha=[0.01,0.01])",
     )
     parser.add_argument("--rollouts", default=None, help="comma list of G, e.g. 8,16,32")
     parser.add_argument("--seeds", default=None, help="comma list or range of seeds, e.g. 0-4")

@@ -379,12 +379,12 @@ def build_lab_model(
     *,
     force: bool = False,
 ) -> Path:
-    """Path of the lab model directory for `config` (default: the demo's), building it if needed.
+    """Path of the lab model directory for `config` (default: the demo's), built if needed.
 
     Reuses a verified cache entry unless `force` (with a note on stderr when it was built
     under another torch, transformers or CPU kernel path, see `build_mismatch`); a corrupt
-    entry is reported on stderr and rebuilt. `cache_dir` replaces the lab cache root (`<mgrpo cache>/lab`). With
-    `progress`, shows a tqdm bar and prints the measurement.
+    entry is reported on stderr and rebuilt. `cache_dir` replaces the lab cache root
+    (`<mgrpo cache>/lab`). With `progress`, shows a tqdm bar and prints the measurement.
     """
     config = config or DEFAULT_LAB_CONFIG
     config_hash = config.config_hash()

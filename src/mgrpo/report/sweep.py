@@ -66,7 +66,10 @@ class Arm:
 
 
 def parse_arm(text: str) -> Arm:
-    """``NAME=PRESET[:key=value,key=value]`` -> Arm (ValueError naming the flag otherwise)."""
+    """``NAME=PRESET[:key=value,key=value]`` -> Arm (ValueError naming the flag otherwise).
+
+    Overrides are split at commas outside brackets, so a list or mapping value stays one
+    override (``algorithm.teacher_alpha=[0.01,0.01]``); an unbalanced bracket is an error."""
     name, sep, rest = text.partition("=")
     name = name.strip()
     if not sep or not rest:
@@ -81,7 +84,7 @@ def parse_arm(text: str) -> Arm:
     valid = valid_presets()
     if preset not in valid:
         raise ValueError(f"--arm {text!r}: unknown preset {preset!r}; valid: {', '.join(valid)}")
-    overrides = tuple(o.strip() for o in over.split(",") if o.strip()) if over else ()
+    overrides = tuple(o.strip() for o in _split_top_level(over, text) if o.strip())
     for item in overrides:
         key, eq, _ = item.partition("=")
         if not eq or not key:
@@ -89,6 +92,26 @@ def parse_arm(text: str) -> Arm:
         if key in (PRESET_KEY, SEED_KEY):
             raise ValueError(f"--arm {text!r}: {key} is set by the arm's preset / --seeds")
     return Arm(name, preset, overrides)
+
+
+def _split_top_level(over: str, text: str) -> list[str]:
+    """Split `over` at the commas that lie outside [] and {} (ValueError on a bad bracket)."""
+    parts: list[str] = []
+    depth, start = 0, 0
+    for i, char in enumerate(over):
+        if char in "[{":
+            depth += 1
+        elif char in "]}":
+            depth -= 1
+            if depth < 0:
+                raise ValueError(f"--arm {text!r}: {char!r} closes no bracket")
+        elif char == "," and depth == 0:
+            parts.append(over[start:i])
+            start = i + 1
+    if depth:
+        raise ValueError(f"--arm {text!r}: a bracket is not closed")
+    parts.append(over[start:])
+    return parts
 
 
 @dataclass(frozen=True)
