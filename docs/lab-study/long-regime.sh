@@ -10,8 +10,8 @@
 #     momentum vote counts 3 times), m-grpo-ties (ties go to the momentum side),
 #     co-rewarding-ii-m99 (its teacher at the constant m = 0.99 instead of the cosine schedule)
 # Then the per-group reports (summary.md and plots/ under report-core/ and report-others/, the
-# latter with srt and m-grpo on the same seeds), the tables (stats.md) and the alarm score
-# (alarm.md). Resumable: finished runs are skipped, a half-done run resumes. Extra arguments go
+# latter with srt and m-grpo on the same seeds), the tables (stats.md; confirm-seeds-6-10.md, the
+# core arms on co-rewarding-ii's confirmation seeds) and the alarm score (alarm.md). Resumable: finished runs are skipped, a half-done run resumes. Extra arguments go
 # to every `mgrpo compare` call. Cost: one 400-step run takes 5-6 min on one thread of the
 # 2-vCPU dev machine alone and 9-10 min with two side by side (docs/lab-study.md, "Reproduce").
 set -ef  # -f: no globbing, the arm lists hold brackets
@@ -35,7 +35,10 @@ mgrpo compare lab-long $OTHERS --seeds "${OTHER_SEEDS:-1-5}" --jobs "${JOBS:-2}"
 mgrpo compare lab-long --presets srt,m-grpo,ttrl,co-rewarding-ii $VARIANTS \
   --seeds "${OTHER_SEEDS:-1-5}" -o "$OUT" --report-to "$OUT/report-others" --report-only --no-html \
   trainer.save_every=0 "$@" > /dev/null
-python docs/lab-study/stats.py "$OUT" > "$OUT/stats.md"
+python docs/lab-study/stats.py "$OUT" --pair co-rewarding-ii:m-grpo-N8 > "$OUT/stats.md"
+# co-rewarding-ii's confirmation seeds alone (chosen as the best arm on seeds 1-5)
+python docs/lab-study/stats.py "$OUT" --arms srt,m-grpo,m-grpo-N8,co-rewarding-ii,grpo \
+  --seeds 6-10 --pair co-rewarding-ii:m-grpo-N8 > "$OUT/confirm-seeds-6-10.md"
 python docs/lab-study/alarm-score.py "$OUT" --tune 1-5 --held-out 6-10 > "$OUT/alarm.md"
 python docs/lab-study/embed.py long "$OUT/stats.md" --level 4
 python docs/lab-study/embed.py alarm "$OUT/alarm.md"

@@ -55,7 +55,7 @@ from mgrpo.report.stats import (
     t_interval,
     t_pvalue,
 )
-from mgrpo.report.sweep import run_state
+from mgrpo.report.sweep import parse_seeds, run_state
 
 SEED = re.compile(r"^(?P<arm>.+)-s(?P<seed>\d+)$")
 REFERENCE = "srt"
@@ -101,11 +101,13 @@ def phase_means(log, key: str, last: int) -> list[float]:
     return out
 
 
-def load(sweep: Path, arms: set[str] | None = None) -> dict[str, dict[int, dict]]:
+def load(sweep: Path, arms: set[str] | None = None,
+         seeds: set[int] | None = None) -> dict[str, dict[int, dict]]:
     runs: dict[str, dict[int, dict]] = {}
     for path in sorted(p for p in sweep.iterdir() if p.is_dir()):
         match = SEED.match(path.name)
-        if not match or (arms and match["arm"] not in arms) or run_state(path) != "complete":
+        if (not match or (arms and match["arm"] not in arms)
+                or (seeds and int(match["seed"]) not in seeds) or run_state(path) != "complete"):
             continue
         log = load_run(path, lenient=True).metrics
         steps, val = log.series("val/accuracy")
@@ -188,9 +190,10 @@ def variant_base(arm: str, runs: dict) -> str | None:
     return max(bases, key=len) if bases else None
 
 
-def contrasts(runs: dict[str, dict[int, dict]]) -> None:
+def contrasts(runs: dict[str, dict[int, dict]], extra: list[tuple[str, str]] = ()) -> None:
     pairs = [(arm, REFERENCE) for arm in runs if arm != REFERENCE]
     pairs += [(arm, base) for arm in runs if (base := variant_base(arm, runs))]
+    pairs += [pair for pair in extra if pair not in pairs]
     rows = []
     for arm, base in pairs:
         if base not in runs:
@@ -270,15 +273,35 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sweep", type=Path, help="sweep directory (runs named ARM-sSEED)")
     parser.add_argument("--arms", default=None, help="comma list of arms to keep (default all)")
+    parser.add_argument("--seeds", default=None,
+                        help="seeds to keep, a comma list or range such as 6-10 (default all)")
+    parser.add_argument("--pair", action="append", default=[], metavar="ARM:BASE",
+                        help="one more paired contrast, ARM minus BASE, in the contrast family")
     args = parser.parse_args(argv)
-    runs = load(args.sweep, set(args.arms.split(",")) if args.arms else None)
+    try:
+        seeds = set(parse_seeds(args.seeds)) if args.seeds else None
+    except ValueError as err:
+        parser.error(str(err))
+    extra = []
+    for text in args.pair:
+        arm, sep, base = text.partition(":")
+        if not sep or not arm or not base:
+            parser.error(f"--pair {text!r}: expected ARM:BASE")
+        extra.append((arm, base))
+    runs = load(args.sweep, set(args.arms.split(",")) if args.arms else None, seeds)
     if not runs:
         parser.error(f"{args.sweep}: no complete run named ARM-sSEED")
-    shown = " --arms " + args.arms if args.arms else ""
+    for arm, base in extra:
+        if arm not in runs or base not in runs:
+            parser.error(f"--pair {arm}:{base}: no complete runs of "
+                         f"{arm if arm not in runs else base!r} in {args.sweep}")
+    shown = (" --arms " + args.arms if args.arms else "") + (
+        " --seeds " + args.seeds if args.seeds else "") + "".join(
+        " --pair " + text for text in args.pair)
     print(f"<!-- written by: python docs/lab-study/stats.py {args.sweep}{shown} -->\n")
     per_arm_table(runs)
     phenomenon_table(runs)
-    contrasts(runs)
+    contrasts(runs, extra)
     collapse_counts(runs)
     mechanism_table(runs)
     per_run_table(runs)

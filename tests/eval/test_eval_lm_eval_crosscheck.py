@@ -81,6 +81,9 @@ def _lm_eval_task(directory: Path, data_file: Path) -> Path:
 
 
 @pytest.mark.slow
+# the fixture builds the lab model on an empty cache (about 2 min alone on 2 cores, several
+# times that on a loaded machine): more than the suite's 300 s per test
+@pytest.mark.timeout(1200)
 def test_lm_eval_and_mgrpo_eval_agree_on_every_problem(lm_eval, exported_checkpoint, problems, tmp_path,
                                                        monkeypatch):
     from lm_eval import simple_evaluate

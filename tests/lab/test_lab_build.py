@@ -192,7 +192,7 @@ def test_entry_built_elsewhere_is_reused_with_a_note(built, capsys):
         capsys.readouterr()
         assert build_lab_model(QUICK_LAB_CONFIG, cache_dir=root, progress=False) == path
         err = capsys.readouterr().err
-        assert "built elsewhere" in err and f"cpu_capability {other} there" in err
+        assert "built under another setup" in err and f"cpu_capability {other} there" in err
         assert sha256_file(path / "model.safetensors") == sha  # reused, not rebuilt
     finally:
         (path / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")

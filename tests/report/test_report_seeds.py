@@ -21,7 +21,14 @@ from mgrpo.report.seeds import (
     paired_table,
     summarize_arm,
 )
-from mgrpo.report.sweep import Launch, parse_arm, plan_runs, run_sweep, train_command
+from mgrpo.report.sweep import (
+    Launch,
+    parse_arm,
+    parse_seeds,
+    plan_runs,
+    run_sweep,
+    train_command,
+)
 
 
 def rows(val: dict[int, float], rewards: list[float]) -> list[dict]:
@@ -162,6 +169,10 @@ def test_parse_arm_and_plan():
         plan_runs(None, "8", None, ["g=srt:algorithm.rollouts=4"])
     with pytest.raises(ValueError, match="listed twice"):
         plan_runs("srt", None, "0-2,1")
+    assert parse_seeds("1,3,6-8") == [1, 3, 6, 7, 8]
+    for bad, message in [("1-x", "not an integer"), ("3-1", "empty range"), ("-1", "must be >= 0")]:
+        with pytest.raises(ValueError, match=f"--seeds: .*{message}"):
+            parse_seeds(bad)
 
 
 class RecordingRunner:

@@ -309,9 +309,9 @@ def build_mismatch(manifest: dict[str, Any]) -> str | None:
             env.setdefault("MKL_CBWR", capability)
         hint = ("; to take the build's kernel path set "
                 + " ".join(f"{k}={v}" for k, v in sorted(env.items())))
-    return ("the cached model was built elsewhere (" + "; ".join(diffs) + "): it is reused as "
-            "is, but this machine would build another model for the config and runs here are "
-            "not bit-comparable with the build machine's" + hint)
+    return ("the cached model was built under another setup (" + "; ".join(diffs) + "): it is "
+            "reused as is, but this process would build another model for the config and its "
+            "runs are not bit-comparable with the build's" + hint)
 
 
 def measure_world(

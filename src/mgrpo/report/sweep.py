@@ -151,6 +151,12 @@ class RunSpec:
         return out
 
 
+def parse_seeds(text: str) -> list[int]:
+    """``--seeds`` text (``"0-4"``, ``"1,3,6-10"``) -> the seeds in order (ValueError naming
+    the flag on a non-integer, a negative or a repeated seed, or an empty range)."""
+    return [int(seed) for seed in _int_list(text, "seeds", 0) if seed is not None]
+
+
 def _int_list(text: str | None, name: str, minimum: int) -> list[int | None]:
     """``"0,1,2"`` or ranges ``"0-4"`` (inclusive), mixed: ``"0-2,7"``."""
     if text is None:
