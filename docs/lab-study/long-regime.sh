@@ -10,10 +10,12 @@
 #     momentum vote counts 3 times), m-grpo-ties (ties go to the momentum side),
 #     co-rewarding-ii-m99 (its teacher at the constant m = 0.99 instead of the cosine schedule)
 # Then the per-group reports (summary.md and plots/ under report-core/ and report-others/, the
-# latter with srt and m-grpo on the same seeds), the tables (stats.md; confirm-seeds-6-10.md, the
-# core arms on co-rewarding-ii's confirmation seeds) and the alarm score (alarm.md). Resumable: finished runs are skipped, a half-done run resumes. Extra arguments go
-# to every `mgrpo compare` call. Cost: one 400-step run takes 5-6 min on one thread of the
-# 2-vCPU dev machine alone and 9-10 min with two side by side (docs/lab-study.md, "Reproduce").
+# latter with srt and m-grpo on the same seeds), the tables (stats.md; stats-ten-seeds.md, the
+# ten-seed arms alone; confirm-seeds-6-10.md, those on co-rewarding-ii's confirmation seeds)
+# and the alarm score (alarm.md).
+# Resumable: finished runs are skipped, a half-done run resumes. Extra arguments go to every
+# `mgrpo compare` call. Cost: about 4 hours for the 75 runs with --jobs 2 on the 2-vCPU dev
+# machine (docs/lab-study.md, "A slow regime", Cost).
 set -ef  # -f: no globbing, the arm lists hold brackets
 cd "$(dirname "$0")/../.."
 . docs/lab-study/pin-kernels.sh  # x86 CPU kernels pinned to AVX2, as for the committed runs
@@ -35,10 +37,16 @@ mgrpo compare lab-long $OTHERS --seeds "${OTHER_SEEDS:-1-5}" --jobs "${JOBS:-2}"
 mgrpo compare lab-long --presets srt,m-grpo,ttrl,co-rewarding-ii $VARIANTS \
   --seeds "${OTHER_SEEDS:-1-5}" -o "$OUT" --report-to "$OUT/report-others" --report-only --no-html \
   trainer.save_every=0 "$@" > /dev/null
-python docs/lab-study/stats.py "$OUT" --pair co-rewarding-ii:m-grpo-N8 > "$OUT/stats.md"
-# co-rewarding-ii's confirmation seeds alone (chosen as the best arm on seeds 1-5)
-python docs/lab-study/stats.py "$OUT" --arms srt,m-grpo,m-grpo-N8,co-rewarding-ii,grpo \
-  --seeds 6-10 --pair co-rewarding-ii:m-grpo-N8 > "$OUT/confirm-seeds-6-10.md"
+PAIRS="--pair co-rewarding-ii:m-grpo-N8 --pair grpo:co-rewarding-ii"
+# shellcheck disable=SC2086
+python docs/lab-study/stats.py "$OUT" $PAIRS > "$OUT/stats.md"
+# the ten-seed arms alone (their own Holm family), and on co-rewarding-ii's confirmation seeds
+# (it was chosen as the best arm on seeds 1-5)
+TEN="--arms srt,m-grpo,m-grpo-N8,co-rewarding-ii,grpo"
+# shellcheck disable=SC2086
+python docs/lab-study/stats.py "$OUT" $TEN $PAIRS > "$OUT/stats-ten-seeds.md"
+# shellcheck disable=SC2086
+python docs/lab-study/stats.py "$OUT" $TEN --seeds 6-10 $PAIRS > "$OUT/confirm-seeds-6-10.md"
 python docs/lab-study/alarm-score.py "$OUT" --tune 1-5 --held-out 6-10 > "$OUT/alarm.md"
 python docs/lab-study/embed.py long "$OUT/stats.md" --level 4
 python docs/lab-study/embed.py alarm "$OUT/alarm.md"
