@@ -61,7 +61,7 @@ SEED = re.compile(r"^(?P<arm>.+)-s(?P<seed>\d+)$")
 REFERENCE = "srt"
 #: order of the rows; arms not listed follow in name order
 ARM_ORDER = ("srt", "ttrl", "m-grpo", "m-grpo-N8", "m-grpo-noIQR", "m-grpo-mvw3",
-             "m-grpo-ties", "co-rewarding-ii", "co-rewarding-ii-m99", "grpo")
+             "m-grpo-ties", "co-rewarding-ii", "co-rewarding-ii-m99", "co-rewarding-ii-N8", "grpo")
 DIAGNOSTICS = (  # (metrics key, column title, scale)
     ("label/accuracy", "pseudo-label acc (%)", 100),
     ("label/tie_fraction", "tied votes (%)", 100),
