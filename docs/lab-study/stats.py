@@ -26,20 +26,22 @@ Per arm (mean over seeds, 95% Student-t interval where marked):
   of the n validation points after step 0 drawn independently from N(0, sigma^2) (E_20 =
   1.87): what ``best - step 0`` reads on a flat curve from evaluation noise alone.
 
-Contrasts (paired by seed, on the seeds both arms ran): every arm against srt, and each variant
-against the arm it is named after (``m-grpo-N8`` against ``m-grpo``), on final accuracy and on AUC. Each: mean difference, 95% t and
-percentile-bootstrap intervals (10 000 resamples, seed 0), the paired t-test p-value, and the
-p-value Holm-corrected over the whole family of contrasts printed in that table. The phenomenon
-(SRT's rise and collapse) is tested by one-sample t-tests on srt's own differences, Holm over
-those rows. Collapse counts: each arm against srt by Fisher's exact test (two-sided), Holm over
-the arms. Mechanism table: diagnostics of the training step averaged over three phases of the
-run (steps 1-50, 176-225, 351-400), then over seeds.
+Contrasts (paired by seed, on the seeds both arms ran): every arm against srt, each variant
+against the arm it is named after (``m-grpo-N8`` against ``m-grpo``) and each ``--pair``, on
+final accuracy and on AUC. Each: mean difference, 95% t and percentile-bootstrap intervals
+(10 000 resamples, seed 0), the paired t-test p-value, and the p-value Holm-corrected over the
+whole family of contrasts printed in that table. The phenomenon (SRT's rise and collapse) is
+tested by one-sample t-tests on srt's own differences, Holm over those rows. Collapse counts:
+each arm against srt by Fisher's exact test (two-sided), Holm over the arms. Mechanism table:
+diagnostics of the training step averaged over three phases of the run (steps 1-50, 176-225,
+351-400), then over seeds.
 """
 
 from __future__ import annotations
 
 import argparse
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -190,7 +192,7 @@ def variant_base(arm: str, runs: dict) -> str | None:
     return max(bases, key=len) if bases else None
 
 
-def contrasts(runs: dict[str, dict[int, dict]], extra: list[tuple[str, str]] = ()) -> None:
+def contrasts(runs: dict[str, dict[int, dict]], extra: Sequence[tuple[str, str]] = ()) -> None:
     pairs = [(arm, REFERENCE) for arm in runs if arm != REFERENCE]
     pairs += [(arm, base) for arm in runs if (base := variant_base(arm, runs))]
     pairs += [pair for pair in extra if pair not in pairs]
