@@ -42,7 +42,11 @@ class AlgorithmConfig:
     iqr_k: float | None = _doc(0.75, "k of the IQR entropy filter keep = H >= q1 - k (q3 - q1), "
                                ">= 0; null = off (paper: 0.75)")
     filter_scope: str = _doc("vote+loss", "what the IQR filter removes rollouts from: vote | "
-                             "vote+loss (paper: both)")
+                             "loss (the policy rollouts it drops leave the loss set but still "
+                             "vote) | vote+loss (paper: both)")
+    policy_votes: bool = _doc(True, "m-grpo: the policy's rollouts vote; false = they sample and "
+                              "train but only the N momentum rollouts vote (needs N >= 1; "
+                              "co-rewarding-ii's policy never votes)")
     min_vote_share: float = _doc(0.0, "a vote whose winner has a smaller share gives no label, "
                                  "in [0, 1] (SRT's consistency threshold; 0 = off)")
     ttrl_vote_rollouts: int | None = _doc(
@@ -55,6 +59,10 @@ class AlgorithmConfig:
     clip: float = _doc(0.2, "PPO clip range epsilon, in (0, 1) (paper Table 4: 0.2)")
     kl_coef: float = _doc(0.005, "beta of the k3 KL to the frozen initial model, >= 0; 0 = no "
                           "reference model (paper Table 4: 0.005)")
+    kl_estimator: str = _doc("k3", "the per-token KL estimate: a name in "
+                             "`mgrpo.core.losses.KL_ESTIMATORS` (k3: exp(d) - d - 1 with d = "
+                             "ref - logp, unclamped; low_var_kl: verl's, the same k3 with d "
+                             "clamped to [-20, 20] and the value to [-10, 10])")
     reward: str | None = _doc(
         None, "the reward: a name in `mgrpo.train.rewards.REWARDS` (built-in or registered with "
         "`register_reward`), or a user function 'path/to/file.py:function' / "
@@ -100,7 +108,7 @@ class AlgorithmConfig:
         from mgrpo.core.advantages import ADVANTAGE_ESTIMATORS
 
         # lazy, start-up: the registry imports torch (importing the config stays light)
-        from mgrpo.core.losses import LOSS_AGGREGATIONS
+        from mgrpo.core.losses import KL_ESTIMATORS, LOSS_AGGREGATIONS
 
         # lazy, cycle: the presets registry imports this module
         from mgrpo.train.presets import PRESETS
@@ -126,9 +134,12 @@ class AlgorithmConfig:
             f"{default_momentum_rollouts(self.rollouts)} momentum rollouts (no momentum "
             f"model); use G >= 4 or set algorithm.momentum_rollouts explicitly",
         )
+        _check(self.policy_votes or self.momentum_rollouts != 0, "algorithm.policy_votes",
+               "false leaves only the momentum rollouts to vote, and algorithm.momentum_rollouts "
+               "is 0")
         _check(0.0 <= self.momentum <= 1.0, "algorithm.momentum", "must be in [0, 1]")
         _check(self.iqr_k is None or self.iqr_k >= 0, "algorithm.iqr_k", "must be >= 0 or null")
-        _one_of(self.filter_scope, "algorithm.filter_scope", ["vote", "vote+loss"])
+        _one_of(self.filter_scope, "algorithm.filter_scope", ["vote", "loss", "vote+loss"])
         _check(0.0 <= self.min_vote_share <= 1.0, "algorithm.min_vote_share", "must be in [0, 1]")
         if self.ttrl_vote_rollouts is not None:
             _check(
@@ -140,6 +151,7 @@ class AlgorithmConfig:
         _one_of(self.loss_agg, "algorithm.loss_agg", list(LOSS_AGGREGATIONS))
         _check(0.0 < self.clip < 1.0, "algorithm.clip", "must be in (0, 1)")
         _check(self.kl_coef >= 0.0, "algorithm.kl_coef", "must be >= 0")
+        _one_of(self.kl_estimator, "algorithm.kl_estimator", list(KL_ESTIMATORS))
         self._check_workbench()
 
     def _check_workbench(self) -> None:

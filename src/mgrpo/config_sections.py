@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from mgrpo.checks import require, require_one_of
+from mgrpo.kernel_path import LAB_KERNEL_MODES
 
 TRACKERS = ("tensorboard", "wandb", "mlflow")
 MATH_SUFFIX = "Please reason step by step, and put your final answer within \\boxed{}."
@@ -86,9 +87,14 @@ class ModelConfig:
     tiny_hidden_size: int = 64
     tiny_layers: int = 2
     lora: LoraConfig = field(default_factory=LoraConfig)
+    lab_kernels: str = _doc("avx2", "x86 CPU kernel path of a `lab:` model's build and runs: "
+                            "avx2 pins PyTorch's and MKL's kernels to AVX2 (the studies' path: "
+                            "the same world and runs on any x86-64 CPU with AVX2 or AVX512; "
+                            "`mgrpo.kernel_path`) | native (this CPU's own path)")
 
     def __post_init__(self) -> None:
         _check(bool(self.name), "model.name", "must be a non-empty model name or path")
+        _one_of(self.lab_kernels, "model.lab_kernels", list(LAB_KERNEL_MODES))
         _one_of(self.dtype, "model.dtype", ["auto", "float32", "bfloat16", "float16"])
         _one_of(self.master_dtype, "model.master_dtype", ["float32", "bfloat16"])
         _one_of(self.engine, "model.engine", ["fast", "hf"])

@@ -37,6 +37,7 @@ def _top_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    in_process = argv is not None  # a caller's list, not this process's own command line
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in COMMANDS:
         parser = _top_parser()
@@ -54,6 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_intermixed_args(rest)
     else:
         args = parser.parse_args(rest)
+    # what a subcommand re-executes to change its environment (`kernel_path`); None in-process
+    args.command_argv = None if in_process else [name, *rest]
     return int(module.run(args) or 0)
 
 

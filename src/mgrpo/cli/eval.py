@@ -40,6 +40,7 @@ from mgrpo.data.datasets import DatasetError
 from mgrpo.eval.formats import LM_EVAL_RESULTS, benchmark_listing, lm_eval_results
 from mgrpo.eval.runner import DEFAULT_BATCH_SIZE, evaluate_benchmark
 from mgrpo.files import write_text_atomic
+from mgrpo.kernel_path import LAB_KERNEL_MODES, is_lab_model_name, pin_lab_kernels
 
 PROTOCOLS = ("default", "paper")
 PAPER_TEMPERATURE = 0.8
@@ -55,6 +56,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "model",
         nargs="?",
         help="HF model directory (e.g. a checkpoint), hub id, or embedded name (tiny, lab, smollm2-135m)",
+    )
+    parser.add_argument(
+        "--lab-kernels", choices=LAB_KERNEL_MODES, default="avx2",
+        help="x86 CPU kernel path of a lab model (avx2: pinned, default; native: this CPU's own)",
     )
     parser.add_argument(
         "-b",
@@ -336,6 +341,8 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, BenchmarkDataMissing, DatasetError) as exc:
         return _fail(str(exc))
 
+    if is_lab_model_name(args.model):  # before torch runs a kernel (may re-execute)
+        pin_lab_kernels(args.lab_kernels, args.command_argv)
     # lazy, start-up: the targets import torch
     from mgrpo.models.loading import load_model_and_tokenizer
     from mgrpo.rollout import make_engine

@@ -13,6 +13,8 @@ import json
 import sys
 import time
 
+from mgrpo.kernel_path import LAB_KERNEL_MODES, pin_lab_kernels
+
 ACTIONS = ("build", "info", "list", "measure")
 
 
@@ -32,6 +34,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     info.add_argument("--quick", action="store_true", help="describe the quick config")
     info.add_argument("--cache-dir", default=None, help="lab cache root")
     info.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    for action in (build, info):
+        _kernel_option(action)
     sub.add_parser("list", help="the named lab worlds and what each changes")
     measure = sub.add_parser("measure", help="sample accuracy and maj@G of a built world at a "
                              "chosen temperature and G (builds the world if needed)")
@@ -42,6 +46,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     measure.add_argument("--temperature", type=float, default=1.1, help="sampling T (1.1)")
     measure.add_argument("--problems", type=int, default=128, help="val problems (128)")
     measure.add_argument("--seed", type=int, default=0, help="problem draw and sampling seed")
+    _kernel_option(measure)
+
+
+def _kernel_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--lab-kernels", choices=LAB_KERNEL_MODES, default="avx2",
+                        help="x86 CPU kernel path (avx2: pinned, the studies' path, default; "
+                        "native: this CPU's own; see mgrpo.kernel_path)")
 
 
 def _config(args: argparse.Namespace):
@@ -144,6 +155,8 @@ def _run_list() -> int:
 def run(args: argparse.Namespace) -> int:
     if args.action == "list":
         return _run_list()
+    if args.action in ACTIONS:  # before torch runs a kernel (may re-execute)
+        pin_lab_kernels(args.lab_kernels, args.command_argv)
     try:
         if args.action == "build":
             return _run_build(args)

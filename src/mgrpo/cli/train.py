@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from mgrpo.config import ConfigError, dump_config, resolve_config, shipped_recipes
+from mgrpo.kernel_path import is_lab_model_name, pin_lab_kernels
 from mgrpo.parallel.launch import launch
 
 INTERMIXED_ARGS = True  # `mgrpo train tiny -o out key=value` (see cli.main)
@@ -43,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(dump_config(cfg), end="")
         return 0
+    if is_lab_model_name(cfg.model.name):  # before torch runs a kernel (may re-execute)
+        pin_lab_kernels(cfg.model.lab_kernels, args.command_argv)
     if args.nproc is not None:
         try:
             argv = ([recipe] if recipe else []) + overrides

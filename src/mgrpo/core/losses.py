@@ -12,6 +12,13 @@ defaulting to the symmetric ``clip``. ``H`` is the token entropy of the current 
 its gradient) and ``c = entropy_coef`` a static entropy bonus (verl's ``entropy_coeff``); the
 term is absent (not computed) when ``entropy`` is None or ``c == 0``.
 
+The KL estimate is one of ``KL_ESTIMATORS`` (``kl_estimator``), with ``d = ref - logp``:
+
+- ``k3`` (default): ``exp(d) - d - 1``, unclamped (Schulman's k3; the paper's KL).
+- ``low_var_kl`` (verl's ``kl_penalty="low_var_kl"``, which Co-rewarding's scripts use):
+  ``clamp(exp(d') - d' - 1, -10, 10)`` with ``d' = clamp(d, -20, 20)``. It equals k3 wherever
+  ``|d| <= 20`` and the value is ``<= 10``; beyond, its gradient is 0.
+
 and the per-token values are reduced by one of ``LOSS_AGGREGATIONS``:
 
 - ``token-mean`` (default, verl): ``sum_{r,t} m l / sum_{r,t} m`` over the whole mini-batch.
@@ -28,7 +35,8 @@ read by ``token-mean``) and ``num_seqs_global`` (sequences with >= 1 loss token,
 micro-batches are padded to different lengths.
 
 Departures from the paper: none in the formulas. The KL term is skipped entirely (not
-computed) when ``logp_ref`` is None or ``kl_coef == 0``; there is no clamp on the k3 value.
+computed) when ``logp_ref`` is None or ``kl_coef == 0``; there is no clamp on the k3 value
+(``low_var_kl`` is the clamped one).
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ from mgrpo.core._checks import as_bool_mask, check_int, check_number, check_same
 from mgrpo.core.constants import DEFAULT_CLIP, DEFAULT_KL_COEF, DEFAULT_LOSS_AGG, compute_dtype
 
 __all__ = [
+    "KL_ESTIMATORS",
     "LOSS_AGGREGATIONS",
     "get_loss_aggregation",
     "policy_loss",
@@ -131,6 +140,23 @@ def get_loss_aggregation(name: str) -> LossAggregation:
         raise ValueError(f"unknown loss aggregation {name!r}; valid names: {valid}") from None
 
 
+def k3_kl(delta: torch.Tensor) -> torch.Tensor:
+    """``exp(d) - d - 1`` (>= 0) of ``d = ref - logp``, elementwise, unclamped."""
+    return delta.exp() - delta - 1.0
+
+
+def low_var_kl(delta: torch.Tensor) -> torch.Tensor:
+    """verl's ``low_var_kl``: ``clamp(k3(clamp(d, -20, 20)), -10, 10)``, elementwise."""
+    return k3_kl(delta.clamp(-20.0, 20.0)).clamp(-10.0, 10.0)
+
+
+#: Registry of per-token KL estimates of ``d = ref - logp``, ``name -> estimate``.
+KL_ESTIMATORS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "k3": k3_kl,
+    "low_var_kl": low_var_kl,
+}
+
+
 def _check_count(value: float | None, name: str) -> float | None:
     return None if value is None else check_number(value, name, low=0.0)
 
@@ -145,6 +171,7 @@ def policy_loss(
     kl_coef: float = DEFAULT_KL_COEF,
     agg: str = DEFAULT_LOSS_AGG,
     *,
+    kl_estimator: str = "k3",
     clip_low: float | None = None,
     clip_high: float | None = None,
     entropy: torch.Tensor | None = None,
@@ -168,6 +195,7 @@ def policy_loss(
         entropy: ``(R, T)`` token entropies of the current policy (with grad), or None.
         entropy_coef: entropy bonus coefficient ``>= 0``; 0 (default) skips the term.
         kl_coef: KL coefficient ``>= 0``; 0 skips the KL computation.
+        kl_estimator: a name in ``KL_ESTIMATORS`` (``k3`` or ``low_var_kl``).
         agg: a name in ``LOSS_AGGREGATIONS``.
         num_tokens_global: total loss tokens over all micro-batches of the mini-batch
             (``token-mean``); None = this call's ``mask.sum()``.
@@ -186,9 +214,13 @@ def policy_loss(
         token entropy aggregated like the loss; 0.0 when the bonus is off).
 
     Raises:
-        ValueError: bad shapes, negative ``clip`` / ``kl_coef`` / counts, unknown ``agg``.
+        ValueError: bad shapes, negative ``clip`` / ``kl_coef`` / counts, unknown ``agg`` or
+            ``kl_estimator``.
     """
     aggregate = get_loss_aggregation(agg)
+    if kl_estimator not in KL_ESTIMATORS:
+        raise ValueError(f"unknown KL estimator {kl_estimator!r}; valid names: "
+                         f"{', '.join(sorted(KL_ESTIMATORS))}")
     check_tensor(logp, "logp", ndim=2)
     check_tensor(logp_old, "logp_old", ndim=2)
     check_same_shape(logp, "logp", logp_old, "logp_old")
@@ -237,7 +269,7 @@ def policy_loss(
     use_kl = logp_ref is not None and kl_coef != 0.0
     if use_kl:
         delta = torch.where(mask, logp_ref.detach().to(dtype) - lp, zero)  # (R, T)
-        kl_tok = delta.exp() - delta - 1.0  # (R, T), k3 >= 0
+        kl_tok = KL_ESTIMATORS[kl_estimator](delta)  # (R, T), >= 0
         tok = pg_tok + kl_coef * kl_tok
     else:
         kl_tok = None

@@ -11,8 +11,9 @@ count and CPU kernel path (`torch.backends.cpu.get_cpu_capability()`, e.g. AVX2 
 all recorded under the manifest's "versions" (`build_identity`); on another machine or library
 version the same config may train a different model (the cache key is the config alone, so the
 model's sha256 in the manifest is what identifies a build; reusing an entry built elsewhere
-prints a note). Pinning the kernel path (ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=AVX2) makes builds
-agree across x86-64 CPUs with AVX2 or better:
+prints a note). Pinning the kernel path (`mgrpo.kernel_path`: ATEN_CPU_CAPABILITY=avx2,
+MKL_CBWR=AVX2, MKL_ENABLE_INSTRUCTIONS=AVX2, which `mgrpo lab` and `mgrpo train` on a lab model
+set by default) makes builds agree across x86-64 CPUs with AVX2 or better:
 1. model = `build_tiny_model` (random init from the seed) over `build_char_tokenizer(alphabet)`;
 2. SFT: `sft_steps` AdamW steps, each on `batch_size` fresh problems from the easy mixture
    (never an RL-task question, see `lab.config`), prompt = template with the question, no
@@ -42,6 +43,7 @@ from mgrpo import __version__
 from mgrpo.core.schedule import warmup_cosine
 from mgrpo.data.arithmetic import make_problems, worked_solution
 from mgrpo.data.datasets import PromptRecord
+from mgrpo.kernel_path import KERNEL_ENV
 from mgrpo.lab.cache import (
     CorruptCacheError,
     install_entry,
@@ -70,7 +72,6 @@ SFT_DATA_SEED_OFFSET = 1  # SFT problems use seed + offset (+ component index)
 MEASURE_SEED_OFFSET = 2  # val problems for the build-time measurement
 NOISE_SEED_OFFSET = 3  # the answer-noise RNG of the SFT targets
 THREADS_ENV = "MGRPO_LAB_THREADS"  # overrides the torch thread count of the build
-KERNEL_ENV = ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "MKL_ENABLE_INSTRUCTIONS")  # kernel-path pins
 
 
 def build_threads() -> int:

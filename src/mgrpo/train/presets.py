@@ -47,7 +47,7 @@ class AlgorithmSpec:
     vote_only_rollouts: int  # extra policy samples that only vote (TTRL)
     momentum_rollouts: int  # N: momentum-model samples (vote only)
     iqr_k: float | None  # None = filter off
-    filter_in_loss: bool  # IQR-dropped policy rollouts also leave the loss set
+    filter_in_loss: bool  # IQR-dropped policy rollouts leave the loss set (scope loss, vote+loss)
     reward: str  # a name in `train/rewards.REWARDS` ("vote" | "truth" | "self_certainty")
     min_vote_share: float
     momentum: float  # EMA momentum m of the momentum model
@@ -55,10 +55,12 @@ class AlgorithmSpec:
     advantage: str  # a name in `core.advantages.ADVANTAGE_ESTIMATORS`
     loss_agg: str  # a name in `core.losses.LOSS_AGGREGATIONS`
     clip: float  # PPO clip range epsilon
-    kl_coef: float  # beta of the k3 KL to the reference (0 = no reference model)
+    kl_coef: float  # beta of the KL to the reference (0 = no reference model)
     # --- options beyond the paper (defaults: the paper's step, bit for bit) ---
     votes: bool = False  # the step runs the majority vote (a vote reward or a user reward)
     policy_votes: bool = True  # policy rollouts vote (False: only the momentum model votes)
+    filter_in_vote: bool = True  # IQR-dropped rollouts leave the vote (scope vote, vote+loss)
+    kl_estimator: str = "k3"  # a name in `core.losses.KL_ESTIMATORS`
     rewards: tuple[tuple[str, float], ...] = ()  # several rewards (name, weight); () = `reward`
     reward_norm: str = "sum"  # how `rewards` mix (`user_rewards.REWARD_NORMS`)
     momentum_vote_weight: float = 1.0  # a momentum vote counts this many times
@@ -109,7 +111,9 @@ def _m_grpo(cfg: AlgorithmConfig) -> AlgorithmSpec:
         vote_only_rollouts=0,
         momentum_rollouts=n,
         iqr_k=cfg.iqr_k,
-        filter_in_loss=cfg.filter_scope == "vote+loss",
+        filter_in_loss=cfg.filter_scope in ("loss", "vote+loss"),
+        filter_in_vote=cfg.filter_scope in ("vote", "vote+loss"),
+        policy_votes=cfg.policy_votes,
         reward="vote",
         min_vote_share=cfg.min_vote_share,
         momentum=cfg.momentum,
@@ -192,6 +196,7 @@ def _options(spec: AlgorithmSpec, cfg: AlgorithmConfig) -> AlgorithmSpec:
         random_p=cfg.random_p,
         rent_tokens=cfg.rent_tokens,
         kl_to_teacher=cfg.kl_to_teacher,
+        kl_estimator=cfg.kl_estimator,
     )
 
 
@@ -207,4 +212,7 @@ def resolve_algorithm(cfg: AlgorithmConfig) -> AlgorithmSpec:
     if spec.kl_to_teacher and not spec.uses_momentum_model:
         raise ValueError(f"algorithm.kl_to_teacher: preset {spec.name} samples no momentum "
                          "(teacher) rollouts, so there is no teacher to take the KL to")
+    if not cfg.policy_votes and spec.policy_votes:
+        raise ValueError(f"algorithm.policy_votes: false: preset {spec.name} has no momentum "
+                         "vote to leave to (m-grpo reads it; co-rewarding-ii's policy never votes)")
     return spec

@@ -114,7 +114,7 @@ def train_step(models: StepModels, batch: StepBatch, cfg: Config, spec: Algorith
         inputs = RewardInputs(models, batch, rollouts.policy_answers, rollouts.votes, train,
                               equivalent, settings.temperature, rollouts.keep.device,
                               rollouts=rollouts, spec=spec, step=step, seed=cfg.seed)
-        in_loss = (rollouts.keep[:, :M].clone() if spec.filter_in_loss  # scope vote+loss
+        in_loss = (rollouts.keep[:, :M].clone() if spec.filter_in_loss  # scope loss, vote+loss
                    else torch.ones(B, M, dtype=torch.bool, device=rollouts.keep.device))  # (B, M)
         rewards = mix_rewards([get_reward(name)(inputs) for name, _ in spec.reward_terms],
                               [w for _, w in spec.reward_terms], spec.reward_norm,
@@ -172,7 +172,8 @@ def score_rollouts(models: StepModels, policy: RolloutBatch, momentum: RolloutBa
                    spec: AlgorithmSpec, B: int, answer_kind: str,
                    equivalent: Equivalence, tie_seeds: list[int] | None = None) -> Rollouts:
     """Trajectory entropies, the IQR keep mask, parsed answers and (`spec.votes`) the votes:
-    over the kept answers (only the momentum ones without `spec.policy_votes`), a momentum
+    over the kept answers (all answers under `filter_scope: loss`; only the momentum ones
+    without `spec.policy_votes`), a momentum
     vote counting `spec.momentum_vote_weight` times, ties by `spec.vote_ties` (`tie_seeds`:
     one per prompt, for the random rule).
 
@@ -189,7 +190,8 @@ def score_rollouts(models: StepModels, policy: RolloutBatch, momentum: RolloutBa
         answers = [row + m for row, m in zip(answers, more)]  # (B, G)
         texts = [row + m for row, m in zip(texts, more_texts)]
     n_policy = policy_entropy.shape[1]  # M + V
-    voters = keep.tolist()
+    voters = (keep.tolist() if spec.filter_in_vote  # scope loss: every answer votes
+              else [[True] * keep.shape[1] for _ in range(B)])
     if not spec.policy_votes:  # co-rewarding-ii: only the teacher (momentum) rollouts vote
         voters = [[k and g >= n_policy for g, k in enumerate(row)] for row in voters]
     votes = (vote_groups(answers, equivalent, spec.min_vote_share, keep=voters,

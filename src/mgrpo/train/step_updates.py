@@ -197,6 +197,7 @@ def accumulate_gradients(models: StepModels, batch: StepBatch, settings: UpdateS
             ls.advantages[rows],
             mb.response_mask,
             clip=settings.clip, kl_coef=settings.kl_coef, agg=settings.loss_agg,
+            kl_estimator=settings.kl_estimator,
             clip_low=settings.clip_low, clip_high=settings.clip_high,
             entropy=entropy.float() if bonus else None, entropy_coef=settings.entropy_coef,
             num_tokens_global=n_tokens, num_seqs_global=n_seqs,

@@ -97,11 +97,12 @@ class UpdateSettings:
     max_new_tokens: int  # the response budget (the length normaliser of some loss aggs)
     max_grad_norm: float  # gradient-norm clip
     clip: float  # PPO clip range epsilon
-    kl_coef: float  # beta of the k3 KL to the reference (0 = no reference)
+    kl_coef: float  # beta of the KL to the reference (0 = no reference)
     loss_agg: str  # a name in `core.losses.LOSS_AGGREGATIONS`
     clip_low: float | None = None  # lower clip epsilon (None = clip)
     clip_high: float | None = None  # upper clip epsilon (None = clip)
     entropy_coef: float = 0.0  # static entropy bonus (0 = off)
+    kl_estimator: str = "k3"  # a name in `core.losses.KL_ESTIMATORS`
 
     @classmethod
     def of(cls, cfg: Config, spec: AlgorithmSpec) -> UpdateSettings:
@@ -118,6 +119,7 @@ class UpdateSettings:
             clip_low=spec.clip_low,
             clip_high=spec.clip_high,
             entropy_coef=spec.entropy_coef,
+            kl_estimator=spec.kl_estimator,
         )
 
 
