@@ -54,7 +54,11 @@ RISING = [0.5 + 0.4 * s / 40 for s in range(1, 41)]
         # falls 12 points below step 0 at step 20 and stays: collapsed at 20
         ({0: 0.60, 10: 0.55, 20: 0.48, 30: 0.45, 40: 0.47}, RISING, 20),
         # the best is at step 10 (above step 0): collapse measured from it
-        ({0: 0.50, 10: 0.62, 20: 0.55, 30: 0.51, 40: 0.50}, RISING, 30),
+        ({0: 0.50, 10: 0.62, 20: 0.55, 30: 0.51, 35: 0.50, 40: 0.49}, RISING, 30),
+        # the same drop with one later point: not confirmed (2 later points needed)
+        ({0: 0.50, 10: 0.62, 20: 0.55, 30: 0.51, 40: 0.50}, RISING, None),
+        # a drop at the last point: nothing shows it persists
+        ({0: 0.60, 10: 0.58, 20: 0.59, 30: 0.57, 40: 0.45}, RISING, None),
         # drops, then recovers above best - drop: not collapsed
         ({0: 0.60, 10: 0.45, 20: 0.48, 30: 0.55, 40: 0.58}, RISING, None),
         # a drop with falling reward is not the self-rewarding collapse
@@ -68,13 +72,22 @@ def test_collapse_step(tmp_path, val, rewards, expected):
     assert collapse_step(log, drop=0.10) == expected
 
 
+def test_collapse_without_confirmation_counts_late_drops(tmp_path):
+    """confirm=0 is the rule before it asked for 2 later points: a last-point drop counts."""
+    val = {0: 0.50, 10: 0.62, 20: 0.55, 30: 0.51, 40: 0.50}
+    log = load_run(run_dir(tmp_path, "r", rows(val, RISING))).metrics
+    assert collapse_step(log, drop=0.10, confirm=0) == 30
+    assert collapse_step(log, drop=0.10, confirm=1) == 30
+    assert collapse_step(log, drop=0.10) is None
+
+
 def test_collapse_reward_windows_never_overlap(tmp_path):
     """Reward rule as documented (docs/lab-study.md, collapse_step): the last w of the n
     rewards up to t against the first w, w = min(10, n // 2). At t = 6 that is steps 4-6
     against 1-3; a rule of "the 10 steps up to t against the first 10" compares the same
     steps with themselves there and could never call it."""
     rewards = [0.5, 0.5, 0.5, 0.7, 0.7, 0.7] + [0.7] * 14
-    val = {0: 0.60, 6: 0.40, 12: 0.40, 20: 0.40}
+    val = {0: 0.60, 6: 0.40, 12: 0.40, 16: 0.40, 20: 0.40}
     log = load_run(run_dir(tmp_path, "r", rows(val, rewards))).metrics
     assert collapse_step(log, drop=0.10) == 6
     # reward up only after step 10 and the accuracy already down at 6: called at 20, where
@@ -113,9 +126,10 @@ def test_summarize_arm_mean_std_and_step0_best(tmp_path):
     assert paired_table([arm]) is None
     paired = paired_table([arm, other])
     # +5 and +10 points: mean 7.5, sd 3.54, t(0.975, 1) = 12.706 -> half width 31.8; t = 3.0
-    # on 1 df -> p = 0.205; collapsed 1/2 vs 2/3 -> Fisher p = 1
+    # on 1 df -> p = 0.205; the 0.45 seed drops on its last point only, which does not count
+    # (nothing confirms it): collapsed 0/2 vs 2/3 -> Fisher p = 0.4
     assert paired.rows == [["m-grpo", "7.5 ± 3.5", "+7.5 [-24.3, +39.3]", "[+5.0, +10.0]",
-                            "0.205", "0.205", "2/2", "1/2 vs 2/3", "1.000"]]
+                            "0.205", "0.205", "2/2", "0/2 vs 2/3", "0.400"]]
     row = arm_table([arm]).rows[0]
     assert row[:7] == ["srt", "3", "60.0 ± 2.0", "61.3 ± 1.2", "50.0 ± 10.0", "-10.0 ± 11.1", "2/3"]
     assert row[7] == "15 ± 7"  # mean ± std of the collapse steps of the collapsed seeds
@@ -225,16 +239,18 @@ def test_runs_are_named_by_arm(tmp_path):
 
 
 def test_sweep_builds_each_lab_model_once_before_the_jobs(tmp_path, monkeypatch):
-    """--jobs N: the lab models the runs load are built in the parent first, once each."""
-    import mgrpo.models.loading as loading
+    """--jobs N: the lab models the runs load are built first (in a child `mgrpo lab build`,
+    on the run's kernel path), once each."""
+    import mgrpo.report.sweep as sweep
 
     built: list[str] = []
-    monkeypatch.setattr(loading, "embedded_model_dir", lambda name: built.append(name) or "x")
+    monkeypatch.setattr(sweep, "build_lab_world", lambda name, kernels: built.append(name) or "x")
     runner = RecordingRunner()
-    specs = plan_runs("srt,m-grpo", None, "0-1", ["w=srt:model.name=lab:noise30"])
+    specs = plan_runs("srt,m-grpo", None, "0-1", ["w=srt:model.name=lab:noise30",
+                                                  "n=srt:model.lab_kernels=native"])
     run_sweep("demo", specs, tmp_path, [], runner=runner, jobs=2, gpus=[], log=lambda m: None,
               prebuild=True)
-    assert built == ["lab", "lab:noise30"] and len(runner.launches) == 6
+    assert built == ["lab", "lab:noise30", "lab"] and len(runner.launches) == 8
     built.clear()
     run_sweep("tiny", plan_runs("srt", None, "0"), tmp_path / "t", [], runner=runner,
               log=lambda m: None, prebuild=True)
@@ -317,3 +333,10 @@ def test_lab_collapse_recipe_is_the_demo_at_the_study_settings():
     assert config_to_dict(resolve_config("lab-collapse")) == config_to_dict(
         resolve_config("demo", study)
     )
+
+
+def test_a_lab_build_that_fails_names_the_model_and_shows_why():
+    from mgrpo.report.sweep import build_lab_world
+
+    with pytest.raises(RuntimeError, match=r"(?s)building lab model lab:nope failed.*nope"):
+        build_lab_world("lab:nope", "avx2")

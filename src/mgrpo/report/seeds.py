@@ -50,6 +50,8 @@ DROPPED_KEY = "filter/dropped_fraction"
 ALARM_KEY = "alarm/collapse"
 END_WINDOW = 10  # steps averaged for "at the end" and for the reward trend of a collapse
 DEFAULT_COLLAPSE_DROP = 0.10
+#: later validation points that must confirm a drop before it counts as a collapse
+COLLAPSE_CONFIRM_POINTS = 2
 BAND_SMOOTHING = 0.8
 BAND_ALPHA = 0.2
 
@@ -68,15 +70,20 @@ BAND_PLOTS: tuple[tuple[str, str, str, str, bool], ...] = (
 )
 
 
-def collapse_step(log: RunMetrics, drop: float = DEFAULT_COLLAPSE_DROP) -> int | None:
+def collapse_step(log: RunMetrics, drop: float = DEFAULT_COLLAPSE_DROP,
+                  confirm: int = COLLAPSE_CONFIRM_POINTS) -> int | None:
     """First validation step at which the run has collapsed, or None.
 
-    Collapsed at validation step ``t > 0`` when all three hold:
+    Collapsed at validation step ``t > 0`` when all four hold:
 
     1. ``val(t) <= best(t) - drop``, where ``best(t)`` is the highest validation accuracy at
        or before ``t`` (the step-0 point included);
     2. it stays there: every later validation point is also ``<= best(t) - drop``;
-    3. the training reward went up: with ``n`` the number of reward values logged at steps
+    3. at least ``confirm`` validation points come after ``t`` (default 2): a drop on one of
+       the last ``confirm`` points has nothing to show it persists, and is not counted (a
+       run that ends in such a drop must be extended to decide; ``confirm=0`` is the rule
+       without this condition);
+    4. the training reward went up: with ``n`` the number of reward values logged at steps
        ``<= t`` and ``w = min(END_WINDOW, n // 2)``, the mean of the last ``w`` of them
        exceeds the mean of the first ``w`` (two windows that never overlap; at ``t`` = 6,
        steps 4-6 against steps 1-3).
@@ -91,7 +98,7 @@ def collapse_step(log: RunMetrics, drop: float = DEFAULT_COLLAPSE_DROP) -> int |
     best = -math.inf
     for i, (step, val) in enumerate(zip(v_steps, v_vals, strict=True)):
         best = max(best, float(val))
-        if step <= 0 or val > best - drop:
+        if step <= 0 or val > best - drop or v_vals.size - 1 - i < confirm:
             continue
         if any(later > best - drop for later in v_vals[i + 1 :]):
             continue

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from mgrpo.kernel_path import is_lab_model_name
 from mgrpo.report.runs import (
     CONFIG_FILE,
     METRICS_FILE,
@@ -246,35 +247,46 @@ def train_command(
     return argv + spec.overrides() + list(defaults) + list(overrides) + list(spec.arm_overrides)
 
 
-def run_model_names(recipe: str, specs: Sequence[RunSpec], overrides: Sequence[str]) -> list[str]:
-    """The distinct ``model.name`` of the runs of `specs`, in first-seen order (the recipe
-    with the extra and the arm's overrides applied, as :func:`train_command` passes them)."""
+def run_lab_models(recipe: str, specs: Sequence[RunSpec],
+                   overrides: Sequence[str]) -> list[tuple[str, str]]:
+    """The distinct (``model.name``, ``model.lab_kernels``) of the runs of `specs` whose model
+    is a lab world, in first-seen order (the recipe with the extra and the arm's overrides
+    applied, as :func:`train_command` passes them)."""
     # lazy, start-up: the config module is only needed when a sweep runs
     from mgrpo.config import apply_overrides, load_recipe
 
     base = load_recipe(recipe)
-    names: list[str] = []
+    found: list[tuple[str, str]] = []
     for spec in specs:
-        data = apply_overrides(base, list(overrides) + list(spec.arm_overrides))
-        name = (data.get("model") or {}).get("name")
-        if isinstance(name, str) and name not in names:
-            names.append(name)
-    return names
+        model = apply_overrides(base, list(overrides) + list(spec.arm_overrides)).get("model") or {}
+        name, kernels = model.get("name"), str(model.get("lab_kernels", "avx2"))
+        if isinstance(name, str) and is_lab_model_name(name) and (name, kernels) not in found:
+            found.append((name, kernels))
+    return found
+
+
+def build_lab_world(name: str, kernels: str) -> str:
+    """Build (or find in the cache) the lab model `name` in a child `mgrpo lab build`, which
+    takes the `kernels` path (`mgrpo.kernel_path`) whatever this process has loaded; its
+    directory. Raises RuntimeError with the child's output when the build fails."""
+    world = [] if name == "lab" else ["--world", name.partition(":")[2]]
+    done = subprocess.run([sys.executable, "-m", "mgrpo", "lab", "build", "--no-progress",
+                           "--lab-kernels", kernels, *world],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"building lab model {name} failed (exit {done.returncode}):\n"
+                           f"{done.stdout}{done.stderr}")
+    paths = [line.partition(": ")[2] for line in done.stdout.splitlines()
+             if line.startswith("lab model: ")]
+    return paths[0] if paths else "?"
 
 
 def prebuild_models(recipe: str, specs: Sequence[RunSpec], overrides: Sequence[str],
                     log: Callable[[str], None]) -> None:
     """Build every lab model (``lab``, ``lab:NAME``) the runs will load, once, before any
     job starts: side-by-side jobs would otherwise each build the same uncached model."""
-    lab = [n for n in run_model_names(recipe, specs, overrides)
-           if n == "lab" or n.startswith("lab:")]
-    if not lab:
-        return
-    # lazy, start-up: mgrpo.models imports torch; only sweeps over lab models need it
-    from mgrpo.models.loading import embedded_model_dir
-
-    for name in lab:
-        log(f"lab model {name}: {embedded_model_dir(name)}")
+    for name, kernels in run_lab_models(recipe, specs, overrides):
+        log(f"lab model {name}: {build_lab_world(name, kernels)}")
 
 
 def requested_max_steps(overrides: Sequence[str]) -> int | None:
