@@ -31,11 +31,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from mgrpo.core._checks import check_number
+from mgrpo.registry import Registry
 
 __all__ = ["VOTE_TIES", "Vote", "cluster_walk", "majority_vote", "vote_groups"]
 
-#: Tie rules of :func:`majority_vote` (module docstring); the first is the default.
-VOTE_TIES: tuple[str, ...] = ("policy-first", "momentum-first", "random")
+#: ``rule(tied, first_momentum, seed) -> winner``: the winning cluster among ``tied`` (cluster
+#: indices in opening order, >= 2 of them); ``first_momentum[c]`` is the pool index of cluster
+#: c's first momentum answer (None: it has none); ``seed`` is the vote's tie seed.
+TieRule = Callable[[list[int], list["int | None"], "int | None"], int]
+
+#: Tie rules of :func:`majority_vote` (module docstring); ``policy-first`` is the default.
+VOTE_TIES: Registry[TieRule] = Registry("vote tie rule")
 
 #: ``equivalent(answer, representative) -> bool``.
 EquivalenceFn = Callable[[str, str], bool]
@@ -169,21 +175,36 @@ def cluster_walk(
 
 
 def _check_ties(ties: str, seed: int | None) -> None:
-    if ties not in VOTE_TIES:
-        raise ValueError(f"unknown vote tie rule {ties!r}; valid rules: {', '.join(VOTE_TIES)}")
+    VOTE_TIES.get(ties)  # an unknown rule lists the valid ones
     if ties == "random" and seed is None:
         raise ValueError("vote tie rule 'random' needs a seed")
 
 
 def _break_tie(tied: list[int], first_momentum: list[int | None], ties: str, seed: int | None) -> int:
     """The winner among ``tied`` (cluster indices in opening order) by rule ``ties``."""
-    if len(tied) == 1 or ties == "policy-first":
+    if len(tied) == 1:
         return tied[0]
-    if ties == "momentum-first":
-        with_momentum = [c for c in tied if first_momentum[c] is not None]
-        if with_momentum:
-            return min(with_momentum, key=lambda c: first_momentum[c])
-        return tied[0]
+    return VOTE_TIES.get(ties)(tied, first_momentum, seed)
+
+
+@VOTE_TIES.register("policy-first")
+def policy_first(tied: list[int], first_momentum: list[int | None], seed: int | None) -> int:
+    """The cluster opened first in pool order (policy 0..M-1, then momentum 0..N-1)."""
+    return tied[0]
+
+
+@VOTE_TIES.register("momentum-first")
+def momentum_first(tied: list[int], first_momentum: list[int | None], seed: int | None) -> int:
+    """The cluster met first in the order momentum 0..N-1, then policy 0..M-1."""
+    with_momentum = [c for c in tied if first_momentum[c] is not None]
+    if with_momentum:
+        return min(with_momentum, key=lambda c: first_momentum[c])
+    return tied[0]
+
+
+@VOTE_TIES.register("random")
+def random_tie(tied: list[int], first_momentum: list[int | None], seed: int | None) -> int:
+    """A uniform choice, ``random.Random(seed)``: the same seed gives the same winner."""
     return random.Random(seed).choice(tied)
 
 

@@ -1,4 +1,5 @@
-"""Engine registry: `make_engine(name, model, pad_token_id=..., **options)`.
+"""Building an engine by name: `make_engine(name, model, pad_token_id=..., **options)` over the
+`ENGINES` registry (`rollout.base`; each engine class registers at its definition).
 
 "fast" on a model it does not support falls back to "hf" with a one-line warning.
 """
@@ -9,12 +10,12 @@ import warnings
 
 from torch import nn
 
-from mgrpo.rollout.base import RolloutEngine
+from mgrpo.rollout.base import ENGINES, RolloutEngine
 from mgrpo.rollout.decoder import unsupported_reason
-from mgrpo.rollout.fast_engine import FastEngine
-from mgrpo.rollout.hf_engine import HFEngine
+from mgrpo.rollout.fast_engine import FastEngine  # noqa: F401 - registers "fast"
+from mgrpo.rollout.hf_engine import HFEngine  # registers "hf"
 
-ENGINES: dict[str, type[RolloutEngine]] = {"hf": HFEngine, "fast": FastEngine}
+__all__ = ["ENGINES", "make_engine"]
 
 
 def make_engine(name: str, model: nn.Module, *, pad_token_id: int, **options) -> RolloutEngine:
@@ -25,8 +26,7 @@ def make_engine(name: str, model: nn.Module, *, pad_token_id: int, **options) ->
     `kv_cache_gb` and `keep_workspace` are dropped for the hf engine (`model.generate`
     decodes the whole batch at once and keeps nothing between calls).
     """
-    if name not in ENGINES:
-        raise ValueError(f"unknown engine {name!r}; valid engines: {sorted(ENGINES)}")
+    engine = ENGINES.get(name)  # an unknown name lists the valid ones
     fast_only = ("compile", "compile_mode", "check_every", "compact_ratio", "kv_cache_gb",
                  "keep_workspace", "max_graphs")
     if name == "hf":
@@ -40,4 +40,4 @@ def make_engine(name: str, model: nn.Module, *, pad_token_id: int, **options) ->
             )
             options = {k: v for k, v in options.items() if k not in fast_only}
             return HFEngine(model, pad_token_id=pad_token_id, **options)
-    return ENGINES[name](model, pad_token_id=pad_token_id, **options)
+    return engine(model, pad_token_id=pad_token_id, **options)
