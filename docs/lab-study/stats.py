@@ -19,7 +19,7 @@ Per arm (mean over seeds, 95% Student-t interval where marked):
 * ``early - step 0``: mean of the validation points in the early window minus step 0;
 * AUC: mean of the validation points after step 0 minus step 0 (the area under the curve
   relative to the start, per step);
-* ``final - best``; collapse count and step (:func:`mgrpo.report.seeds.collapse_step`,
+* ``final - best``; collapse count and step (:func:`mgrpo.report.arms.collapse_step`,
   10-point margin); reward over the first and last 10 steps;
 * the evaluation noise: sigma = SD of successive validation differences / sqrt(2) (the drift
   between two validation points is small against it), and ``E_n sigma``, the expected maximum
@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from mgrpo.report.runs import load_run
-from mgrpo.report.seeds import Stat, collapse_step
+from mgrpo.report.arms import Stat, collapse_step
 from mgrpo.report.stats import (
     bootstrap_interval,
     expected_max_normal,

@@ -7,6 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from mgrpo.report.arms import DEFAULT_COLLAPSE_DROP
 from mgrpo.report.compare import (
     PLOTS_SUBDIR,
     REPORT_SUBDIR,
@@ -15,7 +16,6 @@ from mgrpo.report.compare import (
     write_aggregate,
 )
 from mgrpo.report.runs import METRICS_FILE
-from mgrpo.report.seeds import DEFAULT_COLLAPSE_DROP
 from mgrpo.report.sweep import (
     CompareOutcome,
     Runner,

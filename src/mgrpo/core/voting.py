@@ -30,10 +30,12 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import torch
+
 from mgrpo.core._checks import check_number
 from mgrpo.registry import Registry
 
-__all__ = ["VOTE_TIES", "Vote", "cluster_walk", "majority_vote", "vote_groups"]
+__all__ = ["VOTE_TIES", "Vote", "agreement", "cluster_walk", "majority_vote", "vote_groups"]
 
 #: ``rule(tied, first_momentum, seed) -> winner``: the winning cluster among ``tied`` (cluster
 #: indices in opening order, >= 2 of them); ``first_momentum[c]`` is the pool index of cluster
@@ -246,3 +248,21 @@ def vote_groups(
                       seed=None if seeds is None else seeds[i])
         for i, pool in enumerate(pools)
     ]
+
+
+def agreement(
+    answers: Sequence[Sequence[str | None]],
+    targets: Sequence[str | None],
+    equivalent: EquivalenceFn,
+    device: torch.device | None = None,
+) -> torch.Tensor:
+    """``(B, M)`` fp32: 1.0 where ``answers[b][i]`` is equivalent to ``targets[b]`` (a vote's
+    pseudo-label or the ground truth), else 0.0; a None target or answer gives 0. On
+    ``device`` (the rollouts' device in the step)."""
+    if len(answers) != len(targets):
+        raise ValueError(f"one target per group: {len(answers)} groups, {len(targets)} targets")
+    rows = [
+        [float(t is not None and a is not None and equivalent(a, t)) for a in row]
+        for row, t in zip(answers, targets)
+    ]
+    return torch.tensor(rows, dtype=torch.float32, device=device)  # (B, M)
