@@ -20,7 +20,9 @@ Per arm (mean over seeds, 95% Student-t interval where marked):
 * AUC: mean of the validation points after step 0 minus step 0 (the area under the curve
   relative to the start, per step);
 * ``final - best``; collapse count and step (:func:`mgrpo.report.seeds.collapse_step`,
-  10-point margin); reward over the first and last 10 steps;
+  10-point margin, confirmed by ``--collapse-confirm`` later validation points, default 2),
+  and the count without the confirmation (a drop on the last points counted too, the rule
+  the earlier tables used); reward over the first and last 10 steps;
 * the evaluation noise: sigma = SD of successive validation differences / sqrt(2) (the drift
   between two validation points is small against it), and ``E_n sigma``, the expected maximum
   of the n validation points after step 0 drawn independently from N(0, sigma^2) (E_20 =
@@ -47,7 +49,7 @@ from pathlib import Path
 import numpy as np
 
 from mgrpo.report.runs import load_run
-from mgrpo.report.seeds import Stat, collapse_step
+from mgrpo.report.seeds import COLLAPSE_CONFIRM_POINTS, Stat, collapse_step
 from mgrpo.report.stats import (
     bootstrap_interval,
     expected_max_normal,
@@ -103,8 +105,8 @@ def phase_means(log, key: str, last: int) -> list[float]:
     return out
 
 
-def load(sweep: Path, arms: set[str] | None = None,
-         seeds: set[int] | None = None) -> dict[str, dict[int, dict]]:
+def load(sweep: Path, arms: set[str] | None = None, seeds: set[int] | None = None,
+         confirm: int = COLLAPSE_CONFIRM_POINTS) -> dict[str, dict[int, dict]]:
     runs: dict[str, dict[int, dict]] = {}
     for path in sorted(p for p in sweep.iterdir() if p.is_dir()):
         match = SEED.match(path.name)
@@ -120,7 +122,8 @@ def load(sweep: Path, arms: set[str] | None = None,
         early = val[(steps >= last / 20) & (steps <= last / 4) & (steps > 0)]
         runs.setdefault(match["arm"], {})[int(match["seed"])] = dict(
             step0=val[0], best=val.max(), final=val[-1], best3=smooth.max(),
-            best_step=int(steps[val.argmax()]), collapse=collapse_step(log),
+            best_step=int(steps[val.argmax()]), collapse=collapse_step(log, confirm=confirm),
+            collapse_unconfirmed=collapse_step(log, confirm=0),
             r0=reward[:10].mean(), r1=reward[-10:].mean(), auc=val[1:].mean() - val[0],
             curve=[(int(s), v) for s, v in zip(steps, val) if s % max(1, last // 5) == 0],
             points=val.size - 1, early=early.mean(), noise=np.diff(val).std(ddof=1) / np.sqrt(2),
@@ -133,12 +136,13 @@ def per_arm_table(runs: dict[str, dict[int, dict]]) -> None:
     print("## Per arm (mean ± SD over seeds; differences: mean [95% t interval], points)\n")
     print("| arm | n | seeds | step 0 (%) | best (%) | best step | final (%) | final - step 0 "
           "| best - step 0 | best3 - step 0 | early - step 0 | AUC - step 0 "
-          "| final - best | collapsed | collapse step | reward first -> last 10 steps "
-          "| eval noise sigma (E_n sigma) |")
-    print("|" + "---|" * 17)
+          "| final - best | collapsed | collapsed, unconfirmed drops too | collapse step "
+          "| reward first -> last 10 steps | eval noise sigma (E_n sigma) |")
+    print("|" + "---|" * 18)
     for arm, by_seed in runs.items():
         rows = [by_seed[s] for s in sorted(by_seed)]
         col = [r["collapse"] for r in rows if r["collapse"] is not None]
+        unconfirmed = sum(r["collapse_unconfirmed"] is not None for r in rows)
         noise = float(np.mean([r["noise"] for r in rows]))
         n_points = rows[0]["points"]
         seeds = sorted(by_seed)
@@ -153,7 +157,7 @@ def per_arm_table(runs: dict[str, dict[int, dict]]) -> None:
               f"| {Stat([r['best_step'] for r in rows]).fmt(digits=0)} "
               f"| {Stat([r['final'] for r in rows]).fmt()} | {d('final')} | {d('best')} "
               f"| {d('best3')} | {d('early')} | {t_ci([r['auc'] for r in rows])} "
-              f"| {d('final', 'best')} | {len(col)}/{len(rows)} "
+              f"| {d('final', 'best')} | {len(col)}/{len(rows)} | {unconfirmed}/{len(rows)} "
               f"| {Stat(col).fmt(digits=0)} "
               f"| {np.mean([r['r0'] for r in rows]):.3f} -> {np.mean([r['r1'] for r in rows]):.3f} "
               f"| {noise:.1f} ({expected_max_normal(n_points) * noise:.1f}) |")
@@ -279,6 +283,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="seeds to keep, a comma list or range such as 6-10 (default all)")
     parser.add_argument("--pair", action="append", default=[], metavar="ARM:BASE",
                         help="one more paired contrast, ARM minus BASE, in the contrast family")
+    parser.add_argument("--collapse-confirm", type=int, default=COLLAPSE_CONFIRM_POINTS,
+                        metavar="N", help="later validation points that must confirm a collapse "
+                        f"(default {COLLAPSE_CONFIRM_POINTS}; 0: the rule without confirmation)")
     args = parser.parse_args(argv)
     try:
         seeds = set(parse_seeds(args.seeds)) if args.seeds else None
@@ -290,7 +297,8 @@ def main(argv: list[str] | None = None) -> None:
         if not sep or not arm or not base:
             parser.error(f"--pair {text!r}: expected ARM:BASE")
         extra.append((arm, base))
-    runs = load(args.sweep, set(args.arms.split(",")) if args.arms else None, seeds)
+    runs = load(args.sweep, set(args.arms.split(",")) if args.arms else None, seeds,
+                args.collapse_confirm)
     if not runs:
         parser.error(f"{args.sweep}: no complete run named ARM-sSEED")
     for arm, base in extra:
@@ -299,7 +307,9 @@ def main(argv: list[str] | None = None) -> None:
                          f"{arm if arm not in runs else base!r} in {args.sweep}")
     shown = (" --arms " + args.arms if args.arms else "") + (
         " --seeds " + args.seeds if args.seeds else "") + "".join(
-        " --pair " + text for text in args.pair)
+        " --pair " + text for text in args.pair) + (
+        f" --collapse-confirm {args.collapse_confirm}"
+        if args.collapse_confirm != COLLAPSE_CONFIRM_POINTS else "")
     print(f"<!-- written by: python docs/lab-study/stats.py {args.sweep}{shown} -->\n")
     per_arm_table(runs)
     phenomenon_table(runs)

@@ -15,7 +15,7 @@ from mgrpo.report.compare import (
     write_aggregate,
 )
 from mgrpo.report.runs import METRICS_FILE
-from mgrpo.report.seeds import DEFAULT_COLLAPSE_DROP
+from mgrpo.report.seeds import COLLAPSE_CONFIRM_POINTS, DEFAULT_COLLAPSE_DROP
 from mgrpo.report.sweep import (
     CompareOutcome,
     Runner,
@@ -66,6 +66,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="collapse criterion: accuracy points (as a fraction) below the best, default 0.10",
     )
     parser.add_argument(
+        "--collapse-confirm",
+        type=int,
+        default=COLLAPSE_CONFIRM_POINTS,
+        metavar="N",
+        help="collapse criterion: later validation points that must stay below, default "
+        f"{COLLAPSE_CONFIRM_POINTS} (a drop on the last N points is not a collapse)",
+    )
+    parser.add_argument(
         "--report-only", action="store_true", help="aggregate the finished runs; train nothing"
     )
     parser.add_argument(
@@ -98,6 +106,8 @@ def run(args: argparse.Namespace, runner: Runner = subprocess_runner) -> int:
         drop = DEFAULT_COLLAPSE_DROP if args.collapse_drop is None else args.collapse_drop
         if not 0.0 < drop < 1.0:
             raise ValueError(f"--collapse-drop must be in (0, 1), got {drop}")
+        if args.collapse_confirm < 0:
+            raise ValueError(f"--collapse-confirm must be >= 0, got {args.collapse_confirm}")
     except ValueError as exc:
         print(f"mgrpo compare: error: {exc}", file=sys.stderr)
         return 2
@@ -134,6 +144,7 @@ def run(args: argparse.Namespace, runner: Runner = subprocess_runner) -> int:
     report_dir = Path(args.report_to) if args.report_to else out_dir
     summary = write_aggregate(
         specs, done, report_dir, title=f"mgrpo compare: {args.recipe}", drop=drop,
+        confirm=args.collapse_confirm,
         html=not args.no_html, replay_alarm=args.replay_alarm,
     )
     print(summary)

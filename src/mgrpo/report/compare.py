@@ -58,6 +58,7 @@ from mgrpo.report.build import build_report
 from mgrpo.report.html import MISSING, Table
 from mgrpo.report.runs import load_run, load_runs
 from mgrpo.report.seeds import (
+    COLLAPSE_CONFIRM_POINTS,
     Stat,
     arm_table,
     mechanism_table,
@@ -165,6 +166,7 @@ def write_aggregate(
     *,
     title: str,
     drop: float,
+    confirm: int = COLLAPSE_CONFIRM_POINTS,
     html: bool = True,
     replay_alarm: bool = False,
 ) -> str:
@@ -178,7 +180,7 @@ def write_aggregate(
     for run in runs:
         groups.setdefault(spec_of[run.path].group, []).append(run)
     arms = [
-        summarize_arm(name, rs, drop=drop, replay_alarm=replay_alarm)
+        summarize_arm(name, rs, drop=drop, confirm=confirm, replay_alarm=replay_alarm)
         for name, rs in groups.items()
     ]
     table = scaling_table(list(done), {d: spec_of[Path(d)].arm_name for d in done})
@@ -187,7 +189,8 @@ def write_aggregate(
     paired = paired_table(arms)
     summary = (
         f"## Per arm, over seeds (mean ± std; collapsed = val accuracy >= {100 * drop:g} points "
-        "below its best and staying there, with reward up)\n\n"
+        f"below its best and staying there for >= {confirm} later validation points, with "
+        "reward up)\n\n"
         + arm_table(arms).to_markdown()
         + (f"\n## Paired by seed, against {arms[0].arm}\n\n" + paired.to_markdown()
            if paired is not None else "")
