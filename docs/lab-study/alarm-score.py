@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mgrpo.config_sections import CollapseAlarmConfig
-from mgrpo.report.runs import load_run
+from mgrpo.config import CollapseAlarmConfig
 from mgrpo.report.arms import collapse_step
+from mgrpo.report.runs import load_run
 from mgrpo.report.sweep import run_state
 from mgrpo.train.logs.alarm import replay
 
