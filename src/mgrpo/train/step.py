@@ -112,9 +112,11 @@ def train_step(models: StepModels, batch: StepBatch, cfg: Config, spec: Algorith
                                   cfg.data.answer_kind, equivalent, tie_seeds)
     with timer("reward"):
         train = policy.select(policy_train_rows(B, M, V, rollouts.keep.device))  # (B*M, T)
-        inputs = RewardInputs(rollouts, train, batch.prompt_ids, batch.answers, equivalent,
-                              models.policy_full or models.policy, models.tokenizer,
-                              settings.temperature, step, cfg.seed, batch.prompt_offset)
+        inputs = RewardInputs(pool=rollouts, train=train, prompt_ids=batch.prompt_ids,
+                              truths=batch.answers, equivalent=equivalent,
+                              sampler=models.policy_full or models.policy,
+                              tokenizer=models.tokenizer, temperature=settings.temperature,
+                              step=step, seed=cfg.seed, prompt_offset=batch.prompt_offset)
         in_loss = (rollouts.keep[:, :M].clone() if spec.filter_in_loss  # scope loss, vote+loss
                    else torch.ones(B, M, dtype=torch.bool, device=rollouts.keep.device))  # (B, M)
         rewards = mix_rewards([term.fn(inputs) for term in spec.rewards],
