@@ -9,9 +9,12 @@ from the ground truth) and co-rewarding-ii (an EMA teacher's greedy label).
     python benchmarks/behaviour_runs.py record DIR [--src SRC] [--jobs 2]
     python benchmarks/behaviour_runs.py compare BASE_DIR NEW_DIR
 
-`record` runs `python -m mgrpo train RECIPE algorithm.preset=P trainer.max_steps=4 -o
-DIR/RECIPE-P` for each pair (with `--src`, another checkout's `src/` goes first on
-PYTHONPATH, e.g. an exported copy of the commit before the change). The demo recipe builds
+`record` runs `python -m mgrpo train RECIPE algorithm.preset=P trainer.max_steps=4
+trainer.threads=1 -o DIR/RECIPE-P` for each pair (with `--src`, another checkout's `src/`
+goes first on PYTHONPATH, e.g. an exported copy of the commit before the change). One torch
+thread: with two, the same code on the same machine gave m-grpo demo runs that differ in the
+last digits of grad_norm and loss/kl from step 3 on (the thread pools' reduction order), so
+only a one-thread run is bit-reproducible and an exact comparison means anything. The demo recipe builds
 the lab world `lab:default` on first use (about 80 s); set MGRPO_CACHE_DIR to keep that
 cache apart from others. `compare` prints one line per run and exits 1 on any difference.
 """
@@ -45,7 +48,7 @@ def record(out: Path, src: Path | None, jobs: int) -> int:
         recipe, preset = pair
         run_dir = out / f"{recipe}-{preset}"
         cmd = [sys.executable, "-m", "mgrpo", "train", recipe, f"algorithm.preset={preset}",
-               f"trainer.max_steps={STEPS}", "-o", str(run_dir)]
+               f"trainer.max_steps={STEPS}", "trainer.threads=1", "-o", str(run_dir)]
         with open(out / f"{recipe}-{preset}.log", "w") as log:
             rc = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
         return f"{recipe}-{preset}", rc
