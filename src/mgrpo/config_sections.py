@@ -192,6 +192,11 @@ class GenerationConfig:
         None, "GiB one fast-engine decode loop may use (KV cache + sampler + prefill, "
         "docs/memory.md), > 0; null = 80% of free CUDA memory, no limit on CPU. Over budget: "
         "prompts split into loops")
+    keep_workspace: bool = _doc(
+        True, "keep the fast engine's KV workspace and CUDA graphs from one step to the next "
+        "(later steps replay the graphs instead of capturing them; the workspace stays "
+        "allocated through the backward, docs/memory.md); false: freed after every rollout. "
+        "No effect without CUDA graphs (CPU, the hf engine)")
 
     def __post_init__(self) -> None:
         _check(self.temperature > 0, "generation.temperature", "must be > 0 for RL sampling")
