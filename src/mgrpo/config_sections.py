@@ -211,7 +211,8 @@ class GenerationConfig:
 class OptimConfig:
     """AdamW with a warmup + cosine (or constant) schedule and grad-norm clipping."""
 
-    lr: float = 1e-6
+    lr: float = _doc(1e-6, "peak learning rate, >= 0; 0 = a control run whose trained weights "
+                     "never move (the GPU check's paired control arm)")
     beta1: float = 0.9
     beta2: float = 0.999
     eps: float = 1e-8
@@ -222,7 +223,7 @@ class OptimConfig:
     max_grad_norm: float = 1.0
 
     def __post_init__(self) -> None:
-        _check(self.lr > 0, "optim.lr", "must be > 0")
+        _check(self.lr >= 0, "optim.lr", "must be >= 0 (0: a control run that never moves)")
         _check(0 <= self.beta1 < 1, "optim.beta1", "must be in [0, 1)")
         _check(0 <= self.beta2 < 1, "optim.beta2", "must be in [0, 1)")
         _check(self.eps > 0, "optim.eps", "must be > 0")
