@@ -22,12 +22,8 @@ install: $(STAMP)
 
 # SRT vs M-GRPO with half of the votes from the momentum model, in the lab world's collapse
 # regime (recipe lab-collapse), seed 0, the two runs side by side; README "What the demo shows"
-# The README's numbers came from x86 CPU kernels pinned to AVX2: with PyTorch's and MKL's own
-# switches below the lab world and both runs are the same on any x86-64 CPU with AVX2 or AVX512
-# (set them in the environment to take another kernel path; other CPUs ignore them).
-demo: export ATEN_CPU_CAPABILITY ?= avx2
-demo: export MKL_CBWR ?= AVX2
-demo: export MKL_ENABLE_INSTRUCTIONS ?= AVX2
+# mgrpo pins a lab model's x86 CPU kernels to AVX2 by default (model.lab_kernels), so the lab
+# world and both runs are the same on any x86-64 CPU with AVX2 or AVX512.
 demo: $(STAMP)
 	$(VENV)/bin/mgrpo compare lab-collapse --presets srt \
 	  --arm m-grpo-N8=m-grpo:algorithm.momentum_rollouts=8 --jobs 2 -o runs/demo

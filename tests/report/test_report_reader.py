@@ -152,3 +152,29 @@ def test_load_run_finds_eval_dirs(tmp_path):
     data = load_run(run)
     assert [e.name for e in data.evals] == ["eval", "eval-step-3"]
     assert synthetic_records(3)[0]["step"] == 1
+
+
+@pytest.mark.parametrize("suffix", [".xz", ".gz"])
+def test_a_compressed_metrics_file_reads_as_the_plain_one(tmp_path, suffix):
+    import gzip
+    import lzma
+
+    from mgrpo.report.sweep import run_state
+
+    run = write_run(tmp_path / "run", steps=12)
+    plain = run / "metrics.jsonl"
+    expected = load_run(run)
+    packed = plain.with_name(plain.name + suffix)
+    packed.write_bytes((lzma.compress if suffix == ".xz" else gzip.compress)(plain.read_bytes()))
+    plain.unlink()
+    data = load_run(run)
+    assert data.metrics.path == packed
+    assert data.metrics.records == expected.metrics.records
+    assert run_state(run) == "complete"  # a sweep skips a stored run
+
+
+def test_a_damaged_compressed_metrics_file_names_the_file(tmp_path):
+    path = tmp_path / "metrics.jsonl.xz"
+    path.write_bytes(b"not xz at all")
+    with pytest.raises(MetricsError, match=r"metrics.jsonl.xz: not a valid .xz file"):
+        read_metrics(path)

@@ -13,9 +13,11 @@ from mgrpo.report.compare import (
     SUMMARY_JSON,
     SUMMARY_MD,
     write_aggregate,
+    write_stats,
 )
+from mgrpo.report.contrasts import Family, load_families
 from mgrpo.report.runs import METRICS_FILE
-from mgrpo.report.seeds import DEFAULT_COLLAPSE_DROP
+from mgrpo.report.seeds import COLLAPSE_CONFIRM_POINTS, DEFAULT_COLLAPSE_DROP
 from mgrpo.report.sweep import (
     CompareOutcome,
     Runner,
@@ -31,8 +33,6 @@ from mgrpo.report.sweep import (
 #: mgrpo.cli parses this command with parse_intermixed_args: the key=value overrides come
 #: after the options, which plain parse_args rejects once '*' matched nothing before them
 INTERMIXED_ARGS = True
-
-
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("recipe", metavar="RECIPE", help="recipe name or YAML path")
@@ -64,6 +64,30 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         help="collapse criterion: accuracy points (as a fraction) below the best, default 0.10",
+    )
+    parser.add_argument(
+        "--collapse-confirm",
+        type=int,
+        default=COLLAPSE_CONFIRM_POINTS,
+        metavar="N",
+        help="collapse criterion: later validation points that must stay below, default "
+        f"{COLLAPSE_CONFIRM_POINTS} (a drop on the last N points is not a collapse)",
+    )
+    parser.add_argument(
+        "--baseline", default=None, metavar="ARM",
+        help="the declared reference arm: also write stats.md, every arm against it paired by "
+        "seed (t and bootstrap intervals, Holm, Fisher on collapse counts; "
+        "mgrpo.report.contrasts)",
+    )
+    parser.add_argument(
+        "--pair", action="append", default=[], metavar="ARM:BASE",
+        help="with --baseline: one more paired contrast, ARM minus BASE (repeatable)",
+    )
+    parser.add_argument(
+        "--family", default=None, metavar="FILE",
+        help="with --baseline: a YAML file of contrast families declared before the runs, "
+        "each Holm-corrected within itself (families: [{name, outcome, contrasts: {name: "
+        "'0.5*a + 0.5*b - c'}}])",
     )
     parser.add_argument(
         "--report-only", action="store_true", help="aggregate the finished runs; train nothing"
@@ -98,6 +122,9 @@ def run(args: argparse.Namespace, runner: Runner = subprocess_runner) -> int:
         drop = DEFAULT_COLLAPSE_DROP if args.collapse_drop is None else args.collapse_drop
         if not 0.0 < drop < 1.0:
             raise ValueError(f"--collapse-drop must be in (0, 1), got {drop}")
+        if args.collapse_confirm < 0:
+            raise ValueError(f"--collapse-confirm must be >= 0, got {args.collapse_confirm}")
+        pairs, families = _declared(args, specs)
     except ValueError as exc:
         print(f"mgrpo compare: error: {exc}", file=sys.stderr)
         return 2
@@ -134,12 +161,49 @@ def run(args: argparse.Namespace, runner: Runner = subprocess_runner) -> int:
     report_dir = Path(args.report_to) if args.report_to else out_dir
     summary = write_aggregate(
         specs, done, report_dir, title=f"mgrpo compare: {args.recipe}", drop=drop,
+        confirm=args.collapse_confirm,
         html=not args.no_html, replay_alarm=args.replay_alarm,
     )
     print(summary)
     html = "" if args.no_html else f" and {report_dir / REPORT_SUBDIR / 'report.html'}"
     print(f"wrote {report_dir / SUMMARY_MD}, {report_dir / SUMMARY_JSON}, "
           f"{report_dir / PLOTS_SUBDIR}/{html}")
+    if args.baseline:
+        try:
+            path = write_stats(specs, done, report_dir, baseline=args.baseline, pairs=pairs,
+                               families=families, confirm=args.collapse_confirm)
+            print(f"wrote {path}")
+        except ValueError as exc:
+            print(f"mgrpo compare: error: {exc}", file=sys.stderr)
+            return 1
     for o in failed:
         print(f"mgrpo compare: run {o.run_dir} failed (exit {o.returncode})", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _declared(args: argparse.Namespace, specs: list) -> tuple[list[tuple[str, str]],
+                                                               list[Family]]:
+    """--pair and --family, checked against the planned arms before anything runs."""
+    arms = list(dict.fromkeys(s.group for s in specs))
+    if (args.pair or args.family) and not args.baseline:
+        raise ValueError("--pair and --family need --baseline (the declared reference arm)")
+    if args.baseline and args.baseline not in arms:
+        raise ValueError(f"--baseline {args.baseline}: not an arm of this sweep "
+                         f"(arms: {', '.join(arms)})")
+    pairs = []
+    for text in args.pair:
+        arm, sep, base = text.partition(":")
+        if not sep or arm not in arms or base not in arms:
+            raise ValueError(f"--pair {text!r}: expected ARM:BASE, two arms of this sweep "
+                             f"(arms: {', '.join(arms)})")
+        pairs.append((arm, base))
+    families = load_families(args.family) if args.family else []
+    for family in families:
+        for contrast in family.contrasts:
+            unknown = [arm for arm, _ in contrast.weights if arm not in arms]
+            if unknown:
+                raise ValueError(f"--family {args.family}: {family.name}: contrast "
+                                 f"{contrast.name!r} names {', '.join(unknown)}, not an arm "
+                                 f"of this sweep (arms: {', '.join(arms)})")
+    return pairs, families
+

@@ -55,9 +55,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mgrpo.report.build import build_report
+from mgrpo.report.contrasts import Family, RunOutcome, run_outcome, study_tables
 from mgrpo.report.html import MISSING, Table
 from mgrpo.report.runs import load_run, load_runs
 from mgrpo.report.seeds import (
+    COLLAPSE_CONFIRM_POINTS,
     Stat,
     arm_table,
     mechanism_table,
@@ -103,6 +105,7 @@ REPORT_SUBDIR = "report"
 PLOTS_SUBDIR = "plots"
 SCALING_FILE = "scaling.md"
 SUMMARY_MD = "summary.md"
+STATS_MD = "stats.md"
 SUMMARY_JSON = "summary.json"
 VAL_KEY = "val/accuracy"
 
@@ -165,6 +168,7 @@ def write_aggregate(
     *,
     title: str,
     drop: float,
+    confirm: int = COLLAPSE_CONFIRM_POINTS,
     html: bool = True,
     replay_alarm: bool = False,
 ) -> str:
@@ -178,7 +182,7 @@ def write_aggregate(
     for run in runs:
         groups.setdefault(spec_of[run.path].group, []).append(run)
     arms = [
-        summarize_arm(name, rs, drop=drop, replay_alarm=replay_alarm)
+        summarize_arm(name, rs, drop=drop, confirm=confirm, replay_alarm=replay_alarm)
         for name, rs in groups.items()
     ]
     table = scaling_table(list(done), {d: spec_of[Path(d)].arm_name for d in done})
@@ -187,7 +191,8 @@ def write_aggregate(
     paired = paired_table(arms)
     summary = (
         f"## Per arm, over seeds (mean ± std; collapsed = val accuracy >= {100 * drop:g} points "
-        "below its best and staying there, with reward up)\n\n"
+        f"below its best and staying there for >= {confirm} later validation points, with "
+        "reward up)\n\n"
         + arm_table(arms).to_markdown()
         + (f"\n## Paired by seed, against {arms[0].arm}\n\n" + paired.to_markdown()
            if paired is not None else "")
@@ -213,3 +218,31 @@ def write_aggregate(
             extra_markdown=summary + "\n" + scaling,
         )
     return summary
+
+
+def write_stats(specs: Sequence[RunSpec], done: Sequence[Path], out_dir: Path, *, baseline: str,
+                pairs: Sequence[tuple[str, str]] = (), families: Sequence[Family] = (),
+                confirm: int = COLLAPSE_CONFIRM_POINTS) -> Path:
+    """The tables of :mod:`mgrpo.report.contrasts` over the finished runs, grouped by arm (and
+    G) in the order of `specs`, against `baseline`; written to ``out_dir/stats.md``. Runs with
+    fewer than two validation points are left out (they have no outcome)."""
+    spec_of = {Path(d): s for s in specs for d in done if Path(d).name == s.dirname}
+    order = list(dict.fromkeys(s.group for s in specs))
+    runs: dict[str, dict[int, RunOutcome]] = {}
+    for path in done:
+        spec = spec_of[Path(path)]
+        log = load_run(path, lenient=True).metrics
+        if log.series("val/accuracy")[1].size < 2:
+            continue
+        runs.setdefault(spec.group, {})[spec.seed or 0] = run_outcome(log, confirm)
+    runs = {arm: runs[arm] for arm in order if arm in runs}
+    if baseline not in runs:
+        raise ValueError(f"--baseline {baseline}: no finished run of that arm "
+                         f"(finished: {', '.join(runs) or 'none'})")
+    header = (f"<!-- written by mgrpo compare --baseline {baseline}; collapse confirmed by "
+              f"{confirm} later validation points -->\n\n")
+    path = out_dir / STATS_MD
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(header + study_tables(runs, baseline, pairs, families), encoding="utf-8")
+    return path
+

@@ -4,6 +4,8 @@ A run directory (the trainer's contract, see docs/design.md §6) holds
 
 - ``metrics.jsonl`` -- one JSON object per training step (``step`` plus scalar metrics;
   ``val/accuracy`` only on validation steps; ``alarm/reason`` is a string);
+  stored runs may keep it compressed as ``metrics.jsonl.xz`` or ``metrics.jsonl.gz``
+  (:func:`metrics_file` picks the one present; the contents are the same bytes);
 - ``config.yaml`` -- the fully resolved config (nested mapping);
 - ``eval*/results.json`` -- output of ``mgrpo eval`` when the user evaluated checkpoints.
 
@@ -19,7 +21,9 @@ Robustness rules (a run may have been killed mid-write, or resumed):
 
 from __future__ import annotations
 
+import gzip
 import json
+import lzma
 import math
 import re
 from dataclasses import dataclass, field
@@ -31,6 +35,8 @@ import numpy as np
 from mgrpo.config import flatten_config
 
 METRICS_FILE = "metrics.jsonl"
+#: compressed forms of ``metrics.jsonl`` (stored study runs), in the order they are looked for
+COMPRESSED_METRICS = {".xz": lzma.decompress, ".gz": gzip.decompress}
 CONFIG_FILE = "config.yaml"
 EVAL_GLOB = "eval*/results.json"
 STEP_KEY = "step"
@@ -107,8 +113,22 @@ def _as_float(value: Any) -> float | None:
     return None
 
 
+def metrics_file(run_dir: str | Path) -> Path:
+    """The run's metrics file: ``metrics.jsonl``, else its first compressed form present
+    (``COMPRESSED_METRICS``), else ``metrics.jsonl`` (missing; its readers say so)."""
+    plain = Path(run_dir) / METRICS_FILE
+    if plain.is_file():
+        return plain
+    for suffix in COMPRESSED_METRICS:
+        packed = plain.with_name(METRICS_FILE + suffix)
+        if packed.is_file():
+            return packed
+    return plain
+
+
 def read_metrics(path: str | Path, *, lenient: bool = False) -> RunMetrics:
-    """Parse a ``metrics.jsonl`` file (rules in the module docstring).
+    """Parse a ``metrics.jsonl`` file, or its ``.xz`` / ``.gz`` form (rules in the module
+    docstring).
 
     Raises :class:`MetricsError` when the file is missing, a non-final line is not a JSON
     object (unless ``lenient``), or a record has no integer ``step``.
@@ -117,6 +137,11 @@ def read_metrics(path: str | Path, *, lenient: bool = False) -> RunMetrics:
     if not path.is_file():
         raise MetricsError(f"{path}: metrics file not found")
     raw = path.read_bytes()
+    if path.suffix in COMPRESSED_METRICS:
+        try:
+            raw = COMPRESSED_METRICS[path.suffix](raw)
+        except (OSError, EOFError, lzma.LZMAError) as exc:
+            raise MetricsError(f"{path}: not a valid {path.suffix} file ({exc})") from None
     text = raw.decode("utf-8", errors="replace")
     lines = text.split("\n")
     # a file that ends with "\n" yields a trailing "" element; a partial write does not
@@ -274,7 +299,7 @@ def load_run(path: str | Path, *, lenient: bool = False) -> RunData:
     path = Path(path)
     if not path.is_dir():
         raise MetricsError(f"{path}: run directory not found")
-    metrics = read_metrics(path / METRICS_FILE, lenient=lenient)
+    metrics = read_metrics(metrics_file(path), lenient=lenient)
     warnings = list(metrics.warnings)
     config: dict[str, Any] = {}
     if (path / CONFIG_FILE).is_file():

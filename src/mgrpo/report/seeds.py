@@ -194,6 +194,7 @@ def summarize_arm(
     runs: Sequence[RunData],
     *,
     drop: float = DEFAULT_COLLAPSE_DROP,
+    confirm: int = COLLAPSE_CONFIRM_POINTS,
     with_drift: bool = True,
     replay_alarm: bool = False,
 ) -> ArmSummary:
@@ -224,7 +225,7 @@ def summarize_arm(
             value = _end_mean(log, key)
             if value is not None:
                 stat.values.append(value)
-        s.collapse_steps.append(collapse_step(log, drop))
+        s.collapse_steps.append(collapse_step(log, drop, confirm))
         if replay_alarm:
             states = replay(log.records)
             s.alarm_steps.append(states[0].step if states else None)

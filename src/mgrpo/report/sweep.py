@@ -18,16 +18,15 @@ from pathlib import Path
 from mgrpo.kernel_path import is_lab_model_name
 from mgrpo.report.runs import (
     CONFIG_FILE,
-    METRICS_FILE,
     RUN_NAME_KEY,
     MetricsError,
     flatten_config,
+    metrics_file,
     read_config,
     read_metrics,
 )
 from mgrpo.train.presets import PRESETS
 
-#: fallback when mgrpo.algorithms (the lead's preset registry) is not importable
 PRESET_KEY = "algorithm.preset"
 ROLLOUTS_KEY = "algorithm.rollouts"
 SEED_KEY = "seed"
@@ -312,7 +311,7 @@ def run_state(run_dir: Path, max_steps: int | None = None) -> str:
     """
     if not run_dir.exists() or (run_dir.is_dir() and not any(run_dir.iterdir())):
         return "missing"
-    metrics, config = run_dir / METRICS_FILE, run_dir / CONFIG_FILE
+    metrics, config = metrics_file(run_dir), run_dir / CONFIG_FILE
     if metrics.is_file() and config.is_file():
         try:
             if max_steps is None:
