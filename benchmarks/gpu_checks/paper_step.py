@@ -15,6 +15,7 @@ tokens, no memory measured.
 from __future__ import annotations
 
 import argparse
+import warnings
 
 from gpu_checks.common import DEVICE, SMOKE, Check, main
 
@@ -27,7 +28,11 @@ def body(check: Check) -> None:
 
     args = argparse.Namespace(model="smoke" if SMOKE else "qwen3-0.6b", layers=None, prompts=1,
                               new_tokens=16 if SMOKE else NEW_TOKENS, device=DEVICE)
-    out = memory_measure.measure(args)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = memory_measure.measure(args)
+    failed = [str(w.message) for w in caught if "CUDA graph capture failed" in str(w.message)]
+    check.expect("no_graph_capture_fallback", not failed, failed[:1], "no capture failure")
     check.record(**out)
     stages = out["stages"]
     want = ["startup", "rollout", "scoring", "train", "optimizer", "ema", "validation"]

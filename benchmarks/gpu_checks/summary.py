@@ -6,7 +6,9 @@ killed at any point still leaves the results of the checks that finished).
 STATUS_FILE has one line per check the shell started: `name rc seconds` (rc 124/137 = timed
 out; `name skipped 0` = not started, the budget spent; `name running 0` = started, not
 finished yet). A check that left no result (crash, timeout) gets FAIL / TIMEOUT / SKIP with
-no asserts. Versions and the GPU come from the dependency gate's result (`deps`), so this
+no asserts. `passed`: every check PASS, or SKIP for want of something optional (a check
+not started for the budget is a SKIP that fails the run). Versions and the GPU come from
+the dependency gate's result (`deps`), so this
 imports no ML library and takes well under a second. The file is replaced atomically.
 `validate(summary)` is the schema the CI test checks.
 """
@@ -61,7 +63,10 @@ def merge(status_file: Path, results: Path, budget: float | None = None) -> dict
             "gpu": figures.get("gpu"),
             "total_seconds": round(sum(c["seconds"] for c in checks), 1),
             "budget_seconds": budget,
-            "passed": bool(checks) and all(c["status"] in ("PASS", "SKIP") for c in checks),
+            # a check that skipped only what this machine lacks passes; one never started does not
+            "passed": bool(checks) and all(c["status"] == "PASS"
+                                           or (c["status"] == "SKIP" and not c["error"])
+                                           for c in checks),
             "complete": all(rc not in ("running",) for rc, _ in lines.values()),
             "skips": skips, "checks": checks}
 

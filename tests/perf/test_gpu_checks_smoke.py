@@ -62,6 +62,11 @@ def test_the_graphs_check_runs_at_smoke_size_and_its_summary_validates(tmp_path,
     assert by_name["resume"]["status"] == "TIMEOUT" and "still running" in by_name["resume"]["error"]
     assert by_name["paper_step"]["status"] == "SKIP"
     assert not summary["passed"] and not summary["complete"]
+    done = tmp_path / "status-done"  # finished, one check skipped only for want of peft
+    done.write_text("graphs 0 12\nupdate 0 3\n")
+    assert gpu_checks.summary.merge(done, results)["passed"]
+    done.write_text("graphs 0 12\nupdate 0 3\nresume skipped 0\n")  # never started
+    assert not gpu_checks.summary.merge(done, results)["passed"]
     gpu_checks.summary.write(summary, tmp_path / "summary.json")
     assert json.loads((tmp_path / "summary.json").read_text())["budget_seconds"] == 420
 
@@ -98,11 +103,14 @@ def test_the_learning_margins_come_from_the_reference_curves(gpu_checks):
         "grpo-s1": {"reward": flat, "val": [[0, 40.0], [5, 40.0], [10, 46.0], [15, 46.0]]},
     }
     m = learning.margins({"runs": runs})
-    assert learning.reward_rise({"reward": rising}) == pytest.approx(0.35)
-    assert learning.reward_rise({"reward": flat}) == pytest.approx(0.02)  # 0.56 - 0.54
-    assert m["cpu_paired_reward_differences"] == pytest.approx([0.33, 0.33])
-    assert m["reward_margin"] == pytest.approx(0.165)
+    assert learning.WINDOW == 10  # reward means over the first and last 10 steps
+    assert learning.reward_rise({"reward": rising}) == pytest.approx(0.30)
+    assert learning.reward_rise({"reward": flat}) == pytest.approx(0.0)
+    assert m["cpu_paired_reward_differences"] == pytest.approx([0.30, 0.30])
+    assert m["reward_margin"] == pytest.approx(0.15)
     assert m["cpu_grpo_val_rises"] == pytest.approx([8.0, 4.0])  # last 3 points vs step 0
     assert m["val_margin"] == pytest.approx(2.0)
     sd = 0.05 * (40 / 39) ** 0.5  # the sample sd of the alternating control
-    assert m["control_reward_band"] == pytest.approx(4.0 * sd * (2 / 5) ** 0.5)
+    assert m["control_reward_band"] == pytest.approx(3.0 * sd * (2 / 10) ** 0.5)
+    val_sd = (8 / 3) ** 0.5  # the sd of 50, 52, 48, 50 (and of 40, 42, 38, 40)
+    assert m["control_val_band"] == pytest.approx(3.0 * val_sd * (1 + 1 / 3) ** 0.5)
