@@ -105,6 +105,16 @@ def test_validation_before_any_training_call_frees_what_it_allocated() -> None:
     assert engine._workspace.rows == 8
 
 
+def test_a_release_inside_validation_frees_the_frozen_workspace_as_well() -> None:
+    engine = _trainer_engine(_model())
+    engine.generate(_prompts(2), 4, TRAIN)
+    with engine.keeping_workspace():
+        engine.release_workspace()
+        assert engine.workspaces.held_bytes == 0 and engine.graphs.graphs_alive == 0
+        engine.generate(_prompts(4), 4, TRAIN)  # allocated in the block: freed at exit
+    assert engine._workspace is None and engine.workspaces.held_bytes == 0
+
+
 def test_every_later_step_replays_the_graphs_of_the_first() -> None:
     """300 attended spans per call (attn_bucket 1) is more keys than the former fixed bound
     of 256 graphs: under that bound the second call captured every graph again."""

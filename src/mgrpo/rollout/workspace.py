@@ -66,7 +66,8 @@ class Workspaces:
         if self.graphs is not None:
             self.graphs.clear()
         self.kept = None
-        if self._scope is not None:
+        if self._scope is not None:  # inside a scope: nothing frozen is left either
+            self._scope.base = None
             self._release_side()
 
     def _release_side(self) -> None:
@@ -84,14 +85,14 @@ class Workspaces:
             return
         base = self.kept if (self.graphs is not None and self.keep) else None
         side_graphs = self.graphs.sibling() if self.graphs is not None else None
-        self._scope = _Scope(base, side_graphs)
+        scope = self._scope = _Scope(base, side_graphs)
         setting, self.keep_setting = self.keep_setting, True
         try:
             yield
         finally:
             self._release_side()
             self._scope, self.keep_setting = None, setting
-            if base is None or not self.keep:
+            if scope.base is None or not self.keep:
                 self.release()  # what the block allocated in the kept slot
 
     def _frozen_base(self, rows_per_prompt: int, length: int, dtype: torch.dtype,
