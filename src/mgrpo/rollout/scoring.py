@@ -115,7 +115,9 @@ class ChunkedTokenLogProb(torch.autograd.Function):
                 grad_h[s : s + chunk] = dz @ weight
             if grad_w is not None and autocast:  # out of place: autocast casts the product
                 grad_w += dz.t() @ h
-            elif grad_w is not None:  # the weight's dtype (bf16 weights: a bf16 product)
+            elif grad_w is not None and dz.dtype == torch.float32:  # fp32 weights: fused
+                grad_w.addmm_(dz.t(), h.float())  # (the same fp32 op as ever: same bits)
+            elif grad_w is not None:  # bf16 weights: a bf16 product, accumulated in fp32
                 grad_w.add_(dz.t() @ h.to(dz.dtype))
             if grad_b is not None:
                 grad_b += dz.float().sum(0)
