@@ -192,6 +192,11 @@ class GenerationConfig:
         None, "GiB one fast-engine decode loop may use (KV cache + sampler + prefill, "
         "docs/memory.md), > 0; null = 80% of free CUDA memory, no limit on CPU. Over budget: "
         "prompts split into loops")
+    keep_workspace: bool = _doc(
+        True, "keep the fast engine's KV workspace and CUDA graphs from one step to the next "
+        "(later steps replay the graphs instead of capturing them; the workspace stays "
+        "allocated through the backward, docs/memory.md); false: freed after every rollout. "
+        "No effect without CUDA graphs (CPU, the hf engine)")
 
     def __post_init__(self) -> None:
         _check(self.temperature > 0, "generation.temperature", "must be > 0 for RL sampling")
@@ -206,7 +211,8 @@ class GenerationConfig:
 class OptimConfig:
     """AdamW with a warmup + cosine (or constant) schedule and grad-norm clipping."""
 
-    lr: float = 1e-6
+    lr: float = _doc(1e-6, "peak learning rate, >= 0; 0 = a control run whose trained weights "
+                     "never move (the GPU check's paired control arm)")
     beta1: float = 0.9
     beta2: float = 0.999
     eps: float = 1e-8
@@ -217,7 +223,7 @@ class OptimConfig:
     max_grad_norm: float = 1.0
 
     def __post_init__(self) -> None:
-        _check(self.lr > 0, "optim.lr", "must be > 0")
+        _check(self.lr >= 0, "optim.lr", "must be >= 0 (0: a control run that never moves)")
         _check(0 <= self.beta1 < 1, "optim.beta1", "must be in [0, 1)")
         _check(0 <= self.beta2 < 1, "optim.beta2", "must be in [0, 1)")
         _check(self.eps > 0, "optim.eps", "must be > 0")

@@ -23,10 +23,15 @@ from typing import Any
 
 from mgrpo.config import Config, config_to_dict
 from mgrpo.parallel import distributed as D
-from mgrpo.train.checkpoint import latest_checkpoint
 from mgrpo.train.errors import TrainingError
 from mgrpo.train.metrics_writer import MetricsWriter
-from mgrpo.train.resume import print_summary, restore_run, save_run, warn_precision_change
+from mgrpo.train.resume import (
+    newest_checkpoint,
+    print_summary,
+    restore_run,
+    save_run,
+    warn_precision_change,
+)
 from mgrpo.train.samples import SamplesWriter
 from mgrpo.train.setup import Run, build_run
 from mgrpo.train.step import NonFiniteLossError, StepBatch, train_step
@@ -109,7 +114,8 @@ def _train(run: Run, cfg: Config, run_dir: Path, *, resume: bool, signals: _Stop
     summary: dict[str, Any] = {}
     last: Path | None = None  # the newest verified checkpoint: restored, or written here
     if resume:
-        ckpt = last = latest_checkpoint(run_dir / "checkpoints")
+        # verified once over the ranks: each hashes its share of the files
+        ckpt = last = newest_checkpoint(ctx, run_dir / "checkpoints")
         if ckpt is None:
             D.rank_print(ctx, f"mgrpo: no complete checkpoint in {run_dir}; starting from step 0")
         else:
