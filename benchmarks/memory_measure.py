@@ -10,9 +10,13 @@ reset: startup (`shard_run_models` from a host fp32 model), rollout (`generate_j
 `--prompts` prompts x 24 policy + 8 momentum rows, prompt 512 + `--new-tokens`, no stop
 token so every row runs to the end), scoring (no-grad `logp_old` pass of one micro-batch),
 train (forward + backward of one micro-batch), optimizer (AdamW step), ema (momentum update +
-generator refresh). Prints one JSON object: per stage measured / predicted GiB, the ratio
-and the seconds, and the rollout's decode chunking (prompts per decode loop under the KV
-budget, loops). `--device cpu` runs the same code without measuring memory (a smoke test of
+generator refresh), validation (the policy engine inside `keeping_workspace()`, as the
+trainer validates: 2 x (24 + 8) x `--prompts` prompts of one sample, twice the rollout's
+rows). The rollout engines stay alive from the rollout to the end, as in the trainer, so
+their kept KV workspace is in every later stage. Prints one JSON object: per stage measured
+/ predicted GiB, the ratio and the seconds, the rollout's decode chunking (prompts per
+decode loop under the KV budget, loops) and the kept workspace's rows after the rollout and
+after validation (validation must not grow it). `--device cpu` runs the same code without measuring memory (a smoke test of
 this script); `--model smoke` is a 2-layer Qwen3 of the same kind for that.
 """
 
@@ -32,6 +36,7 @@ from memory_model import GIB, QWEN3, RunShape, stage_peaks  # noqa: E402
 
 MICRO_BATCH = 8
 POLICY_ROWS, MOMENTUM_ROWS = 24, 8
+VAL_PER_PROMPT = 2 * (POLICY_ROWS + MOMENTUM_ROWS)  # validation prompts: twice the rollout's rows
 SHAPES = {**QWEN3, "smoke": dataclasses.replace(
     QWEN3["qwen3-0.6b"], name="smoke", hidden=64, layers=2, heads=4, kv_heads=2, head_dim=16,
     intermediate=192, vocab=512)}
@@ -51,6 +56,12 @@ def build_model(shape, seed: int = 0):
     model = Qwen3ForCausalLM(cfg).to(torch.float32)
     model.eval()
     return model
+
+
+def _workspace_rows(engine) -> int | None:
+    """Rows of the engine's kept KV workspace (None: nothing kept, e.g. on CPU)."""
+    ws = engine.workspaces.kept
+    return None if ws is None else ws.rows
 
 
 class Meter:
@@ -110,7 +121,8 @@ def measure(args) -> dict:
     meter.start()
     batches = pe.generate_joint(prompts, [(pe, POLICY_ROWS, params), (me, MOMENTUM_ROWS, params)])
     meter.stop("rollout")
-    del pe, me
+    # the engines live on, as in the trainer: their kept workspace is in every later stage
+    workspace = {"rows_after_rollout": _workspace_rows(pe)}
     batch = batches[0]
     rows = min(MICRO_BATCH, batch.num_rollouts)
     prompt_ids = [prompts[int(i)] for i in batch.prompt_index[:rows]]
@@ -130,15 +142,22 @@ def measure(args) -> dict:
     meter.start()
     momentum.update_(policy, 0.99)
     meter.stop("ema")
+    val_prompts = [p[:-1] + [10 + i] for p in prompts for i in range(VAL_PER_PROMPT)]
+    meter.start()
+    with pe.keeping_workspace():  # as `train.validation.run_validation`
+        pe.generate(val_prompts, 1, params)
+    meter.stop("validation")
+    workspace["rows_after_validation"] = _workspace_rows(pe)
     shutdown(ctx)
 
     run = RunShape(world=1, prompts_per_step=args.prompts, rollouts=POLICY_ROWS + MOMENTUM_ROWS,
                    prompt_len=512, new_tokens=args.new_tokens, micro_batch=rows, reference=True,
-                   momentum=True, val_prompts=1, val_samples=1, val_new_tokens=args.new_tokens)
+                   momentum=True, val_prompts=len(val_prompts), val_samples=1,
+                   val_new_tokens=args.new_tokens, keep_workspace=pe.keep_workspace)
     predicted = {s: sum(t.values()) for s, t in stage_peaks(shape, run).items()}
     out = {"model": shape.name, "layers": shape.layers, "device": str(device),
            "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None,
-           "decode_chunking": chunking, "stages": {}}
+           "decode_chunking": chunking, "kept_workspace": workspace, "stages": {}}
     for stage, peak in meter.peaks.items():
         pred = predicted[stage]
         out["stages"][stage] = {

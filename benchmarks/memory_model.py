@@ -1,7 +1,7 @@
 """Memory model: static + transient peak per stage, per GPU, for Qwen3-0.6B / 4B / 8B.
 
-    python benchmarks/memory_model.py [--world 8] [--recipe paper] [--json-only]
-           [--write docs/memory.md]
+    python benchmarks/memory_model.py [--world 8] [--recipe paper] [--no-keep-workspace]
+           [--json-only] [--write docs/memory.md]
 
 Computed from the models' configs (hard-coded below: Qwen3 hidden / layers / heads / KV heads /
 head_dim / intermediate / vocab / tied embeddings; no hub access) and the run shapes of a recipe
@@ -25,7 +25,7 @@ import torch
 from mgrpo.config import config_from_dict, load_recipe
 from mgrpo.rollout.memory import KVShape
 from mgrpo.rollout.scoring import MAX_CHUNK_LOGITS_BYTES
-from mgrpo.train.layout.memory_budget import static_bytes
+from mgrpo.train.layout.memory_budget import kv_workspace_bytes, lm_head_grad_bytes, static_bytes
 
 GIB = 1 << 30
 EVAL_PROMPTS = 64  # `mgrpo eval` prompts per engine call (evaluation.runner.DEFAULT_BATCH_SIZE)
@@ -94,13 +94,14 @@ class RunShape:
     val_prompts: int  # validation prompts per engine call (one evaluation batch)
     val_samples: int
     val_new_tokens: int
+    keep_workspace: bool = True  # generation.keep_workspace: the KV workspace between steps
 
     @property
     def length(self) -> int:
         return self.prompt_len + self.new_tokens
 
 
-def run_shape(recipe: str, world: int) -> RunShape:
+def run_shape(recipe: str, world: int, keep_workspace: bool | None = None) -> RunShape:
     cfg = config_from_dict(load_recipe(recipe))
     val = cfg.validation
     # validation runs whole evaluation batches of EVAL_PROMPTS prompts per rank
@@ -117,6 +118,8 @@ def run_shape(recipe: str, world: int) -> RunShape:
         val_prompts=val_prompts,
         val_samples=val.samples,
         val_new_tokens=val.max_new_tokens or cfg.generation.max_new_tokens,
+        keep_workspace=(cfg.generation.keep_workspace if keep_workspace is None
+                        else keep_workspace),
     )
 
 
@@ -132,6 +135,9 @@ def stage_peaks(m: ModelShape, r: RunShape) -> dict[str, dict[str, int]]:
     - rollout: KV cache 2 L kvh D 2 bytes per token x rows x (prompt + new), sampler (6
       fp32 (rows, V) tensors, the CUDA-graph logits buffer among them), prefill of the
       prompts through both models (`rollout.memory.KVShape`).
+    - kept KV workspace (`generation.keep_workspace`, default on): the rollout's K/V (length
+      rounded up to 256) and the graphs' fp32 logits buffer stay allocated from the rollout
+      to the next step, so every later stage holds them (`memory_budget.kv_workspace_bytes`).
     - scoring (logp_old / logp_ref, no grad): one micro-batch of T = micro x length tokens:
       two all-gathered bf16 layers (current + prefetch), the root unit gathered (the frozen
       reference reshards its root after the forward, so it does not persist), the layer's
@@ -140,11 +146,16 @@ def stage_peaks(m: ModelShape, r: RunShape) -> dict[str, dict[str, int]]:
     - train (forward + backward, gradient checkpointing): grads 4P/W + the saved layer
       inputs L T H x 2 + one layer's recomputed activations and their gradients
       (2 x T (4H + 2 (nh + 2 kvh) D + 5 I) x 2) + gathered layers and root + the unsharded
-      fp32 gradient of one layer before its reduce-scatter + 4 LM-head logit chunks.
+      fp32 gradient of one layer before its reduce-scatter + 4 LM-head logit chunks + the
+      LM-head weight gradient's temporaries: fp32 accumulator, a bf16 chunk product and the
+      bf16 result, 8 V H (`memory_budget.lm_head_grad_bytes`).
     - optimizer: grads + AdamW's foreach temporaries (two fp32 lists of the local shards).
     - ema: the fp32 master read in place (no cast) + one gathered bf16 tensor in flight
       while the momentum generator is refreshed (each shard is cast before the all-gather).
-    - validation: like rollout for the validation batch (one model, `val_samples` rows).
+    - validation: decodes inside the kept workspace, in loops of at most its rows
+      (`rollout.workspace`): the workspace + one loop's sampler and prefill; a validation
+      longer than the workspace (or without one kept) decodes its batch in a workspace of
+      its own, freed after validation.
     """
     p, w = m.params, r.world
     kv = m.kv(2)
@@ -163,32 +174,42 @@ def stage_peaks(m: ModelShape, r: RunShape) -> dict[str, dict[str, int]]:
     rollout["sampler + logits buffer"] = rows * (kv.row_bytes(r.length)
                                                  - kv.kv_bytes_per_token * r.length)
     rollout["prefill"] = prompts * 2 * kv.prefill_bytes(r.prompt_len)
+    kept = {}
+    if r.keep_workspace:
+        kept["KV workspace kept from the rollout"] = kv_workspace_bytes(
+            rows=rows, length=r.length, layers=m.layers, kv_heads=m.kv_heads,
+            head_dim=m.head_dim, vocab=m.vocab, itemsize=2)
     t = r.micro_batch * r.length
     h, i, d = m.hidden, m.intermediate, m.head_dim
     qkv = (m.heads + 2 * m.kv_heads) * d
     gathered = 2 * 2 * m.layer_params + 2 * m.root_params
-    scoring = dict(persistent)
+    scoring = dict(persistent) | kept
     scoring["all-gathered layers + root bf16"] = gathered
     scoring["layer activations"] = t * (2 * h + qkv + m.heads * d + 3 * i) * 2
     scoring["final hidden states"] = t * h * 2
     scoring["LM-head logit chunks"] = 2 * MAX_CHUNK_LOGITS_BYTES
-    train = dict(persistent) | grads
+    train = dict(persistent) | kept | grads
     train["checkpointed layer inputs"] = m.layers * t * h * 2
     train["one layer's activations + their grads"] = 2 * t * (4 * h + 2 * qkv + 5 * i) * 2
     train["all-gathered layers + root bf16"] = gathered
     train["unsharded fp32 layer gradient"] = 4 * m.layer_params
     train["LM-head logit chunks + grads"] = 4 * MAX_CHUNK_LOGITS_BYTES
-    optimizer = dict(persistent) | grads
+    train["LM-head weight-gradient temporaries"] = lm_head_grad_bytes(
+        vocab=m.vocab, hidden=m.hidden, weight=2, product=2)
+    optimizer = dict(persistent) | kept | grads
     optimizer["AdamW foreach temporaries"] = 2 * 4 * p // w
-    ema = dict(persistent)
+    ema = dict(persistent) | kept
     ema["gathered bf16 tensor"] = 2 * m.largest_tensor
-    val_rows = r.val_prompts * r.val_samples
     val_len = r.prompt_len + r.val_new_tokens
-    validation = dict(persistent)
-    validation["KV cache"] = val_rows * kv.kv_bytes_per_token * val_len
+    validation = dict(persistent) | kept
+    inside = bool(kept) and val_len <= r.length and r.val_samples <= rows
+    val_prompts = min(r.val_prompts, rows // r.val_samples) if inside else r.val_prompts
+    val_rows = val_prompts * r.val_samples  # one decode loop
+    if not inside:
+        validation["KV cache"] = val_rows * kv.kv_bytes_per_token * val_len
     validation["sampler + logits buffer"] = val_rows * (kv.row_bytes(val_len)
                                                         - kv.kv_bytes_per_token * val_len)
-    validation["prefill"] = r.val_prompts * kv.prefill_bytes(r.prompt_len)
+    validation["prefill"] = val_prompts * kv.prefill_bytes(r.prompt_len)
     eval_rows = EVAL_PROMPTS * EVAL_PAPER_K
     evaluation = {
         "model bf16 2P": 2 * p,
@@ -210,8 +231,8 @@ def stage_peaks(m: ModelShape, r: RunShape) -> dict[str, dict[str, int]]:
     }
 
 
-def model_report(recipe: str, world: int) -> dict:
-    shape = run_shape(recipe, world)
+def model_report(recipe: str, world: int, keep_workspace: bool | None = None) -> dict:
+    shape = run_shape(recipe, world, keep_workspace)
     out = {"recipe": recipe, "run": asdict(shape), "models": {}}
     for key, m in QWEN3.items():
         stages = stage_peaks(m, shape)
@@ -255,16 +276,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--world", type=int, default=8, help="GPUs (FSDP2 ranks)")
     parser.add_argument("--recipe", default="paper")
+    parser.add_argument("--no-keep-workspace", action="store_true",
+                        help="generation.keep_workspace=false: no KV workspace between steps")
     parser.add_argument("--json-only", action="store_true")
     parser.add_argument("--write", type=Path, default=None,
                         help="markdown file whose generated table block to replace")
     args = parser.parse_args(argv)
     if args.world < 1:
         parser.error("--world must be >= 1")
-    report = model_report(args.recipe, args.world)
+    report = model_report(args.recipe, args.world, False if args.no_keep_workspace else None)
     print(json.dumps(report, indent=1))
-    text = (f"GiB per GPU, recipe `{args.recipe}`, FSDP2 over W = {args.world} GPUs "
-            f"(`python benchmarks/memory_model.py --world {args.world}`):\n\n" + table(report))
+    flag = " --no-keep-workspace" if args.no_keep_workspace else ""
+    kept = "not kept" if args.no_keep_workspace else "kept between steps"
+    text = (f"GiB per GPU, recipe `{args.recipe}`, FSDP2 over W = {args.world} GPUs, KV "
+            f"workspace {kept} (`python benchmarks/memory_model.py --world {args.world}{flag}`):"
+            f"\n\n" + table(report))
     if not args.json_only:
         print(text, file=sys.stderr)
     if args.write is not None:

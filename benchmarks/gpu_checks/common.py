@@ -7,8 +7,11 @@ Environment (set by `benchmarks/gpu_checks.sh`):
     CHECK_RESULTS  where each check writes `<name>.json` (merged into summary.json)
 
 A check body calls `check.expect(label, ok, value, limit)` for every assertion (one failed
-assertion does not stop the others) and `check.record(...)` for figures; an exception ends
-the body and fails the check, with the error in its result.
+assertion does not stop the others), `check.skip(label, reason)` for an assertion it cannot
+make here (an optional package absent: SKIP with the reason, never FAIL) and
+`check.record(...)` for figures; an exception ends the body and fails the check, with the
+error in its result. A check whose assertions all passed or skipped passes (its skips are
+listed); one with nothing but skips is SKIP.
 """
 
 from __future__ import annotations
@@ -25,8 +28,11 @@ from typing import Any
 
 DEVICE = os.environ.get("DEVICE", "cuda")
 SMOKE = DEVICE == "cpu"
-RESULT_KEYS = ("name", "status", "seconds", "device", "smoke", "asserts", "figures", "error")
-STATUSES = ("PASS", "FAIL", "TIMEOUT", "SKIPPED")
+RESULT_KEYS = ("name", "status", "seconds", "device", "smoke", "asserts", "figures", "error",
+               "skipped")
+STATUSES = ("PASS", "FAIL", "TIMEOUT", "SKIP")
+# optional packages: a check that needs one and finds it absent skips that part
+OPTIONAL = {"peft": "LoRA (pip install 'mgrpo[lora]')"}
 
 
 def scratch(sub: str) -> Path:
@@ -54,6 +60,7 @@ class Check:
     def __init__(self, name: str) -> None:
         self.name = name
         self.asserts: list[dict[str, Any]] = []
+        self.skipped: list[dict[str, str]] = []
         self.figures: dict[str, Any] = {}
         self.t0 = time.time()
 
@@ -63,27 +70,45 @@ class Check:
                              "limit": rounded(limit)})
         print(f"{'PASS' if ok else 'FAIL'} {self.name}/{label}: value={rounded(value)} "
               f"limit={rounded(limit)}", flush=True)
+        self._write(self._result(None))  # a check cut off at its limit keeps what it asserted
         return ok
+
+    def skip(self, label: str, reason: str) -> None:
+        """An assertion this machine cannot make (e.g. its optional package is absent)."""
+        self.skipped.append({"name": label, "reason": reason})
+        print(f"SKIP {self.name}/{label}: {reason}", flush=True)
+        self._write(self._result(None))
 
     def record(self, **figures: Any) -> None:
         self.figures.update(rounded(figures))
         for key, value in figures.items():
             print(f"  {self.name}.{key} = {json.dumps(rounded(value), default=str)}", flush=True)
 
-    def finish(self, error: str | None = None) -> int:
-        ok = error is None and bool(self.asserts) and all(a["ok"] for a in self.asserts)
-        result = {
-            "name": self.name, "status": "PASS" if ok else "FAIL",
+    def _result(self, error: str | None) -> dict[str, Any]:
+        ok = error is None and all(a["ok"] for a in self.asserts)
+        status = "FAIL" if not ok else "PASS" if self.asserts else "SKIP" if self.skipped else "FAIL"
+        return {
+            "name": self.name, "status": status,
             "seconds": round(time.time() - self.t0, 1), "device": DEVICE, "smoke": SMOKE,
             "asserts": self.asserts, "figures": self.figures, "error": error,
+            "skipped": self.skipped,
         }
+
+    def _write(self, result: dict[str, Any]) -> None:
+        """`$CHECK_RESULTS/<name>.json`, replaced atomically."""
         out = os.environ.get("CHECK_RESULTS")
         if out:
             Path(out).mkdir(parents=True, exist_ok=True)
-            (Path(out) / f"{self.name}.json").write_text(json.dumps(result, indent=1, default=str))
+            tmp = Path(out) / f".{self.name}.json.tmp"
+            tmp.write_text(json.dumps(result, indent=1, default=str))
+            os.replace(tmp, Path(out) / f"{self.name}.json")
+
+    def finish(self, error: str | None = None) -> int:
+        result = self._result(error)
+        self._write(result)
         print(f"{result['status']} {self.name} ({result['seconds']} s)"
               + (f": {error}" if error else ""), flush=True)
-        return 0 if ok else 1
+        return 0 if result["status"] != "FAIL" else 1
 
 
 def run_check(name: str, body: Callable[[Check], None]) -> int:
@@ -99,6 +124,15 @@ def run_check(name: str, body: Callable[[Check], None]) -> int:
 
 def main(name: str, body: Callable[[Check], None]) -> None:
     sys.exit(run_check(name, body))
+
+
+def missing_optional(module: str) -> str | None:
+    """None when the optional `module` imports, else why it is skipped (what provides it)."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is not None:
+        return None
+    return f"{module} is not installed ({OPTIONAL.get(module, 'optional')})"
 
 
 def device():

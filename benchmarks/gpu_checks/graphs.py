@@ -16,11 +16,17 @@ random (all-ones norms hide a stale copy of the q/k norm weights):
 - rollout log-probs (the generator's decode) minus the training forward's (fp32 master under
   the trainer's autocast) by response position: mean |gap| per position bucket <= GAP_LIMIT
   and not growing with position (last bucket <= 2 x first + GAP_SLACK).
+- captures per training step: three `train_step`s with a validation of twice the step's rows
+  between the 2nd and the 3rd; the kept workspace keeps its rows through validation, no graph
+  is evicted, and the steps after the first capture fewer graphs than the first.
+- no "CUDA graph capture failed" warning anywhere (the engine would fall back to eager
+  decoding, correct but slow: a FAIL here).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import torch
 
@@ -52,6 +58,54 @@ def _rotary_dtypes(model) -> list[str]:
 
 
 def body(check: Check) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _body(check)
+    failed = [str(w.message) for w in caught if "CUDA graph capture failed" in str(w.message)]
+    check.expect("no_graph_capture_fallback", not failed, failed[:1], "no capture failure")
+
+
+def _captures_per_step(check: Check, new: int) -> None:
+    """Three training steps, a validation of twice the step's rows after the 2nd."""
+    from mgrpo.rollout.cuda_graph import GraphCache, capture_eager
+    from mgrpo.train.run.validation import run_validation
+    from mgrpo.train.step import StepBatch, train_step
+
+    cfg = qwen3_config(f"generation.max_new_tokens={new}", "validation.data=arithmetic",
+                       f"validation.max_new_tokens={new}", "validation.samples=8",
+                       "validation.limit=2" if SMOKE else "validation.limit=16")
+    run = build_run_in(cfg, "graphs-steps")
+    engine = run.models.policy_engine
+    if SMOKE:  # no CUDA: the graph cache with the eager "capture"
+        engine.static = True
+        engine.graphs = GraphCache(capture=capture_eager)
+    per_step, rows = [], {}
+    for step in (1, 2, 3):
+        before = engine.graphs.captures
+        records, ids = run.train_set.batch(step, cfg.trainer.prompts_per_step)
+        train_step(run.models, StepBatch(ids, [r.answer for r in records]), cfg, run.spec, step)
+        per_step.append(engine.graphs.captures - before)
+        rows[f"after_step_{step}"] = engine._workspace.rows
+        if step == 2:
+            run_validation(run, step=step)
+            rows["after_validation"] = engine._workspace.rows
+    run.models.checker.close()
+    check.record(captures_per_step=per_step, workspace_rows=rows,
+                 graph_evictions=engine.graphs.evictions, graphs_alive=engine.graphs.graphs_alive)
+    check.expect("validation_keeps_the_workspace_rows",
+                 rows["after_validation"] == rows["after_step_2"] == rows["after_step_3"], rows)
+    check.expect("no_graph_evicted", engine.graphs.evictions == 0, engine.graphs.evictions, 0)
+    check.expect("later_steps_capture_less", max(per_step[1:]) < per_step[0], per_step,
+                 "steps 2 and 3 < step 1")
+
+
+def build_run_in(cfg, name: str):
+    from mgrpo.train.run.setup import build_run
+
+    return build_run(cfg, scratch(name))
+
+
+def _body(check: Check) -> None:
     from mgrpo.rollout import SamplingParams, score_responses
     from mgrpo.rollout.memory import GIB, kv_shape
     from mgrpo.train.run.setup import build_run
@@ -133,6 +187,7 @@ def body(check: Check) -> None:
     check.expect("logp_gap_small", max(values) <= GAP_LIMIT, max(values), GAP_LIMIT)
     check.expect("logp_gap_not_growing", values[-1] <= 2 * values[0] + GAP_SLACK,
                  [values[0], values[-1]], "last <= 2 x first + 0.02")
+    _captures_per_step(check, new)
 
 
 if __name__ == "__main__":

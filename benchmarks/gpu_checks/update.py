@@ -7,14 +7,23 @@ path). Asserts: gradient cosine >= COSINE_MIN between the CPU fp32 run and each 
 mixed-precision run, the GPU FSDP run (one process) and the GPU LoRA run (against a CPU fp32
 LoRA run); after `optimizer.step()` + the run's `after_update` + the EMA at 0.99: the bf16
 generator copy equals the master cast exactly, and the momentum master equals
-0.99 theta0 + 0.01 theta1 (fp32 rounding). On CPU (smoke) every arm runs on CPU.
+0.99 theta0 + 0.01 theta1 (fp32 rounding). On CPU (smoke) every arm runs on CPU. Without
+peft (an optional extra) the LoRA comparison is skipped with the reason.
 """
 
 from __future__ import annotations
 
 import torch
 
-from gpu_checks.common import DEVICE, SMOKE, Check, main, qwen3_config, scratch
+from gpu_checks.common import (
+    DEVICE,
+    SMOKE,
+    Check,
+    main,
+    missing_optional,
+    qwen3_config,
+    scratch,
+)
 
 COSINE_MIN = 0.99
 MOMENTUM = 0.99
@@ -107,14 +116,18 @@ def body(check: Check) -> None:
         check.record(momentum_tensors_compared=matched)
         check.expect("momentum_is_ema_of_theta0_theta1", matched > 0 and err <= 1e-5, err, 1e-5)
 
-    try:  # a LoRA failure (e.g. peft missing) must not stop the FSDP arm
-        _, lora_ref, _ = _arm("lora-cpu", "cpu", "model.lora.r=8", "model.lora.alpha=16")
-        _, lora, _ = _arm("lora", gpu, "model.lora.r=8", "model.lora.alpha=16")
-        cos, n = _cosine(lora_ref, lora)
-    except Exception as exc:  # noqa: BLE001 - reported as this assertion's failure
-        cos, n = f"{type(exc).__name__}: {exc}", 0
-    check.expect("grad_cosine_lora_vs_cpu_fp32_lora",
-                 n > 0 and isinstance(cos, float) and cos >= COSINE_MIN, cos, COSINE_MIN)
+    absent = missing_optional("peft")
+    if absent:  # LoRA is an optional extra: skipped with the reason, never a failure
+        check.skip("grad_cosine_lora_vs_cpu_fp32_lora", absent)
+    else:
+        try:  # a LoRA failure must not stop the FSDP arm
+            _, lora_ref, _ = _arm("lora-cpu", "cpu", "model.lora.r=8", "model.lora.alpha=16")
+            _, lora, _ = _arm("lora", gpu, "model.lora.r=8", "model.lora.alpha=16")
+            cos, n = _cosine(lora_ref, lora)
+        except Exception as exc:  # noqa: BLE001 - reported as this assertion's failure
+            cos, n = f"{type(exc).__name__}: {exc}", 0
+        check.expect("grad_cosine_lora_vs_cpu_fp32_lora",
+                     n > 0 and isinstance(cos, float) and cos >= COSINE_MIN, cos, COSINE_MIN)
 
     _, fsdp, _ = _arm("fsdp1", gpu, "distributed.fsdp=true")  # last: it opens a process group
     cos, n = _cosine(ref, fsdp)

@@ -149,3 +149,20 @@ def test_chunked_backward_without_autocast_stays_fp32() -> None:
     with recorder:
         logp.sum().backward()
     assert recorder.dtypes and set(recorder.dtypes) == {torch.float32}
+
+
+def test_chunked_backward_with_bf16_weights_and_no_autocast_runs_bf16_products() -> None:
+    """The FSDP path: bf16 weights and hidden states, no autocast. The weight gradient's
+    (V, c) x (c, H) products run in bf16 (accumulated in fp32), not as fp32 copies."""
+    h, w, b, y = _head_inputs()
+    hb, wb, bb = (t.detach().bfloat16().requires_grad_() for t in (h, w, b))
+    logp, _ = ChunkedTokenLogProb.apply(hb, wb, bb, y, 0.8, 4)
+    recorder = _MatmulDtypes()
+    with recorder:
+        logp.sum().backward()
+    assert len(recorder.dtypes) >= 3 * 3 and set(recorder.dtypes) == {torch.bfloat16}
+    assert hb.grad.dtype == wb.grad.dtype == bb.grad.dtype == torch.bfloat16
+    ref = [t.detach().double().requires_grad_() for t in (hb, wb, bb)]
+    ChunkedTokenLogProb.apply(*ref, y, 0.8, 4)[0].sum().backward()
+    for ours, exact in zip((hb, wb, bb), ref, strict=True):  # bf16 rounding of the same grad
+        torch.testing.assert_close(ours.grad.double(), exact.grad, atol=0.1, rtol=0.05)

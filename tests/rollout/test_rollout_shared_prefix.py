@@ -103,3 +103,36 @@ def test_gradient_checkpointing_in_training_skips_the_wasted_prompt_pass():
     torch.testing.assert_close(ent, ent_ref, **FP32_LEVEL)
     for name, grad in g_ref.items():
         torch.testing.assert_close(grads[name], grad, **FP32_LEVEL, msg=name)
+
+
+def test_a_no_grad_pass_in_training_mode_with_checkpointing_shares_the_prompt_pass():
+    """The trainer's `logp_old`: policy in train mode, gradient checkpointing on, no grad.
+    transformers before 5.2x (5.17 on the GPU image) drops the trunk's cache whenever the
+    flag is on in training mode, grad or not; emulated here on the trunk. Scoring pauses the
+    flag for a no-grad pass, so the prompt pass is shared and none is run to be discarded."""
+    model = build_tiny_model(TOK, arch="qwen3", seed=2, dtype=torch.float64)
+    prompts, ids, mask = _rows(seed=4)
+    model.eval()
+    expected = score_responses(model, prompts, ids, mask, 0.9)
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    trunk = model.base_model
+    forward, calls = trunk.forward, []
+
+    def forward_of_transformers_5_17(*args, **kwargs):  # its `merge_with_config_defaults`
+        if trunk.gradient_checkpointing and trunk.training and kwargs.get("use_cache"):
+            kwargs = {**kwargs, "use_cache": False}
+        out = forward(*args, **kwargs)
+        calls.append((bool(kwargs.get("use_cache")), getattr(out, "cache", None) is not None
+                      or getattr(out, "past_key_values", None) is not None))
+        return out
+
+    trunk.forward = forward_of_transformers_5_17
+    try:
+        got = score_responses(model, prompts, ids, mask, 0.9)
+    finally:
+        del trunk.forward
+    assert calls == [(True, True), (True, True)]  # the prompt pass, then the responses
+    assert trunk.gradient_checkpointing and all(x.gradient_checkpointing for x in trunk.layers)
+    for a, b in zip(got, expected, strict=True):
+        torch.testing.assert_close(a, b, **FP32_LEVEL)

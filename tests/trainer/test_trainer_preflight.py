@@ -75,3 +75,44 @@ def test_static_bytes_per_layout(kind, per_param):
     assert sum(lora.values()) == 2 * p + (16 + 4) * (p // 100)
     with pytest.raises(ValueError, match="unknown layout kind 'fsdp'"):
         static_bytes("fsdp", params=p, trainable=p)
+
+
+def _paper_4b_backward(keep: bool) -> dict[str, int]:
+    """Qwen3-4B, the paper's rollout (1 prompt x 32 rows, 512 + 3072 positions), FSDP."""
+    return budget.backward_bytes("sharded", rows=32, length=512 + 3072, layers=36, kv_heads=8,
+                                 head_dim=128, vocab=151936, hidden=2560, compute=2, master=4,
+                                 keep_workspace=keep)
+
+
+def test_the_kept_kv_workspace_and_the_lm_head_gradients_count_in_the_preflight():
+    terms = _paper_4b_backward(keep=True)
+    # K and V: 2 x 36 layers x 8 heads x 128 x 2 bytes = 144 KiB per position, 3,584 positions
+    # (already a multiple of 256) x 32 rows, plus the graphs' fp32 logits buffer
+    assert terms["KV workspace kept between steps"] == 32 * (147456 * 3584 + 4 * 151936)
+    # fp32 accumulator + a bf16 product + the bf16 result: 8 bytes per head weight
+    assert terms["LM-head gradient temporaries"] == 8 * 151936 * 2560
+    assert sum(terms.values()) / GIB == pytest.approx(18.66, abs=0.01)
+    cuda = torch.device("cuda", 0)
+    shape = dict(params=QWEN3_4B, trainable=QWEN3_4B, world=8, compute=2, master=4,
+                 momentum=True, reference=True)
+    static = sum(static_bytes("sharded", **shape).values())  # 23.4 GiB: fits 40 GiB alone
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(budget, "device_capacity", lambda device: 40 * GIB)
+        assert static < 40 * GIB
+        message = preflight("sharded", cuda, **shape, backward=terms)
+        assert message is not None and "KV workspace kept between steps 15.8 GiB" in message
+        assert "generation.keep_workspace=false): -15.8 GiB" in message
+        assert preflight("sharded", cuda, **shape, backward=_paper_4b_backward(keep=False)) is None
+
+
+def test_a_lora_head_is_frozen_and_an_fp32_master_needs_no_cast_copy():
+    shape = dict(rows=4, length=100, layers=2, kv_heads=2, head_dim=8, vocab=1000, hidden=64,
+                 compute=2, master=4, keep_workspace=False)
+    assert budget.backward_bytes("lora", **shape) == {}
+    mixed = budget.backward_bytes("mixed", **shape)["LM-head gradient temporaries"]
+    full32 = budget.backward_bytes("full", **{**shape, "compute": 4})
+    assert mixed == (4 + 2) * 1000 * 64  # fp32 master under bf16 autocast: no result cast
+    assert full32["LM-head gradient temporaries"] == (4 + 4) * 1000 * 64
+    kv = budget.kv_workspace_bytes(rows=4, length=100, layers=2, kv_heads=2, head_dim=8,
+                                   vocab=1000, itemsize=2)
+    assert kv == 4 * (2 * 2 * 2 * 8 * 2 * 256 + 4 * 1000)  # 100 positions rounded up to 256

@@ -189,6 +189,11 @@ class GenerationConfig:
         None, "GiB one fast-engine decode loop may use (KV cache + sampler + prefill, "
         "docs/memory.md), > 0; null = 80% of free CUDA memory, no limit on CPU. Over budget: "
         "prompts split into loops")
+    keep_workspace: bool = doc(
+        True, "keep the fast engine's KV workspace and CUDA graphs from one step to the next "
+        "(later steps replay the graphs instead of capturing them; the workspace stays "
+        "allocated through the backward, docs/memory.md); false: freed after every rollout. "
+        "No effect without CUDA graphs (CPU, the hf engine)")
 
     def __post_init__(self) -> None:
         check(self.temperature > 0, "generation.temperature", "must be > 0 for RL sampling")
@@ -203,7 +208,9 @@ class GenerationConfig:
 class OptimConfig:
     """`optim.*`: AdamW with a warmup + cosine (or constant) schedule and grad-norm clipping."""
 
-    lr: float = doc(1e-6, "AdamW learning rate, > 0 (paper Table 4: 1e-6)")
+    lr: float = doc(1e-6, "peak AdamW learning rate, >= 0; 0 = a control run whose trained "
+                    "weights never move (the GPU check's paired control arm) (paper Table 4: "
+                    "1e-6)")
     beta1: float = doc(0.9, "AdamW beta1, in [0, 1) (paper Table 4: 0.9)")
     beta2: float = doc(0.999, "AdamW beta2, in [0, 1) (paper Table 4: 0.999)")
     eps: float = doc(1e-8, "AdamW epsilon, > 0 (paper Table 4: 1e-8)")
@@ -217,7 +224,7 @@ class OptimConfig:
     max_grad_norm: float = doc(1.0, "gradient-norm clip, > 0")
 
     def __post_init__(self) -> None:
-        check(self.lr > 0, "optim.lr", "must be > 0")
+        check(self.lr >= 0, "optim.lr", "must be >= 0 (0: a control run that never moves)")
         check(0 <= self.beta1 < 1, "optim.beta1", "must be in [0, 1)")
         check(0 <= self.beta2 < 1, "optim.beta2", "must be in [0, 1)")
         check(self.eps > 0, "optim.eps", "must be > 0")

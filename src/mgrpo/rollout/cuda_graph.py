@@ -4,8 +4,15 @@ Memory. Every captured graph writes its logits into ONE shared output buffer (ro
 fp32, `GraphCache.logits`) instead of owning a (B, V) output of its own, and all graphs share
 one private memory pool; the step's other temporaries are freed at the end of each capture,
 so they are reused by the next capture (graphs replay one at a time, and nothing but the
-shared buffer outlives a replay). The cache holds at most `max_graphs` graphs, least
-recently used evicted first.
+shared buffer outlives a replay).
+
+Size. By default the cache holds as many graphs as the keys its calls can visit (`key_space`):
+per kind of call (its models and rows per model) the compaction layouts times the attended
+spans of the workspace, summed over the kinds of call since the workspace was allocated. A
+kept workspace therefore never evicts a graph it will need again, so once every key has been
+visited a training step captures nothing. A fixed bound below the key space (`max_graphs`)
+evicts least recently used graphs, and a decode loop, which walks its spans in order, then
+recaptures them on every call.
 
 Reuse across calls. A graph records addresses: the parameters, the KV cache, the rope
 tables, its own input buffers and the logits buffer. The engine keeps the KV cache and rope
@@ -39,9 +46,10 @@ turns a step into a replayable callable (`capture_cuda_graph` on CUDA; the tests
 from __future__ import annotations
 
 import contextlib
+import math
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -49,7 +57,6 @@ import torch
 
 from mgrpo.rollout.decoder import tensor_key
 
-DEFAULT_MAX_GRAPHS = 256  # captured decode-step graphs kept per engine (LRU)
 WORKSPACE_LENGTH_ROUND = 256  # workspace cache length rounded up to this many positions
 
 
@@ -91,20 +98,25 @@ class GraphEntry(NamedTuple):
 class GraphCache:
     """LRU of replayable decode steps keyed by shape, plus the one shared logits buffer.
 
+    `max_graphs`: the most graphs kept; None (default) = the key space reserved by the calls
+    of the current workspace (`reserve`), so nothing a call can need again is evicted.
     `graphs_alive` and `buffers_alive` report what is held; `captures` / `hits` count
-    lookups that captured / replayed; `resets` counts invalidations (new workspace).
+    lookups that captured / replayed; `evictions` graphs dropped for the bound; `resets`
+    invalidations (new workspace).
     """
 
-    def __init__(self, max_graphs: int = DEFAULT_MAX_GRAPHS, capture=capture_cuda_graph) -> None:
-        if max_graphs < 1:
-            raise ValueError(f"max_graphs must be >= 1, got {max_graphs!r}")
+    def __init__(self, max_graphs: int | None = None, capture=capture_cuda_graph) -> None:
+        if max_graphs is not None and max_graphs < 1:
+            raise ValueError(f"max_graphs must be >= 1 (or None: sized from the key space), "
+                             f"got {max_graphs!r}")
         self.max_graphs = max_graphs
         self.capture = capture
         self.graphs: OrderedDict[Hashable, GraphEntry] = OrderedDict()
         self.logits: torch.Tensor | None = None
         self.pool = None
         self.epoch: Hashable = None
-        self.captures = self.hits = self.resets = 0
+        self.reserved: dict[Hashable, int] = {}  # kind of call -> its key space (this epoch)
+        self.captures = self.hits = self.resets = self.evictions = 0
 
     @property
     def graphs_alive(self) -> int:
@@ -114,14 +126,26 @@ class GraphCache:
     def buffers_alive(self) -> int:
         return 0 if self.logits is None else 1
 
+    @property
+    def bound(self) -> int:
+        """The most graphs kept now: `max_graphs`, else the reserved key spaces (at least 1)."""
+        if self.max_graphs is not None:
+            return self.max_graphs
+        return max(1, sum(self.reserved.values()))
+
+    def reserve(self, kind: Hashable, keys: int) -> None:
+        """Make room for the `keys` keys that calls of `kind` can visit (`key_space`)."""
+        self.reserved[kind] = max(self.reserved.get(kind, 0), int(keys))
+
     def reset(self, epoch: Hashable) -> None:
-        """Drop every graph and the logits buffer unless `epoch` (the workspace identity)
-        is the one the graphs were captured against."""
+        """Drop every graph, the logits buffer and the reservations unless `epoch` (the
+        workspace identity) is the one the graphs were captured against."""
         if epoch == self.epoch:
             return
         if self.graphs or self.logits is not None:
             self.resets += 1
         self.graphs.clear()
+        self.reserved.clear()
         self.logits, self.pool, self.epoch = None, None, epoch
 
     def logits_view(self, rows: int, vocab: int, capacity: int, device, dtype) -> torch.Tensor:
@@ -147,13 +171,37 @@ class GraphCache:
         replay, self.pool = self.capture(run, self.pool)
         self.captures += 1
         self.graphs[key] = GraphEntry(replay, inputs, out, run)
-        while len(self.graphs) > self.max_graphs:
+        while len(self.graphs) > self.bound:
             self.graphs.popitem(last=False)
+            self.evictions += 1
         return self.graphs[key]
 
     def clear(self) -> None:
         """Drop every graph and the logits buffer (e.g. before freeing the workspace)."""
         self.reset(object())
+
+    def sibling(self) -> GraphCache:
+        """An empty cache with this one's bound and capture function (another workspace)."""
+        return GraphCache(self.max_graphs, capture=self.capture)
+
+
+def segment_sizes(rows: int) -> int:
+    """How many sizes a model's segment of `rows` rows can take in a decode loop: compaction
+    (`decode_state.compaction`) shrinks it to min(next power of two of its live rows, its
+    size), so it is `rows` itself, a power of two below it, or 0 (all its rows finished)."""
+    return (rows - 1).bit_length() + 2 if rows > 0 else 1
+
+
+def key_space(group_rows: Sequence[int], spans: int) -> int:
+    """Keys a decode loop with `group_rows` rows per model can visit: every layout of the
+    segments (the product of `segment_sizes`, less the one where every row finished) times
+    `spans` attended cache prefixes (the batch size follows from the layout).
+
+    >>> key_space([24, 8], 56)  # the paper's loop: 24 policy + 8 momentum rows, 3,584 / 64
+    1904
+    """
+    layouts = math.prod(segment_sizes(r) for r in group_rows) - 1
+    return max(1, layouts) * max(1, spans)
 
 
 def plan_fingerprint(plans) -> tuple:

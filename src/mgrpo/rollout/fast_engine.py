@@ -29,8 +29,10 @@ What it does (vs the `hf` reference: `model.generate` + a second scoring pass):
   attended span) and replays it (the graph records the live parameter addresses, so
   in-place updates are still seen); the KV workspace and the graphs outlive a call
   (`keep_workspace`, default on with graphs), so later calls of the same shapes replay
-  instead of capturing; all graphs write one shared logits buffer and at most
-  `max_graphs` are kept (`rollout.cuda_graph`, docs/memory.md); `compile=True` additionally wraps the step in
+  instead of capturing; all graphs write one shared logits buffer and the cache keeps as
+  many graphs as its calls' key space (`rollout.cuda_graph`, docs/memory.md); inside
+  `keeping_workspace()` (validation) the kept workspace never grows and keeps its graphs
+  (`rollout.workspace`); `compile=True` additionally wraps the step in
   torch.compile (off by default: every new batch bucket recompiles). Both use the static
   form of the step: attention over a cache prefix rounded up to `attn_bucket` columns
   (the whole cache when compiled) with an additive mask, the write column as a device
@@ -51,7 +53,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -59,14 +61,7 @@ from torch import nn
 
 from mgrpo.rollout.base import ENGINES, RolloutEngine
 from mgrpo.rollout.batch import RolloutBatch, finalize_batch
-from mgrpo.rollout.cuda_graph import (
-    DEFAULT_MAX_GRAPHS,
-    WORKSPACE_LENGTH_ROUND,
-    GraphCache,
-    GraphedStep,
-    Workspace,
-    plan_fingerprint,
-)
+from mgrpo.rollout.cuda_graph import GraphCache, GraphedStep, key_space, plan_fingerprint
 from mgrpo.rollout.decode_state import DecodeOutputs, additive_mask, compaction, prefill_rows
 from mgrpo.rollout.decoder import (
     PlanCache,
@@ -84,6 +79,7 @@ from mgrpo.rollout.hf_engine import left_pad
 from mgrpo.rollout.memory import budget_bytes, plan_prompts
 from mgrpo.rollout.params import SamplingParams
 from mgrpo.rollout.sampling import sample_tokens
+from mgrpo.rollout.workspace import Workspaces
 from mgrpo.seeds import chunk_seed
 
 DEFAULT_CHECK_EVERY = 8  # decode steps between host reads of the finished flags
@@ -119,7 +115,7 @@ class FastEngine(RolloutEngine):
         fuse_weights: bool | None = None,
         kv_cache_gb: float | None = None,
         keep_workspace: bool | None = None,
-        max_graphs: int = DEFAULT_MAX_GRAPHS,
+        max_graphs: int | None = None,
         **score_options,
     ) -> None:
         super().__init__(model, pad_token_id=pad_token_id, **score_options)
@@ -141,11 +137,11 @@ class FastEngine(RolloutEngine):
         self.fuse_weights = bool(fuse_by_default(model, on_cuda) if fuse_weights is None
                                  else fuse_weights)
         self.static = bool(compile) or self.cuda_graph
-        # CUDA graphs: a bounded graph cache and a static KV workspace, kept across calls
-        # (graphs replayed by later calls of the same shapes) unless keep_workspace=False
-        self.graphs = GraphCache(max_graphs) if self.cuda_graph else None
-        self._keep = None if keep_workspace is None else bool(keep_workspace)
-        self._workspace: Workspace | None = None
+        # CUDA graphs: a graph cache sized from its key space and a static KV workspace, kept
+        # across calls (graphs replayed by later calls of the same shapes) unless
+        # keep_workspace=False (`rollout.workspace`)
+        self.workspaces = Workspaces(GraphCache(max_graphs) if self.cuda_graph else None,
+                                     None if keep_workspace is None else bool(keep_workspace))
         self._plans = PlanCache()  # the decoder plan, built once per set of parameter tensors
         # graphs are cheap per shape, recompiles are not: compiled steps span the whole cache
         self.attn_bucket = attn_bucket or (0 if compile else DEFAULT_ATTN_BUCKET)
@@ -291,60 +287,53 @@ class FastEngine(RolloutEngine):
         return None
 
     @property
+    def graphs(self) -> GraphCache | None:
+        """The kept workspace's graph cache (None: this engine captures no graphs)."""
+        return self.workspaces.graphs
+
+    @graphs.setter
+    def graphs(self, cache: GraphCache | None) -> None:
+        self.workspaces.graphs = cache
+
+    @property
+    def _workspace(self):
+        """The kept KV workspace (`rollout.workspace`), None when nothing is kept."""
+        return self.workspaces.kept
+
+    @property
     def keep_workspace(self) -> bool:
         """Whether the KV workspace and the graphs outlive a call. Default (None): whenever
         the engine captures graphs, so repeated shapes (every training step, every eval
         batch) replay graphs instead of capturing again (a capture costs a device sync, an
         `empty_cache` and a warm-up run); the price is the workspace's KV cache held between
-        calls, through the training backward too (it is counted in the next call's budget)."""
-        return self.graphs is not None if self._keep is None else self._keep
+        calls, through the training backward too (docs/memory.md counts it)."""
+        return self.workspaces.keep
 
     @keep_workspace.setter
     def keep_workspace(self, keep: bool | None) -> None:
-        self._keep = None if keep is None else bool(keep)
+        self.workspaces.keep_setting = None if keep is None else bool(keep)
 
-    @contextlib.contextmanager
-    def keeping_workspace(self) -> Iterator[None]:
-        """Within the block, keep the KV workspace and graphs between calls (calls of
-        repeated shapes replay graphs captured before); restore the setting at exit and
-        free the workspace unless it is kept outside the block too."""
-        setting = self._keep
-        self._keep = True
-        try:
-            yield
-        finally:
-            self._keep = setting
-            if not self.keep_workspace:
-                self.release_workspace()
+    def keeping_workspace(self) -> contextlib.AbstractContextManager:
+        """Within the block, keep workspaces and graphs between calls; the kept workspace is
+        never grown or replaced (calls it cannot hold use a side workspace freed at exit),
+        and one allocated in a block entered without one is freed at exit
+        (`rollout.workspace.Workspaces.scope`)."""
+        return self.workspaces.scope()
 
     def release_workspace(self) -> None:
         """Free the static KV workspace and every captured graph (they record its addresses)."""
-        if self.graphs is not None:
-            self.graphs.clear()
-        self._workspace = None
-
-    def _caches(self, r: int, length: int, dtype: torch.dtype, layers: int):
-        """(k caches, v caches, cos, sin) for R rows x L positions: fresh per call, or views
-        of the graph workspace (length rounded up to WORKSPACE_LENGTH_ROUND), reused while
-        later calls fit and reallocated (graphs dropped) when one does not."""
-        ws, graphed = self._workspace, self.graphs is not None
-        if not graphed or ws is None or not ws.fits(r, length, dtype, self.device, layers):
-            self.release_workspace()  # free the old one before allocating the new
-            cap = -(-length // WORKSPACE_LENGTH_ROUND) * WORKSPACE_LENGTH_ROUND if graphed else length
-            shape = (r, self.num_kv_heads, cap, self.head_dim)
-            ws = Workspace.allocate(shape, layers, dtype, self.device, self._rope_tables)
-            if graphed:
-                self._workspace = ws
-        if graphed:
-            self.graphs.reset(id(ws))
-        return ws.views(r, length)
+        self.workspaces.release()
 
     def plan_chunks(self, prompts: list[list[int]], counts: list[int], new: int) -> int:
-        """Prompts per decode loop under the memory budget (`rollout.memory.plan_prompts`)."""
+        """Prompts per decode loop under the memory budget (`rollout.memory.plan_prompts`),
+        and inside `keeping_workspace()` at most what the kept workspace holds."""
         dtype = self.trunk.embed_tokens.weight.dtype
-        held = self._workspace.nbytes if self._workspace is not None else 0
-        return plan_prompts(self.model.config, dtype, self.device, self.kv_cache_gb, prompts,
-                            counts, new, held)
+        length = max(map(len, prompts)) + new
+        cap, held = self.workspaces.loop_cap(sum(counts), length, dtype, self.device,
+                                             self.model.config.num_hidden_layers)
+        per = plan_prompts(self.model.config, dtype, self.device, self.kv_cache_gb, prompts,
+                           counts, new, held)
+        return per if cap is None else min(per, cap)
 
     def _run_split(
         self, prompts: list[list[int]], groups: list[tuple[FastEngine, int]], params: SamplingParams
@@ -362,8 +351,7 @@ class FastEngine(RolloutEngine):
                 for c, chunk in enumerate(chunks)
             ]
         finally:
-            if not self.keep_workspace:
-                self.release_workspace()
+            self.workspaces.after_call()
         sizes = [len(c) for c in chunks]
         return [
             RolloutBatch.cat([r[g] for r in results], sizes, self.pad_token_id)
@@ -386,7 +374,10 @@ class FastEngine(RolloutEngine):
         lp = ids.shape[1]
         length = lp + new
         # k/v caches: layers x (R, kv_heads, L, D); cos/sin (L, D)
-        k_caches, v_caches, cos_tab, sin_tab = self._caches(r, length, dtype, len(plans[0].layers))
+        ws, graphs = self.workspaces.slot(r, sum(counts), length, dtype, device,
+                                          len(plans[0].layers), self.num_kv_heads,
+                                          self.head_dim, self._rope_tables)
+        k_caches, v_caches, cos_tab, sin_tab = ws.views(r, length)
         expand = prefill_rows(counts, num_prompts).to(device)  # (R,) row in G*P prefill rows
         row_prompt = expand % num_prompts  # (R,) prompt of each rollout row
         logits = self._prefill(plans, expand, ids, attn, cos_tab, sin_tab, k_caches, v_caches)
@@ -410,13 +401,17 @@ class FastEngine(RolloutEngine):
         gen.manual_seed(params.seed)
         kv_views = (k_caches, v_caches)
         step_fn = self._step
-        if self.graphs is not None:
+        if graphs is not None:
+            fingerprint = plan_fingerprint(plans)
+            spans = -(-ws.length // self.attn_bucket) if self.attn_bucket else ws.length
+            graphs.reserve((fingerprint, tuple(n * num_prompts for n in counts)),
+                           key_space([n * num_prompts for n in counts], spans))
             step_fn = GraphedStep(
                 self._step,
                 _segment_sizes,
-                self.graphs,
-                fingerprint=plan_fingerprint(plans),
-                capacity=self._workspace.rows,
+                graphs,
+                fingerprint=fingerprint,
+                capacity=ws.rows,
                 vocab=self.model.get_output_embeddings().weight.shape[0],
             )
         col_t = torch.full((1,), lp, dtype=torch.long, device=device)  # static-mode column

@@ -16,9 +16,10 @@ sequence as if it were alone (test). Entropies are returned detached.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -38,7 +39,11 @@ class ChunkedTokenLogProb(torch.autograd.Function):
     Forward: per chunk of rows, z = linear(h, W, b).float() / T (the same cast as an HF
     model's `logits.float()`), logp = z[y] - logsumexp(z), H = logsumexp(z) - sum softmax(z) z.
     Backward: recompute z per chunk; dz = g * (onehot(y) - softmax(z)) / T, cast to the
-    weight dtype; dh = dz @ W, dW += dz.T @ h (accumulated in fp32), db += sum dz.
+    weight dtype; dh = dz @ W, dW += dz.T @ h, db += sum dz. The products run in the weight
+    dtype (bf16 weights: bf16 products, as autocast runs them; the FSDP path computes with
+    bf16 weights and no autocast) and dW is accumulated over chunks in fp32: at the peak of
+    the backward the head holds a (V, H) fp32 accumulator, one (V, H) product and the (V, H)
+    result in the weight dtype (`train.layout.memory_budget.lm_head_grad_bytes`).
     The entropy output is non-differentiable.
 
     Autocast: what `torch.amp.custom_fwd` / `custom_bwd` do, with the device type read from
@@ -111,8 +116,10 @@ class ChunkedTokenLogProb(torch.autograd.Function):
                 grad_h[s : s + chunk] = dz @ weight
             if grad_w is not None and autocast:  # out of place: autocast casts the product
                 grad_w += dz.t() @ h
-            elif grad_w is not None:
-                grad_w.addmm_(dz.t().float(), h.float())
+            elif grad_w is not None and dz.dtype == torch.float32:  # fp32 weights: fused
+                grad_w.addmm_(dz.t(), h.float())  # (the same fp32 op as ever: same bits)
+            elif grad_w is not None:  # bf16 weights: a bf16 product, accumulated in fp32
+                grad_w.add_(dz.t() @ h.to(dz.dtype))
             if grad_b is not None:
                 grad_b += dz.float().sum(0)
         grad_w = grad_w.to(weight.dtype) if grad_w is not None else None
@@ -188,7 +195,10 @@ def score_responses(
     and gradients); a no-op when every prompt is distinct or the model returns no cache.
     Skipped with grad when the model is in training mode with gradient checkpointing on:
     transformers turns the cache off there, so the prompt pass would run and be thrown away
-    (`cache_off`).
+    (`cache_off`). A no-grad pass in training mode (the trainer's `logp_old`) runs with the
+    checkpointing flags off (`checkpointing_paused`): without grad there is nothing to
+    recompute, so the forward is the same, and transformers releases before 5.2x (whose
+    trunk drops the cache under the flag whether or not grad is on) keep the cache too.
     """
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0 for scoring, got {temperature!r}")
@@ -217,7 +227,8 @@ def score_responses(
     resp, m = response_ids[:, :t_eff], mask[:, :t_eff]
     resp = resp.masked_fill(~m, pad_token_id)
     grad_ctx = torch.enable_grad() if with_grad else torch.no_grad()
-    with grad_ctx:
+    paused = contextlib.nullcontext() if with_grad else checkpointing_paused(model)
+    with grad_ctx, paused:
         h = None
         if share_prefix and not cache_off(model, with_grad) and len({tuple(p) for p in prompt_ids}) < r:
             h = _shared_prefix_states(model.base_model, prompt_ids, resp, m, pad_token_id)
@@ -241,15 +252,32 @@ def score_responses(
     return logp, ent
 
 
+def _checkpointed_modules(model: nn.Module) -> list[nn.Module]:
+    """The trunk and layers whose `gradient_checkpointing` flag is on (HF models)."""
+    trunk = model.base_model
+    return [m for m in (trunk, *getattr(trunk, "layers", ()))
+            if getattr(m, "gradient_checkpointing", False) is True]
+
+
+@contextlib.contextmanager
+def checkpointing_paused(model: nn.Module) -> Iterator[None]:
+    """Gradient checkpointing off for the block when `model` is in training mode (a no-grad
+    pass: nothing would be recomputed, so the forward is unchanged); flags restored at exit."""
+    flagged = _checkpointed_modules(model) if model.training else []
+    for m in flagged:
+        m.gradient_checkpointing = False
+    try:
+        yield
+    finally:
+        for m in flagged:
+            m.gradient_checkpointing = True
+
+
 def cache_off(model: nn.Module, with_grad: bool) -> bool:
     """True when the model's forward ignores `use_cache=True`: HF models with gradient
     checkpointing on (the trunk's or its layers' `gradient_checkpointing` flag) return no KV
     cache in training mode with grad enabled."""
-    if not (with_grad and model.training):
-        return False
-    trunk = model.base_model
-    return any(getattr(m, "gradient_checkpointing", False) is True
-               for m in (trunk, *getattr(trunk, "layers", ())))
+    return with_grad and model.training and bool(_checkpointed_modules(model))
 
 
 def _full_states(trunk: nn.Module, prompt_ids, resp, m, pad_token_id: int) -> torch.Tensor:

@@ -8,7 +8,8 @@ POSIX). Each file is read once, right after it is written, for its hash; a proce
 hashes of the checkpoints it wrote or verified while their files are unchanged (size, mtime,
 inode), so rotation and the end-of-run summary read nothing again. At resume (a new process)
 the newest directory whose manifest verifies in full is used; a truncated or
-altered one is reported and skipped. Rotation (`keep_last`) only deletes older checkpoints
+altered one is reported and skipped. Several ranks verify it together, each hashing its
+share of the files (`hash_share`), so a resume reads the checkpoint once, not once per rank. Rotation (`keep_last`) only deletes older checkpoints
 after a newer one verified.
 """
 
@@ -21,6 +22,7 @@ import shutil
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -273,18 +275,43 @@ def list_checkpoints(root: Path) -> list[tuple[int, Path]]:
     return sorted(found, reverse=True)
 
 
-def verify_checkpoint(path: Path) -> str | None:
-    """None when every file in the manifest has its recorded size and sha256, else why not.
-    Sizes are always checked; the hashes are read again unless this process hashed the
-    checkpoint and its files are unchanged since."""
+def hash_share(files: dict[str, dict], rank: int, world: int) -> list[str]:
+    """The manifest's files rank `rank` of `world` hashes in a shared verification: largest
+    first, each to the rank with the fewest bytes so far (ties: the lowest rank). A function
+    of the manifest alone, so the ranks agree without talking, and every file falls to one
+    rank: the checkpoint is read once in total, at most its size / W + its largest file per
+    rank."""
+    load = [0] * world
+    mine = []
+    for name in sorted(files, key=lambda n: (-files[n]["size"], n)):
+        owner = min(range(world), key=lambda r: (load[r], r))
+        load[owner] += files[name]["size"]
+        if owner == rank:
+            mine.append(name)
+    return mine
+
+
+def _manifest(path: Path) -> tuple[str, dict[str, dict]] | str:
+    """(manifest text, its files) of checkpoint `path`, or why it cannot be read."""
     manifest = path / MANIFEST_FILE
     if not manifest.is_file():
         return f"{path}: no {MANIFEST_FILE} (incomplete write)"
     try:
-        manifest_text = manifest.read_text(encoding="utf-8")
-        files = json.loads(manifest_text)["files"]
+        text = manifest.read_text(encoding="utf-8")
+        return text, json.loads(text)["files"]
     except (ValueError, KeyError) as exc:
         return f"{manifest}: unreadable manifest ({exc})"
+
+
+def verify_checkpoint(path: Path, *, share: tuple[int, int] = (0, 1)) -> str | None:
+    """None when every file in the manifest has its recorded size and sha256, else why not.
+    Sizes are always checked; the hashes are read again unless this process hashed the
+    checkpoint and its files are unchanged since. `share` (rank, world): hash only this
+    rank's files (`hash_share`), the others being hashed by the other ranks."""
+    read = _manifest(path)
+    if isinstance(read, str):
+        return read
+    manifest_text, files = read
     for name, meta in files.items():
         file = path / name
         if not file.is_file():
@@ -293,17 +320,34 @@ def verify_checkpoint(path: Path) -> str | None:
             return f"{file}: size {file.stat().st_size} != {meta['size']} (truncated?)"
     if _still_verified(path, manifest_text, list(files)):
         return None  # hashed by this process and unchanged since
-    for name, meta in files.items():
-        if _sha256(path / name) != meta["sha256"]:
+    rank, world = share
+    for name in hash_share(files, rank, world) if world > 1 else list(files):
+        if _sha256(path / name) != files[name]["sha256"]:
             return f"{path / name}: checksum mismatch (altered or corrupted)"
-    _remember(path, manifest_text, list(files))
+    if world == 1:
+        _remember(path, manifest_text, list(files))
     return None
 
 
-def latest_checkpoint(root: Path) -> Path | None:
-    """Newest checkpoint that verifies; broken newer ones are reported with a warning."""
-    for _, path in list_checkpoints(root):
-        problem = verify_checkpoint(path)
+def latest_checkpoint(root: Path, *, share: tuple[int, int] = (0, 1),
+                      agree: Callable[[Any], list[Any]] | None = None) -> Path | None:
+    """Newest checkpoint that verifies; broken newer ones are reported with a warning.
+
+    Several ranks (resume): each calls with its `share` (rank, world) and `agree`, which
+    returns every rank's value of its argument in rank order (an all-gather). Every rank
+    walks rank 0's list of checkpoints, hashes its share of each candidate's files, and a
+    candidate is good when no rank found a problem, so each file is hashed once over all
+    ranks (not W times) and every rank returns the same checkpoint."""
+    found = list_checkpoints(root)
+    if agree is not None:
+        found = agree(found)[0]
+    for _, path in found:
+        problem = verify_checkpoint(path, share=share)
+        if agree is not None:
+            problem = next((p for p in agree(problem) if p is not None), None)
+            read = _manifest(path)
+            if problem is None and not isinstance(read, str):  # verified by the ranks together
+                _remember(path, read[0], list(read[1]))
         if problem is None:
             return path
         warnings.warn(f"skipping checkpoint: {problem}", stacklevel=2)

@@ -197,6 +197,17 @@ def _tuplify(x: Any) -> Any:
 # -------------------------------------------------------------------------------- checks
 
 
+def newest_checkpoint(ctx: D.DistContext, root: Path) -> Path | None:
+    """The newest checkpoint under `root` that verifies, the same on every rank. Several
+    ranks share the hashing (`checkpoint.latest_checkpoint` with each rank's share and an
+    all-gather), so the checkpoint is read once in total; one process hashes it all."""
+    if not ctx.active or ctx.world_size == 1:
+        return latest_checkpoint(root)
+    return latest_checkpoint(root, share=(ctx.rank, ctx.world_size),
+                             agree=lambda value: D.gather_objects(
+                                 ctx, value, stage="checkpoint verification"))
+
+
 def warn_precision_change(run: Run, saved: dict[str, str] | None, ckpt: Path) -> None:
     """Say so when `auto` device/dtype resolve differently from the run being resumed."""
     if saved is None or run.precision is None:

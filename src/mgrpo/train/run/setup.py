@@ -33,7 +33,7 @@ from mgrpo.rollout.base import stop_token_ids
 from mgrpo.seeds import VAL_SEED_OFFSET
 from mgrpo.train.algorithm import resolve_algorithm
 from mgrpo.train.layout.layouts import ModelLayout, pick_layout
-from mgrpo.train.layout.memory_budget import preflight
+from mgrpo.train.layout.memory_budget import backward_bytes, preflight
 from mgrpo.train.layout.precision import Precision, resolve_precision
 from mgrpo.train.logs.alarm import CollapseAlarm
 from mgrpo.train.run import faults
@@ -95,7 +95,7 @@ def build_run(cfg: Config, run_dir: Path, resume: bool = False) -> Run:
 
     layout = pick_layout(cfg, precision, ctx, with_momentum=spec.uses_momentum_model)
     layout.adapt(policy)
-    _check_static_memory(layout, policy)  # before any copy is built or anything generated
+    _check_static_memory(cfg, spec, layout, policy)  # before any copy is built or generated
     if cfg.model.gradient_checkpointing:
         # non-reentrant: recomputation works whether or not the block inputs require grad
         policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -106,7 +106,8 @@ def build_run(cfg: Config, run_dir: Path, resume: bool = False) -> Run:
 
     def engine(model: torch.nn.Module) -> RolloutEngine:
         return make_engine(cfg.model.engine, model, pad_token_id=tokenizer.pad_token_id,
-                           kv_cache_gb=cfg.generation.kv_cache_gb)
+                           kv_cache_gb=cfg.generation.kv_cache_gb,
+                           keep_workspace=None if cfg.generation.keep_workspace else False)
 
     momentum_engine = None
     if roles.momentum is not None:
@@ -128,15 +129,29 @@ def build_run(cfg: Config, run_dir: Path, resume: bool = False) -> Run:
     return Run(cfg, spec, run_dir, models, train_set, val_records, alarm, precision, layout)
 
 
-def _check_static_memory(layout: ModelLayout, policy: torch.nn.Module) -> None:
-    """Refuse (TrainingError) a layout whose static state does not fit on the device."""
+def _check_static_memory(cfg: Config, spec: AlgorithmSpec, layout: ModelLayout,
+                         policy: torch.nn.Module) -> None:
+    """Refuse (TrainingError) a layout whose static state, with what it holds through the
+    backward (the kept KV workspace of one prompt's rollouts, the LM-head gradient
+    temporaries: `memory_budget.backward_bytes`), does not fit on the device."""
     params = sum(p.numel() for p in policy.parameters())
     trainable = sum(p.numel() for p in policy.parameters() if p.requires_grad)
     precision = layout.precision
+    mc = policy.config
+    heads = mc.num_attention_heads
+    graphs = cfg.model.engine == "fast" and precision.device.type == "cuda"
+    backward = backward_bytes(
+        layout.kind, rows=spec.group_size, layers=mc.num_hidden_layers,
+        length=cfg.data.max_prompt_length + cfg.generation.max_new_tokens,
+        kv_heads=getattr(mc, "num_key_value_heads", None) or heads,
+        head_dim=getattr(mc, "head_dim", None) or mc.hidden_size // heads,
+        vocab=mc.vocab_size, hidden=mc.hidden_size, compute=precision.compute.itemsize,
+        master=precision.master.itemsize,
+        keep_workspace=graphs and cfg.generation.keep_workspace)
     problem = preflight(layout.kind, precision.device, params=params, trainable=trainable,
                         world=layout.ctx.world_size, compute=precision.compute.itemsize,
                         master=precision.master.itemsize, momentum=layout.with_momentum,
-                        reference=layout.with_reference)
+                        reference=layout.with_reference, backward=backward)
     if problem:
         raise TrainingError(problem)
 

@@ -22,9 +22,14 @@ from mgrpo.progress import Progress, progress
 from mgrpo.train.logs.metrics_writer import MetricsWriter
 from mgrpo.train.logs.samples import SamplesWriter
 from mgrpo.train.logs.trackers import Trackers  # W&B / MLflow (trainer.report_to), rank 0 only
-from mgrpo.train.run.checkpoint import latest_checkpoint
 from mgrpo.train.run.errors import TrainingError
-from mgrpo.train.run.resume import print_summary, restore_run, save_run, warn_precision_change
+from mgrpo.train.run.resume import (
+    newest_checkpoint,
+    print_summary,
+    restore_run,
+    save_run,
+    warn_precision_change,
+)
 from mgrpo.train.run.run_dir import CHECKPOINTS_DIR
 from mgrpo.train.run.setup import Run, build_run
 from mgrpo.train.run.validation import run_validation
@@ -106,7 +111,8 @@ def _train(run: Run, cfg: Config, run_dir: Path, *, resume: bool, signals: _Stop
     summary: dict[str, Any] = {}
     last: Path | None = None  # the newest verified checkpoint: restored, or written here
     if resume:
-        ckpt = last = latest_checkpoint(run_dir / CHECKPOINTS_DIR)
+        # verified once over the ranks: each hashes its share of the files
+        ckpt = last = newest_checkpoint(ctx, run_dir / CHECKPOINTS_DIR)
         if ckpt is None:
             D.rank_print(ctx, f"mgrpo: no complete checkpoint in {run_dir}; starting from step 0")
         else:

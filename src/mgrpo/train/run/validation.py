@@ -34,7 +34,10 @@ def run_validation(run: Run, *, step: int) -> dict[str, float]:
     )
     engine = models.policy_engine
     keep = getattr(engine, "keeping_workspace", contextlib.nullcontext)
-    with keep():  # fast engine on CUDA: later batches replay the graphs of the first
+    # fast engine on CUDA: decode inside the kept training workspace (loops of at most its
+    # rows; never grown, its graphs kept), so what stays through the backward is a training
+    # call's KV, not validation's (`rollout.workspace`)
+    with keep():
         result = evaluate_records(
             engine,
             models.tokenizer,
