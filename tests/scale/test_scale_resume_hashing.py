@@ -36,7 +36,7 @@ def _write_checkpoints(root, steps=(1, 2)) -> None:
 
 
 def _sizes(path) -> dict[str, int]:
-    files = json.loads((path / checkpoint.MANIFEST).read_text())["files"]
+    files = json.loads((path / checkpoint.MANIFEST_FILE).read_text())["files"]
     return {name: meta["size"] for name, meta in files.items()}
 
 
@@ -45,7 +45,7 @@ def _worker(rank: int, world: int, port: int, root: str, out: str) -> None:
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     from mgrpo.parallel import distributed as D
-    from mgrpo.train import checkpoint as ckpt
+    from mgrpo.train.run import checkpoint as ckpt
     from mgrpo.train.run.resume import newest_checkpoint
 
     hashed: list[str] = []
