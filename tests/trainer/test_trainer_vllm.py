@@ -24,8 +24,8 @@ REASON = vllm_unavailable_reason()
 pytestmark = [pytest.mark.vllm, pytest.mark.skipif(REASON is not None, reason=REASON or "")]
 
 SMALL = ["trainer.progress=false", "trainer.threads=1", "trainer.prompts_per_step=4",
-         "algorithm.rollouts=8", "generation.max_new_tokens=24", "validation.limit=16",
-         "validation.samples=1", "validation.max_new_tokens=24", "trainer.eval_every=5",
+         "algorithm.rollouts=8", "validation.limit=16",
+         "validation.samples=1", "trainer.eval_every=5",
          "trainer.save_every=2"]
 SYNC_ATOL = 1e-4  # fp32 on CPU: vLLM's sampled-token log-probs vs the trainer's
 
