@@ -40,6 +40,7 @@ install-vllm: $(VLLM_STAMP)
 # the vLLM tests (marker `vllm`), for real: MGRPO_REQUIRE_VLLM turns a missing vLLM into an error
 test-vllm: $(VLLM_STAMP)
 	MGRPO_REQUIRE_VLLM=1 $(VLLM_PY) -m pytest -q -rs -m 'vllm and not slow'
+	$(VLLM_PY) -m pytest -q -rs tests/rollout/test_rollout_stop_tokens.py
 
 # SRT vs M-GRPO with half of the votes from the momentum model, in the lab world's collapse
 # regime (recipe lab-collapse), seed 0, the two runs side by side; README "What the demo shows"
