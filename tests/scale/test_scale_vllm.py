@@ -20,7 +20,8 @@ from safetensors.torch import load_file
 from mgrpo.rollout.vllm_engine import vllm_unavailable_reason
 
 REASON = vllm_unavailable_reason()
-pytestmark = [pytest.mark.vllm, pytest.mark.skipif(REASON is not None, reason=REASON or "")]
+pytestmark = [pytest.mark.vllm, pytest.mark.skipif(REASON is not None, reason=REASON or ""),
+              pytest.mark.timeout(1800)]  # several CLI runs, each starting vLLM
 
 COMMON = ["trainer.progress=false", "data.answer_kind=number", "validation.data=null",
           "distributed.seed_per_prompt=true", "distributed.timeout_s=120", "model.engine=vllm",

@@ -21,7 +21,8 @@ from safetensors.torch import load_file
 from mgrpo.rollout.vllm_engine import vllm_unavailable_reason
 
 REASON = vllm_unavailable_reason()
-pytestmark = [pytest.mark.vllm, pytest.mark.skipif(REASON is not None, reason=REASON or "")]
+pytestmark = [pytest.mark.vllm, pytest.mark.skipif(REASON is not None, reason=REASON or ""),
+              pytest.mark.timeout(1800)]  # several CLI runs, each starting vLLM
 
 SMALL = ["trainer.progress=false", "trainer.threads=1", "trainer.prompts_per_step=4",
          "algorithm.rollouts=8", "validation.limit=16",
@@ -55,6 +56,7 @@ def test_mgrpo_ten_steps_with_momentum_rollouts_and_the_rollout_correction(tmp_p
     for r in rows:
         assert r["rollout/logp_mismatch_mean"] < SYNC_ATOL  # the pushes kept vLLM current
         assert r["rollout/logp_mismatch_max"] < 10 * SYNC_ATOL
+        assert r["rollout/momentum_logp_mismatch_max"] < 10 * SYNC_ATOL  # its swap-in push
         assert abs(r["rollout/is_weight_mean"] - 1.0) < 1e-3  # fp32: weights ~ 1
         assert r["entropy/momentum"] > 0 and r["time/sync"] > 0
     assert any(r["grad_norm"] > 0 for r in rows)
@@ -75,3 +77,22 @@ def test_same_command_same_metrics_and_resume_continues_exactly(tmp_path):
         wb = load_file(str(other / "checkpoints/step-4/model.safetensors"))
         for name, tensor in wa.items():
             assert torch.equal(wb[name], tensor), name
+
+
+def test_lora_policy_and_momentum_adapters_reach_vllm_merged(tmp_path):
+    """LoRA: the policy's adapters merged and pushed after each step, the momentum adapters
+    swapped into the same torch model, merged and pushed for the momentum rollouts."""
+    pytest.importorskip("peft", reason="pip install 'mgrpo[lora]'")
+    run = tmp_path / "lora"
+    cmd = [sys.executable, "-m", "mgrpo", "train", "tiny", "-o", str(run), "model.engine=vllm",
+           "model.lora.r=4", "model.tiny_hidden_size=128", "trainer.max_steps=3",
+           "validation.data=null", "trainer.progress=false", "data.answer_kind=number",
+           "algorithm.momentum_rollouts=2", "trainer.threads=1"]
+    proc = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    rows = _rows(run)
+    assert [r["step"] for r in rows] == [1, 2, 3] and any(r["grad_norm"] > 0 for r in rows)
+    for r in rows:
+        assert r["rollout/logp_mismatch_max"] < 10 * SYNC_ATOL
+        assert r["rollout/momentum_logp_mismatch_max"] < 10 * SYNC_ATOL

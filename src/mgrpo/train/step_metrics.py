@@ -101,7 +101,12 @@ def metric_inputs(batch: StepBatch, rollouts: Rollouts, rewards: torch.Tensor,
         "overlong_penalty": (shaping or {}).get("overlong_penalty"),
         "logp_gap_sum": None,
         "logp_gap_max": None,
+        "momentum_gap_max": None,
     }
+    momentum = rollouts.momentum
+    if momentum is not None and momentum.sampler_logprobs is not None:  # (B*N,) its own push
+        out["momentum_gap_max"] = ((momentum.logprobs - momentum.sampler_logprobs).abs()
+                                   * momentum.response_mask).amax(1).float().cpu()
     sampler = policy_rollouts.sampler_logprobs  # the engine's own log-probs (vllm), or None
     if sampler is not None:  # |trainer's logp - sampler's logp| per token, train rows
         gap = ((policy_rollouts.logprobs - sampler).abs()
@@ -174,6 +179,8 @@ def step_metrics(inputs: dict[str, Any], M: int) -> dict[str, Any]:
         tokens = float(inputs["lengths"].sum())
         out["rollout/logp_mismatch_mean"] = float(inputs["logp_gap_sum"].sum()) / max(tokens, 1.0)
         out["rollout/logp_mismatch_max"] = float(inputs["logp_gap_max"].max())
+    if inputs.get("momentum_gap_max") is not None:  # the momentum engine's, likewise
+        out["rollout/momentum_logp_mismatch_max"] = float(inputs["momentum_gap_max"].max())
     return out
 
 
