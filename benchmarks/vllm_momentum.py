@@ -7,9 +7,8 @@ second vLLM engine, in one process, on a training step's rollout pattern.
 Per step, as `train_step` does with model.engine=vllm: M policy rollouts and N momentum
 rollouts of B prompts, then an optimizer step (here: every policy weight nudged, its version
 bumped) and the policy pushed, then an EMA step (every momentum weight nudged, bumped) and the
-momentum pushed. `shared`: both engines on one vLLM engine (setup.py's choice: a push of an
-engine whose weights are not loaded is deferred to its next generation); `separate`: each its
-own. Reported per arrangement: step seconds (median over --steps, interleaved A B A B),
+momentum pushed. `shared`: both engines on one vLLM engine (setup.py's choice; a sync there
+is pushed right before the engine's next generation); `separate`: each its own. Reported per arrangement: step seconds (median over --steps, interleaved A B A B),
 weight pushes per step, start-up seconds and the resident memory the engines added (RSS,
 psutil). Last line: one JSON object.
 """
@@ -64,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         params = SamplingParams(max_new_tokens=args.new_tokens, temperature=1.0)
     momentum = copy.deepcopy(policy)
     proc = psutil.Process()
+    # vLLM's one-time start-up (imports, kernels) paid before either arrangement is timed
+    make_engine("vllm", copy.deepcopy(policy), pad_token_id=PAD_ID).close()
     arrangements = {}
     for name in ("shared", "separate"):
         rss, start = proc.memory_info().rss, time.perf_counter()

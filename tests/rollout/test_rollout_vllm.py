@@ -182,13 +182,19 @@ def test_two_engines_share_one_vllm_engine_each_sampling_its_own_weights():
             batch = engine.generate(prompts, 3, params)
             assert engine.loaded and max_gap(batch) < SYNC_ATOL
         assert first.runtime.pushes == pushes + 3
-        # a sync while the other's weights are loaded only records the version...
-        first.version.bump()
-        first.sync_weights()
-        assert first.runtime.pushes == pushes + 3 and second.loaded
+        # a sync of a shared engine records the version (loaded or not)...
+        for engine in (first, second):
+            engine.version.bump()
+            engine.sync_weights()
+        assert first.runtime.pushes == pushes + 3 and not second.loaded
         # ... and the weights go in when it next samples
-        assert max_gap(first.generate(prompts, 1, params)) < SYNC_ATOL
-        assert first.runtime.pushes == pushes + 4
+        for engine in (first, second):
+            assert max_gap(engine.generate(prompts, 1, params)) < SYNC_ATOL
+        assert first.runtime.pushes == pushes + 5
+        # a forgotten sync is still refused
+        second.version.bump()
+        with pytest.raises(StaleWeightsError):
+            second.generate(prompts, 1, params)
     finally:
         first.close()
 

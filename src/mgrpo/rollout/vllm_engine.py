@@ -16,10 +16,11 @@ What it does:
 - Weights are never stale: `sync_weights()` pushes after every change (the trainer calls it
   after each optimizer step and each EMA update); `version` is bumped by whoever changes the
   weights, and `generate` raises `StaleWeightsError` while the pushed version is behind.
-- Two engines may share one `LLM` (`share_with=`): the momentum model's weights are swapped in
-  for its rollouts and the policy's back after the next optimizer step (docs/engines.md says
-  why this beats a second `LLM`). A sync of an engine whose weights are not loaded only
-  records the version; its weights are pushed when it next samples.
+- Two engines may share one `LLM` (`share_with=`): each engine's weights are swapped in right
+  before it samples (docs/engines.md says why this beats a second `LLM`). With a shared `LLM`
+  a sync records the version and the push happens at that swap (pushing at once would be
+  undone by the other engine's rollouts in between): two pushes per M-GRPO step, as with two
+  `LLM`s.
 - One vLLM request per rollout, seeded with `seeds.request_seed(params.seed, i)` (prompt b's
   sample j is request i = b n + j), so the samples are a deterministic function of (weights,
   prompts, n, params), as with every engine.
@@ -183,6 +184,7 @@ class VLLMRuntime:
         self.tied = bool(getattr(model.config, "tie_word_embeddings", False))
         self.asleep = False
         self.holder: object | None = None  # the engine whose weights are loaded
+        self.users = 0  # engines sampling through this LLM
         self.pushes = 0  # weight pushes so far (tests, benchmarks)
         self._dir = tempfile.TemporaryDirectory(prefix="mgrpo-vllm-")
         config = model.config.to_dict()
@@ -294,6 +296,7 @@ class VLLMEngine(RolloutEngine):
                                        gpu_memory_utilization=gpu_memory_utilization,
                                        enforce_eager=enforce_eager, sleep_mode=sleep_mode,
                                        seed=seed)
+        self.runtime.users += 1
         self.synced_version: int | None = None
         if self.runtime.holder is None:
             self._push()
@@ -306,13 +309,16 @@ class VLLMEngine(RolloutEngine):
         return self.runtime.holder is self
 
     def sync_weights(self) -> None:
-        """Push the model's current weights into vLLM (an engine sharing the `LLM` with
-        another whose weights are loaded only records the version: its push happens when it
-        next samples). Call after every change of the weights."""
-        if self.loaded or self.runtime.holder is None:
+        """Take the model's current weights: pushed now into an `LLM` of its own; with a
+        shared `LLM`, acknowledged now and pushed right before this engine next samples (the
+        other engine samples in between, so an eager push would be undone). Call after every
+        change of the weights."""
+        if self.runtime.users == 1:
             self._push()
-        else:
-            self.synced_version = self.version.value
+            return
+        if self.loaded:
+            self.runtime.holder = None  # the loaded copy is outdated: push before sampling
+        self.synced_version = self.version.value
 
     def _push(self) -> None:
         with torch.no_grad(), self.weight_scope():
