@@ -197,6 +197,9 @@ class VLLMRuntime:
             max_model_len=int(model.config.max_position_embeddings), seed=seed,
             logprobs_mode="processed_logprobs", generation_config="vllm",
             enforce_eager=(self.platform == "cpu") if enforce_eager is None else enforce_eager,
+            # scheduling decided step by step, never overlapped with the previous step's
+            # outputs: the batches (and so the kernels' numbers) do not depend on timing
+            async_scheduling=False,
         )
         kv_gb = kv_cache_gb if kv_cache_gb is not None else (
             DEFAULT_CPU_KV_CACHE_GB if self.platform == "cpu" else None)
