@@ -182,7 +182,7 @@ class VLLMRuntime:
                                     "does nothing on CPU (set it only on a GPU)")
         self.sleep_mode = sleep_mode
         self.tied = bool(getattr(model.config, "tie_word_embeddings", False))
-        self.asleep = False
+        self.asleep: set[str] = set()  # sleep mode: what vLLM has freed ("weights", "kv_cache")
         self.holder: object | None = None  # the engine whose weights are loaded
         self.users = 0  # engines sampling through this LLM
         self.pushes = 0  # weight pushes so far (tests, benchmarks)
@@ -214,13 +214,14 @@ class VLLMRuntime:
             kwargs["distributed_executor_backend"] = "external_launcher"
         with _process_state_kept():
             self.llm = vllm.LLM(**kwargs)
-        self._sampling_params = vllm.SamplingParams
+        self.request_params = vllm.SamplingParams  # one request's sampling parameters
         self._release = _own_shutdown(self.llm)
 
     def load(self, weights: Iterator[tuple[str, torch.Tensor]], holder: object) -> None:
         """Load `weights` (HF names) into the engine in place, then drop the prefix cache."""
-        if self.asleep:
+        if "weights" in self.asleep:
             self.llm.wake_up(tags=["weights"])
+            self.asleep.discard("weights")
         self.llm.collective_rpc("reload_weights", kwargs={
             "weights_iterator": weights, "is_checkpoint_format": True})
         if self.tied:  # the head shares the reloaded embedding; its CPU GEMM is packed apart
@@ -231,9 +232,9 @@ class VLLMRuntime:
 
     def generate(self, prompts: list[list[int]], params: list[Any]) -> list[Any]:
         """vLLM's outputs of one request per prompt, in order (the global RNGs untouched)."""
-        if self.asleep:
+        if "kv_cache" in self.asleep:
             self.llm.wake_up(tags=["kv_cache"])
-            self.asleep = False
+            self.asleep.discard("kv_cache")
         devices = [torch.cuda.current_device()] if self.platform == "cuda" else []
         try:  # every request is seeded; the trainer's global RNG state stays as it was
             with torch.random.fork_rng(devices=devices):
@@ -242,7 +243,7 @@ class VLLMRuntime:
         finally:
             if self.sleep_mode:
                 self.llm.sleep(level=SLEEP_LEVEL)  # level 2 discards the weights too
-                self.asleep, self.holder = True, None
+                self.asleep, self.holder = {"weights", "kv_cache"}, None
 
     def close(self) -> None:
         """Release the engine; the last open one in the process shuts vLLM down (`_own_shutdown`)."""
@@ -341,7 +342,7 @@ class VLLMEngine(RolloutEngine):
             self._push()
         stop = self.stop_ids(params)
         repeated = [p for p in prompts for _ in range(n)]  # prompt-major, one request each
-        requests = [self.runtime._sampling_params(
+        requests = [self.runtime.request_params(
             n=1, temperature=float(params.temperature), top_p=float(params.top_p),
             top_k=int(params.top_k), max_tokens=params.max_new_tokens, min_tokens=0,
             stop_token_ids=list(stop), seed=request_seed(params.seed, i), logprobs=0,
