@@ -2,8 +2,10 @@
 step's prompts (`distributed_executor_backend="external_launcher"`, TRL's colocate mode):
 `mgrpo train --nproc 2 model.engine=vllm` equals one process. With
 `distributed.seed_per_prompt` each prompt is one vLLM call whose requests are seeded by the
-global prompt index, so the rollouts are the same; metrics and weights may differ only by fp32
-reduction order (as in test_scale_cli)."""
+global prompt index, so the rollouts are the same and the metrics agree within fp32 reduction
+order. So do the weights, except where AdamW normalises a near-zero gradient: there a
+reduction-order difference of ~1e-9 can move an entry by up to lr per step, so those entries
+(a small share) are bounded by the two steps' 2 lr instead."""
 
 from __future__ import annotations
 
@@ -14,7 +16,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from safetensors.torch import load_file
 
 from mgrpo.rollout.vllm_engine import vllm_unavailable_reason
@@ -28,7 +29,9 @@ COMMON = ["trainer.progress=false", "data.answer_kind=number", "validation.data=
           "model.tiny_hidden_size=128", "trainer.max_steps=2", "trainer.prompts_per_step=4",
           "generation.max_new_tokens=12"]
 METRIC_ATOL = 1e-5
-WEIGHT_ATOL = 1e-5
+WEIGHT_ATOL = 1e-5  # most entries
+ADAM_BOUND = 2 * 1e-3  # any entry: two AdamW steps at the tiny recipe's lr 1e-3
+MOVED_SHARE = 0.01  # share of entries allowed past WEIGHT_ATOL (near-zero gradients)
 
 
 def _train(out: Path, *extra: str) -> None:
@@ -55,5 +58,10 @@ def test_two_ranks_each_with_its_own_vllm_engine_equal_one_process(tmp_path):
             assert abs(value - y[key]) <= METRIC_ATOL, (x["step"], key, value, y[key])
     wa = load_file(str(tmp_path / "one/checkpoints/step-2/model.safetensors"))
     wb = load_file(str(tmp_path / "two/checkpoints/step-2/model.safetensors"))
+    moved = total = 0
     for name, tensor in wa.items():
-        torch.testing.assert_close(wb[name], tensor, rtol=0, atol=WEIGHT_ATOL, msg=name)
+        diff = (wb[name] - tensor).abs()
+        assert float(diff.max()) <= ADAM_BOUND * (1 + 1e-3), name
+        moved += int((diff > WEIGHT_ATOL).sum())
+        total += diff.numel()
+    assert moved <= MOVED_SHARE * total, (moved, total)
