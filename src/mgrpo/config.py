@@ -43,6 +43,7 @@ from mgrpo.config_sections import (  # noqa: F401 - re-exported: mgrpo.config na
     SyntheticConfig,
     TrainerConfig,
     ValidationConfig,
+    VllmConfig,
     _check,
     field_docs,
 )

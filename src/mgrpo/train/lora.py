@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from mgrpo.config import LoraConfig
+from mgrpo.rollout.weight_sync import merged_lora_weight
 from mgrpo.train.momentum import Momentum, trainable_names
 
 ALL_LINEAR = "all-linear"
@@ -102,7 +103,8 @@ class LoraMomentum(Momentum):
 
 
 class ScopedEngine:
-    """A rollout engine whose `generate` / `score` run inside a context (adapter swap)."""
+    """A rollout engine whose `generate`, `score` and `sync_weights` run inside a context
+    (adapter swap): a vllm engine reads the weights it pushes inside it too."""
 
     def __init__(self, engine: Any, scope: Callable[[], AbstractContextManager]) -> None:
         self.engine = engine
@@ -115,6 +117,10 @@ class ScopedEngine:
     def score(self, *args: Any, **kwargs: Any) -> Any:
         with self.scope():
             return self.engine.score(*args, **kwargs)
+
+    def sync_weights(self) -> None:
+        with self.scope():
+            self.engine.sync_weights()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.engine, name)
@@ -148,15 +154,7 @@ def merged_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     for name, module in model.named_modules():
         if isinstance(module, LoraLayer) and hasattr(module, "base_layer"):
             lora_prefixes.append(name + ".")
-            weight = module.base_layer.weight
-            full = weight.float().clone()
-            for adapter in module.active_adapters:
-                if adapter not in module.lora_A:
-                    continue
-                a = module.lora_A[adapter].weight.float()  # (r, in)
-                b = module.lora_B[adapter].weight.float()  # (out, r)
-                full += module.scaling[adapter] * (b @ a)
-            merged[f"{name}.weight"] = full.to(weight.dtype).cpu()
+            merged[f"{name}.weight"] = merged_lora_weight(module).cpu()
             if getattr(module.base_layer, "bias", None) is not None:
                 merged[f"{name}.bias"] = module.base_layer.bias.detach().cpu()
     for key, value in model.state_dict().items():

@@ -51,6 +51,7 @@ from mgrpo.train.checkpoint import (
 from mgrpo.train.errors import TrainingError
 from mgrpo.train.layouts import LoraLayout, MixedLayout
 from mgrpo.train.lora import load_trainable_state, trainable_state
+from mgrpo.train.types import StepModels
 
 if TYPE_CHECKING:  # typing only: setup.py builds the Run and calls `prepare_run_dir`
     from mgrpo.train.setup import Run
@@ -143,7 +144,17 @@ def restore_run(run: Run, ckpt: Path) -> dict[str, Any]:
     models.scheduler.load_state_dict(sched)
     torch.set_rng_state(load_tensors(ckpt / RNG_FILE)["torch"])
     random.setstate(tuple(_tuplify(state["python_rng"])))
+    _push_restored_weights(models)
     return state
+
+
+def _push_restored_weights(models: StepModels) -> None:
+    """The restored weights changed the models: bump their versions and push them into the
+    engines that hold a copy (vllm; nothing for hf and fast, which read the live weights)."""
+    for engine in (models.policy_engine, models.momentum_engine):
+        if engine is not None:
+            engine.version.bump()
+            engine.sync_weights()
 
 
 def _restore_replicated(run: Run, ckpt: Path) -> None:

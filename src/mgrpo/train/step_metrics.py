@@ -12,8 +12,10 @@ what it times:
     logprobs   the frozen teacher-forced passes before any update (logp_old, logp_ref)
     train      forward/backward and optimizer step of every update
     sync       after each optimizer step: refreshing the generator copy (mixed precision,
-               FSDP; reported only where there is one)
-    ema        the momentum model's EMA after each optimizer step
+               FSDP) and pushing the weights into an engine that holds a copy (vllm); reported
+               only where there is one
+    ema        the momentum model's EMA after each optimizer step (and the push of its weights
+               into a vllm engine)
     step       the whole step (metrics included)
 """
 
@@ -97,7 +99,19 @@ def metric_inputs(batch: StepBatch, rollouts: Rollouts, rewards: torch.Tensor,
         "majority_correct": None,
         "dynamic_filtered": (shaping or {}).get("dynamic_filtered"),
         "overlong_penalty": (shaping or {}).get("overlong_penalty"),
+        "logp_gap_sum": None,
+        "logp_gap_max": None,
+        "momentum_gap_max": None,
     }
+    momentum = rollouts.momentum
+    if momentum is not None and momentum.sampler_logprobs is not None:  # (B*N,) its own push
+        out["momentum_gap_max"] = ((momentum.logprobs - momentum.sampler_logprobs).abs()
+                                   * momentum.response_mask).amax(1).float().cpu()
+    sampler = policy_rollouts.sampler_logprobs  # the engine's own log-probs (vllm), or None
+    if sampler is not None:  # |trainer's logp - sampler's logp| per token, train rows
+        gap = ((policy_rollouts.logprobs - sampler).abs()
+               * policy_rollouts.response_mask)[train_rows].float()  # (B*M, T)
+        out["logp_gap_sum"], out["logp_gap_max"] = gap.sum(1).cpu(), gap.amax(1).cpu()
     if all(a is not None for a in batch.answers):
         truth = batch.answers
         out["pool_correct"] = [[a is not None and equivalent(a, t) for a in row]
@@ -161,6 +175,12 @@ def step_metrics(inputs: dict[str, Any], M: int) -> dict[str, Any]:
         out["dynamic/filtered_fraction"] = _mean(inputs["dynamic_filtered"])
     if inputs.get("overlong_penalty") is not None:
         out["reward/overlong_penalty_mean"] = _mean(inputs["overlong_penalty"])
+    if inputs.get("logp_gap_sum") is not None:  # rollout engine vs trainer, per response token
+        tokens = float(inputs["lengths"].sum())
+        out["rollout/logp_mismatch_mean"] = float(inputs["logp_gap_sum"].sum()) / max(tokens, 1.0)
+        out["rollout/logp_mismatch_max"] = float(inputs["logp_gap_max"].max())
+    if inputs.get("momentum_gap_max") is not None:  # the momentum engine's, likewise
+        out["rollout/momentum_logp_mismatch_max"] = float(inputs["momentum_gap_max"].max())
     return out
 
 

@@ -103,6 +103,8 @@ class UpdateSettings:
     clip_high: float | None = None  # upper clip epsilon (None = clip)
     entropy_coef: float = 0.0  # static entropy bonus (0 = off)
     kl_estimator: str = "k3"  # a name in `core.losses.KL_ESTIMATORS`
+    rollout_correction: str = "off"  # off | token | sequence (`core.correction`)
+    rollout_correction_cap: float = 2.0  # its truncation threshold C
 
     @classmethod
     def of(cls, cfg: Config, spec: AlgorithmSpec) -> UpdateSettings:
@@ -120,6 +122,8 @@ class UpdateSettings:
             clip_high=spec.clip_high,
             entropy_coef=spec.entropy_coef,
             kl_estimator=spec.kl_estimator,
+            rollout_correction=cfg.algorithm.rollout_correction,
+            rollout_correction_cap=cfg.algorithm.rollout_correction_cap,
         )
 
 
