@@ -1,8 +1,16 @@
-"""Rollout throughput: the `hf` engine vs our `fast` engine on the same prompts, one process.
+"""Rollout throughput: the `hf`, `fast` and `vllm` engines on the same prompts, one process.
 
     PYTHONPATH=src python benchmarks/rollout.py                 # CPU, SmolLM2-135M shape
     PYTHONPATH=src python benchmarks/rollout.py --device cuda   # Qwen3-0.6B shape, 256 seqs
     PYTHONPATH=src python benchmarks/rollout.py --quick         # tiny smoke run
+    .venv-vllm/bin/python benchmarks/rollout.py --engines fast,hf,vllm --shape lab
+                                     # the lab model (real weights, lab prompts, T = 1.1)
+
+`--engines` picks the engines (default fast,hf; vllm needs the vllm extra). With vllm:
+vllm_tok_per_s (vLLM samples + the torch scoring pass, what training gets), vllm_vs_fast,
+vllm_startup_s (building the vLLM engine and the first weight push) and vllm_push_s (one
+weight push, median of 5). The `lab` shape is the lab model (built on first use) on lab
+problems at the lab recipes' temperature 1.1, rows ending at EOS.
 
 Random weights (shapes built in code, no download), sampling at temperature 1 so rows run
 to `new_tokens` (random models almost never emit EOS). Throughput = generated tokens / wall
@@ -90,7 +98,19 @@ DEFAULTS = {  # device -> (shape, prompts, samples, prompt_len, new_tokens, repe
     "cuda": ("qwen3-0.6b", 32, 8, 128, 256, 2),
 }
 QUICK = ("tiny", 2, 4, 8, 16, 1)
+LAB_TEMPERATURE = 1.1  # the lab recipes' sampling temperature
+LAB_TEMPLATE = "Q:{question}=?\nA:"  # the lab recipes' prompt template
 COPY_BYTES = 1 << 30  # 1 GiB for the bandwidth probe
+
+
+def lab_model_and_prompts(num_prompts: int, seed: int):
+    """The lab model (real weights, fp32 on CPU) and `num_prompts` lab problems as token ids."""
+    from mgrpo.lab import lab_task_problems
+    from mgrpo.models.loading import load_model_and_tokenizer
+
+    model, tok = load_model_and_tokenizer("lab", device="cpu")
+    problems = lab_task_problems(split="val", n=num_prompts, seed=seed)
+    return model, [tok(LAB_TEMPLATE.format(question=p.question))["input_ids"] for p in problems]
 
 
 def build_model(shape: str, device: torch.device, dtype: torch.dtype, seed: int):
@@ -155,7 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--quick", action="store_true", help="tiny model, a few tokens (smoke run)")
-    ap.add_argument("--shape", choices=sorted(SHAPES))
+    ap.add_argument("--shape", choices=sorted(SHAPES) + ["lab"])
+    ap.add_argument("--engines", default="fast,hf",
+                    help="comma list of engines to time: fast, hf, vllm (default fast,hf)")
     ap.add_argument("--prompts", type=int)
     ap.add_argument("--samples", type=int, help="samples per prompt (n)")
     ap.add_argument("--prompt-len", type=int)
@@ -186,11 +208,21 @@ def main(argv: list[str] | None = None) -> int:
     new_tokens = args.new_tokens or new_tokens
     repeats = args.repeats or repeats
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    model = build_model(shape, device, dtype, args.seed)
-    vocab = model.config.vocab_size
-    gen = torch.Generator().manual_seed(args.seed)
-    prompts = torch.randint(3, vocab, (num_prompts, prompt_len), generator=gen).tolist()
-    params = SamplingParams(max_new_tokens=new_tokens, temperature=1.0, seed=args.seed)
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    if "fast" not in engines or any(e not in ("fast", "hf", "vllm") for e in engines):
+        print(f"--engines must list fast and any of hf, vllm; got {args.engines!r}", file=sys.stderr)
+        return 2
+    if shape == "lab":  # real weights and prompts: rows end at EOS, T = 1.1
+        model, prompts = lab_model_and_prompts(num_prompts, args.seed)
+        prompt_len = max(len(p) for p in prompts)
+        params = SamplingParams(max_new_tokens=new_tokens, temperature=LAB_TEMPERATURE,
+                                seed=args.seed, stop_token_ids=(EOS_ID,))
+    else:
+        model = build_model(shape, device, dtype, args.seed)
+        gen = torch.Generator().manual_seed(args.seed)
+        prompts = torch.randint(3, model.config.vocab_size, (num_prompts, prompt_len),
+                                generator=gen).tolist()
+        params = SamplingParams(max_new_tokens=new_tokens, temperature=1.0, seed=args.seed)
     batch = num_prompts * n
     result: dict = {
         "device": torch.cuda.get_device_name()
@@ -229,27 +261,42 @@ def main(argv: list[str] | None = None) -> int:
     )
     hf = make_engine("hf", model, pad_token_id=PAD_ID)
     fast = make_engine("fast", model, pad_token_id=PAD_ID)
-    if device.type == "cpu" and repeats > 1:  # shared CPU: interleave A B A B, medians
-        pair = {"fast": [], "hf (generate + score)": []}
-        calls = {"fast": fast.generate, "hf (generate + score)": hf.generate}
+    vllm = None
+    if "vllm" in engines:
+        start = time.perf_counter()
+        vllm = make_engine("vllm", model, pad_token_id=PAD_ID, seed=args.seed)
+        result["vllm_startup_s"] = time.perf_counter() - start
+        pushes = []
+        for _ in range(5):
+            start = time.perf_counter()
+            vllm.version.bump()
+            vllm.sync_weights()
+            pushes.append(time.perf_counter() - start)
+        result["vllm_push_s"] = statistics.median(pushes)
+    labels = {"fast": "fast", "hf": "hf (generate + score)", "vllm": "vllm (+ score)"}
+    calls = {"fast": fast.generate, "hf": hf.generate, "vllm": vllm.generate if vllm else None}
+    if device.type == "cpu" and repeats > 1:  # shared CPU: interleave A B C A B C, medians
+        rates: dict[str, list[float]] = {e: [] for e in engines}
         for _ in range(repeats):
-            for name, call in calls.items():
+            for name in engines:
                 start = time.perf_counter()
-                out = call(prompts, n, params)
-                pair[name].append(int(out.lengths.sum()) / (time.perf_counter() - start))
-        for name, rates in pair.items():
-            print(f"  {name:<28} {statistics.median(rates):10.1f} tok/s (median, interleaved)")
-        result["fast_tok_per_s"] = statistics.median(pair["fast"])
-        result["hf_tok_per_s"] = statistics.median(pair["hf (generate + score)"])
+                out = calls[name](prompts, n, params)
+                rates[name].append(int(out.lengths.sum()) / (time.perf_counter() - start))
+        for name in engines:
+            print(f"  {labels[name]:<28} {statistics.median(rates[name]):10.1f} tok/s "
+                  f"(median, interleaved)")
+            result[f"{name}_tok_per_s"] = statistics.median(rates[name])
         result["interleaved"] = True
     else:
         result["fast_tok_per_s"] = run("fast", lambda: fast.generate(prompts, n, params))
+        if vllm is not None:
+            result["vllm_tok_per_s"] = run(labels["vllm"], lambda: vllm.generate(prompts, n, params))
     if device.type == "cuda":
         eager = make_engine("fast", model, pad_token_id=PAD_ID, cuda_graph=False)
         result["fast_eager_tok_per_s"] = run(
             "fast (no CUDA graph)", lambda: eager.generate(prompts, n, params)
         )
-    if "hf_tok_per_s" not in result:
+    if "hf_tok_per_s" not in result and "hf" in engines:
         result["hf_tok_per_s"] = run(
             "hf (generate + score)", lambda: hf.generate(prompts, n, params), slow_baseline=True
         )
@@ -271,8 +318,11 @@ def main(argv: list[str] | None = None) -> int:
             out = model.generate(repeated, **gen_kwargs, **extra)
         return (out.shape[1] - prompt_len) * out.shape[0]
 
-    result["speedup_vs_hf"] = result["fast_tok_per_s"] / result["hf_tok_per_s"]
-    if not args.skip_generate_only:
+    if "hf" in engines:
+        result["speedup_vs_hf"] = result["fast_tok_per_s"] / result["hf_tok_per_s"]
+    if vllm is not None:
+        result["vllm_vs_fast"] = result["vllm_tok_per_s"] / result["fast_tok_per_s"]
+    if not args.skip_generate_only and shape != "lab":
         result["hf_generate_only_tok_per_s"] = run(
             "hf generate only", raw_generate, slow_baseline=True
         )
@@ -314,11 +364,14 @@ def main(argv: list[str] | None = None) -> int:
     a = make_engine("hf", check_model, pad_token_id=PAD_ID).generate(subset, 1, greedy)
     b = make_engine("fast", check_model, pad_token_id=PAD_ID).generate(subset, 1, greedy)
     result["greedy_match"] = bool(torch.equal(a.response_ids, b.response_ids))
+    if vllm is not None and check_model is model:
+        c = vllm.generate(subset, 1, greedy)
+        result["vllm_greedy_match"] = bool(torch.equal(a.response_ids, c.response_ids))
+        vllm.close()
     result["greedy_match_dtype"] = "float32"
-    print(
-        f"  speedup vs hf engine: {result['speedup_vs_hf']:.2f}x, "
-        f"greedy_match={result['greedy_match']}"
-    )
+    ratios = [f"{key} {result[key]:.2f}x" for key in ("speedup_vs_hf", "vllm_vs_fast")
+              if key in result]
+    print(f"  {', '.join(ratios)}, greedy_match={result['greedy_match']}")
     print(json.dumps(result))
     return 0
 

@@ -26,6 +26,13 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.environ.get("MGRPO_REQUIRE_VLLM") and any("vllm" in i.keywords for i in items):
+        # CI's vLLM run: a vLLM that does not import is an error there, not a skip
+        from mgrpo.rollout.vllm_engine import vllm_unavailable_reason
+
+        reason = vllm_unavailable_reason()
+        if reason:
+            raise pytest.UsageError(f"MGRPO_REQUIRE_VLLM is set but {reason}")
     try:
         import torch
 

@@ -6,6 +6,8 @@ global RNG state, so a resumed or re-sharded run draws the same samples:
     step_seed(seed, step, stream[, prompt])   the rollouts of one step, stream and prompt
     chunk_seed(seed, c)                       prompt chunk c of a decode call split by the
                                               KV budget (chunk 0 keeps the call's own seed)
+    request_seed(seed, i)                     request i of a vLLM call (one request per rollout:
+                                              prompt b's sample j is i = b n + j)
     epoch_seed(seed, e)                       the order of the training prompts in epoch e
     seed + VAL_SEED_OFFSET                    drawing a validation set (seed + 1)
     seed + SYNTHETIC_VAL_SEED_OFFSET          the held-out synthetic arithmetic problems
@@ -27,6 +29,7 @@ __all__ = [
     "VOTE_TIE_STREAM",
     "chunk_seed",
     "epoch_seed",
+    "request_seed",
     "step_seed",
 ]
 
@@ -60,6 +63,19 @@ def chunk_seed(seed: int, index: int) -> int:
     SplitMix64 mix of (seed, index) otherwise (63 bits, never equal to a nearby seed + b)."""
     if index == 0:
         return seed
+    return _mix(seed, index)
+
+
+def request_seed(seed: int, index: int) -> int:
+    """Seed of request `index` of a vLLM call seeded with `seed`: a SplitMix64 mix of
+    (seed, index + 1), 63 bits, so no two requests of a call, and no request and a chunk of
+    the same call, share a generator (vLLM's own `n > 1` would seed sample j with seed + j,
+    which a neighbouring prompt's seed can collide with)."""
+    return _mix(seed, index + 1) ^ 0x5851F42D4C957F2D
+
+
+def _mix(seed: int, index: int) -> int:
+    """SplitMix64 finaliser of (seed, index), shifted to 63 bits."""
     z = (seed * _MIX + index * _MIX2) & _MASK64
     z = ((z ^ (z >> 30)) * _MIX2) & _MASK64
     z = ((z ^ (z >> 27)) * _MIX3) & _MASK64

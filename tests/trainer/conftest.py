@@ -14,11 +14,16 @@ class ScriptedEngine:
     entropy. Every call is recorded in `calls` as (num_prompts, n).
     """
 
+    holds_weights_copy = False  # the RolloutEngine interface: reads no weights at all
+
     def __init__(self, tokenizer, texts, entropies):
         self.tokenizer = tokenizer
         self.texts = texts
         self.entropies = entropies
         self.calls = []
+
+    def sync_weights(self):
+        """Nothing to push (the RolloutEngine interface)."""
 
     def generate(self, prompt_ids, n, params):
         self.calls.append((len(prompt_ids), n))

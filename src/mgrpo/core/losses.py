@@ -5,12 +5,14 @@ Per response token t of a rollout in the loss set (``mask == 1``):
     ratio = exp(logp - logp_old)
     pg    = -min(ratio * A, clip(ratio, 1 - eps_low, 1 + eps_high) * A)
     kl    = exp(ref - logp) - (ref - logp) - 1                         (k3, >= 0)
-    l     = pg + beta * kl - c * H                                     beta = ``kl_coef``
+    l     = w * pg + beta * kl - c * H                                 beta = ``kl_coef``
 
 ``eps_low`` / ``eps_high`` are ``clip_low`` / ``clip_high`` (DAPO's clip-higher), each
 defaulting to the symmetric ``clip``. ``H`` is the token entropy of the current policy (with
 its gradient) and ``c = entropy_coef`` a static entropy bonus (verl's ``entropy_coeff``); the
-term is absent (not computed) when ``entropy`` is None or ``c == 0``.
+term is absent (not computed) when ``entropy`` is None or ``c == 0``. ``w`` is the rollout
+correction's truncated importance weight (``is_weights``, `core.correction`, no gradient;
+1 when None), applied to the policy-gradient term only, as TRL and verl do.
 
 The KL estimate is one of ``KL_ESTIMATORS`` (``kl_estimator``), with ``d = ref - logp``:
 
@@ -173,6 +175,7 @@ def policy_loss(
     num_tokens_global: float | None = None,
     num_seqs_global: float | None = None,
     norm_length: int | None = None,
+    is_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Clipped PG loss + ``kl_coef`` * k3 KL, aggregated by ``agg`` (formulas: module docstring).
 
@@ -196,6 +199,8 @@ def policy_loss(
         num_seqs_global: total sequences with >= 1 loss token over all micro-batches
             (``seq-*`` aggregations); None = this call's count.
         norm_length: the Dr. GRPO length normaliser; None = the padded length T.
+        is_weights: ``(R, T)`` rollout-correction weights multiplying each token's pg term
+            (treated as constant), or None (weight 1).
 
     Returns:
         ``(loss, metrics)``: ``loss`` a 0-dim fp32 tensor (fp64 for fp64 logp). A mask with no
@@ -232,6 +237,9 @@ def policy_loss(
     high = clip if clip_high is None else check_number(clip_high, "clip_high", low=0.0)
     entropy_coef = check_number(entropy_coef, "entropy_coef", low=0.0)
     use_entropy = entropy is not None and entropy_coef != 0.0
+    if is_weights is not None:
+        check_tensor(is_weights, "is_weights", ndim=2)
+        check_same_shape(logp, "logp", is_weights, "is_weights")
     if use_entropy:
         check_tensor(entropy, "entropy", ndim=2)
         check_same_shape(logp, "logp", entropy, "entropy")
@@ -257,6 +265,8 @@ def policy_loss(
     pg_unclipped = -adv * ratio  # (R, T)
     pg_clipped = -adv * ratio.clamp(1.0 - low, 1.0 + high)  # (R, T)
     pg_tok = torch.maximum(pg_unclipped, pg_clipped)  # (R, T) = -min(ratio A, clip(ratio) A)
+    if is_weights is not None:  # rollout correction: w * pg, w constant (core.correction)
+        pg_tok = pg_tok * torch.where(mask, is_weights.detach().to(dtype), zero)
 
     use_kl = logp_ref is not None and kl_coef != 0.0
     if use_kl:

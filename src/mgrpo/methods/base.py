@@ -66,6 +66,7 @@ KLEstimatorName = Literal["k3", "low_var_kl"]
 VoteTieName = Literal["policy-first", "momentum-first", "random"]
 RewardNormName = Literal["sum", "per-reward"]
 DynamicSamplingName = Literal["off", "filter"]
+RolloutCorrectionName = Literal["off", "token", "sequence"]
 
 
 @dataclass(frozen=True)
@@ -194,6 +195,15 @@ class AlgorithmConfig:
     overlong_cache: int | None = doc(
         None, "DAPO soft overlong penalty: L_cache tokens before generation.max_new_tokens over "
         "which a linear penalty falls from 0 to -1, added to the reward, >= 1 (null = off)")
+    rollout_correction: RolloutCorrectionName = doc(
+        "off", "truncated importance sampling against the rollout engine's own log-probs "
+        "(TRL's vllm_importance_sampling_correction, verl's rollout_correction): off | token "
+        "(w_t = min(exp(logp_old_t - logp_sampler_t), cap) per token) | sequence (one w = "
+        "min(exp(sum_t (logp_old_t - logp_sampler_t)), cap) per rollout); the policy-gradient "
+        "term of each token is multiplied by w (core/correction.py; docs/engines.md: bf16 GPU "
+        "runs)")
+    rollout_correction_cap: float = doc(2.0, "the truncation threshold C of "
+                                        "algorithm.rollout_correction, >= 1 (verl's default 2)")
 
     #: options read only when the step votes (`mgrpo.train.algorithm` refuses them otherwise)
     VOTE_OPTIONS = ("min_vote_share", "vote_ties")
@@ -232,6 +242,10 @@ class AlgorithmConfig:
                literal_names(DynamicSamplingName))
         check(self.overlong_cache is None or self.overlong_cache >= 1, "algorithm.overlong_cache",
               "must be >= 1 or null")
+        one_of(self.rollout_correction, "algorithm.rollout_correction",
+               literal_names(RolloutCorrectionName))
+        check(self.rollout_correction_cap >= 1.0, "algorithm.rollout_correction_cap",
+              "must be >= 1 (weights are truncated at it)")
 
     def spec(self, *, rewards: tuple[BoundReward, ...], policy_rollouts: int | None = None,
              vote_only_rollouts: int = 0, momentum_rollouts: int = 0,
@@ -256,7 +270,9 @@ class AlgorithmConfig:
             loss=LossSpec(advantage=self.advantage, agg=self.loss_agg, clip=self.clip,
                           clip_low=self.clip_low, clip_high=self.clip_high,
                           kl_coef=self.kl_coef, kl_estimator=self.kl_estimator,
-                          entropy_coef=self.entropy_coef),
+                          entropy_coef=self.entropy_coef,
+                          rollout_correction=self.rollout_correction,
+                          rollout_correction_cap=self.rollout_correction_cap),
             shaping=ShapingSpec(dynamic_sampling=self.dynamic_sampling,
                                 overlong_mask=self.overlong_mask,
                                 overlong_cache=self.overlong_cache),
@@ -335,6 +351,8 @@ class LossSpec:
     kl_coef: float  # beta of the KL term (0 = no reference model)
     kl_estimator: str  # a name in `core.losses.KL_ESTIMATORS`
     entropy_coef: float  # static entropy bonus (0 = off)
+    rollout_correction: str  # off | token | sequence (`core.correction`)
+    rollout_correction_cap: float  # its truncation threshold C
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,12 @@
 """`RolloutEngine`: the interface every engine implements, with the shared `score`.
 
-An engine holds a reference to the live model (never a copy): parameters are read at
-call time, so after `optimizer.step()` or an in-place EMA update the next `generate` /
-`score` uses the new weights with no reload.
+An engine holds a reference to the live model. `hf` and `fast` read its parameters at call
+time, so after `optimizer.step()` or an in-place EMA update the next `generate` / `score`
+uses the new weights with no reload. An engine that samples from its own copy of the weights
+(`vllm`, `holds_weights_copy = True`) must be told after every change: `sync_weights()`
+pushes the model's current weights into the copy, and `version` (a
+`rollout.weight_sync.WeightVersion`, bumped by whoever changes the weights) lets it refuse to
+sample while its copy is behind. `score` always runs the live torch model.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from mgrpo.registry import Registry
 from mgrpo.rollout.batch import RolloutBatch, check_budget, check_prompts
 from mgrpo.rollout.params import SamplingParams
 from mgrpo.rollout.scoring import DEFAULT_CHUNK_TOKENS, score_responses
+from mgrpo.rollout.weight_sync import WeightVersion
 
 DEFAULT_SCORE_BATCH_TOKENS = 16384  # (prompt + response) tokens per scoring micro-batch
 
@@ -30,10 +35,41 @@ def model_eos_ids(model: nn.Module) -> tuple[int, ...]:
     return ()
 
 
+EOT_PROBE = "mgrpo-end-of-turn-probe"  # assistant text whose rendering shows the turn's end
+
+
+def end_of_turn_ids(tokenizer: object) -> tuple[int, ...]:
+    """The special token a chat template puts right after an assistant turn's content:
+    `<|im_end|>` (ChatML: Qwen, SmolLM2), `<|eot_id|>` (Llama 3), `<end_of_turn>` (Gemma),
+    `<|end|>` (Phi-3). Found by rendering a probe conversation (user, then an assistant turn
+    with a marker) and tokenizing what follows the marker. () without a chat template, when
+    the template refuses the probe, or when the turn ends in plain text rather than a special
+    token. Qwen base models need it: their EOS is `<|endoftext|>`, but a templated turn ends
+    with `<|im_end|>`, so without it a rollout runs on into an invented next turn."""
+    if not getattr(tokenizer, "chat_template", None):
+        return ()
+    messages = [{"role": "user", "content": "1+1"}, {"role": "assistant", "content": EOT_PROBE}]
+    try:
+        text = tokenizer.apply_chat_template(messages, tokenize=False)  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001 - a template may refuse any conversation shape (jinja raise)
+        return ()
+    if not isinstance(text, str) or EOT_PROBE not in text:
+        return ()
+    tail = text.split(EOT_PROBE, 1)[1]
+    ids = tokenizer(tail, add_special_tokens=False)["input_ids"] if tail else []  # type: ignore[operator]
+    if not ids:
+        return ()
+    special = set(getattr(tokenizer, "all_special_ids", []))
+    decoder = getattr(tokenizer, "added_tokens_decoder", {}) or {}
+    special |= {i for i, added in decoder.items() if getattr(added, "special", False)}
+    return (int(ids[0]),) if ids[0] in special else ()
+
+
 def stop_token_ids(model: nn.Module, tokenizer: object) -> tuple[int, ...]:
-    """Sorted union of the tokenizer's EOS id and the model's EOS id(s): the ids that end a
-    rollout in training and evaluation alike; () if neither defines one."""
-    ids = set(model_eos_ids(model))
+    """Sorted union of the tokenizer's EOS id, the model's EOS id(s) and the chat template's
+    end-of-turn token (`end_of_turn_ids`): the ids that end a rollout in training and
+    evaluation alike, with every engine; () if none is defined."""
+    ids = set(model_eos_ids(model)) | set(end_of_turn_ids(tokenizer))
     eos = getattr(tokenizer, "eos_token_id", None)
     for item in eos if isinstance(eos, (list, tuple)) else [eos]:
         if isinstance(item, int):
@@ -42,9 +78,12 @@ def stop_token_ids(model: nn.Module, tokenizer: object) -> tuple[int, ...]:
 
 
 class RolloutEngine:
-    """Base class: validation, stop ids, micro-batched no-grad `score`."""
+    """Base class: validation, stop ids, micro-batched no-grad `score`, and the weight-sync
+    interface (`version`, `sync_weights`, `close`) that engines reading the live weights
+    satisfy with no work."""
 
     name = "base"
+    holds_weights_copy = False  # True: samples from its own copy (call sync_weights after changes)
 
     def __init__(
         self,
@@ -59,6 +98,15 @@ class RolloutEngine:
         self.pad_token_id = pad_token_id
         self.score_chunk_tokens = score_chunk_tokens
         self.score_batch_tokens = score_batch_tokens
+        # changes of the sampled weights (the trainer bumps it; engines with a copy compare it)
+        self.version = WeightVersion()
+
+    def sync_weights(self) -> None:
+        """Make the next `generate` sample the model's current weights. Nothing to do for an
+        engine that reads the live parameters (hf, fast)."""
+
+    def close(self) -> None:
+        """Release what the engine holds outside the model (nothing for hf and fast)."""
 
     @property
     def device(self) -> torch.device:

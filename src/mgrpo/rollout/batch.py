@@ -21,6 +21,10 @@ class RolloutBatch:
     - entropies (R, T) fp32: -sum p log p of that distribution (docs/design.md §3); 0 on padding.
     - lengths (R,) long = response_mask.sum(1).
     - finish_reasons: "stop" (ended on a stop token) or "length" (hit max_new_tokens).
+    - sampler_logprobs (R, T) fp32 or None: log p(token) as the sampler itself computed it,
+      when that is not `logprobs` (vllm: vLLM's own log-probs of the distribution it sampled
+      from, while `logprobs` come from the torch model's scoring pass); 0 on padding. None:
+      `logprobs` are the sampler's own (fast) or the scoring pass's (hf).
     """
 
     prompt_index: torch.Tensor
@@ -30,6 +34,7 @@ class RolloutBatch:
     entropies: torch.Tensor
     lengths: torch.Tensor
     finish_reasons: list[str]
+    sampler_logprobs: torch.Tensor | None = None
 
     @property
     def num_rollouts(self) -> int:
@@ -48,6 +53,8 @@ class RolloutBatch:
             entropies=self.entropies[rows, :width],
             lengths=self.lengths[rows],
             finish_reasons=[self.finish_reasons[i] for i in rows.tolist()],
+            sampler_logprobs=(None if self.sampler_logprobs is None
+                              else self.sampler_logprobs[rows, :width]),
         )
 
     @staticmethod
@@ -79,12 +86,14 @@ class RolloutBatch:
             entropies=torch.cat([pad(b.entropies, 0.0) for b in batches]),
             lengths=torch.cat([b.lengths for b in batches]),
             finish_reasons=[r for b in batches for r in b.finish_reasons],
+            sampler_logprobs=(None if any(b.sampler_logprobs is None for b in batches)
+                              else torch.cat([pad(b.sampler_logprobs, 0.0) for b in batches])),
         )
 
     def to(self, device: torch.device | str) -> RolloutBatch:
         """A copy with every tensor moved to `device`."""
         moved = {
-            f.name: (v.to(device) if isinstance(v, torch.Tensor) else list(v))
+            f.name: (v.to(device) if isinstance(v, torch.Tensor) else v if v is None else list(v))
             for f in fields(self)
             for v in [getattr(self, f.name)]
         }

@@ -141,10 +141,13 @@ def train_step(models: StepModels, batch: StepBatch, cfg: Config, spec: Algorith
         with timer("sync"):  # refresh the bf16 / unsharded generator copy from the new weights
             if models.after_update is not None:
                 models.after_update()
+            models.policy_engine.sync_weights()  # vllm: push them (hf, fast read them live)
         with timer("ema"):  # theta_k <- m theta_k + (1 - m) theta_q after EVERY optimizer step
             if models.momentum is not None:
                 models.momentum.update_(models.policy,
                                         spec.momentum_at(step, cfg.trainer.max_steps))
+            if models.momentum_engine is not None:
+                models.momentum_engine.sync_weights()  # vllm: the momentum weights, likewise
     lr = models.optimizer.param_groups[0]["lr"]
     models.scheduler.step()
 
@@ -157,7 +160,8 @@ def train_step(models: StepModels, batch: StepBatch, cfg: Config, spec: Algorith
         MetricInputs.cat(gather_objects(models.dist, local, stage="step metrics")), M)
     metrics.update(loss_and_time_metrics(models.dist, stats, lr, timer.times,
                                          time.perf_counter() - step_start,
-                                         with_sync=models.after_update is not None))
+                                         with_sync=(models.after_update is not None
+                                                    or models.policy_engine.holds_weights_copy)))
     return metrics
 
 

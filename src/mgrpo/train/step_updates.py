@@ -30,6 +30,7 @@ from contextlib import contextmanager
 
 import torch
 
+from mgrpo.core.correction import rollout_correction_weights
 from mgrpo.core.losses import policy_loss
 from mgrpo.parallel.distributed import DistContext, all_reduce, all_reduce_grads_
 from mgrpo.parallel.fsdp import SCORE_METHOD
@@ -177,6 +178,9 @@ def accumulate_gradients(models: StepModels, batch: StepBatch, settings: UpdateS
     sums = {"loss/pg": 0.0, "loss/kl": 0.0, "loss/clip_fraction": 0.0}
     if settings.loss.entropy_coef > 0:  # the same keys on every rank (they are all-reduced)
         sums["loss/entropy"] = 0.0
+    correct = settings.loss.rollout_correction != "off"
+    if correct:
+        sums["rollout/is_weight_mean"] = sums["rollout/is_truncated_fraction"] = 0.0
     for rows in lockstep(ctx, parts, sharded):
         mb = _micro_batch(ls, rows)
         width = mb.response_ids.shape[1]
@@ -190,9 +194,21 @@ def accumulate_gradients(models: StepModels, batch: StepBatch, settings: UpdateS
         if rows is None:  # FSDP lockstep filler: zero-weight loss on one row
             (logp.sum() * 0.0).backward()
             continue
+        old = logp.detach() if update == 0 else logp_old[rows, :width]
+        weights = None
+        if correct:  # truncated IS against the sampler's own log-probs (core.correction)
+            sampler = mb.sampler_logprobs if mb.sampler_logprobs is not None else mb.logprobs
+            weights = rollout_correction_weights(old, sampler.float(), mb.response_mask,
+                                                 settings.loss.rollout_correction,
+                                                 settings.loss.rollout_correction_cap)
+            on = mb.response_mask
+            share = 1.0 / max(n_tokens, 1.0) / updates
+            sums["rollout/is_weight_mean"] += float(weights[on].sum()) * share
+            sums["rollout/is_truncated_fraction"] += float(
+                (weights[on] >= settings.loss.rollout_correction_cap).sum()) * share
         loss, stats = policy_loss(
             logp,
-            logp.detach() if update == 0 else logp_old[rows, :width],
+            old,
             None if logp_ref is None else logp_ref[rows, :width],
             ls.advantages[rows],
             mb.response_mask,
@@ -202,6 +218,7 @@ def accumulate_gradients(models: StepModels, batch: StepBatch, settings: UpdateS
             entropy=entropy.float() if bonus else None, entropy_coef=settings.loss.entropy_coef,
             num_tokens_global=n_tokens, num_seqs_global=n_seqs,
             norm_length=settings.max_new_tokens,
+            is_weights=weights,
         )
         if not torch.isfinite(loss) and ctx.world_size == 1:  # W > 1: the global
             models.optimizer.zero_grad(set_to_none=True)

@@ -31,6 +31,7 @@ from mgrpo.methods.base import LossSpec
 from mgrpo.models.protocol import Tokenizer
 from mgrpo.parallel.distributed import SINGLE, DistContext
 from mgrpo.rollout import RolloutBatch, RolloutEngine
+from mgrpo.train.layout.lora import ScopedEngine
 from mgrpo.train.layout.momentum import Momentum
 
 __all__ = ["LossSet", "LossStats", "Roles", "StepBatch", "StepModels", "UpdateSettings"]
@@ -62,7 +63,7 @@ class StepModels(Roles):
 
     policy: nn.Module  # the trained weights (fp32 master, LoRA adapters or FSDP shards)
     policy_engine: RolloutEngine  # samples the policy rollouts (from `policy_full or policy`)
-    momentum_engine: RolloutEngine | None  # samples the momentum rollouts; None = no momentum
+    momentum_engine: RolloutEngine | ScopedEngine | None  # the momentum rollouts; None = no N
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     checker: AnswerChecker  # answer equivalence (votes, rewards, accuracy)

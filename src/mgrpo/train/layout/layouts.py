@@ -68,7 +68,7 @@ class ModelLayout:
         """The momentum model, reference and generator copies for `policy`."""
         raise NotImplementedError
 
-    def momentum_engine(self, engine: RolloutEngine) -> RolloutEngine:
+    def momentum_engine(self, engine: RolloutEngine) -> RolloutEngine | ScopedEngine:
         """The engine the momentum rollouts sample through (default: `engine` itself)."""
         return engine
 
@@ -130,7 +130,7 @@ class LoraLayout(ModelLayout):
             self.roles.momentum = LoraMomentum(policy)
         return self.roles
 
-    def momentum_engine(self, engine: RolloutEngine) -> RolloutEngine:
+    def momentum_engine(self, engine: RolloutEngine) -> RolloutEngine | ScopedEngine:
         assert isinstance(self.roles.momentum, LoraMomentum)
         return ScopedEngine(engine, self.roles.momentum.swapped_in)  # same model, momentum adapters
 

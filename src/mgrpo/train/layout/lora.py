@@ -31,6 +31,7 @@ from torch import nn
 
 from mgrpo.config import LoraConfig
 from mgrpo.rollout import RolloutBatch, RolloutEngine, SamplingParams
+from mgrpo.rollout.weight_sync import merged_lora_weight
 from mgrpo.train.layout.momentum import Momentum, trainable_names
 
 ALL_LINEAR = "all-linear"
@@ -101,10 +102,12 @@ class LoraMomentum(Momentum):
                 torch._foreach_copy_([p.data for p in self._adapters], saved)
 
 
-class ScopedEngine(RolloutEngine):
-    """A rollout engine whose `generate` / `score` run inside a context (the adapter swap);
-    every other attribute is the wrapped engine's (it holds the model and the settings, so
-    `RolloutEngine.__init__` is not run here)."""
+class ScopedEngine:
+    """A rollout engine whose `generate`, `score` and `sync_weights` run inside a context
+    (the adapter swap: a vllm engine reads the weights it pushes inside it too); every other
+    attribute is the wrapped engine's. Not a `RolloutEngine` subclass on purpose: the base
+    class's own members (`sync_weights`, `holds_weights_copy`, ...) would hide the wrapped
+    engine's."""
 
     def __init__(self, engine: RolloutEngine, scope: Callable[[], AbstractContextManager]) -> None:
         self.engine = engine
@@ -120,6 +123,10 @@ class ScopedEngine(RolloutEngine):
               mask: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
         with self.scope():
             return self.engine.score(prompt_ids, response_ids, mask, temperature)
+
+    def sync_weights(self) -> None:
+        with self.scope():
+            self.engine.sync_weights()
 
     def __getattr__(self, name: str) -> object:
         if name == "engine":  # not set yet (copy, unpickling): no recursion
@@ -155,15 +162,7 @@ def merged_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     for name, module in model.named_modules():
         if isinstance(module, LoraLayer) and hasattr(module, "base_layer"):
             lora_prefixes.append(name + ".")
-            weight = module.base_layer.weight
-            full = weight.float().clone()
-            for adapter in module.active_adapters:
-                if adapter not in module.lora_A:
-                    continue
-                a = module.lora_A[adapter].weight.float()  # (r, in)
-                b = module.lora_B[adapter].weight.float()  # (out, r)
-                full += module.scaling[adapter] * (b @ a)
-            merged[f"{name}.weight"] = full.to(weight.dtype).cpu()
+            merged[f"{name}.weight"] = merged_lora_weight(module).cpu()
             if getattr(module.base_layer, "bias", None) is not None:
                 merged[f"{name}.bias"] = module.base_layer.bias.detach().cpu()
     for key, value in model.state_dict().items():

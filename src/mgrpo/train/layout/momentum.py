@@ -17,7 +17,9 @@ silently stops moving. Three layouts share one interface (`Momentum`):
 
 Every layout: `names` (policy parameter names, in policy order), `master` (the fp32 tensors
 updated in place: local shards under FSDP), `update_(policy, m)`, `state_dict()` /
-`load_state_dict(state)` (name -> fp32 tensor). The pure update is
+`load_state_dict(state)` (name -> fp32 tensor), and `version` (a
+`rollout.weight_sync.WeightVersion` bumped by every change of the sampled weights, so a vllm
+momentum engine refuses to sample until they are pushed). The pure update is
 `mgrpo.core.ema.ema_update_`.
 """
 
@@ -28,6 +30,7 @@ from torch import nn
 
 from mgrpo.core.ema import ema_update_
 from mgrpo.parallel.fsdp import local_tensor, refresh_full_copy_
+from mgrpo.rollout.weight_sync import WeightVersion
 from mgrpo.train.layout.precision import inference_twin
 
 
@@ -59,12 +62,20 @@ class Momentum:
     def _publish(self) -> None:
         """Make the module sampled from reflect `master` (nothing when it reads it directly)."""
 
+    @property
+    def version(self) -> WeightVersion:
+        """Changes of the momentum weights (bumped by `update_` and `load_state_dict`)."""
+        if "_version" not in self.__dict__:
+            self._version = WeightVersion()
+        return self._version
+
     @torch.no_grad()
     def update_(self, policy: nn.Module, momentum: float) -> None:
         """One EMA step towards the policy's current parameters (m = 1: nothing changes)."""
         ema_update_(self.master, self._sources(policy), momentum)
         if momentum != 1.0:
             self._publish()
+            self.version.bump()
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """fp32 master tensors by parameter name, on the CPU (for checkpoints)."""
@@ -81,6 +92,7 @@ class Momentum:
         for name, master in zip(self.names, self.master):
             master.copy_(state[name].to(master.dtype))
         self._publish()
+        self.version.bump()
 
 
 class MomentumModel(Momentum):

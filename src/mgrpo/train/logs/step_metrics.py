@@ -13,8 +13,10 @@ what it times:
     logprobs   the frozen teacher-forced passes before any update (logp_old, logp_ref)
     train      forward/backward and optimizer step of every update
     sync       after each optimizer step: refreshing the generator copy (mixed precision,
-               FSDP; reported only where there is one)
-    ema        the momentum model's EMA after each optimizer step
+               FSDP) and pushing the weights into an engine that holds a copy (vllm); reported
+               only where there is one
+    ema        the momentum model's EMA after each optimizer step (and the push of its weights
+               into a vllm engine)
     step       the whole step (metrics included)
 """
 
@@ -92,6 +94,10 @@ class MetricInputs:
     pool_correct: list[list[bool]] | None  # (B, G) each pool answer is right
     majority_correct: list[bool] | None  # (B,) the plain majority of the whole pool is right
     shaping: ShapingStats  # (B,) per-prompt values of the shaping options that are on
+    # rollout engine vs trainer (an engine that reports its own log-probs, vllm; else None):
+    logp_gap_sum: torch.Tensor | None = None  # (B*M,) sum_t |logp - logp_sampler| per train row
+    logp_gap_max: torch.Tensor | None = None  # (B*M,) max_t of the same
+    momentum_gap_max: torch.Tensor | None = None  # (B*N,) the momentum engine's max_t
 
     @staticmethod
     def cat(parts: Sequence[MetricInputs]) -> MetricInputs:
@@ -134,6 +140,16 @@ def metric_inputs(batch: StepBatch, rollouts: Rollouts, rewards: torch.Tensor,
             label_correct = [float(v.label is not None and equivalent(v.label, t))
                              for v, t in zip(votes, truth)]
     momentum_entropy = rollouts.momentum_entropy
+    logp_gap_sum = logp_gap_max = momentum_gap_max = None
+    momentum = rollouts.momentum
+    if momentum is not None and momentum.sampler_logprobs is not None:  # (B*N,) its own push
+        momentum_gap_max = ((momentum.logprobs - momentum.sampler_logprobs).abs()
+                            * momentum.response_mask).amax(1).float().cpu()
+    sampler = policy_rollouts.sampler_logprobs  # the engine's own log-probs (vllm), or None
+    if sampler is not None:  # |trainer's logp - sampler's logp| per token, train rows
+        gap = ((policy_rollouts.logprobs - sampler).abs()
+               * policy_rollouts.response_mask)[train_rows].float()  # (B*M, T)
+        logp_gap_sum, logp_gap_max = gap.sum(1).cpu(), gap.amax(1).cpu()
     return MetricInputs(
         rewards=rewards.float().cpu(),
         policy_entropy=policy_entropy[:, :M].float().cpu(),
@@ -151,6 +167,9 @@ def metric_inputs(batch: StepBatch, rollouts: Rollouts, rewards: torch.Tensor,
         pool_correct=pool_correct,
         majority_correct=majority_correct,
         shaping=shaping,
+        logp_gap_sum=logp_gap_sum,
+        logp_gap_max=logp_gap_max,
+        momentum_gap_max=momentum_gap_max,
     )
 
 
@@ -183,6 +202,12 @@ def step_metrics(inputs: MetricInputs, M: int) -> dict[str, float]:
         out["dynamic/filtered_fraction"] = _mean(inputs.shaping.dynamic_filtered)
     if inputs.shaping.overlong_penalty is not None:
         out["reward/overlong_penalty_mean"] = _mean(inputs.shaping.overlong_penalty)
+    if inputs.logp_gap_sum is not None and inputs.logp_gap_max is not None:
+        tokens = float(inputs.lengths.sum())  # rollout engine vs trainer, per response token
+        out["rollout/logp_mismatch_mean"] = float(inputs.logp_gap_sum.sum()) / max(tokens, 1.0)
+        out["rollout/logp_mismatch_max"] = float(inputs.logp_gap_max.max())
+    if inputs.momentum_gap_max is not None:  # the momentum engine's, likewise
+        out["rollout/momentum_logp_mismatch_max"] = float(inputs.momentum_gap_max.max())
     return out
 
 

@@ -50,6 +50,7 @@ from mgrpo.train.run.run_dir import (
     step_dir_name,
 )
 from mgrpo.train.run.setup import Run
+from mgrpo.train.types import StepModels
 
 # ----------------------------------------------------------------- what a checkpoint holds
 
@@ -130,7 +131,17 @@ def restore_run(run: Run, ckpt: Path) -> dict[str, Any]:
     models.scheduler.load_state_dict(sched)
     torch.set_rng_state(load_tensors(ckpt / RNG_FILE)["torch"])
     random.setstate(tuple(_tuplify(state["python_rng"])))
+    _push_restored_weights(models)
     return state
+
+
+def _push_restored_weights(models: StepModels) -> None:
+    """The restored weights changed the models: bump their versions and push them into the
+    engines that hold a copy (vllm; nothing for hf and fast, which read the live weights)."""
+    for engine in (models.policy_engine, models.momentum_engine):
+        if engine is not None:
+            engine.version.bump()
+            engine.sync_weights()
 
 
 def _restore_replicated(run: Run, ckpt: Path) -> None:

@@ -7,7 +7,8 @@ directory touched) -> process group -> run directory (rank 0; resume checks the 
 seeds -> precision -> load the policy -> tokenize the prompts -> pick the model layout
 (`mgrpo.train.layout.layouts`) -> the layout adapts the policy (LoRA: adapters in) ->
 gradient checkpointing -> the layout builds the momentum model, the reference and the
-generator copies -> optimizer and schedule -> engines.
+generator copies -> optimizer and schedule -> engines (a vllm engine takes a copy of the
+weights here, and again after every change).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -30,9 +32,11 @@ from mgrpo.models.protocol import Tokenizer
 from mgrpo.parallel import distributed as D
 from mgrpo.rollout import RolloutEngine, make_engine
 from mgrpo.rollout.base import stop_token_ids
+from mgrpo.rollout.vllm_engine import EngineUnavailable
 from mgrpo.seeds import VAL_SEED_OFFSET
 from mgrpo.train.algorithm import resolve_algorithm
 from mgrpo.train.layout.layouts import ModelLayout, pick_layout
+from mgrpo.train.layout.lora import ScopedEngine
 from mgrpo.train.layout.memory_budget import backward_bytes, preflight
 from mgrpo.train.layout.precision import Precision, resolve_precision
 from mgrpo.train.logs.alarm import CollapseAlarm
@@ -40,7 +44,7 @@ from mgrpo.train.run import faults
 from mgrpo.train.run.errors import TrainingError
 from mgrpo.train.run.prompt_set import PromptSet, build_prompt_set, load_records
 from mgrpo.train.run.run_dir import prepare_run_dir
-from mgrpo.train.types import StepModels
+from mgrpo.train.types import Roles, StepModels
 
 
 @dataclass
@@ -104,18 +108,11 @@ def build_run(cfg: Config, run_dir: Path, resume: bool = False) -> Run:
     roles = layout.build(policy)
     optimizer, scheduler = _optimizer(cfg, policy)
 
-    def engine(model: torch.nn.Module) -> RolloutEngine:
-        return make_engine(cfg.model.engine, model, pad_token_id=tokenizer.pad_token_id,
-                           kv_cache_gb=cfg.generation.kv_cache_gb,
-                           keep_workspace=None if cfg.generation.keep_workspace else False)
-
-    momentum_engine = None
-    if roles.momentum is not None:
-        momentum_engine = layout.momentum_engine(engine(roles.momentum.generator))
+    policy_engine, momentum_engine = _engines(cfg, layout, roles, policy, optimizer, tokenizer)
     models = StepModels.around(  # the layout's roles, plus the trained policy around them
         roles,
         policy=policy,
-        policy_engine=engine(roles.policy_full or policy),
+        policy_engine=policy_engine,
         momentum_engine=momentum_engine,
         optimizer=optimizer,
         scheduler=scheduler,
@@ -127,6 +124,32 @@ def build_run(cfg: Config, run_dir: Path, resume: bool = False) -> Run:
     faults.install(models)  # no-op unless MGRPO_FAULT is set (reliability tests)
     alarm = CollapseAlarm(cfg.diagnostics.alarm)
     return Run(cfg, spec, run_dir, models, train_set, val_records, alarm, precision, layout)
+
+
+def _engines(cfg: Config, layout: ModelLayout, roles: Roles, policy: torch.nn.Module,
+             optimizer: torch.optim.Optimizer, tokenizer: Tokenizer
+             ) -> tuple[RolloutEngine, RolloutEngine | ScopedEngine | None]:
+    """The policy's and the momentum model's rollout engines. Each follows the version of the
+    weights it samples: the policy's is bumped by every optimizer step (a step hook), the
+    momentum's by every EMA update. With `vllm` both share ONE vLLM engine, the momentum
+    weights swapped in for its rollouts (docs/engines.md: measured against a second engine)."""
+    vllm = cfg.model.vllm
+    options: dict[str, Any] = dict(
+        pad_token_id=tokenizer.pad_token_id, kv_cache_gb=cfg.generation.kv_cache_gb,
+        gpu_memory_utilization=vllm.gpu_memory_utilization, sleep_mode=vllm.sleep_mode,
+        enforce_eager=vllm.enforce_eager, seed=cfg.seed,
+        keep_workspace=None if cfg.generation.keep_workspace else False)
+    try:
+        policy_engine = make_engine(cfg.model.engine, roles.policy_full or policy, **options)
+        optimizer.register_step_post_hook(lambda *_: policy_engine.version.bump())
+        momentum_engine = None
+        if roles.momentum is not None:
+            momentum_engine = layout.momentum_engine(make_engine(
+                cfg.model.engine, roles.momentum.generator, version=roles.momentum.version,
+                share_with=policy_engine, **options))
+    except EngineUnavailable as exc:  # vllm missing, or a model it cannot run
+        raise TrainingError(str(exc)) from None
+    return policy_engine, momentum_engine
 
 
 def _check_static_memory(cfg: Config, spec: AlgorithmSpec, layout: ModelLayout,

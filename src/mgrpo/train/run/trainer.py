@@ -211,6 +211,9 @@ def _train(run: Run, cfg: Config, run_dir: Path, *, resume: bool, signals: _Stop
         run.models.checker.close()
     if ctx.is_main:
         print_summary(run, summary, last)
+    for engine in (run.models.policy_engine, run.models.momentum_engine):
+        if engine is not None:  # vllm: shut its engine down before the process group goes
+            engine.close()
     D.shutdown(ctx)
     return run_dir
 
