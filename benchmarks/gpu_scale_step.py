@@ -39,8 +39,8 @@ CONFIGS = {
 
 def run_config(name: str, overrides: list[str], args: argparse.Namespace, root: Path) -> dict:
     from mgrpo.config import resolve_config
+    from mgrpo.train.run.trainer import build_run
     from mgrpo.train.step import StepBatch, train_step
-    from mgrpo.train.trainer import build_run
 
     base = [
         f"model.name={'qwen3-random-smoke' if args.cpu_smoke else 'qwen3-0.6b-random'}",

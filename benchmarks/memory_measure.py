@@ -89,8 +89,8 @@ class Meter:
 def measure(args) -> dict:
     from mgrpo.parallel.distributed import init_distributed, shutdown
     from mgrpo.rollout import SamplingParams, make_engine
-    from mgrpo.train.layouts import shard_run_models
-    from mgrpo.train.momentum import ShardedMomentum
+    from mgrpo.train.layout.layouts import shard_run_models
+    from mgrpo.train.layout.momentum import ShardedMomentum
 
     device = torch.device(args.device)
     shape = SHAPES[args.model]

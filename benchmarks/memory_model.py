@@ -25,7 +25,7 @@ import torch
 from mgrpo.config import config_from_dict, load_recipe
 from mgrpo.rollout.memory import KVShape
 from mgrpo.rollout.scoring import MAX_CHUNK_LOGITS_BYTES
-from mgrpo.train.memory_budget import kv_workspace_bytes, lm_head_grad_bytes, static_bytes
+from mgrpo.train.layout.memory_budget import kv_workspace_bytes, lm_head_grad_bytes, static_bytes
 
 GIB = 1 << 30
 EVAL_PROMPTS = 64  # `mgrpo eval` prompts per engine call (evaluation.runner.DEFAULT_BATCH_SIZE)
@@ -128,7 +128,7 @@ def stage_peaks(m: ModelShape, r: RunShape) -> dict[str, dict[str, int]]:
 
     P params, W GPUs; fp32 master, bf16 compute and generators:
     - persistent: master 4P/W + AdamW 8P/W + momentum master 4P/W + reference 2P/W (bf16)
-      + two unsharded bf16 generators 4P (`mgrpo.train.memory_budget.static_bytes`, which
+      + two unsharded bf16 generators 4P (`mgrpo.train.layout.memory_budget.static_bytes`, which
       the trainer's pre-flight uses). Gradients (4P/W) live from backward to the step.
     - startup: generators + shards built so far + one full fp32 FSDP unit in flight (the
       largest of a decoder layer and the root), before any AdamW state exists.

@@ -16,7 +16,7 @@ resident set size"). Targets: `mgrpo --help` < 1 s; the first training step of
   floor       `python -c "import torch; from transformers import LlamaForCausalLM"`, run
               before each train run: what any HF-Llama trainer imports before its first step;
               `first_step_over_floor_s` is mgrpo's own share (per-run differences).
-  import_*    `python -X importtime -c "import mgrpo.train.trainer"`-style cumulative import times of
+  import_*    `python -X importtime -c "import mgrpo.train.run.trainer"`-style cumulative import times of
               the heaviest top-level packages (one run), to see what start-up is made of.
 
     python benchmarks/startup.py --runs 5
@@ -102,10 +102,10 @@ def median_summary(xs: list[float]) -> dict:
 
 def import_times(env: dict[str, str]) -> dict[str, float]:
     """Cumulative import time (s) of selected packages when importing the training stack."""
-    code = "import mgrpo.cli, mgrpo.cli.train, mgrpo.train.trainer"
+    code = "import mgrpo.cli, mgrpo.cli.train, mgrpo.train.run.trainer"
     proc = subprocess.run([sys.executable, "-X", "importtime", "-c", code], env=env,
                           capture_output=True, text=True, check=False)
-    wanted = ("torch", "transformers", "mgrpo.train.trainer", "mgrpo.train.step", "mgrpo.answers",
+    wanted = ("torch", "transformers", "mgrpo.train.run.trainer", "mgrpo.train.step", "mgrpo.answers",
               "tokenizers", "safetensors", "yaml", "tqdm", "numpy", "math_verify", "sympy",
               "torch.utils.tensorboard", "tensorboard", "datasets", "matplotlib")
     out: dict[str, float] = {}
@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
                       first_step_over_floor_s=over,
                       train_peak_rss_mb=round(statistics.median(train_rss), 1),
                       meets_first_step_target=fs["median"] < FIRST_STEP_TARGET_S)
-    print("cumulative import s (import mgrpo.train.trainer): "
+    print("cumulative import s (import mgrpo.train.run.trainer): "
           + ", ".join(f"{k} {v}" for k, v in sorted(imports.items(), key=lambda kv: -kv[1])))
     print(json.dumps(result))
     return 0

@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 
 from mgrpo.config import apply_overrides, config_from_dict, load_recipe
+from mgrpo.train.run.trainer import build_run
 from mgrpo.train.step import StepBatch, train_step
-from mgrpo.train.trainer import build_run
 
 STAGES = ("generate", "vote", "reward", "logprobs", "train", "ema", "step")
 

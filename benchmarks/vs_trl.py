@@ -133,7 +133,7 @@ class MgrpoRunner:
     def __init__(self, preset: str, model_dir: Path, data: Path, G: int, threads: int,
                  max_steps: int, root: Path, seed: int) -> None:
         from mgrpo.config import apply_overrides, config_from_dict, load_recipe
-        from mgrpo.train.trainer import build_run
+        from mgrpo.train.run.trainer import build_run
 
         overrides = [
             f"seed={seed}", f"algorithm.preset={preset}", f"algorithm.rollouts={G}",

@@ -1,12 +1,20 @@
-"""Shared pytest setup: CPU-only determinism, GPU tests skipped without CUDA."""
+"""Shared pytest setup: CPU-only determinism, GPU tests skipped without CUDA, and where the
+data sets that are not in the wheel come from."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# gsm8k_train and mbppplus are fetched on first use (mgrpo.data.fetched), never in a test:
+# tests read the copies in $MGRPO_DATA_DIR, by default the machine's shared data directory.
+SHARED_DATA = Path("/work/shared/data")
+if "MGRPO_DATA_DIR" not in os.environ and SHARED_DATA.is_dir():
+    os.environ["MGRPO_DATA_DIR"] = str(SHARED_DATA)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -78,7 +78,7 @@ def body(check: Check) -> None:
             missing[dist] = error
     required_missing = {d: e for d, e in missing.items() if d in REQUIRED.values()}
     optional_missing = {d: e for d, e in missing.items() if d not in REQUIRED.values()}
-    mgrpo_error = _import("mgrpo.train.trainer")
+    mgrpo_error = _import("mgrpo.train.run.trainer")
     check.record(versions=versions, import_seconds=seconds, missing=missing)
     check.expect("required_packages_import", not required_missing,
                  sorted(required_missing) or "all", "all of " + ", ".join(REQUIRED.values()))

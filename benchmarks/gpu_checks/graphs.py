@@ -1,7 +1,7 @@
 """Check 1: CUDA graphs replay what eager decoding computes, the copies rotate with fp32
 frequencies, and rollout log-probs match the training forward at every position.
 
-On the trainer's own objects (`mgrpo.train.setup.build_run` on the `qwen3-0.6b-random`
+On the trainer's own objects (`mgrpo.train.run.setup.build_run` on the `qwen3-0.6b-random`
 recipe: a Qwen3-0.6B-shaped random model; on CPU its smoke twin), with every RMSNorm weight
 random (all-ones norms hide a stale copy of the q/k norm weights):
 - graphed vs eager greedy decode, token-identical, for one call, for a call split by a
@@ -68,8 +68,8 @@ def body(check: Check) -> None:
 def _captures_per_step(check: Check, new: int) -> None:
     """Three training steps, a validation of twice the step's rows after the 2nd."""
     from mgrpo.rollout.cuda_graph import GraphCache, capture_eager
+    from mgrpo.train.run.validation import run_validation
     from mgrpo.train.step import StepBatch, train_step
-    from mgrpo.train.validation import run_validation
 
     cfg = qwen3_config(f"generation.max_new_tokens={new}", "validation.data=arithmetic",
                        f"validation.max_new_tokens={new}", "validation.samples=8",
@@ -100,7 +100,7 @@ def _captures_per_step(check: Check, new: int) -> None:
 
 
 def build_run_in(cfg, name: str):
-    from mgrpo.train.setup import build_run
+    from mgrpo.train.run.setup import build_run
 
     return build_run(cfg, scratch(name))
 
@@ -108,7 +108,7 @@ def build_run_in(cfg, name: str):
 def _body(check: Check) -> None:
     from mgrpo.rollout import SamplingParams, score_responses
     from mgrpo.rollout.memory import GIB, kv_shape
-    from mgrpo.train.setup import build_run
+    from mgrpo.train.run.setup import build_run
 
     new = 16 if SMOKE else 96
     cfg = qwen3_config("algorithm.kl_coef=0.01", f"generation.max_new_tokens={new}")

@@ -124,7 +124,7 @@ def weights_moved(run_dir: Path) -> float:
     from safetensors.torch import load_file
 
     from mgrpo.lab import lab_model_path
-    from mgrpo.train.checkpoint import latest_checkpoint
+    from mgrpo.train.run.checkpoint import latest_checkpoint
 
     ckpt = latest_checkpoint(run_dir / "checkpoints")
     start = load_file(str(lab_model_path() / "model.safetensors"))

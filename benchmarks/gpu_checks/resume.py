@@ -60,9 +60,9 @@ def _tensors(ckpt: Path) -> dict[str, torch.Tensor]:
 
 def _exact_restore(check: Check, run_dir: Path) -> None:
     from mgrpo.config import resolve_config
-    from mgrpo.train.checkpoint import latest_checkpoint
-    from mgrpo.train.resume import restore_run as restore
-    from mgrpo.train.setup import build_run
+    from mgrpo.train.run.checkpoint import latest_checkpoint
+    from mgrpo.train.run.resume import restore_run as restore
+    from mgrpo.train.run.setup import build_run
 
     ckpt = latest_checkpoint(run_dir / "checkpoints")
     cfg = resolve_config(str(run_dir / "config.yaml"))

@@ -47,7 +47,7 @@ def _script(tokenizer, vocab: int):
 
 def _arm(name: str, device: str, *overrides: str):
     from mgrpo.rollout import score_responses
-    from mgrpo.train.setup import build_run
+    from mgrpo.train.run.setup import build_run
 
     cfg = qwen3_config(f"model.device={device}", "algorithm.kl_coef=0.0", *overrides)
     run = build_run(cfg, scratch(f"update-{name}"))

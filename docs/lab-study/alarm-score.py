@@ -2,9 +2,9 @@
 
     python docs/lab-study/alarm-score.py [SWEEP_DIR] [--tune 1-5] [--held-out 6-10] > alarm.md
 
-Truth per run: the collapse criterion (:func:`mgrpo.report.seeds.collapse_step`, 10 points
+Truth per run: the collapse criterion (:func:`mgrpo.report.arms.collapse_step`, 10 points
 below the best and staying there, with the reward up), which looks at the whole curve; the
-alarm (:class:`mgrpo.train.alarm.CollapseAlarm`, replayed over ``metrics.jsonl`` with the
+alarm (:class:`mgrpo.train.logs.alarm.CollapseAlarm`, replayed over ``metrics.jsonl`` with the
 thresholds under test) sees only the past. Recall = collapsed runs on which the alarm fired /
 collapsed runs; false alarms = runs that did not collapse on which it fired (label-free arms
 and the ground-truth grpo control counted apart). Timing: the first alarm step minus the
@@ -26,11 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
-from mgrpo.config_sections import CollapseAlarmConfig
+from mgrpo.config import CollapseAlarmConfig
+from mgrpo.report.arms import collapse_step
 from mgrpo.report.runs import load_run
-from mgrpo.report.seeds import collapse_step
 from mgrpo.report.sweep import run_state
-from mgrpo.train.alarm import replay
+from mgrpo.train.logs.alarm import replay
 
 SEED = re.compile(r"^(?P<arm>.+)-s(?P<seed>\d+)$")
 CONTROL = "grpo"  # ground-truth reward: its runs are the healthy controls

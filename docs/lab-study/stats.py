@@ -18,9 +18,9 @@ import re
 import sys
 from pathlib import Path
 
+from mgrpo.report.arms import COLLAPSE_CONFIRM_POINTS
 from mgrpo.report.contrasts import RunOutcome, load_families, run_outcome, study_tables
 from mgrpo.report.runs import load_run
-from mgrpo.report.seeds import COLLAPSE_CONFIRM_POINTS
 from mgrpo.report.sweep import parse_seeds, run_state
 
 SEED = re.compile(r"^(?P<arm>.+)-s(?P<seed>\d+)$")

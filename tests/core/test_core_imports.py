@@ -11,8 +11,8 @@ import pytest
 CORE_DIR = Path(__file__).resolve().parents[2] / "src" / "mgrpo" / "core"
 ALLOWED_THIRD_PARTY = {"torch"}
 OWN_PREFIX = "mgrpo.core"
-# the package's value checks: standard library only, below every other module
-ALLOWED_OWN = {"mgrpo.checks"}
+# the value checks and the registry helper: standard library only, below every other module
+ALLOWED_OWN = {"mgrpo.checks", "mgrpo.registry"}
 
 
 def _core_modules() -> list[Path]:
@@ -67,9 +67,9 @@ def test_checker_catches_a_forbidden_import(tmp_path: Path) -> None:
     ]
 
 
-def test_value_checks_import_only_the_standard_library() -> None:
-    checks = CORE_DIR.parent / "checks.py"
-    tree = ast.parse(checks.read_text(encoding="utf-8"))
+@pytest.mark.parametrize("name", ["checks.py", "registry.py"])
+def test_helpers_below_core_import_only_the_standard_library(name: str) -> None:
+    tree = ast.parse((CORE_DIR.parent / name).read_text(encoding="utf-8"))
     tops = {
         (alias.name if isinstance(node, ast.Import) else node.module or "").split(".")[0]
         for node in ast.walk(tree)

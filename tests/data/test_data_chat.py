@@ -9,14 +9,20 @@ import pytest
 
 from mgrpo.config import ConfigError, resolve_config
 from mgrpo.data.datasets import DatasetError, PromptRecord, load_prompt_dataset
-from mgrpo.data.prompts import render_prompt, render_record
-from mgrpo.train.prompts import build_prompt_set, load_records
+from mgrpo.data.fetched import is_present
+from mgrpo.data.templates import render_prompt, render_record
+from mgrpo.train.run.prompt_set import build_prompt_set, load_records
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>"
     "{% if enable_thinking is defined and not enable_thinking %}<think></think>{% endif %}{% endif %}"
 )
+
+
+def needs(name: str) -> pytest.MarkDecorator:
+    """Skip unless the fetched set `name` is on this machine (tests never fetch it)."""
+    return pytest.mark.skipif(not is_present(name), reason=f"{name} is not in $MGRPO_DATA_DIR")
 
 
 @pytest.fixture()
@@ -103,6 +109,7 @@ def test_bad_message_prompts_name_the_line(tmp_path, prompt, words):
         assert word in message, message
 
 
+@needs("gsm8k_train")
 def test_data_split_and_validation_split_pick_the_dataset_split():
     cfg = resolve_config("tiny", ["data.train=gsm8k", "data.split=test", "data.limit=3"])
     test_rows = load_records(cfg.data, "gsm8k", split="train", seed=0)
@@ -153,7 +160,7 @@ def test_bad_list_values_give_one_clear_error(override, words):
 
 def test_lora_target_modules_list_reaches_peft():
     pytest.importorskip("peft", reason="peft not installed (pip install 'mgrpo[lora]')")
-    from mgrpo.train.lora import target_modules
+    from mgrpo.train.layout.lora import target_modules
 
     cfg = resolve_config("tiny", ["model.lora.r=4", "model.lora.target_modules=[q_proj,v_proj]"])
     assert target_modules(cfg.model.lora) == ["q_proj", "v_proj"]

@@ -32,7 +32,7 @@ def exported_checkpoint(lm_eval, tmp_path_factory: pytest.TempPathFactory) -> Pa
     """The lab model, trained one M-GRPO step by mgrpo; its step-1 HF directory."""
     from mgrpo.config import resolve_config
     from mgrpo.lab import build_lab_model
-    from mgrpo.train.trainer import train
+    from mgrpo.train.run.trainer import train
 
     root = tmp_path_factory.mktemp("crosscheck")
     model_dir = build_lab_model(progress=False)  # the shared lab cache

@@ -22,8 +22,8 @@ from reliability_runs import checkpoint_steps, metrics, run_train
 
 from mgrpo.models.tiny import build_tiny_model
 from mgrpo.models.tokenizer import build_char_tokenizer
-from mgrpo.train.checkpoint import (
-    MANIFEST,
+from mgrpo.train.run.checkpoint import (
+    MANIFEST_FILE,
     CheckpointError,
     _rotate,
     _sha256,
@@ -97,7 +97,7 @@ def test_corrupted_file_is_detected_and_the_previous_checkpoint_used(tmp_path, p
 def test_broken_manifest_is_detected(tmp_path, parts, how):
     root = tmp_path / "checkpoints"
     first, second = save(root, 1, parts), save(root, 2, parts)
-    manifest = second / MANIFEST
+    manifest = second / MANIFEST_FILE
     if how == "truncated":
         truncate(manifest)
     elif how == "deleted":
@@ -217,10 +217,10 @@ def plant_pickles(ckpt: Path, marker: Path) -> None:
     """Malicious pickles, listed in a rewritten manifest so the checkpoint still verifies."""
     for name in PICKLE_NAMES:
         (ckpt / name).write_bytes(pickle.dumps(_Payload(marker)))
-    manifest = json.loads((ckpt / MANIFEST).read_text())
+    manifest = json.loads((ckpt / MANIFEST_FILE).read_text())
     for name in PICKLE_NAMES:
         manifest["files"][name] = {"size": (ckpt / name).stat().st_size, "sha256": _sha256(ckpt / name)}
-    (ckpt / MANIFEST).write_text(json.dumps(manifest))
+    (ckpt / MANIFEST_FILE).write_text(json.dumps(manifest))
     assert verify_checkpoint(ckpt) is None
 
 

@@ -9,10 +9,10 @@ import json
 
 import pytest
 
-import mgrpo.train.checkpoint as checkpoint
-import mgrpo.train.resume as resume
+import mgrpo.train.run.checkpoint as checkpoint
+import mgrpo.train.run.resume as resume
 from mgrpo.config import config_from_dict, load_recipe
-from mgrpo.train.trainer import train
+from mgrpo.train.run.trainer import train
 
 
 class _CountingHashlib:
@@ -44,7 +44,7 @@ def test_bytes_hashed_per_save_are_at_most_the_checkpoint(tmp_path, monkeypatch,
 
     def recording(*args, **kwargs):
         path = save(*args, **kwargs)
-        manifest = json.loads((path / checkpoint.MANIFEST).read_text())
+        manifest = json.loads((path / checkpoint.MANIFEST_FILE).read_text())
         written.append(sum(f["size"] for f in manifest["files"].values()))
         return path
 

@@ -2,7 +2,7 @@
 
 Each test drives real `mgrpo train tiny` subprocesses (3 steps, a checkpoint every step) and
 kills them while they generate, take an optimizer step, write a checkpoint or metrics, or at a
-random time (`MGRPO_FAULT`, see `mgrpo.train.faults`, and timers). Then `--resume` runs to the end
+random time (`MGRPO_FAULT`, see `mgrpo.train.run.faults`, and timers). Then `--resume` runs to the end
 and the result must equal an uninterrupted run: same metrics (time/* excluded), bit-identical
 policy, momentum and optimizer tensors. The default tests kill a few points; the long sweep
 over many seeds is `@pytest.mark.slow` and prints how many kills landed and survived.
@@ -24,7 +24,7 @@ from reliability_runs import (
     run_train,
 )
 
-from mgrpo.train.checkpoint import latest_checkpoint, verify_checkpoint
+from mgrpo.train.run.checkpoint import latest_checkpoint, verify_checkpoint
 
 # Hits per 3-step run: checkpoint_write 6 per checkpoint; optimizer_step 1 per step;
 # generate ~17 embedding passes per generate call (validation at steps 0 and 3 included).

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from report_synth import synthetic_records
 
-from mgrpo.train.alarm import ALARM_KEY, REASON_KEY, CollapseAlarm, CollapseAlarmConfig, replay
+from mgrpo.train.logs.alarm import ALARM_KEY, REASON_KEY, CollapseAlarm, CollapseAlarmConfig, replay
 
 
 def stream(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from mgrpo.config import ConfigError, resolve_config
-from mgrpo.train.alarm import CollapseAlarm, CollapseAlarmConfig, replay
+from mgrpo.train.logs.alarm import CollapseAlarm, CollapseAlarmConfig, replay
 
 # srt, optim.lr=2e-4, seed 0: reward/mean at steps 1..40
 SRT_REWARDS = [

@@ -118,8 +118,12 @@ def test_compare_runs_sweep_and_writes_report(tmp_path):
     assert "| method | G | runs | val acc best (%) | val acc final (%) | math500 (%) |" in scaling
     assert "| srt | 8 | 2 |" in scaling and "| m-grpo | 16 | 2 |" in scaling
     assert "38.0 ± 0.0" in scaling  # math500 for G=8 (0.3 + 8/100) over 2 seeds
+    summary = (out / "summary.md").read_text()
+    assert "reward, last 10 steps" in summary and "reward at end" not in summary
+    assert "`collapsed` is the verdict" in summary and "never decides the verdict" in summary
     page = (out / "report" / "report.html").read_text()
     assert "Scaling (rows: arm x G)" in page and page.count("data:image/png;base64,") >= 9
+    assert "never decides the verdict" in page and "reward at the last step" in page
     assert "m-grpo G=16 seed=1" in page
     # second invocation: everything complete -> nothing re-run
     specs = plan_runs("srt,m-grpo", "8,16", "0,1")

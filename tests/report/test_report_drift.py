@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from mgrpo.lab import lab_model_path
 from mgrpo.lab.worlds import WORLDS
-from mgrpo.report.drift import POLICY_FILE, initial_weights
+from mgrpo.report.drift import initial_weights
+from mgrpo.train.run.run_dir import HF_WEIGHTS_FILE as POLICY_FILE
 
 
 def test_initial_weights_of_each_lab_world_and_of_a_directory(tmp_path, monkeypatch):

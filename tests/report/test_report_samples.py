@@ -6,7 +6,7 @@ from report_synth import write_run
 
 from mgrpo.report.build import build_report
 from mgrpo.report.samples import write_sample_browser
-from mgrpo.train.samples import SamplesWriter, sample_records
+from mgrpo.train.logs.samples import SamplesWriter, sample_records
 
 
 def _log(run_dir, steps):

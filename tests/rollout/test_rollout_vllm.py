@@ -202,7 +202,7 @@ def test_two_engines_share_one_vllm_engine_each_sampling_its_own_weights():
 def test_lora_adapters_are_merged_and_pushed():
     peft = pytest.importorskip("peft", reason="pip install 'mgrpo[lora]'")
     from mgrpo.config import LoraConfig
-    from mgrpo.train.lora import apply_lora
+    from mgrpo.train.layout.lora import apply_lora
 
     model, tok = tiny_vllm_model(seed=0)
     apply_lora(model, LoraConfig(r=4, alpha=8.0))

@@ -21,8 +21,8 @@ import torch.multiprocessing as mp
 
 from mgrpo.config import config_from_dict, load_recipe
 from mgrpo.parallel.distributed import local_slice
+from mgrpo.train.run.trainer import build_run
 from mgrpo.train.step import StepBatch, train_step
-from mgrpo.train.trainer import build_run
 
 STEPS = 2
 METRIC_ATOL = 1e-5  # |metric(2 ranks) - metric(1 rank)|

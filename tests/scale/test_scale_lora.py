@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from mgrpo.config import config_from_dict, load_recipe
+from mgrpo.train.run.trainer import build_run
 from mgrpo.train.step import StepBatch, train_step
-from mgrpo.train.trainer import build_run
 
 pytest.importorskip("peft")
 
@@ -51,7 +51,7 @@ def test_ema_touches_only_adapter_tensors_and_base_is_shared(tmp_path):
 
 
 def test_kl_reference_is_the_base_with_adapters_disabled_no_second_model(tmp_path):
-    from mgrpo.train.lora import count_parameters
+    from mgrpo.train.layout.lora import count_parameters
 
     cfg = _cfg()
     assert cfg.algorithm.kl_coef > 0
@@ -114,7 +114,7 @@ def test_momentum_engine_samples_with_momentum_adapters_then_restores(tmp_path):
 def test_export_merges_or_saves_adapters(tmp_path, mode):
     from transformers import AutoModelForCausalLM
 
-    from mgrpo.train.lora import LoraExport
+    from mgrpo.train.layout.lora import LoraExport
 
     cfg = _cfg(export=mode)
     run = build_run(cfg, tmp_path / "run")
@@ -140,7 +140,7 @@ def test_export_merges_or_saves_adapters(tmp_path, mode):
 
 def test_lora_resume_restores_adapters(tmp_path):
     """A checkpoint holds the adapters (lora.safetensors); resuming reloads them exactly."""
-    from mgrpo.train.resume import restore_run, save_run
+    from mgrpo.train.run.resume import restore_run, save_run
 
     cfg = _cfg()
     run = build_run(cfg, tmp_path / "run")

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 import torch.multiprocessing as mp
 
-import mgrpo.train.checkpoint as checkpoint
+import mgrpo.train.run.checkpoint as checkpoint
 from mgrpo.models.tiny import build_tiny_model
 from mgrpo.models.tokenizer import build_char_tokenizer
 
@@ -36,7 +36,7 @@ def _write_checkpoints(root, steps=(1, 2)) -> None:
 
 
 def _sizes(path) -> dict[str, int]:
-    files = json.loads((path / checkpoint.MANIFEST).read_text())["files"]
+    files = json.loads((path / checkpoint.MANIFEST_FILE).read_text())["files"]
     return {name: meta["size"] for name, meta in files.items()}
 
 
@@ -45,8 +45,8 @@ def _worker(rank: int, world: int, port: int, root: str, out: str) -> None:
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     from mgrpo.parallel import distributed as D
-    from mgrpo.train import checkpoint as ckpt
-    from mgrpo.train.resume import newest_checkpoint
+    from mgrpo.train.run import checkpoint as ckpt
+    from mgrpo.train.run.resume import newest_checkpoint
 
     hashed: list[str] = []
     sha256 = ckpt._sha256

@@ -9,8 +9,8 @@ import torch.distributed as dist
 
 from mgrpo.config import config_from_dict, load_recipe
 from mgrpo.parallel.distributed import shutdown
-from mgrpo.train.resume import restore_run, save_run
-from mgrpo.train.trainer import TrainingError, build_run
+from mgrpo.train.run.resume import restore_run, save_run
+from mgrpo.train.run.trainer import TrainingError, build_run
 
 
 def _cfg(fsdp: bool):

@@ -10,9 +10,9 @@ import torch.distributed as dist
 from mgrpo.models.tiny import build_tiny_model
 from mgrpo.models.tokenizer import build_char_tokenizer
 from mgrpo.parallel.distributed import init_distributed, shutdown
-from mgrpo.train.layouts import shard_run_models
-from mgrpo.train.momentum import ShardedMomentum
-from mgrpo.train.precision import inference_twin
+from mgrpo.train.layout.layouts import shard_run_models
+from mgrpo.train.layout.momentum import ShardedMomentum
+from mgrpo.train.layout.precision import inference_twin
 
 TOK = build_char_tokenizer()
 

@@ -11,8 +11,9 @@ from mgrpo.config import ConfigError, resolve_config
 from mgrpo.parallel.distributed import SINGLE, all_reduce, gather_objects, init_distributed
 from mgrpo.parallel.launch import strip_nproc, torchrun_command
 from mgrpo.seeds import step_seed
-from mgrpo.train.step_metrics import merge_inputs as _merge_inputs
-from mgrpo.train.step_metrics import step_metrics as _step_metrics
+from mgrpo.train.logs.step_metrics import MetricInputs
+from mgrpo.train.logs.step_metrics import step_metrics as _step_metrics
+from mgrpo.train.step_shaping import ShapingStats
 
 
 def test_launcher_reruns_the_same_command_under_torchrun():
@@ -52,15 +53,18 @@ def test_seeds_depend_on_the_global_prompt_not_on_the_rank():
     assert len(seeds) == 16  # distinct per (stream, prompt)
 
 
-def _inputs(rewards, keep, votes):
+def _inputs(rewards, keep, votes, lengths=None, policy_correct=True):
     rewards = torch.tensor(rewards)
     B, M = rewards.shape
-    return {
-        "rewards": rewards, "policy_entropy": rewards + 1, "momentum_entropy": None,
-        "keep": torch.tensor(keep), "votes": votes, "lengths": torch.arange(B * M).float(),
-        "truncated": [0.0] * (B * M), "parsed": [1.0] * (B * M),
-        "policy_correct": [1.0] * (B * M), "label_correct": [1.0] * B,
-    }
+    return MetricInputs(
+        rewards=rewards, policy_entropy=rewards + 1, momentum_entropy=None,
+        keep=torch.tensor(keep), votes=votes, ties=[False] * len(votes),
+        lengths=torch.arange(B * M).float() if lengths is None else lengths,
+        truncated=[0.0] * (B * M), parsed=[1.0] * (B * M), n_policy=[M] * B,
+        policy_correct=[1.0] * (B * M) if policy_correct else None,
+        label_correct=[1.0] * B, pool_correct=None, majority_correct=None,
+        shaping=ShapingStats(),
+    )
 
 
 def test_metrics_of_merged_rank_inputs_equal_the_whole_batch():
@@ -68,14 +72,21 @@ def test_metrics_of_merged_rank_inputs_equal_the_whole_batch():
     b = _inputs([[1.0, 1.0], [0.0, 0.0]], [[True] * 3, [False] * 3], [(True, 0.0), (False, 1.0)])
     whole = _inputs([[1.0, 0.0], [1.0, 1.0], [0.0, 0.0]],
                     [[True, False, True], [True] * 3, [False] * 3],
-                    [(False, 0.5), (True, 0.0), (False, 1.0)])
-    whole["lengths"] = torch.cat([a["lengths"], b["lengths"]])
-    merged = _step_metrics(_merge_inputs([a, b]), 2)
+                    [(False, 0.5), (True, 0.0), (False, 1.0)],
+                    lengths=torch.cat([a.lengths, b.lengths]))
+    merged = _step_metrics(MetricInputs.cat([a, b]), 2)
     assert merged == _step_metrics(whole, 2)
     assert merged["label/none_fraction"] == pytest.approx(1 / 3)
     assert merged["filter/dropped_fraction"] == pytest.approx(4 / 9)
-    b["policy_correct"] = None  # one rank without ground truth -> no accuracy at all
-    assert "policy/accuracy" not in _step_metrics(_merge_inputs([a, b]), 2)
+    b = _inputs([[1.0, 1.0], [0.0, 0.0]], [[True] * 3, [False] * 3], [(True, 0.0), (False, 1.0)],
+                policy_correct=False)  # one rank without ground truth -> no accuracy at all
+    assert "policy/accuracy" not in _step_metrics(MetricInputs.cat([a, b]), 2)
+
+
+def test_shaping_stats_concatenate_over_ranks():
+    a, b = ShapingStats([0.1], [1.0]), ShapingStats([0.2, 0.3], [0.0, 1.0])
+    assert ShapingStats.cat([a, b]) == ShapingStats([0.1, 0.2, 0.3], [1.0, 0.0, 1.0])
+    assert ShapingStats.cat([a, ShapingStats()]) == ShapingStats()
 
 
 def test_config_keys_for_lora_and_distributed():

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from conftest import ScriptedEngine
 from mgrpo.config import config_from_dict, load_recipe
+from mgrpo.train.run.trainer import build_run
 from mgrpo.train.step import StepBatch, train_step
-from mgrpo.train.trainer import build_run
 
 
 class NoLettersChecker:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -105,10 +106,44 @@ def test_bad_config_is_a_clear_error(args, message):
 def test_bad_input_on_the_command_line_is_one_clear_line(tmp_path):
     proc = mgrpo("train", "tiny", "-o", str(tmp_path / "run"), "algorithm.nope=1", *FAST)
     assert proc.returncode == 2 and "unknown key 'algorithm.nope'" in proc.stderr
-    proc = mgrpo("train", "tiny", "-o", str(tmp_path / "run"),
-                 "data.train=/nonexistent/prompts.jsonl", *FAST)
-    assert proc.returncode != 0 and "/nonexistent/prompts.jsonl" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_missing_data_file_is_a_config_error_before_anything_loads(tmp_path):
+    """Checked before the model loads and before the run directory is touched: exit 2 as
+    for any config error, the key named, no config.yaml left behind."""
+    for key in ("data.train", "validation.data"):
+        run = tmp_path / key
+        proc = mgrpo("train", "tiny", "-o", str(run), f"{key}=/nonexistent/prompts.jsonl", *FAST)
+        assert proc.returncode == 2, proc.stderr
+        assert f"config error: {key}='/nonexistent/prompts.jsonl'" in proc.stderr
+        assert "file not found" in proc.stderr and "Traceback" not in proc.stderr
+        assert "Loading weights" not in proc.stderr  # the model never loaded
+        assert not run.exists()
+
+
+def test_progress_is_plain_lines_in_a_log(tmp_path):
+    """Not a terminal (a log file, a pipe): one plain line every tenth of the run, no bar,
+    and no library progress bars."""
+    proc = mgrpo("train", "tiny", "-o", str(tmp_path / "run"), "trainer.max_steps=3",
+                 "trainer.progress=true", "trainer.threads=1", "validation.data=null",
+                 "trainer.report_to=[]")
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("mgrpo m-grpo:")]
+    assert [line.split(",")[0] for line in lines] == [
+        "mgrpo m-grpo: step 1/3 (33%)", "mgrpo m-grpo: step 2/3 (66%)", "mgrpo m-grpo: step 3/3 (100%)"]
+    assert "\r" not in proc.stderr and "it/s" not in proc.stderr and "%|" not in proc.stderr
+
+
+def test_help_names_every_preset():
+    from mgrpo.methods import PRESETS
+
+    def flat(text: str) -> str:  # argparse wraps lines, also after a hyphen
+        return re.sub(r"-\s+", "-", " ".join(text.split()))
+
+    top, train = flat(mgrpo("--help").stdout), flat(mgrpo("train", "--help").stdout)
+    for name in PRESETS:
+        assert name in top and name in train, name
 
 
 def test_unknown_recipe_lists_shipped_ones(tmp_path):

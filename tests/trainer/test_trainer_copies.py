@@ -13,9 +13,9 @@ from transformers import AutoModelForCausalLM
 from mgrpo.config import config_from_dict, load_recipe
 from mgrpo.models.tiny import build_tiny_model
 from mgrpo.models.tokenizer import build_char_tokenizer
-from mgrpo.train.momentum import MomentumModel
-from mgrpo.train.precision import inference_twin
-from mgrpo.train.trainer import build_run
+from mgrpo.train.layout.momentum import MomentumModel
+from mgrpo.train.layout.precision import inference_twin
+from mgrpo.train.run.trainer import build_run
 
 TOK = build_char_tokenizer()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from mgrpo.config import resolve_config
-from mgrpo.train.prompts import load_records
+from mgrpo.train.run.prompt_set import load_records
 
 
 def test_math_train_comes_from_the_users_file(tmp_path, monkeypatch):

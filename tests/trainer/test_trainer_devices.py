@@ -20,8 +20,8 @@ from torch.utils.weak import WeakTensorKeyDictionary
 from conftest import ScriptedEngine
 from mgrpo.config import config_from_dict, load_recipe
 from mgrpo.rollout import RolloutBatch
+from mgrpo.train.run.trainer import build_run
 from mgrpo.train.step import StepBatch, train_step
-from mgrpo.train.trainer import build_run
 
 FAKE = torch.device("meta")
 _INDEXING = {torch.Tensor.__getitem__, torch.Tensor.__setitem__, torch.Tensor.index_put_,

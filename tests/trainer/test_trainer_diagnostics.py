@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from mgrpo.train.diagnostics import pool_diagnostics
+from mgrpo.train.logs.diagnostics import pool_diagnostics
 
 
 def test_counts():

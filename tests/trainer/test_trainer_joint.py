@@ -8,8 +8,8 @@ from mgrpo.config import config_from_dict, load_recipe
 from mgrpo.rollout import SamplingParams
 from mgrpo.rollout.fast_engine import FastEngine
 from mgrpo.rollout.groups import generate_groups
+from mgrpo.train.run.trainer import build_run
 from mgrpo.train.step import StepBatch, train_step
-from mgrpo.train.trainer import build_run
 
 
 def _run(tmp_path, **algorithm):

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from mgrpo.config import config_from_dict, load_recipe
-from mgrpo.train.layouts import FullLayout, LoraLayout, MixedLayout
-from mgrpo.train.resume import restore_run, save_run
-from mgrpo.train.trainer import TrainingError, build_run
+from mgrpo.train.layout.layouts import FullLayout, LoraLayout, MixedLayout
+from mgrpo.train.run.resume import restore_run, save_run
+from mgrpo.train.run.trainer import TrainingError, build_run
 
 LORA = {"lora": {"r": 4, "alpha": 8.0}}
 MIXED = {"dtype": "bfloat16"}  # bf16 compute over the default fp32 master, on the CPU

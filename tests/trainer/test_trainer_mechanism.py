@@ -26,10 +26,8 @@ def test_policy_votes_false_leaves_the_vote_to_the_momentum_rollouts(tmp_path):
 def test_policy_votes_false_needs_a_momentum_vote():
     with pytest.raises(ConfigError, match="algorithm.policy_votes"):
         _cfg(policy_votes=False, momentum_rollouts=0)
-    from mgrpo.train.presets import resolve_algorithm
-
-    with pytest.raises(ValueError, match="preset srt has no momentum vote"):
-        resolve_algorithm(_cfg(preset="srt", policy_votes=False).algorithm)
+    with pytest.raises(ConfigError, match="algorithm.policy_votes: preset srt does not read it"):
+        _cfg(preset="srt", policy_votes=False)
 
 
 @pytest.mark.parametrize("scope, label_right, loss_rows", [

@@ -10,14 +10,14 @@ import torch
 
 from mgrpo.models.tiny import build_tiny_model
 from mgrpo.models.tokenizer import build_char_tokenizer
-from mgrpo.train.momentum import Momentum, MomentumModel, ShardedMomentum
+from mgrpo.train.layout.momentum import Momentum, MomentumModel, ShardedMomentum
 
 TOK = build_char_tokenizer()
 SRC = Path(__file__).resolve().parents[2] / "src" / "mgrpo"
 
 
 def test_every_layout_is_a_momentum() -> None:
-    from mgrpo.train.lora import LoraMomentum
+    from mgrpo.train.layout.lora import LoraMomentum
 
     assert issubclass(MomentumModel, Momentum) and issubclass(ShardedMomentum, Momentum)
     assert issubclass(LoraMomentum, Momentum)

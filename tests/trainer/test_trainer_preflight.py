@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-import mgrpo.train.memory_budget as budget
+import mgrpo.train.layout.memory_budget as budget
 from mgrpo.config import config_from_dict, load_recipe
-from mgrpo.train.memory_budget import GIB, preflight, static_bytes
-from mgrpo.train.trainer import TrainingError, build_run
+from mgrpo.train.layout.memory_budget import GIB, preflight, static_bytes
+from mgrpo.train.run.trainer import TrainingError, build_run
 
 QWEN3_4B = 4_022_468_096  # parameters (benchmarks/memory_model.py)
 
@@ -26,7 +26,7 @@ def _cfg(**model):
 def test_a_run_that_cannot_fit_is_refused_before_anything_is_built(tmp_path, monkeypatch):
     monkeypatch.setattr(budget, "device_capacity", lambda device: 100_000)  # bytes
     built = []
-    monkeypatch.setattr("mgrpo.train.layouts.MixedLayout.build",
+    monkeypatch.setattr("mgrpo.train.layout.layouts.MixedLayout.build",
                         lambda self, policy: built.append(policy))
     with pytest.raises(TrainingError) as info:
         build_run(_cfg(dtype="bfloat16"), tmp_path / "run")  # mixed: fp32 master, bf16 copies

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from mgrpo.config import resolve_config
 from mgrpo.models.random_qwen3 import QWEN3_SHAPES
-from mgrpo.train.trainer import train
+from mgrpo.train.run.trainer import train
 
 SMOKE = ["model.name=qwen3-random-smoke", "trainer.max_steps=1", "trainer.prompts_per_step=2",
          "generation.max_new_tokens=8", "trainer.threads=1"]

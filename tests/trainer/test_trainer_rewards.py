@@ -8,7 +8,7 @@ import torch
 
 from mgrpo.models.tiny import build_tiny_model
 from mgrpo.models.tokenizer import build_char_tokenizer
-from mgrpo.train.rewards import self_certainty
+from mgrpo.rollout.scoring import self_certainty
 
 
 def test_self_certainty_matches_naive_reference():

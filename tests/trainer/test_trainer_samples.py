@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from mgrpo.train.samples import SAMPLES_FILE, SamplesWriter, read_samples, sample_records
+from mgrpo.train.logs.samples import SamplesWriter, read_samples, sample_records
+from mgrpo.train.run.run_dir import SAMPLES_FILE
 
 
 def _records(step: int, B: int = 2):

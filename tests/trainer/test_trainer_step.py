@@ -6,9 +6,9 @@ import torch
 
 from conftest import ScriptedEngine
 from mgrpo.config import config_from_dict, load_recipe
-from mgrpo.train.presets import resolve_algorithm
+from mgrpo.train.algorithm import resolve_algorithm
+from mgrpo.train.run.trainer import build_run
 from mgrpo.train.step import StepBatch, train_step
-from mgrpo.train.trainer import build_run
 
 
 def _cfg(**algorithm):
@@ -162,15 +162,12 @@ def test_gradient_accumulation_gives_the_same_update(tmp_path):
             run.models.tokenizer, [["\\boxed{2}"] * 2] * 2, [[1.2, 1.3]] * 2
         )
         records, ids = run.train_set.batch(1, 2)
-        opt = run.models.optimizer
-        real_step = opt.step
         seen = []
 
-        def recording_step(*args, _seen=seen, _run=run, _real=real_step, **kwargs):
+        def record_grads(opt, args, kwargs, _seen=seen, _run=run):  # a hook: step stays wrapped
             _seen.append([p.grad.detach().clone() for p in _run.models.policy.parameters()])
-            return _real(*args, **kwargs)
 
-        opt.step = recording_step
+        run.models.optimizer.register_step_pre_hook(record_grads)
         train_step(run.models, StepBatch(ids, [r.answer for r in records]), cfg, run.spec, 1)
         grads.append(seen[0])
         weights.append(_snapshot(run.models.policy))

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from mgrpo.config import config_to_dict, resolve_config
-from mgrpo.train.trackers import STATE_FILE, mlflow_key, mlflow_params, numeric_metrics
-from mgrpo.train.trainer import train
+from mgrpo.train.logs.trackers import mlflow_key, mlflow_params, numeric_metrics
+from mgrpo.train.run.run_dir import TRACKERS_FILE
+from mgrpo.train.run.trainer import train
 
 
 def _rows(run_dir: Path) -> list[dict]:
@@ -57,9 +58,9 @@ def test_wandb_offline_run_holds_every_metric_config_and_resumes_the_same_run(tm
     keys = ["trainer.report_to=[wandb]", "trainer.run_name=wb-test", "trainer.project=mgrpo-tests"]
     cfg = _cfg(*keys)
     train(_cfg(*keys, "trainer.stop_after=2"), run_dir)
-    first_id = json.loads((run_dir / STATE_FILE).read_text())["wandb"]["id"]
+    first_id = json.loads((run_dir / TRACKERS_FILE).read_text())["wandb"]["id"]
     train(cfg, run_dir, resume=True)
-    assert json.loads((run_dir / STATE_FILE).read_text())["wandb"]["id"] == first_id
+    assert json.loads((run_dir / TRACKERS_FILE).read_text())["wandb"]["id"] == first_id
 
     files = sorted((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(files) == 2 and all(f.name == f"run-{first_id}.wandb" for f in files)  # one run id
@@ -96,9 +97,9 @@ def test_mlflow_local_store_holds_every_metric_params_and_resumes_the_same_run(t
             "trainer.project=mgrpo-tests"]
     cfg = _cfg(*keys)
     train(_cfg(*keys, "trainer.stop_after=2"), run_dir)
-    state = json.loads((run_dir / STATE_FILE).read_text())["mlflow"]
+    state = json.loads((run_dir / TRACKERS_FILE).read_text())["mlflow"]
     train(cfg, run_dir, resume=True)
-    assert json.loads((run_dir / STATE_FILE).read_text())["mlflow"] == state
+    assert json.loads((run_dir / TRACKERS_FILE).read_text())["mlflow"] == state
 
     client = MlflowClient(tracking_uri=local_mlflow)
     experiment = client.get_experiment_by_name("mgrpo-tests")
@@ -141,7 +142,7 @@ def test_missing_tracker_package_names_the_install_command(tmp_path, monkeypatch
     assert [r["step"] for r in _rows(run_dir)] == [1, 2, 3]
     lines = [x for x in capsys.readouterr().err.splitlines() if "wandb" in x]
     assert len(lines) == 1 and "pip install 'mgrpo[trackers]'" in lines[0], lines
-    assert not (run_dir / STATE_FILE).exists()
+    assert not (run_dir / TRACKERS_FILE).exists()
 
 
 def test_numeric_metrics_and_names():
@@ -165,7 +166,7 @@ def test_mlflow_gets_the_step0_validation_row_too(tmp_path, local_mlflow):
     rows = _rows(run_dir)
     assert rows[0]["step"] == 0  # tiny validates: the step-0 row exists
     client = MlflowClient(tracking_uri=local_mlflow)
-    run_id = json.loads((run_dir / STATE_FILE).read_text())["mlflow"]["run_id"]
+    run_id = json.loads((run_dir / TRACKERS_FILE).read_text())["mlflow"]["run_id"]
     for key in {k for row in rows for k in numeric_metrics(row)}:
         logged = {m.step: m.value for m in client.get_metric_history(run_id, mlflow_key(key))}
         expected = {r["step"]: numeric_metrics(r)[key] for r in rows if key in numeric_metrics(r)}

@@ -8,13 +8,13 @@ import pytest
 import torch
 
 from mgrpo.core.advantages import group_advantages
+from mgrpo.train.rewards import mix_rewards
 from mgrpo.train.user_rewards import (
     RewardFunctionError,
     RewardRecord,
     call_reward,
     checked_rewards,
     load_reward_function,
-    mix_rewards,
 )
 
 
@@ -94,7 +94,7 @@ def test_mix_sum_and_per_reward():
     # per-reward: a reward's scale does not change its share
     torch.testing.assert_close(mix_rewards([a, 100 * b], [1.0, 1.0], "per-reward", mask),
                                mix_rewards([a, b], [1.0, 1.0], "per-reward", mask), atol=1e-4, rtol=0)
-    with pytest.raises(ValueError, match="reward_norm"):
+    with pytest.raises(ValueError, match="unknown reward norm 'max'; valid names: per-reward, sum"):
         mix_rewards([a], [1.0], "max", mask)
     with pytest.raises(ValueError, match="one weight"):
         mix_rewards([a, b], [1.0], "sum", mask)

@@ -15,9 +15,10 @@ from conftest import ScriptedEngine
 from mgrpo.config import config_from_dict, load_recipe
 from mgrpo.core.ema import cosine_momentum
 from mgrpo.core.intrinsic import cluster_share
-from mgrpo.train.rewards import REWARDS, register_reward
+from mgrpo.methods import REWARDS
+from mgrpo.train.rewards import register_reward
+from mgrpo.train.run.trainer import build_run
 from mgrpo.train.step import StepBatch, train_step
-from mgrpo.train.trainer import build_run
 
 SEVEN, FIVE = "\\boxed{7}", "\\boxed{5}"
 
@@ -112,12 +113,14 @@ def test_user_reward_errors_name_function_and_step(tmp_path, fn, message):
 
 def test_missing_user_reward_file_is_a_config_error(tmp_path):
     done = _cli(tmp_path, "algorithm.reward=nowhere.py:fn")
-    assert done.returncode != 0 and "nowhere.py" in done.stderr and "not found" in done.stderr
-    assert "Traceback" not in done.stderr
+    assert done.returncode == 2 and "nowhere.py" in done.stderr and "not found" in done.stderr
+    assert "config error: algorithm.reward:" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "run").exists()  # found before the run directory is touched
 
 
 def test_unknown_reward_name_lists_the_registry():
-    with pytest.raises(ValueError, match="algorithm.reward: unknown reward 'votes'; valid: vote"):
+    with pytest.raises(ValueError, match="algorithm.reward: unknown reward 'votes'; valid names: "
+                                         ".*, vote"):
         _cfg(reward="votes")
 
 
@@ -132,7 +135,7 @@ def test_python_api_and_weighted_mix(tmp_path):
         with pytest.raises(ValueError, match="built in"):
             register_reward("vote", lambda r: None)
     finally:
-        REWARDS.pop("test_ones")
+        REWARDS.unregister("test_ones")
 
 
 # ---------------------------------------------------------------- presets vs their formulas
@@ -264,7 +267,7 @@ def test_diagnostics_and_samples_of_a_step(tmp_path):
 
 
 def test_samples_log_through_training_and_resume(tmp_path):
-    from mgrpo.train.trainer import train
+    from mgrpo.train.run.trainer import train
 
     cfg = _cfg(trainer={"max_steps": 4, "save_every": 2, "log_samples_every": 2,
                         "prompts_per_step": 2, "report_to": []})
@@ -297,5 +300,7 @@ def test_kl_to_teacher_scores_the_reference_with_the_momentum_model(tmp_path):
         updates.score = real
     assert any(m is run.models.momentum.generator for m in scored)
     assert all(m is not run.models.reference for m in scored)
-    with pytest.raises(ValueError, match="kl_to_teacher: preset srt samples no momentum"):
-        build_run(_cfg(preset="srt", kl_to_teacher=True), tmp_path / "srt")
+    with pytest.raises(ValueError, match="kl_to_teacher: preset srt does not read it"):
+        _cfg(preset="srt", kl_to_teacher=True)
+    with pytest.raises(ValueError, match="kl_to_teacher: preset m-grpo samples no momentum"):
+        _cfg(momentum_rollouts=0, kl_to_teacher=True)

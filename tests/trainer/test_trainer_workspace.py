@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from mgrpo.config import config_from_dict, load_recipe
 from mgrpo.rollout.cuda_graph import GraphCache, capture_eager
+from mgrpo.train.run.trainer import build_run
+from mgrpo.train.run.validation import run_validation
 from mgrpo.train.step import StepBatch, train_step
-from mgrpo.train.trainer import build_run
-from mgrpo.train.validation import run_validation
 
 
 def _run(tmp_path, **generation):

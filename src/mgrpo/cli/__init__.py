@@ -13,10 +13,12 @@ import sys
 from collections.abc import Sequence
 
 from mgrpo import __version__
+from mgrpo.methods import PRESETS  # names only: the method modules import no torch
+from mgrpo.progress import quiet_library_bars
 
 # name -> (module implementing configure_parser/run, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("mgrpo.cli.train", "train a model with M-GRPO or a baseline (SRT, TTRL, Intuitor, GRPO)"),
+    "train": ("mgrpo.cli.train", f"train with a preset ({', '.join(PRESETS.names())})"),
     "report": ("mgrpo.cli.report", "plots and an HTML report of one or more run directories"),
     "compare": ("mgrpo.cli.compare", "run a recipe under several arms / G / seeds; aggregate over seeds"),
     "eval": ("mgrpo.cli.eval", "benchmark accuracy (avg@k, pass@k, maj@k) of a model or checkpoint"),
@@ -47,6 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.parse_args(argv)  # handles --help/--version/unknown command, exits
         return 2
     name, rest = argv[0], argv[1:]
+    quiet_library_bars()  # before a subcommand imports transformers
     module = importlib.import_module(COMMANDS[name][0])
     parser = argparse.ArgumentParser(prog=f"mgrpo {name}", description=COMMANDS[name][1])
     module.configure_parser(parser)

@@ -7,6 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from mgrpo.report.arms import COLLAPSE_CONFIRM_POINTS, DEFAULT_COLLAPSE_DROP
 from mgrpo.report.compare import (
     PLOTS_SUBDIR,
     REPORT_SUBDIR,
@@ -17,7 +18,6 @@ from mgrpo.report.compare import (
 )
 from mgrpo.report.contrasts import Family, load_families
 from mgrpo.report.runs import METRICS_FILE
-from mgrpo.report.seeds import COLLAPSE_CONFIRM_POINTS, DEFAULT_COLLAPSE_DROP
 from mgrpo.report.sweep import (
     CompareOutcome,
     Runner,

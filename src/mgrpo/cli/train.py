@@ -8,6 +8,7 @@ from pathlib import Path
 
 from mgrpo.config import ConfigError, dump_config, resolve_config, shipped_recipes
 from mgrpo.kernel_path import is_lab_model_name, pin_lab_kernels
+from mgrpo.methods import PRESETS
 from mgrpo.parallel.launch import launch
 
 INTERMIXED_ARGS = True  # `mgrpo train tiny -o out key=value` (see cli.main)
@@ -15,8 +16,10 @@ INTERMIXED_ARGS = True  # `mgrpo train tiny -o out key=value` (see cli.main)
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.description = (
-        "Train with M-GRPO or a baseline. RECIPE is a YAML file or a shipped recipe name "
-        "(default: demo). Overrides use dotted keys, e.g. algorithm.rollouts=16 optim.lr=2e-6."
+        f"Train with M-GRPO or a baseline: algorithm.preset is one of {', '.join(PRESETS.names())} "
+        "(docs/methods.md). RECIPE is a YAML file or a shipped recipe name (default: demo). "
+        "Overrides use dotted keys, e.g. algorithm.rollouts=16 optim.lr=2e-6; every key: "
+        "docs/config.md."
     )
     parser.add_argument("recipe", nargs="?", default=None, help="YAML path or shipped recipe name")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
@@ -59,11 +62,14 @@ def run(args: argparse.Namespace) -> int:
 
     # lazy, start-up: the target imports torch
     from mgrpo.parallel.distributed import RankLostError
-    from mgrpo.train.checkpoint import CheckpointError
-    from mgrpo.train.trainer import TrainingError, TrainingInterrupted, train
+    from mgrpo.train.run.checkpoint import CheckpointError
+    from mgrpo.train.run.trainer import TrainingError, TrainingInterrupted, train
 
     try:
         train(cfg, output, resume=args.resume)
+    except ConfigError as exc:  # found before any model loads or the run directory is touched
+        print(f"mgrpo train: config error: {exc}", file=sys.stderr)
+        return 2
     except (TrainingError, ValueError, FileNotFoundError, RankLostError) as exc:
         print(f"mgrpo train: error: {exc}", file=sys.stderr)
         return 1
@@ -91,10 +97,11 @@ def _os_error(exc: OSError) -> str:
 
 def _last_checkpoint(output: Path) -> str:
     # lazy, start-up: the target imports torch
-    from mgrpo.train.checkpoint import latest_checkpoint
+    from mgrpo.train.run.checkpoint import latest_checkpoint
+    from mgrpo.train.run.run_dir import CHECKPOINTS_DIR
 
     try:
-        ckpt = latest_checkpoint(output / "checkpoints")
+        ckpt = latest_checkpoint(output / CHECKPOINTS_DIR)
     except OSError:
         return "the checkpoint directory is unreadable"
     if ckpt is None:

@@ -23,6 +23,7 @@ import torch
 
 from mgrpo.core._checks import as_bool_mask, check_number, check_same_shape, check_tensor
 from mgrpo.core.constants import ADV_EPS, MIN_GROUP_SIZE, STD_DDOF, compute_dtype
+from mgrpo.registry import Registry
 
 __all__ = [
     "ADVANTAGE_ESTIMATORS",
@@ -34,6 +35,9 @@ __all__ = [
 
 #: ``estimator(rewards (B, M), mask (B, M)) -> advantages (B, M)``.
 AdvantageEstimator = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+#: Registry of advantage estimators, ``name -> estimator(rewards, mask)``.
+ADVANTAGE_ESTIMATORS: Registry[AdvantageEstimator] = Registry("advantage estimator")
 
 
 def _prepare(
@@ -67,6 +71,7 @@ def _finish(adv: torch.Tensor, mask: torch.Tensor, degenerate: torch.Tensor) -> 
     return torch.where(valid, adv, torch.zeros((), dtype=adv.dtype, device=adv.device))
 
 
+@ADVANTAGE_ESTIMATORS.register("grpo")
 def group_advantages(
     rewards: torch.Tensor, mask: torch.Tensor, eps: float = ADV_EPS
 ) -> torch.Tensor:
@@ -98,6 +103,7 @@ def group_advantages(
     return _finish(adv, mask, degenerate)
 
 
+@ADVANTAGE_ESTIMATORS.register("rloo")
 def rloo_advantages(rewards: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """RLOO advantages: ``A_i = r_i - (sum_L r - r_i) / (|L| - 1)`` for i in L.
 
@@ -112,6 +118,7 @@ def rloo_advantages(rewards: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return _finish(adv, mask, degenerate)
 
 
+@ADVANTAGE_ESTIMATORS.register("dr_grpo")
 def dr_grpo_advantages(rewards: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Dr. GRPO advantages: ``A = r - mean_L r`` (no std normalisation).
 
@@ -122,18 +129,6 @@ def dr_grpo_advantages(rewards: torch.Tensor, mask: torch.Tensor) -> torch.Tenso
     return _finish(r - mean[:, None], mask, degenerate)
 
 
-#: Registry of advantage estimators, ``name -> estimator(rewards, mask)``.
-ADVANTAGE_ESTIMATORS: dict[str, AdvantageEstimator] = {
-    "grpo": group_advantages,
-    "rloo": rloo_advantages,
-    "dr_grpo": dr_grpo_advantages,
-}
-
-
 def get_advantage_estimator(name: str) -> AdvantageEstimator:
     """Look up an estimator by name; unknown names raise a ValueError listing the valid ones."""
-    try:
-        return ADVANTAGE_ESTIMATORS[name]
-    except (KeyError, TypeError):
-        valid = ", ".join(sorted(ADVANTAGE_ESTIMATORS))
-        raise ValueError(f"unknown advantage estimator {name!r}; valid names: {valid}") from None
+    return ADVANTAGE_ESTIMATORS.get(name)

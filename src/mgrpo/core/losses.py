@@ -49,6 +49,7 @@ import torch
 
 from mgrpo.core._checks import as_bool_mask, check_int, check_number, check_same_shape, check_tensor
 from mgrpo.core.constants import DEFAULT_CLIP, DEFAULT_KL_COEF, DEFAULT_LOSS_AGG, compute_dtype
+from mgrpo.registry import Registry
 
 __all__ = [
     "KL_ESTIMATORS",
@@ -63,6 +64,13 @@ __all__ = [
 #: ``agg(values (R, T), mask (R, T) bool, *, num_tokens_global, num_seqs_global, norm_length)``
 #: ``-> scalar``. Each aggregation reads only the normaliser it needs and ignores the others.
 LossAggregation = Callable[..., torch.Tensor]
+#: ``estimate(d (R, T)) -> (R, T)``: a per-token KL estimate of ``d = ref - logp``.
+KLEstimate = Callable[[torch.Tensor], torch.Tensor]
+
+#: Registry of loss aggregations, ``name -> aggregation``.
+LOSS_AGGREGATIONS: Registry[LossAggregation] = Registry("loss aggregation")
+#: Registry of per-token KL estimates of ``d = ref - logp``, ``name -> estimate``.
+KL_ESTIMATORS: Registry[KLEstimate] = Registry("KL estimator")
 
 
 def _positive_or_one(value: float | None, local: torch.Tensor) -> torch.Tensor | float:
@@ -72,6 +80,7 @@ def _positive_or_one(value: float | None, local: torch.Tensor) -> torch.Tensor |
     return value if value > 0 else 1.0
 
 
+@LOSS_AGGREGATIONS.register("token-mean")
 def token_mean(
     values: torch.Tensor,
     mask: torch.Tensor,
@@ -86,6 +95,7 @@ def token_mean(
     return total / _positive_or_one(num_tokens_global, mask.sum().to(values.dtype))
 
 
+@LOSS_AGGREGATIONS.register("seq-mean-token-mean")
 def seq_mean_token_mean(
     values: torch.Tensor,
     mask: torch.Tensor,
@@ -106,6 +116,7 @@ def seq_mean_token_mean(
     return seq_mean.sum() / _positive_or_one(num_seqs_global, n_seqs)
 
 
+@LOSS_AGGREGATIONS.register("seq-mean-token-sum-norm")
 def seq_mean_token_sum_norm(
     values: torch.Tensor,
     mask: torch.Tensor,
@@ -125,38 +136,21 @@ def seq_mean_token_sum_norm(
     return (seq_sum / length).sum() / _positive_or_one(num_seqs_global, n_seqs)
 
 
-#: Registry of loss aggregations, ``name -> aggregation``.
-LOSS_AGGREGATIONS: dict[str, LossAggregation] = {
-    "token-mean": token_mean,
-    "seq-mean-token-mean": seq_mean_token_mean,
-    "seq-mean-token-sum-norm": seq_mean_token_sum_norm,
-}
-
-
 def get_loss_aggregation(name: str) -> LossAggregation:
     """Look up an aggregation by name; unknown names raise a ValueError listing the valid ones."""
-    try:
-        return LOSS_AGGREGATIONS[name]
-    except (KeyError, TypeError):
-        valid = ", ".join(sorted(LOSS_AGGREGATIONS))
-        raise ValueError(f"unknown loss aggregation {name!r}; valid names: {valid}") from None
+    return LOSS_AGGREGATIONS.get(name)
 
 
+@KL_ESTIMATORS.register("k3")
 def k3_kl(delta: torch.Tensor) -> torch.Tensor:
     """``exp(d) - d - 1`` (>= 0) of ``d = ref - logp``, elementwise, unclamped."""
     return delta.exp() - delta - 1.0
 
 
+@KL_ESTIMATORS.register("low_var_kl")
 def low_var_kl(delta: torch.Tensor) -> torch.Tensor:
     """verl's ``low_var_kl``: ``clamp(k3(clamp(d, -20, 20)), -10, 10)``, elementwise."""
     return k3_kl(delta.clamp(-20.0, 20.0)).clamp(-10.0, 10.0)
-
-
-#: Registry of per-token KL estimates of ``d = ref - logp``, ``name -> estimate``.
-KL_ESTIMATORS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "k3": k3_kl,
-    "low_var_kl": low_var_kl,
-}
 
 
 def _check_count(value: float | None, name: str) -> float | None:
@@ -223,9 +217,7 @@ def policy_loss(
             ``kl_estimator``.
     """
     aggregate = get_loss_aggregation(agg)
-    if kl_estimator not in KL_ESTIMATORS:
-        raise ValueError(f"unknown KL estimator {kl_estimator!r}; valid names: "
-                         f"{', '.join(sorted(KL_ESTIMATORS))}")
+    estimate_kl = KL_ESTIMATORS.get(kl_estimator)
     check_tensor(logp, "logp", ndim=2)
     check_tensor(logp_old, "logp_old", ndim=2)
     check_same_shape(logp, "logp", logp_old, "logp_old")
@@ -279,7 +271,7 @@ def policy_loss(
     use_kl = logp_ref is not None and kl_coef != 0.0
     if use_kl:
         delta = torch.where(mask, logp_ref.detach().to(dtype) - lp, zero)  # (R, T)
-        kl_tok = KL_ESTIMATORS[kl_estimator](delta)  # (R, T), >= 0
+        kl_tok = estimate_kl(delta)  # (R, T), >= 0
         tok = pg_tok + kl_coef * kl_tok
     else:
         kl_tok = None

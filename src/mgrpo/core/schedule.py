@@ -7,7 +7,7 @@ for scheduler step s (0-based), w warm-up steps, T total steps and floor ratio r
 multiplier rises to 1 at s = w - 1, then falls from 1 at s = w to r at s = T and stays there.
 Edge case: w >= T leaves no decay within the run (f = 1 at s = T). `constant=True` keeps 1 after the
 warm-up. Shared by the training schedule
-(`mgrpo.train.setup`) and the lab model's SFT (`mgrpo.lab.build`).
+(`mgrpo.train.run.setup`) and the lab model's SFT (`mgrpo.lab.build`).
 """
 
 from __future__ import annotations

@@ -30,12 +30,20 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import torch
+
 from mgrpo.core._checks import check_number
+from mgrpo.registry import Registry
 
-__all__ = ["VOTE_TIES", "Vote", "cluster_walk", "majority_vote", "vote_groups"]
+__all__ = ["VOTE_TIES", "Vote", "agreement", "cluster_walk", "majority_vote", "vote_groups"]
 
-#: Tie rules of :func:`majority_vote` (module docstring); the first is the default.
-VOTE_TIES: tuple[str, ...] = ("policy-first", "momentum-first", "random")
+#: ``rule(tied, first_momentum, seed) -> winner``: the winning cluster among ``tied`` (cluster
+#: indices in opening order, >= 2 of them); ``first_momentum[c]`` is the pool index of cluster
+#: c's first momentum answer (None: it has none); ``seed`` is the vote's tie seed.
+TieRule = Callable[[list[int], list["int | None"], "int | None"], int]
+
+#: Tie rules of :func:`majority_vote` (module docstring); ``policy-first`` is the default.
+VOTE_TIES: Registry[TieRule] = Registry("vote tie rule")
 
 #: ``equivalent(answer, representative) -> bool``.
 EquivalenceFn = Callable[[str, str], bool]
@@ -169,21 +177,36 @@ def cluster_walk(
 
 
 def _check_ties(ties: str, seed: int | None) -> None:
-    if ties not in VOTE_TIES:
-        raise ValueError(f"unknown vote tie rule {ties!r}; valid rules: {', '.join(VOTE_TIES)}")
+    VOTE_TIES.get(ties)  # an unknown rule lists the valid ones
     if ties == "random" and seed is None:
         raise ValueError("vote tie rule 'random' needs a seed")
 
 
 def _break_tie(tied: list[int], first_momentum: list[int | None], ties: str, seed: int | None) -> int:
     """The winner among ``tied`` (cluster indices in opening order) by rule ``ties``."""
-    if len(tied) == 1 or ties == "policy-first":
+    if len(tied) == 1:
         return tied[0]
-    if ties == "momentum-first":
-        with_momentum = [c for c in tied if first_momentum[c] is not None]
-        if with_momentum:
-            return min(with_momentum, key=lambda c: first_momentum[c])
-        return tied[0]
+    return VOTE_TIES.get(ties)(tied, first_momentum, seed)
+
+
+@VOTE_TIES.register("policy-first")
+def policy_first(tied: list[int], first_momentum: list[int | None], seed: int | None) -> int:
+    """The cluster opened first in pool order (policy 0..M-1, then momentum 0..N-1)."""
+    return tied[0]
+
+
+@VOTE_TIES.register("momentum-first")
+def momentum_first(tied: list[int], first_momentum: list[int | None], seed: int | None) -> int:
+    """The cluster met first in the order momentum 0..N-1, then policy 0..M-1."""
+    with_momentum = [c for c in tied if first_momentum[c] is not None]
+    if with_momentum:
+        return min(with_momentum, key=lambda c: first_momentum[c])
+    return tied[0]
+
+
+@VOTE_TIES.register("random")
+def random_tie(tied: list[int], first_momentum: list[int | None], seed: int | None) -> int:
+    """A uniform choice, ``random.Random(seed)``: the same seed gives the same winner."""
     return random.Random(seed).choice(tied)
 
 
@@ -225,3 +248,21 @@ def vote_groups(
                       seed=None if seeds is None else seeds[i])
         for i, pool in enumerate(pools)
     ]
+
+
+def agreement(
+    answers: Sequence[Sequence[str | None]],
+    targets: Sequence[str | None],
+    equivalent: EquivalenceFn,
+    device: torch.device | None = None,
+) -> torch.Tensor:
+    """``(B, M)`` fp32: 1.0 where ``answers[b][i]`` is equivalent to ``targets[b]`` (a vote's
+    pseudo-label or the ground truth), else 0.0; a None target or answer gives 0. On
+    ``device`` (the rollouts' device in the step)."""
+    if len(answers) != len(targets):
+        raise ValueError(f"one target per group: {len(answers)} groups, {len(targets)} targets")
+    rows = [
+        [float(t is not None and a is not None and equivalent(a, t)) for a in row]
+        for row, t in zip(answers, targets)
+    ]
+    return torch.tensor(rows, dtype=torch.float32, device=device)  # (B, M)

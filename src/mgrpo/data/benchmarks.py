@@ -40,7 +40,7 @@ from mgrpo.data.datasets import (
     read_rows,
     vendored_path,
 )
-from mgrpo.data.prompts import CHOICE_SUFFIX, MATH_SUFFIX
+from mgrpo.data.templates import CHOICE_SUFFIX, MATH_SUFFIX
 
 DATA_DIR_ENV = "MGRPO_DATA_DIR"
 DEFAULT_DATA_DIR = Path("~/.cache/mgrpo/data")
@@ -85,6 +85,10 @@ class Benchmark:
 _CHOICE_COLUMNS = (
     "GPQA's own columns (Question, Correct Answer, Incorrect Answer 1..3), or question, "
     "options (list, or a JSON list string in CSV), answer (letter, 0-based index or option text)"
+)
+_MMLU_PRO_COLUMNS = (
+    "MMLU-Pro's own columns: question, options (a list of up to 10, or a JSON list string in "
+    "CSV), answer (letter A-J, a 0-based index or the option's text), question_id"
 )
 
 BENCHMARKS: dict[str, Benchmark] = {
@@ -145,7 +149,7 @@ BENCHMARKS: dict[str, Benchmark] = {
             suffix=CHOICE_SUFFIX,
             hub_id="TIGER-Lab/MMLU-Pro",
             id_field="question_id",
-            columns=_CHOICE_COLUMNS,
+            columns=_MMLU_PRO_COLUMNS,
         ),
         Benchmark(
             "livecodebench",

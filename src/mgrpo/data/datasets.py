@@ -8,9 +8,10 @@ Sources, tried in this order:
 1. an existing file path: `.jsonl` (one JSON object per line), `.json` (a list of
    objects, or an object holding exactly one such list), `.parquet` (needs `pyarrow`),
    `.csv` (header row);
-2. a vendored set shipped in the package (`VENDORED`: math500, aime24, aime25, amc23,
-   gsm8k_train, gsm8k_test, mbppplus; `gsm8k` means gsm8k_<split>), with its own column names
-   used whenever the caller leaves `prompt_field` at its default;
+2. a named set (`VENDORED`: math500, aime24, aime25, amc23, gsm8k_test shipped in the
+   package; gsm8k_train and mbppplus fetched on first use, `mgrpo.data.fetched`; `gsm8k`
+   means gsm8k_<split>), with its own column names used whenever the caller leaves
+   `prompt_field` at its default;
 3. a Hugging Face hub id (`owner/name` or `owner/name:config`) through the optional
    `datasets` package, imported lazily.
 
@@ -37,6 +38,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from mgrpo.data.fetched import FETCHED, fetched_path
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +72,8 @@ class PromptRecord:
 
 @dataclass(frozen=True)
 class VendoredSet:
-    """A JSONL file shipped in `mgrpo/data/vendored/` and its column names."""
+    """A named JSONL set and its column names: shipped in `mgrpo/data/vendored/`, or fetched
+    on first use (`mgrpo.data.fetched.FETCHED`)."""
 
     filename: str
     prompt_field: str
@@ -255,9 +259,16 @@ def vendored_names() -> list[str]:
 
 
 def vendored_path(name: str) -> Path:
-    """Path of a vendored JSONL file by set name (e.g. "math500")."""
+    """Path of a named set's JSONL file (e.g. "math500"): the copy in the package, or the
+    fetched one (`mgrpo.data.fetched`; DatasetError naming the file to place when it is
+    missing and cannot be fetched)."""
     if name not in VENDORED:
         raise ValueError(f"unknown vendored set {name!r}; valid: {', '.join(sorted(VENDORED))}")
+    if name in FETCHED:
+        try:
+            return fetched_path(name)
+        except FileNotFoundError as exc:
+            raise DatasetError(str(exc)) from exc
     return VENDORED_DIR / VENDORED[name].filename
 
 

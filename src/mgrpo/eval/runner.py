@@ -33,7 +33,7 @@ from mgrpo.answers.equivalence import Equivalence
 from mgrpo.checks import check_int
 from mgrpo.data.benchmarks import get_benchmark, load_benchmark
 from mgrpo.data.datasets import PromptRecord
-from mgrpo.data.prompts import (
+from mgrpo.data.templates import (
     CHOICE_SUFFIX,
     MATH_SUFFIX,
     encode_prompts,
@@ -43,6 +43,7 @@ from mgrpo.data.prompts import (
 from mgrpo.eval import sandbox
 from mgrpo.eval.metrics import summarize
 from mgrpo.eval.sandbox import extract_code
+from mgrpo.progress import progress as progress_display
 
 EVAL_KINDS = ("math", "gsm8k", "number", "choice", "code")
 DEFAULT_SUFFIX = {
@@ -215,7 +216,7 @@ def evaluate_records(
     reference, correct, ...). `max_prompt_tokens`: a longer prompt keeps its LAST
     max_prompt_tokens tokens (the instruction and generation prompt survive) and is counted
     in `prompts_truncated`; None = no limit (the engine rejects prompts beyond the context).
-    `system_prompt`, `chat_template_kwargs`: as in `mgrpo.data.prompts.render_record`.
+    `system_prompt`, `chat_template_kwargs`: as in `mgrpo.data.templates.render_record`.
     `shard=(rank, world)` runs only batches b with b % world == rank (each with its own seed
     `params.seed + b`, so a problem's samples do not depend on the split) and `gather` (every
     rank's picklable partial results -> the list of all ranks') joins them before the
@@ -260,10 +261,7 @@ def evaluate_records(
         checker = own_checker = AnswerChecker()
     bar = None
     if progress:
-        # lazy, start-up: tqdm only for the progress bar
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(records), desc=desc, unit="problem", dynamic_ncols=True)
+        bar = progress_display(len(records), desc=desc, unit="problem")
     pending: list[Future[_Graded]] = []
     order: list[int] = []  # batch number of each pending grade
     try:

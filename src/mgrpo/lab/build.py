@@ -66,6 +66,7 @@ from mgrpo.lab.measure import measure_accuracy
 from mgrpo.lab.noise import slipped_solution
 from mgrpo.models.tiny import build_tiny_model
 from mgrpo.models.tokenizer import build_char_tokenizer
+from mgrpo.progress import progress as progress_display
 
 IGNORE_INDEX = -100  # label value cross-entropy skips (prompt and padding positions)
 SFT_DATA_SEED_OFFSET = 1  # SFT problems use seed + offset (+ component index)
@@ -182,9 +183,6 @@ def train_lab_model(config: LabConfig, *, progress: bool = True) -> tuple[Any, A
 
     Runs inside `torch.random.fork_rng`, so the caller's global RNG is untouched.
     """
-    # lazy, start-up: tqdm only for the progress bar
-    from tqdm.auto import tqdm
-
 
     tokenizer = build_char_tokenizer(config.alphabet)
     model = build_tiny_model(
@@ -205,9 +203,8 @@ def train_lab_model(config: LabConfig, *, progress: bool = True) -> tuple[Any, A
     start = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        bar = tqdm(range(config.sft_steps), desc="lab SFT", unit="step", disable=not progress,
-                   file=sys.stderr, dynamic_ncols=True)
-        for step in bar:
+        bar = progress_display(config.sft_steps, desc="lab SFT", unit="step", enabled=progress)
+        for step in range(config.sft_steps):
             batch = _collate(data[step * config.batch_size : (step + 1) * config.batch_size],
                              tokenizer.pad_token_id)
             for group in optimizer.param_groups:
@@ -219,7 +216,8 @@ def train_lab_model(config: LabConfig, *, progress: bool = True) -> tuple[Any, A
             optimizer.zero_grad(set_to_none=True)
             losses.append(loss.item())
             if step % 10 == 0 or step == config.sft_steps - 1:
-                bar.set_postfix(loss=f"{losses[-1]:.3f}")
+                bar.set_postfix({"loss": f"{losses[-1]:.3f}"})
+            bar.update(1)
         bar.close()
     model.eval()
     tail = losses[-min(len(losses), 20) :]

@@ -23,7 +23,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-CACHE_ENV = "MGRPO_CACHE_DIR"  # overrides the mgrpo cache root (default ~/.cache/mgrpo)
+from mgrpo.files import mgrpo_cache_root
+
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = 1
 REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json")
@@ -34,16 +35,6 @@ TRASH_PREFIX = ".trash-"
 
 class CorruptCacheError(RuntimeError):
     """A cache entry exists but fails verification (message says which file and why)."""
-
-
-def mgrpo_cache_root() -> Path:
-    """`$MGRPO_CACHE_DIR`, else `$XDG_CACHE_HOME/mgrpo`, else `~/.cache/mgrpo`."""
-    env = os.environ.get(CACHE_ENV)
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "mgrpo"
 
 
 def lab_cache_root(cache_dir: str | os.PathLike | None = None) -> Path:

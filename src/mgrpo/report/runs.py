@@ -33,12 +33,10 @@ from typing import Any
 import numpy as np
 
 from mgrpo.config import flatten_config
+from mgrpo.train.run.run_dir import CONFIG_FILE, EVAL_GLOB, METRICS_FILE
 
-METRICS_FILE = "metrics.jsonl"
 #: compressed forms of ``metrics.jsonl`` (stored study runs), in the order they are looked for
 COMPRESSED_METRICS = {".xz": lzma.decompress, ".gz": gzip.decompress}
-CONFIG_FILE = "config.yaml"
-EVAL_GLOB = "eval*/results.json"
 STEP_KEY = "step"
 
 #: keys of the resolved config that make up a run's display name, with their short label

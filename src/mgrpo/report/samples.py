@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from mgrpo.report.html import MISSING
-from mgrpo.train.samples import SAMPLES_FILE, read_samples
+from mgrpo.train.logs.samples import read_samples
+from mgrpo.train.run.run_dir import SAMPLES_FILE
 
 __all__ = ["SAMPLES_DIR", "sample_links", "write_sample_browser"]
 

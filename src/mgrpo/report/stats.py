@@ -1,6 +1,6 @@
 """Statistics for comparing arms over seeds: intervals, paired tests, multiplicity, counts.
 
-Used by `mgrpo compare`'s paired table (:func:`mgrpo.report.seeds.paired_table`) and by the
+Used by `mgrpo compare`'s paired table (:func:`mgrpo.report.arms.paired_table`) and by the
 lab study's scripts (``docs/lab-study/stats.py``). All functions take plain sequences of
 floats (one value per seed) and return floats; ``nan`` marks "not defined for this input"
 (fewer than two values, no spread), never an exception.

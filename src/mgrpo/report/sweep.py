@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mgrpo.kernel_path import is_lab_model_name
+from mgrpo.methods import PRESETS
 from mgrpo.report.runs import (
     CONFIG_FILE,
     RUN_NAME_KEY,
@@ -25,7 +26,7 @@ from mgrpo.report.runs import (
     read_config,
     read_metrics,
 )
-from mgrpo.train.presets import PRESETS
+from mgrpo.train.run.run_dir import CHECKPOINTS_DIR
 
 PRESET_KEY = "algorithm.preset"
 ROLLOUTS_KEY = "algorithm.rollouts"
@@ -33,7 +34,6 @@ SEED_KEY = "seed"
 MAX_STEPS_KEY = "trainer.max_steps"
 THREADS_KEY = "trainer.threads"
 PROGRESS_KEY = "trainer.progress"
-CHECKPOINT_DIR = "checkpoints"
 LOG_SUBDIR = "logs"
 MIN_ROLLOUTS = 2
 ARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+]*(-[A-Za-z0-9._+]+)*$")
@@ -323,7 +323,7 @@ def run_state(run_dir: Path, max_steps: int | None = None) -> str:
             trained = sum(1 for r in log.records if r["step"] >= 1)
             if log.last_step >= max_steps or trained >= max_steps:
                 return "complete"
-    ckpt = run_dir / CHECKPOINT_DIR
+    ckpt = run_dir / CHECKPOINTS_DIR
     if ckpt.is_dir() and any(p.is_dir() and p.name.startswith("step-") for p in ckpt.iterdir()):
         return "resumable"
     return "incomplete"

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from mgrpo.checks import check_int
+from mgrpo.registry import Registry
 from mgrpo.rollout.batch import RolloutBatch, check_budget, check_prompts
 from mgrpo.rollout.params import SamplingParams
 from mgrpo.rollout.scoring import DEFAULT_CHUNK_TOKENS, score_responses
@@ -167,3 +168,7 @@ class RolloutEngine:
             logps.append(lp)
             ents.append(en)
         return torch.cat(logps), torch.cat(ents)
+
+
+#: Rollout engines by name (`model.engine`); each engine class registers at its definition.
+ENGINES: Registry[type[RolloutEngine]] = Registry("rollout engine")

@@ -8,8 +8,6 @@ from typing import Any
 
 import torch
 
-FINISH_REASONS = ("stop", "length")
-
 
 @dataclass
 class RolloutBatch:

@@ -59,7 +59,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mgrpo.rollout.base import RolloutEngine
+from mgrpo.rollout.base import ENGINES, RolloutEngine
 from mgrpo.rollout.batch import RolloutBatch, finalize_batch
 from mgrpo.rollout.cuda_graph import GraphCache, GraphedStep, key_space, plan_fingerprint
 from mgrpo.rollout.decode_state import DecodeOutputs, additive_mask, compaction, prefill_rows
@@ -97,6 +97,7 @@ def _segment_sizes(segments: list[Segment]) -> tuple[int, ...]:
     return tuple(s.stop - s.start for s in segments)
 
 
+@ENGINES.register("fast")
 class FastEngine(RolloutEngine):
     name = "fast"
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import torch
 
-from mgrpo.rollout.base import RolloutEngine
+from mgrpo.rollout.base import ENGINES, RolloutEngine
 from mgrpo.rollout.batch import RolloutBatch, finalize_batch
 from mgrpo.rollout.params import SamplingParams
 
@@ -36,6 +36,7 @@ def mask_through_first_stop(tokens: torch.Tensor, stop_ids: torch.Tensor) -> tor
     return (is_stop.cumsum(1) - is_stop) == 0
 
 
+@ENGINES.register("hf")
 class HFEngine(RolloutEngine):
     name = "hf"
 

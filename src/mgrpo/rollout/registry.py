@@ -1,4 +1,5 @@
-"""Engine registry: `make_engine(name, model, pad_token_id=..., **options)`.
+"""Building an engine by name: `make_engine(name, model, pad_token_id=..., **options)` over the
+`ENGINES` registry (`rollout.base`; each engine class registers at its definition).
 
 "fast" on a model it does not support falls back to "hf" with a one-line warning. "vllm"
 imports vLLM only when built (an optional extra; `rollout.vllm_engine`).
@@ -10,14 +11,14 @@ import warnings
 
 from torch import nn
 
-from mgrpo.rollout.base import RolloutEngine
+from mgrpo.rollout.base import ENGINES, RolloutEngine
 from mgrpo.rollout.decoder import unsupported_reason
-from mgrpo.rollout.fast_engine import FastEngine
-from mgrpo.rollout.hf_engine import HFEngine
-from mgrpo.rollout.vllm_engine import VLLMEngine
+from mgrpo.rollout.fast_engine import FastEngine  # noqa: F401 - registers "fast"
+from mgrpo.rollout.hf_engine import HFEngine  # noqa: F401 - registers "hf"
+from mgrpo.rollout.vllm_engine import VLLMEngine  # registers "vllm"
 from mgrpo.rollout.weight_sync import WeightVersion
 
-ENGINES: dict[str, type[RolloutEngine]] = {"hf": HFEngine, "fast": FastEngine, "vllm": VLLMEngine}
+__all__ = ["ENGINES", "make_engine"]
 
 FAST_ONLY = ("compile", "compile_mode", "check_every", "compact_ratio", "keep_workspace",
              "max_graphs", "cuda_graph", "attn_bucket", "fuse_weights")
@@ -38,8 +39,7 @@ def make_engine(name: str, model: nn.Module, *, pad_token_id: int,
     counter of changes to the weights the engine samples (the trainer bumps it; a vllm engine
     refuses to sample while its pushed copy is behind).
     """
-    if name not in ENGINES:
-        raise ValueError(f"unknown engine {name!r}; valid engines: {sorted(ENGINES)}")
+    ENGINES.get(name)  # an unknown name lists the valid ones
     dropped = {"hf": (*FAST_ONLY, *VLLM_ONLY, "kv_cache_gb"), "fast": VLLM_ONLY,
                "vllm": FAST_ONLY}[name]
     options = {k: v for k, v in options.items() if k not in dropped}
@@ -55,7 +55,7 @@ def make_engine(name: str, model: nn.Module, *, pad_token_id: int,
             name = "hf"
             options = {k: v for k, v in options.items()
                        if k not in (*FAST_ONLY, "kv_cache_gb")}
-    engine = ENGINES[name](model, pad_token_id=pad_token_id, **options)
+    engine = ENGINES.get(name)(model, pad_token_id=pad_token_id, **options)
     if version is not None:
         engine.version = version
     return engine

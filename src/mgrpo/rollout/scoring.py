@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import math
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -42,7 +43,7 @@ class ChunkedTokenLogProb(torch.autograd.Function):
     dtype (bf16 weights: bf16 products, as autocast runs them; the FSDP path computes with
     bf16 weights and no autocast) and dW is accumulated over chunks in fp32: at the peak of
     the backward the head holds a (V, H) fp32 accumulator, one (V, H) product and the (V, H)
-    result in the weight dtype (`train.memory_budget.lm_head_grad_bytes`).
+    result in the weight dtype (`train.layout.memory_budget.lm_head_grad_bytes`).
     The entropy output is non-differentiable.
 
     Autocast: what `torch.amp.custom_fwd` / `custom_bwd` do, with the device type read from
@@ -337,3 +338,59 @@ def _cache_kwarg(trunk: nn.Module) -> str:
     """The trunk's KV-cache argument: `cache` (transformers >= 5.2x) or `past_key_values`."""
     params = inspect.signature(type(trunk).forward).parameters
     return "cache" if "cache" in params else "past_key_values"
+
+
+SELF_CERTAINTY_ROWS = 4  # rollouts per forward of `self_certainty`
+SELF_CERTAINTY_TOKENS = 256  # response tokens per lm_head call of `self_certainty`
+
+
+@torch.no_grad()
+def self_certainty(
+    model: nn.Module,
+    prompt_ids: list[list[int]],
+    response_ids: torch.Tensor,  # (R, T)
+    mask: torch.Tensor,  # (R, T) bool
+    temperature: float,
+) -> torch.Tensor:
+    """(R,) fp32 self-certainty of each rollout (Intuitor's reward); no response token -> 0.
+
+        self_certainty(o) = mean_t KL(U || p_t) = mean_t [ -log V - (1/V) sum_j log p_t(j) ]
+
+    over the response tokens t, p_t = softmax(logits_t / temperature) under `model`, V the
+    vocabulary size. Teacher forcing in chunks of `SELF_CERTAINTY_ROWS` rows with the LM head
+    applied to `SELF_CERTAINTY_TOKENS` tokens at a time, so the (R, T, V) logits never exist
+    at once. Inputs are laid out as for `score_responses` (`build_scoring_inputs`: left-padded
+    prompt, then the response), so the hidden state at column P - 1 + t predicts token t.
+    """
+    if len(prompt_ids) != response_ids.shape[0]:
+        raise ValueError("prompt_ids must have one entry per rollout")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    head = lm_head_of(model)
+    device = head.weight.device
+    mask = mask.bool()
+    out = torch.zeros(response_ids.shape[0], dtype=torch.float32)
+    for start in range(0, response_ids.shape[0], SELF_CERTAINTY_ROWS):
+        rows = slice(start, start + SELF_CERTAINTY_ROWS)
+        m = mask[rows].to(device)
+        if not bool(m.any()):
+            continue
+        input_ids, attention, position_ids, width = build_scoring_inputs(
+            prompt_ids[rows], response_ids[rows].masked_fill(~mask[rows], 0), m,
+            pad_token_id=0, device=device,
+        )
+        hidden = model.base_model(
+            input_ids=input_ids, attention_mask=attention, position_ids=position_ids,
+            use_cache=False,
+        ).last_hidden_state  # (r, P+T, H)
+        h = hidden[:, width - 1 : width - 1 + m.shape[1]][m]  # (N, H) states of real tokens
+        per_token = torch.cat([
+            -math.log(head.out_features)
+            - torch.log_softmax(head(h[c : c + SELF_CERTAINTY_TOKENS]).float() / temperature,
+                                -1).mean(-1)
+            for c in range(0, h.shape[0], SELF_CERTAINTY_TOKENS)
+        ])  # (N,) KL(U || p_t)
+        row_of = m.nonzero()[:, 0]  # (N,) row of each real token
+        sums = torch.zeros(m.shape[0], device=device).index_add_(0, row_of, per_token)
+        out[rows] = (sums / m.sum(1).clamp_min(1)).cpu()
+    return out

@@ -56,7 +56,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mgrpo.rollout.base import RolloutEngine
+from mgrpo.rollout.base import ENGINES, RolloutEngine
 from mgrpo.rollout.batch import RolloutBatch, finalize_batch
 from mgrpo.rollout.params import SamplingParams
 from mgrpo.rollout.weight_sync import WeightVersion, full_weights, lora_merge_problem
@@ -254,6 +254,7 @@ class VLLMRuntime:
         self._dir.cleanup()
 
 
+@ENGINES.register("vllm")
 class VLLMEngine(RolloutEngine):
     name = "vllm"
     holds_weights_copy = True

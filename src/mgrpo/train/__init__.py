@@ -1,22 +1,17 @@
-"""Training: the step, the loop and what a run is made of.
+"""Training: one step, and the run around it (docs/design.md §1-2).
 
 - :mod:`~mgrpo.train.step`: one M-GRPO step (generate, entropy, IQR filter, answers, vote,
-  rewards, advantages, updates, EMA), docs/design.md §2-3;
-- :mod:`~mgrpo.train.trainer`: the loop (validation cadence, checkpoints, resume, signals);
-- :mod:`~mgrpo.train.setup`: a run's set-up (run directory, data, models, optimizer,
-  schedule, engines) in one path; :mod:`~mgrpo.train.layouts`: the model layouts (full
-  weights, mixed precision, LoRA, FSDP) behind one interface;
-- :mod:`~mgrpo.train.metrics_writer`: `metrics.jsonl` and TensorBoard;
-- :mod:`~mgrpo.train.presets`: the algorithm presets (m-grpo, srt, ttrl, intuitor, grpo);
-- :mod:`~mgrpo.train.rewards`: the reward registry and the built-in rewards;
-- :mod:`~mgrpo.train.types`: the records between the step's stages;
-- :mod:`~mgrpo.train.momentum` / :mod:`~mgrpo.train.lora`: the momentum model variants
-  and LoRA adapters;
-- :mod:`~mgrpo.train.prompts`: the training prompt set (step s's batch is a function of
-  the seed and s);
-- :mod:`~mgrpo.train.resume`: what a checkpoint holds, saving and restoring it, the resume
-  checks; :mod:`~mgrpo.train.checkpoint`: the atomic, checksummed directory format;
-- :mod:`~mgrpo.train.validation`,
-  :mod:`~mgrpo.train.alarm` (label-free collapse alarm), :mod:`~mgrpo.train.trackers`
-  (W&B / MLflow), :mod:`~mgrpo.train.faults` (fault injection for the reliability tests).
+  rewards, advantages, updates, EMA), with its records (:mod:`~mgrpo.train.types`), its
+  updates (:mod:`~mgrpo.train.step_updates`) and shaping (:mod:`~mgrpo.train.step_shaping`);
+- :mod:`~mgrpo.train.algorithm`: the method's config -> the spec the step reads (the
+  methods themselves: :mod:`mgrpo.methods`); :mod:`~mgrpo.train.rewards`: reward names to
+  functions, user rewards, mixing;
+- :mod:`~mgrpo.train.run`: the run's life (set-up, the loop, the run directory, checkpoints
+  and resume, the prompt set, validation);
+- :mod:`~mgrpo.train.layout`: the models in a run (full weights, mixed precision, LoRA,
+  FSDP; the momentum model; precision; the memory pre-flight);
+- :mod:`~mgrpo.train.logs`: what a run logs (metrics, samples, trackers, the collapse alarm).
+
+Importing this package imports nothing: `mgrpo report` reads the run directory's names from
+:mod:`~mgrpo.train.run.run_dir` without torch.
 """

@@ -5,12 +5,14 @@
     -> rewards (B, M) -> loss set -> group advantages -> frozen logp_old / logp_ref
     -> U x [ gradient over the update's micro-batches -> optimizer step -> EMA ]
 
-Every preset (m-grpo, srt, ttrl, intuitor, grpo) runs this same function; what differs is the
-`AlgorithmSpec` (`train/presets.py`), whose `reward` names an entry of `train/rewards.REWARDS`.
-The records between the stages are in `train/types.py`; the timers (named for what they
-time) and the metrics in `train/step_metrics.py`; micro-batching and the frozen passes in
-`train/step_updates.py`; the joint-or-separate decode and the seeding mode in
-`rollout/groups.py`; the seeds and their streams in `mgrpo/seeds.py`.
+Every preset runs this same function; what differs is the `AlgorithmSpec` (the method's spec,
+`mgrpo.methods`, resolved by `train/algorithm.py`), whose reward terms are functions of
+`RewardInputs` with the method's parameters bound. The records between the stages are in
+`train/types.py` (the scored pool, `Rollouts`, in `methods/inputs.py`); the shaping options
+in `train/step_shaping.py`; the timers (named for what they time) and the metrics in
+`train/logs/step_metrics.py`; micro-batching and the frozen passes in `train/step_updates.py`;
+the joint-or-separate decode and the seeding mode in `rollout/groups.py`; the seeds and
+their streams in `mgrpo/seeds.py`.
 
 Departures from the paper: none in the math; each engineering choice is stated at its line.
 
@@ -41,7 +43,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-from typing import Any
 
 import torch
 
@@ -52,21 +53,22 @@ from mgrpo.core.advantages import get_advantage_estimator
 from mgrpo.core.entropy import trajectory_entropy
 from mgrpo.core.filtering import iqr_keep_mask
 from mgrpo.core.voting import vote_groups
+from mgrpo.methods import AlgorithmSpec, RewardInputs, Rollouts
+from mgrpo.models.protocol import Tokenizer
 from mgrpo.parallel.distributed import gather_objects
 from mgrpo.rollout import RolloutBatch, SamplingParams
 from mgrpo.rollout.groups import generate_groups
 from mgrpo.seeds import MOMENTUM_STREAM, POLICY_STREAM, VOTE_TIE_STREAM, step_seed
-from mgrpo.train.presets import AlgorithmSpec
-from mgrpo.train.rewards import RewardInputs, get_reward
-from mgrpo.train.samples import SampleRecord, sample_records
-from mgrpo.train.shaping import shape
-from mgrpo.train.step_metrics import (
+from mgrpo.train.logs.samples import SampleRecord, sample_records
+from mgrpo.train.logs.step_metrics import (
+    MetricInputs,
     StageTimer,
     loss_and_time_metrics,
-    merge_inputs,
     metric_inputs,
     step_metrics,
 )
+from mgrpo.train.rewards import mix_rewards
+from mgrpo.train.step_shaping import shape_step
 from mgrpo.train.step_updates import (
     NonFiniteLossError,
     accumulate_gradients,
@@ -76,8 +78,7 @@ from mgrpo.train.step_updates import (
     policy_train_rows,
     train_mode,
 )
-from mgrpo.train.types import LossStats, Rollouts, StepBatch, StepModels, UpdateSettings
-from mgrpo.train.user_rewards import mix_rewards
+from mgrpo.train.types import LossStats, StepBatch, StepModels, UpdateSettings
 
 __all__ = ["NonFiniteLossError", "StepBatch", "StepModels", "rollout_params", "train_step"]
 
@@ -111,18 +112,20 @@ def train_step(models: StepModels, batch: StepBatch, cfg: Config, spec: Algorith
                                   cfg.data.answer_kind, equivalent, tie_seeds)
     with timer("reward"):
         train = policy.select(policy_train_rows(B, M, V, rollouts.keep.device))  # (B*M, T)
-        inputs = RewardInputs(models, batch, rollouts.policy_answers, rollouts.votes, train,
-                              equivalent, settings.temperature, rollouts.keep.device,
-                              rollouts=rollouts, spec=spec, step=step, seed=cfg.seed)
+        inputs = RewardInputs(pool=rollouts, train=train, prompt_ids=batch.prompt_ids,
+                              truths=batch.answers, equivalent=equivalent,
+                              sampler=models.policy_full or models.policy,
+                              tokenizer=models.tokenizer, temperature=settings.temperature,
+                              step=step, seed=cfg.seed, prompt_offset=batch.prompt_offset)
         in_loss = (rollouts.keep[:, :M].clone() if spec.filter_in_loss  # scope loss, vote+loss
                    else torch.ones(B, M, dtype=torch.bool, device=rollouts.keep.device))  # (B, M)
-        rewards = mix_rewards([get_reward(name)(inputs) for name, _ in spec.reward_terms],
-                              [w for _, w in spec.reward_terms], spec.reward_norm,
+        rewards = mix_rewards([term.fn(inputs) for term in spec.rewards],
+                              [term.weight for term in spec.rewards], spec.reward_norm,
                               in_loss)  # (B, M) on D
-        rewards, in_loss, shaping = shape(rewards, in_loss, train, spec, B, M,
-                                          cfg.generation.max_new_tokens)
-        advantages = get_advantage_estimator(spec.advantage)(rewards, in_loss)  # (B, M)
-    ls = loss_set(train, in_loss, advantages)  # rows outside the loss set are never forwarded
+        shaped = shape_step(rewards, in_loss, train, spec.shaping, cfg.generation.max_new_tokens)
+        advantages = get_advantage_estimator(spec.loss.advantage)(shaped.rewards,
+                                                                  shaped.in_loss)  # (B, M)
+    ls = loss_set(train, shaped.in_loss, advantages)  # rows outside the loss set: never forwarded
     with timer("logprobs"):  # before any update; logp_old only when U > 1 (else: detached logp)
         logp_old, logp_ref = frozen_logprobs(_kl_target(models, spec), batch, settings, ls)
 
@@ -149,11 +152,12 @@ def train_step(models: StepModels, batch: StepBatch, cfg: Config, spec: Algorith
     models.scheduler.step()
 
     if samples is not None:
-        local_samples = _sample_records(models, batch, rollouts, rewards, step)
+        local_samples = _sample_records(models, batch, rollouts, shaped.rewards, step)
         samples.extend(r for part in gather_objects(models.dist, local_samples, stage="samples")
                        for r in part)
-    local = metric_inputs(batch, rollouts, rewards, equivalent, shaping)
-    metrics = step_metrics(merge_inputs(gather_objects(models.dist, local, stage="step metrics")), M)
+    local = metric_inputs(batch, rollouts, shaped.rewards, equivalent, shaped.stats)
+    metrics = step_metrics(
+        MetricInputs.cat(gather_objects(models.dist, local, stage="step metrics")), M)
     metrics.update(loss_and_time_metrics(models.dist, stats, lr, timer.times,
                                          time.perf_counter() - step_start,
                                          with_sync=(models.after_update is not None
@@ -175,11 +179,10 @@ def rollout_params(gen: GenerationConfig, stop_token_ids: tuple[int, ...], seed:
 def score_rollouts(models: StepModels, policy: RolloutBatch, momentum: RolloutBatch | None,
                    spec: AlgorithmSpec, B: int, answer_kind: str,
                    equivalent: Equivalence, tie_seeds: list[int] | None = None) -> Rollouts:
-    """Trajectory entropies, the IQR keep mask, parsed answers and (`spec.votes`) the votes:
-    over the kept answers (all answers under `filter_scope: loss`; only the momentum ones
-    without `spec.policy_votes`), a momentum
-    vote counting `spec.momentum_vote_weight` times, ties by `spec.vote_ties` (`tie_seeds`:
-    one per prompt, for the random rule).
+    """Trajectory entropies, the IQR keep mask, parsed answers and (`spec.votes`) the votes by
+    `spec.vote`: over the kept answers (every answer unless `filter_in_vote`; only the
+    momentum ones unless `policy_votes`), a momentum vote counting `momentum_weight` times,
+    ties by `ties` (`tie_seeds`: one per prompt, for the random rule).
 
     The pool is G = M + V + N wide: each prompt's policy rollouts, then its momentum ones."""
     policy_entropy = trajectory_entropy(policy.entropies, policy.response_mask).view(B, -1)
@@ -194,19 +197,20 @@ def score_rollouts(models: StepModels, policy: RolloutBatch, momentum: RolloutBa
         answers = [row + m for row, m in zip(answers, more)]  # (B, G)
         texts = [row + m for row, m in zip(texts, more_texts)]
     n_policy = policy_entropy.shape[1]  # M + V
-    voters = (keep.tolist() if spec.filter_in_vote  # scope loss: every answer votes
+    rule = spec.vote
+    voters = (keep.tolist() if rule.filter_in_vote  # scope loss: every answer votes
               else [[True] * keep.shape[1] for _ in range(B)])
-    if not spec.policy_votes:  # co-rewarding-ii: only the teacher (momentum) rollouts vote
+    if not rule.policy_votes:  # co-rewarding-ii: only the teacher (momentum) rollouts vote
         voters = [[k and g >= n_policy for g, k in enumerate(row)] for row in voters]
-    votes = (vote_groups(answers, equivalent, spec.min_vote_share, keep=voters,
-                         momentum_from=n_policy, momentum_weight=spec.momentum_vote_weight,
-                         ties=spec.vote_ties, seeds=tie_seeds)
+    votes = (vote_groups(answers, equivalent, rule.min_share, keep=voters,
+                         momentum_from=n_policy, momentum_weight=rule.momentum_weight,
+                         ties=rule.ties, seeds=tie_seeds)
              if spec.votes else [])
     return Rollouts(spec.policy_rollouts, policy, momentum, policy_entropy, momentum_entropy,
                     keep, answers, votes, texts)
 
 
-def _answers(tokenizer: Any, rollouts: RolloutBatch, B: int, kind: str
+def _answers(tokenizer: Tokenizer, rollouts: RolloutBatch, B: int, kind: str
              ) -> tuple[list[list[str]], list[list[str | None]]]:
     """Decoded texts and parsed final answers, each (B, R / B), of a prompt-major batch of R
     rollouts."""
@@ -236,8 +240,7 @@ def _kl_target(models: StepModels, spec: AlgorithmSpec) -> StepModels:
 def _sample_records(models: StepModels, batch: StepBatch, rollouts: Rollouts,
                     rewards: torch.Tensor, step: int) -> list[SampleRecord]:
     """This rank's `samples.jsonl` records: each prompt and its pool, in pool order."""
-    entropy = (rollouts.policy_entropy if rollouts.momentum_entropy is None
-               else torch.cat([rollouts.policy_entropy, rollouts.momentum_entropy], dim=1))
+    entropy = rollouts.entropy  # (B, G)
     B = len(batch.prompt_ids)
     return sample_records(
         step, models.tokenizer.batch_decode(batch.prompt_ids, skip_special_tokens=False),

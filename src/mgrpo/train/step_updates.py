@@ -111,7 +111,7 @@ def frozen_logprobs(models: StepModels, batch: StepBatch, settings: UpdateSettin
     weights), from the policy's training forward (module docstring); logp_ref only when
     there is a reference and kl_coef > 0."""
     need_old = settings.updates_per_step > 1
-    use_ref = models.reference is not None and settings.kl_coef > 0
+    use_ref = models.reference is not None and settings.loss.kl_coef > 0
     dev = ls.advantages.device
     shape = ls.rollouts.response_ids.shape  # (L, T')
     logp_old = torch.zeros(shape, device=dev) if need_old else None
@@ -176,16 +176,16 @@ def accumulate_gradients(models: StepModels, batch: StepBatch, settings: UpdateS
                     float(sum(len(rows) for rows in parts))]  # (tokens, sequences) of the update
     n_tokens, n_seqs = all_reduce(ctx, local_counts, stage="loss normalisers")
     sums = {"loss/pg": 0.0, "loss/kl": 0.0, "loss/clip_fraction": 0.0}
-    if settings.entropy_coef > 0:  # the same keys on every rank (they are all-reduced)
+    if settings.loss.entropy_coef > 0:  # the same keys on every rank (they are all-reduced)
         sums["loss/entropy"] = 0.0
-    correct = settings.rollout_correction != "off"
+    correct = settings.loss.rollout_correction != "off"
     if correct:
         sums["rollout/is_weight_mean"] = sums["rollout/is_truncated_fraction"] = 0.0
     for rows in lockstep(ctx, parts, sharded):
         mb = _micro_batch(ls, rows)
         width = mb.response_ids.shape[1]
         prompts = [batch.prompt_ids[i] for i in mb.prompt_index.tolist()]
-        bonus = settings.entropy_coef > 0
+        bonus = settings.loss.entropy_coef > 0
         with _autocast(models, dev):
             logp, entropy = score(models.policy, prompts, mb.response_ids, mb.response_mask,
                                   settings.temperature, with_grad=True,
@@ -199,23 +199,23 @@ def accumulate_gradients(models: StepModels, batch: StepBatch, settings: UpdateS
         if correct:  # truncated IS against the sampler's own log-probs (core.correction)
             sampler = mb.sampler_logprobs if mb.sampler_logprobs is not None else mb.logprobs
             weights = rollout_correction_weights(old, sampler.float(), mb.response_mask,
-                                                 settings.rollout_correction,
-                                                 settings.rollout_correction_cap)
+                                                 settings.loss.rollout_correction,
+                                                 settings.loss.rollout_correction_cap)
             on = mb.response_mask
             share = 1.0 / max(n_tokens, 1.0) / updates
             sums["rollout/is_weight_mean"] += float(weights[on].sum()) * share
             sums["rollout/is_truncated_fraction"] += float(
-                (weights[on] >= settings.rollout_correction_cap).sum()) * share
+                (weights[on] >= settings.loss.rollout_correction_cap).sum()) * share
         loss, stats = policy_loss(
             logp,
             old,
             None if logp_ref is None else logp_ref[rows, :width],
             ls.advantages[rows],
             mb.response_mask,
-            clip=settings.clip, kl_coef=settings.kl_coef, agg=settings.loss_agg,
-            kl_estimator=settings.kl_estimator,
-            clip_low=settings.clip_low, clip_high=settings.clip_high,
-            entropy=entropy.float() if bonus else None, entropy_coef=settings.entropy_coef,
+            clip=settings.loss.clip, kl_coef=settings.loss.kl_coef, agg=settings.loss.agg,
+            kl_estimator=settings.loss.kl_estimator,
+            clip_low=settings.loss.clip_low, clip_high=settings.loss.clip_high,
+            entropy=entropy.float() if bonus else None, entropy_coef=settings.loss.entropy_coef,
             num_tokens_global=n_tokens, num_seqs_global=n_seqs,
             norm_length=settings.max_new_tokens,
             is_weights=weights,

@@ -4,9 +4,11 @@
                   the trained policy, its engines, optimizer, checker and tokenizer)
     StepBatch     B prompts (this rank's slice of the step's prompts)
     UpdateSettings the numbers the frozen passes and the updates read (not the whole Config)
-    Rollouts      the step's rollouts with their entropies, keep mask, answers and votes
     LossSet       the L rollouts that enter the loss, with their advantages
     LossStats     what the updates report: loss sums and one gradient norm per update
+
+The scored pool a method reads (`Rollouts`) and a reward's inputs are `mgrpo.methods.inputs`;
+the shaped rewards `train/step_shaping.py`; the metric inputs `train/logs/step_metrics.py`.
 
 Shapes: B prompts, M policy train rollouts, V vote-only policy rollouts, N momentum
 rollouts per prompt, G = M + V + N; L rows in the loss set; T / T' response widths. Every
@@ -18,25 +20,26 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from torch import nn
 
 from mgrpo.answers import AnswerChecker
 from mgrpo.config import Config
-from mgrpo.core.voting import Vote
+from mgrpo.methods import AlgorithmSpec
+from mgrpo.methods.base import LossSpec
+from mgrpo.models.protocol import Tokenizer
 from mgrpo.parallel.distributed import SINGLE, DistContext
 from mgrpo.rollout import RolloutBatch, RolloutEngine
-from mgrpo.train.momentum import Momentum
-from mgrpo.train.presets import AlgorithmSpec
+from mgrpo.train.layout.lora import ScopedEngine
+from mgrpo.train.layout.momentum import Momentum
 
-__all__ = ["LossSet", "LossStats", "Roles", "Rollouts", "StepBatch", "StepModels", "UpdateSettings"]
+__all__ = ["LossSet", "LossStats", "Roles", "StepBatch", "StepModels", "UpdateSettings"]
 
 
 @dataclass(kw_only=True)
 class Roles:
-    """The models a layout (`train/layouts.py`) builds around the policy."""
+    """The models a layout (`train/layout/layouts.py`) builds around the policy."""
 
     # EMA model that samples the N momentum rollouts; None = no momentum rollouts
     momentum: Momentum | None = None
@@ -60,16 +63,16 @@ class StepModels(Roles):
 
     policy: nn.Module  # the trained weights (fp32 master, LoRA adapters or FSDP shards)
     policy_engine: RolloutEngine  # samples the policy rollouts (from `policy_full or policy`)
-    momentum_engine: RolloutEngine | None  # samples the momentum rollouts; None = no momentum
+    momentum_engine: RolloutEngine | ScopedEngine | None  # the momentum rollouts; None = no N
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     checker: AnswerChecker  # answer equivalence (votes, rewards, accuracy)
-    tokenizer: Any  # a Hugging Face tokenizer
+    tokenizer: Tokenizer  # a Hugging Face tokenizer (or the character tokenizer)
     stop_token_ids: tuple[int, ...]  # ids that end a rollout
     dist: DistContext = SINGLE  # the process group (single process: SINGLE)
 
     @classmethod
-    def around(cls, roles: Roles, **fields: Any) -> StepModels:
+    def around(cls, roles: Roles, **fields: object) -> StepModels:
         """The layout's `roles` plus the remaining fields (keyword arguments)."""
         return cls(**vars(roles), **fields)
 
@@ -96,15 +99,7 @@ class UpdateSettings:
     temperature: float  # the sampling temperature: log-probs are of softmax(logits / T)
     max_new_tokens: int  # the response budget (the length normaliser of some loss aggs)
     max_grad_norm: float  # gradient-norm clip
-    clip: float  # PPO clip range epsilon
-    kl_coef: float  # beta of the KL to the reference (0 = no reference)
-    loss_agg: str  # a name in `core.losses.LOSS_AGGREGATIONS`
-    clip_low: float | None = None  # lower clip epsilon (None = clip)
-    clip_high: float | None = None  # upper clip epsilon (None = clip)
-    entropy_coef: float = 0.0  # static entropy bonus (0 = off)
-    kl_estimator: str = "k3"  # a name in `core.losses.KL_ESTIMATORS`
-    rollout_correction: str = "off"  # off | token | sequence (`core.correction`)
-    rollout_correction_cap: float = 2.0  # its truncation threshold C
+    loss: LossSpec  # the algorithm's loss settings (clip, KL, aggregation, entropy bonus)
 
     @classmethod
     def of(cls, cfg: Config, spec: AlgorithmSpec) -> UpdateSettings:
@@ -115,36 +110,8 @@ class UpdateSettings:
             temperature=cfg.generation.temperature,
             max_new_tokens=cfg.generation.max_new_tokens,
             max_grad_norm=cfg.optim.max_grad_norm,
-            clip=spec.clip,
-            kl_coef=spec.kl_coef,
-            loss_agg=spec.loss_agg,
-            clip_low=spec.clip_low,
-            clip_high=spec.clip_high,
-            entropy_coef=spec.entropy_coef,
-            kl_estimator=spec.kl_estimator,
-            rollout_correction=cfg.algorithm.rollout_correction,
-            rollout_correction_cap=cfg.algorithm.rollout_correction_cap,
+            loss=spec.loss,
         )
-
-
-@dataclass
-class Rollouts:
-    """The step's rollouts, scored: entropies, IQR keep mask, parsed answers and the votes."""
-
-    train_rollouts: int  # M: the policy rollouts of each prompt that enter the loss
-    policy: RolloutBatch  # (B*(M+V), T) policy rollouts, prompt-major
-    momentum: RolloutBatch | None  # (B*N, T) momentum rollouts; None when N == 0
-    policy_entropy: torch.Tensor  # (B, M+V) trajectory entropies, on D
-    momentum_entropy: torch.Tensor | None  # (B, N) on D; None when N == 0
-    keep: torch.Tensor  # (B, G) bool IQR keep mask (all True when the filter is off), on D
-    answers: list[list[str | None]]  # (B, G) parsed answers: policy rollouts, then momentum
-    votes: list[Vote]  # (B,) majority votes over the kept answers; [] unless the step votes
-    texts: list[list[str]] = field(default_factory=list)  # (B, G) decoded responses
-
-    @property
-    def policy_answers(self) -> list[list[str | None]]:
-        """(B, M) answers of the policy train rollouts (the first M of each prompt)."""
-        return [row[: self.train_rollouts] for row in self.answers]
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """Reward functions users write: loading `path/to/file.py:function` or `package.module:function`,
-the typed record they are called with, checking what they return, and mixing several rewards.
+the typed record they are called with, and checking what they return.
 
 A user reward is ``fn(record: RewardRecord) -> (B, M)`` (a tensor or nested lists of numbers),
 called once per step, where M is the number of policy TRAIN rollouts of each prompt (the first
@@ -7,14 +7,7 @@ M of its pool). The record shows the whole pool (policy, vote-only and momentum 
 reward may read the momentum model's answers; only the first M columns are rewarded.
 
 Several rewards (``algorithm.rewards: [{fn: ..., weight: ...}, ...]``) are mixed by
-``mix_rewards`` with ``algorithm.reward_norm``:
-
-- ``sum`` (default): ``r = sum_k w_k r_k``; the advantage estimator then normalises ``r``
-  within each prompt's group as for a single reward.
-- ``per-reward`` (GDPO-style, group-decoupled): each ``r_k`` is first normalised within each
-  prompt's group over the loss set, ``(r_k - mean) / (std + eps)`` (``core.advantages.
-  group_advantages``; a constant group gives 0), then ``r = sum_k w_k norm(r_k)`` goes to the
-  advantage estimator. A reward on a large scale cannot drown the others this way.
+``mgrpo.train.rewards.mix_rewards`` with ``algorithm.reward_norm``.
 
 Errors name the function and the step: a function that raises (``RewardFunctionError`` from
 the original exception), returns the wrong shape, or returns NaN/inf.
@@ -26,26 +19,20 @@ import hashlib
 import importlib
 import importlib.util
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import ModuleType
 
 import torch
 
-from mgrpo.core.advantages import group_advantages
-
 __all__ = [
-    "REWARD_NORMS",
     "RewardFunctionError",
     "RewardRecord",
     "call_reward",
+    "checked_rewards",
     "load_reward_function",
-    "mix_rewards",
 ]
-
-#: Ways of mixing several rewards (module docstring); the first is the default.
-REWARD_NORMS: tuple[str, ...] = ("sum", "per-reward")
 
 
 class RewardFunctionError(RuntimeError):
@@ -83,7 +70,7 @@ class RewardRecord:
         return len(self.prompts), self.num_train
 
 
-def _file_module(path: Path, spec: str) -> Any:
+def _file_module(path: Path, spec: str) -> ModuleType:
     resolved = path.resolve()
     name = "mgrpo_user_reward_" + hashlib.sha1(str(resolved).encode()).hexdigest()[:12]
     if name in sys.modules:
@@ -102,7 +89,7 @@ def _file_module(path: Path, spec: str) -> Any:
     return module
 
 
-def load_reward_function(spec: str) -> Callable[[RewardRecord], Any]:
+def load_reward_function(spec: str) -> Callable[[RewardRecord], object]:
     """The callable named by ``spec``: ``path/to/file.py:function`` (a path relative to the
     working directory, or absolute) or ``package.module:function`` (importable).
 
@@ -135,7 +122,7 @@ def load_reward_function(spec: str) -> Callable[[RewardRecord], Any]:
     return fn
 
 
-def checked_rewards(value: Any, name: str, step: int, shape: tuple[int, int],
+def checked_rewards(value: object, name: str, step: int, shape: tuple[int, int],
                     device: torch.device | None = None) -> torch.Tensor:
     """``value`` (tensor or nested lists) as a finite (B, M) fp32 tensor on ``device``.
 
@@ -161,7 +148,7 @@ def checked_rewards(value: Any, name: str, step: int, shape: tuple[int, int],
     return out if device is None else out.to(device)
 
 
-def call_reward(fn: Callable[[RewardRecord], Any], name: str, record: RewardRecord,
+def call_reward(fn: Callable[[RewardRecord], object], name: str, record: RewardRecord,
                 device: torch.device | None = None) -> torch.Tensor:
     """``fn(record)`` checked by :func:`checked_rewards`; an exception inside ``fn`` becomes a
     RewardFunctionError naming ``name`` and the step (the original is chained)."""
@@ -171,22 +158,3 @@ def call_reward(fn: Callable[[RewardRecord], Any], name: str, record: RewardReco
         raise RewardFunctionError(f"reward function {name} raised at step {record.step}: "
                                   f"{type(exc).__name__}: {exc}") from exc
     return checked_rewards(value, name, record.step, record.shape, device)
-
-
-def mix_rewards(parts: Sequence[torch.Tensor], weights: Sequence[float], norm: str,
-                in_loss: torch.Tensor) -> torch.Tensor:
-    """Weighted mix of (B, M) rewards by ``norm`` in ``REWARD_NORMS`` (module docstring).
-
-    One part with weight 1 under ``sum`` is returned as it is (bit for bit).
-    """
-    if norm not in REWARD_NORMS:
-        raise ValueError(f"unknown reward_norm {norm!r}; valid: {', '.join(REWARD_NORMS)}")
-    if not parts or len(parts) != len(weights):
-        raise ValueError("mix_rewards needs one weight per reward (and at least one reward)")
-    if norm == "sum" and len(parts) == 1 and float(weights[0]) == 1.0:
-        return parts[0]
-    total = torch.zeros_like(parts[0], dtype=torch.float32)
-    for part, w in zip(parts, weights):
-        term = group_advantages(part, in_loss).to(torch.float32) if norm == "per-reward" else part
-        total = total + float(w) * term
-    return total

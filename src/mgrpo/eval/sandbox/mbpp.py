@@ -34,10 +34,10 @@ import json
 import math
 import threading
 from dataclasses import dataclass
-from importlib import resources
 
 import numpy as np
 
+from mgrpo.data.datasets import vendored_path
 from mgrpo.eval.sandbox import _harness
 from mgrpo.eval.sandbox.common import CodeVerdict, extract_code, grade_outcome, run_harness
 from mgrpo.eval.sandbox.runner import SandboxError
@@ -89,8 +89,9 @@ _KEY_LOCKS: dict[tuple[str, str], threading.Lock] = {}
 
 
 def load_mbpp_plus() -> list[dict]:
-    """All 378 rows of the vendored ``mbppplus.jsonl`` (in file order)."""
-    text = resources.files("mgrpo.data").joinpath("vendored/mbppplus.jsonl").read_text("utf-8")
+    """All 378 rows of ``mbppplus.jsonl`` (in file order; fetched on first use,
+    `mgrpo.data.fetched`)."""
+    text = vendored_path("mbppplus").read_text("utf-8")
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 

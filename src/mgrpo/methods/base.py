@@ -1,0 +1,456 @@
+"""What a method is: its config type, the spec the step reads, its rewards, and their registries.
+
+A method family is one module of `mgrpo.methods` (`m_grpo`, `co_rewarding`, ...). It holds:
+
+- its **config type**: a subclass of `AlgorithmConfig` (the options every preset reads) whose
+  `preset` field is the discriminator (`Literal["m-grpo"]`) and whose own fields are the
+  options only that preset reads, each declared once with `doc(...)` and checked in
+  `__post_init__` (prime-rl's pattern: one type per algorithm, chosen by its name);
+- its **spec**: a function `config -> AlgorithmSpec`, registered with `@preset(name, Config)`,
+  that says how many rollouts each model samples, who votes, whether the IQR filter runs,
+  the momentum schedule, and its reward terms with their parameters bound (`bind`);
+- its **reward(s)**, each a function `(RewardInputs, **params) -> (B, M)` registered with
+  `@reward(name, votes=..., needs_truth=...)`;
+- a docstring with the formula, the paper, the public code and every departure.
+
+`step.py` reads only the `AlgorithmSpec`, never a preset name or a config. Method modules
+import nothing heavy at module level (tensor code is imported inside the reward functions),
+so building a config, and failing to, never imports torch. Registries: `PRESETS`, `REWARDS`
+(`mgrpo.registry`).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Literal
+
+from mgrpo.fields import ConfigError, check, doc, literal_names, one_of
+from mgrpo.registry import Registry, UnknownNameError
+
+if TYPE_CHECKING:  # typing only: the reward functions' tensors (imported where they run)
+    from torch import Tensor
+
+    from mgrpo.methods.inputs import RewardInputs
+
+__all__ = [
+    "PRESETS",
+    "REWARDS",
+    "AdvantageName",
+    "AlgorithmConfig",
+    "AlgorithmSpec",
+    "BoundReward",
+    "KLEstimatorName",
+    "LossAggregationName",
+    "LossSpec",
+    "MomentumSpec",
+    "Preset",
+    "Reward",
+    "RewardNormName",
+    "RewardTerm",
+    "ShapingSpec",
+    "TeacherConfig",
+    "VoteSpec",
+    "VoteTieName",
+    "preset",
+    "preset_field",
+    "reward",
+]
+
+# Names of the variants that live in torch-side registries; a test checks each against its
+# registry (core.advantages, core.losses, core.voting, train.rewards).
+AdvantageName = Literal["grpo", "rloo", "dr_grpo"]
+LossAggregationName = Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
+KLEstimatorName = Literal["k3", "low_var_kl"]
+VoteTieName = Literal["policy-first", "momentum-first", "random"]
+RewardNormName = Literal["sum", "per-reward"]
+DynamicSamplingName = Literal["off", "filter"]
+RolloutCorrectionName = Literal["off", "token", "sequence"]
+
+
+@dataclass(frozen=True)
+class Reward:
+    """A `REWARDS` entry: the function and what the step prepares for it."""
+
+    name: str
+    fn: Callable[..., Tensor]  # fn(inputs, **params) -> (B, M)
+    votes: bool  # it reads the vote's pseudo-label: the step runs the majority vote
+    needs_truth: bool  # it reads the ground truth: every training prompt needs an answer
+
+    def bind(self, weight: float = 1.0, **params: object) -> BoundReward:
+        """This reward with `params` fixed (the method's options) and its mixing weight."""
+        fn = functools.partial(self.fn, **params) if params else self.fn
+        return BoundReward(self.name, fn, weight, self.votes, self.needs_truth)
+
+
+@dataclass(frozen=True)
+class BoundReward:
+    """One reward term of a spec: a reward with its parameters bound, and its weight."""
+
+    name: str  # the registry name, or the user function's spec
+    fn: Callable[[RewardInputs], Tensor]  # (B, M) fp32 on D
+    weight: float
+    votes: bool
+    needs_truth: bool
+
+
+#: reward name -> `Reward`: the built-in rewards (registered in their method's module) and
+#: the user's (`mgrpo.train.rewards.register_reward`).
+REWARDS: Registry[Reward] = Registry("reward")
+
+
+def reward(name: str, *, votes: bool = False, needs_truth: bool = False
+           ) -> Callable[[Callable[..., Tensor]], Callable[..., Tensor]]:
+    """Register the decorated `fn(inputs, **params)` as reward `name` (the function is
+    returned unchanged). `votes`: the step must vote for it; `needs_truth`: it reads labels."""
+    def add(fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
+        REWARDS.register(name, Reward(name, fn, votes, needs_truth))
+        return fn
+
+    return add
+
+
+def bind(name: str, weight: float = 1.0, **params: object) -> BoundReward:
+    """The built-in reward `name` with `params` bound (UnknownNameError lists the rewards)."""
+    return REWARDS.get(name).bind(weight, **params)
+
+
+# ------------------------------------------------------------------------------ the config
+
+
+@dataclass(frozen=True)
+class RewardTerm:
+    """One term of `algorithm.rewards`: a reward (as `algorithm.reward`) and its weight."""
+
+    fn: str = doc("vote", "a reward name (`mgrpo.methods.REWARDS`, built in or registered with "
+                  "`register_reward`) or a user function 'file.py:function' / "
+                  "'package.module:function'")
+    weight: float = doc(1.0, "the term's weight (any finite number)")
+
+
+def is_user_spec(name: str) -> bool:
+    """'file.py:function' or 'package.module:function' (not a registry name)."""
+    return ":" in name
+
+
+def preset_field(name: str) -> str:
+    """The discriminator field of a method's config type: `preset: Literal[name]`."""
+    return doc(name, f"the algorithm: a name in `mgrpo.methods.PRESETS` (the README's preset "
+                     f"table; docs/methods.md); this type configures `{name}`")
+
+
+@dataclass(frozen=True)
+class AlgorithmConfig:
+    """The `algorithm` section: the options every preset reads (docs/design.md §3).
+
+    A method's config type subclasses it with its own options and its `preset` literal;
+    `mgrpo.config` builds the type that `algorithm.preset` names. The vote options apply
+    whenever the step votes (a vote reward or a user reward); `mgrpo.train.algorithm` refuses
+    them when it does not."""
+
+    preset: str = doc("m-grpo", "the algorithm: a name in `mgrpo.methods.PRESETS` (the "
+                      "README's preset table; docs/methods.md); it chooses the config type")
+    rollouts: int = doc(32, "G, rollouts per prompt, >= 2 (paper Table 4: 32)")
+    reward: str | None = doc(
+        None, "replaces the preset's reward: a name in `mgrpo.methods.REWARDS` (built in or "
+        "registered with `register_reward`), or a user function 'path/to/file.py:function' / "
+        "'package.module:function' (null = the preset's reward)")
+    rewards: list[RewardTerm] | None = doc(
+        None, "several rewards mixed with weights: [{fn: <reward>, weight: <number>}, ...] "
+        "(fn as in algorithm.reward); exclusive with algorithm.reward (null = one reward)")
+    reward_norm: RewardNormName = doc(
+        "sum", "how algorithm.rewards mix: sum (weighted sum, then the advantage) | per-reward "
+        "(each normalised within its group first, GDPO-style)")
+    min_vote_share: float = doc(0.0, "a vote whose winner has a smaller share gives no label, "
+                                "in [0, 1] (SRT's consistency threshold; 0 = off); read when "
+                                "the step votes")
+    vote_ties: VoteTieName = doc("policy-first", "who wins a tied vote: policy-first (the "
+                                 "cluster opened first in pool order, the paper) | "
+                                 "momentum-first | random (seeded by seed, step and prompt); "
+                                 "read when the step votes")
+    advantage: AdvantageName = doc("grpo", "group advantage estimator: grpo | rloo | dr_grpo "
+                                   "(`mgrpo.core.advantages.ADVANTAGE_ESTIMATORS`)")
+    loss_agg: LossAggregationName = doc(
+        "token-mean", "loss aggregation (`mgrpo.core.losses.LOSS_AGGREGATIONS`): token-mean as "
+        "in verl | seq-mean-token-mean (GRPO paper) | seq-mean-token-sum-norm (Dr. GRPO)")
+    clip: float = doc(0.2, "PPO clip range epsilon, in (0, 1) (paper Table 4: 0.2)")
+    clip_low: float | None = doc(None, "lower PPO clip epsilon (ratio >= 1 - clip_low), in "
+                                 "[0, 1) (null = algorithm.clip)")
+    clip_high: float | None = doc(None, "upper PPO clip epsilon (ratio <= 1 + clip_high), >= 0; "
+                                  "DAPO's clip-higher uses 0.28 (null = algorithm.clip)")
+    kl_coef: float = doc(0.005, "beta of the KL term, >= 0; 0 = no reference model (paper "
+                         "Table 4: 0.005)")
+    kl_estimator: KLEstimatorName = doc(
+        "k3", "the per-token KL estimate (`mgrpo.core.losses.KL_ESTIMATORS`): k3 (exp(d) - d - "
+        "1 with d = ref - logp, unclamped) | low_var_kl (verl's: the same k3 with d clamped to "
+        "[-20, 20] and the value to [-10, 10])")
+    entropy_coef: float = doc(0.0, "static entropy bonus c: loss -= c * token entropy, >= 0 "
+                              "(0 = off)")
+    dynamic_sampling: DynamicSamplingName = doc(
+        "off", "DAPO dynamic sampling: off | filter (prompts whose train rollouts all get the "
+        "same reward leave the loss and its normaliser)")
+    overlong_mask: bool = doc(False, "truncated rollouts (stopped by max_new_tokens) leave the "
+                              "loss")
+    overlong_cache: int | None = doc(
+        None, "DAPO soft overlong penalty: L_cache tokens before generation.max_new_tokens over "
+        "which a linear penalty falls from 0 to -1, added to the reward, >= 1 (null = off)")
+    rollout_correction: RolloutCorrectionName = doc(
+        "off", "truncated importance sampling against the rollout engine's own log-probs "
+        "(TRL's vllm_importance_sampling_correction, verl's rollout_correction): off | token "
+        "(w_t = min(exp(logp_old_t - logp_sampler_t), cap) per token) | sequence (one w = "
+        "min(exp(sum_t (logp_old_t - logp_sampler_t)), cap) per rollout); the policy-gradient "
+        "term of each token is multiplied by w (core/correction.py; docs/engines.md: bf16 GPU "
+        "runs)")
+    rollout_correction_cap: float = doc(2.0, "the truncation threshold C of "
+                                        "algorithm.rollout_correction, >= 1 (verl's default 2)")
+
+    #: options read only when the step votes (`mgrpo.train.algorithm` refuses them otherwise)
+    VOTE_OPTIONS = ("min_vote_share", "vote_ties")
+
+    def __post_init__(self) -> None:
+        try:
+            entry = PRESETS.get(self.preset)
+        except UnknownNameError as exc:
+            raise ConfigError(f"algorithm.preset: {exc}") from None
+        check(type(self) is entry.config, "algorithm.preset",
+              f"preset {self.preset} is configured by {entry.config.__name__}, not "
+              f"{type(self).__name__} (build it with mgrpo.config.algorithm_config)")
+        check(self.rollouts >= 2, "algorithm.rollouts", f"G must be >= 2, got {self.rollouts}")
+        check(self.reward is None or self.rewards is None, "algorithm.rewards",
+              "set algorithm.reward or algorithm.rewards, not both")
+        if self.reward is not None:
+            _check_reward_name(self.reward, "algorithm.reward")
+        if self.rewards is not None:
+            check(len(self.rewards) >= 1, "algorithm.rewards", "must list at least one reward")
+            for i, term in enumerate(self.rewards):
+                _check_reward_name(term.fn, f"algorithm.rewards[{i}].fn")
+        one_of(self.reward_norm, "algorithm.reward_norm", literal_names(RewardNormName))
+        check(0.0 <= self.min_vote_share <= 1.0, "algorithm.min_vote_share", "must be in [0, 1]")
+        one_of(self.vote_ties, "algorithm.vote_ties", literal_names(VoteTieName))
+        one_of(self.advantage, "algorithm.advantage", literal_names(AdvantageName))
+        one_of(self.loss_agg, "algorithm.loss_agg", literal_names(LossAggregationName))
+        check(0.0 < self.clip < 1.0, "algorithm.clip", "must be in (0, 1)")
+        check(self.clip_low is None or 0.0 <= self.clip_low < 1.0, "algorithm.clip_low",
+              "must be in [0, 1) or null")
+        check(self.clip_high is None or self.clip_high >= 0.0, "algorithm.clip_high",
+              "must be >= 0 or null")
+        check(self.kl_coef >= 0.0, "algorithm.kl_coef", "must be >= 0")
+        one_of(self.kl_estimator, "algorithm.kl_estimator", literal_names(KLEstimatorName))
+        check(self.entropy_coef >= 0.0, "algorithm.entropy_coef", "must be >= 0")
+        one_of(self.dynamic_sampling, "algorithm.dynamic_sampling",
+               literal_names(DynamicSamplingName))
+        check(self.overlong_cache is None or self.overlong_cache >= 1, "algorithm.overlong_cache",
+              "must be >= 1 or null")
+        one_of(self.rollout_correction, "algorithm.rollout_correction",
+               literal_names(RolloutCorrectionName))
+        check(self.rollout_correction_cap >= 1.0, "algorithm.rollout_correction_cap",
+              "must be >= 1 (weights are truncated at it)")
+
+    def spec(self, *, rewards: tuple[BoundReward, ...], policy_rollouts: int | None = None,
+             vote_only_rollouts: int = 0, momentum_rollouts: int = 0,
+             iqr_k: float | None = None, filter_in_loss: bool = False,
+             vote: VoteSpec | None = None, momentum: MomentumSpec | None = None,
+             kl_to_teacher: bool = False) -> AlgorithmSpec:
+        """The spec of this config: the method's structure (the keyword arguments: M (default
+        G), V, N, the filter, the vote's pool rules, the EMA, the reward terms) around the
+        options every preset shares (loss, shaping, reward mixing, the vote's share and ties)."""
+        return AlgorithmSpec(
+            name=self.preset,
+            policy_rollouts=self.rollouts if policy_rollouts is None else policy_rollouts,
+            vote_only_rollouts=vote_only_rollouts,
+            momentum_rollouts=momentum_rollouts,
+            iqr_k=iqr_k,
+            filter_in_loss=filter_in_loss,
+            vote=vote or self.vote_spec(),
+            rewards=rewards,
+            reward_norm=self.reward_norm,
+            momentum=momentum,
+            kl_to_teacher=kl_to_teacher,
+            loss=LossSpec(advantage=self.advantage, agg=self.loss_agg, clip=self.clip,
+                          clip_low=self.clip_low, clip_high=self.clip_high,
+                          kl_coef=self.kl_coef, kl_estimator=self.kl_estimator,
+                          entropy_coef=self.entropy_coef,
+                          rollout_correction=self.rollout_correction,
+                          rollout_correction_cap=self.rollout_correction_cap),
+            shaping=ShapingSpec(dynamic_sampling=self.dynamic_sampling,
+                                overlong_mask=self.overlong_mask,
+                                overlong_cache=self.overlong_cache),
+        )
+
+    def vote_spec(self, *, policy_votes: bool = True, filter_in_vote: bool = True,
+                  momentum_weight: float = 1.0) -> VoteSpec:
+        """The vote: this config's share threshold and tie rule; by default every kept
+        rollout votes once (the keyword arguments are the momentum methods' pool rules)."""
+        return VoteSpec(policy_votes=policy_votes, filter_in_vote=filter_in_vote,
+                        min_share=self.min_vote_share, momentum_weight=momentum_weight,
+                        ties=self.vote_ties)
+
+
+@dataclass(frozen=True)
+class TeacherConfig(AlgorithmConfig):
+    """The options of a method whose momentum (EMA teacher) model samples N rollouts per
+    prompt (m-grpo, co-rewarding-ii); each subclass says what null means (`teacher_rollouts`)."""
+
+    momentum_rollouts: int | None = doc(
+        None, "N, momentum-model (teacher) rollouts per prompt, >= 0; null = the preset's "
+        "default. m-grpo: N < G with G - N >= 2, the policy samples M = G - N, null = G // 4 "
+        "(paper: N = G/4 = 8); co-rewarding-ii: N >= 1 on top of the G policy rollouts, null = "
+        "G (one teacher rollout per policy rollout)")
+    kl_to_teacher: bool = doc(False, "the KL term goes to the momentum model (co-rewarding-ii's "
+                              "teacher) instead of the frozen initial model; needs N > 0, full "
+                              "weights and kl_coef > 0")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.momentum_rollouts is None or self.momentum_rollouts >= 0,
+              "algorithm.momentum_rollouts", f"must be >= 0 or null, got {self.momentum_rollouts}")
+        check(not self.kl_to_teacher or self.kl_coef > 0, "algorithm.kl_to_teacher",
+              "needs algorithm.kl_coef > 0 (the KL term it redirects)")
+        check(not self.kl_to_teacher or self.teacher_rollouts() > 0, "algorithm.kl_to_teacher",
+              f"preset {self.preset} samples no momentum (teacher) rollouts here (N = 0), so "
+              "there is no teacher to take the KL to")
+
+    def teacher_rollouts(self) -> int:
+        """N, with null resolved to the preset's default."""
+        raise NotImplementedError
+
+
+def _check_reward_name(name: str, key: str) -> None:
+    """A registry name or a user spec ('x.py:f'; loaded when the algorithm is resolved)."""
+    check(isinstance(name, str) and bool(name), key,
+          f"expected a reward name or 'file.py:function', got {name!r}")
+    check(is_user_spec(name) or name in REWARDS, key,
+          f"{REWARDS.unknown_message(name)}, or a user function 'path/to/file.py:function' / "
+          "'package.module:function'")
+
+
+# -------------------------------------------------------------------------------- the spec
+
+
+@dataclass(frozen=True)
+class VoteSpec:
+    """How the majority vote pools the answers (`core.voting.vote_groups`)."""
+
+    policy_votes: bool  # policy rollouts vote (False: only the momentum rollouts)
+    filter_in_vote: bool  # IQR-dropped rollouts leave the vote
+    min_share: float  # a winner with a smaller share gives no label
+    momentum_weight: float  # a momentum vote counts this many times
+    ties: str  # a name in `core.voting.VOTE_TIES`
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """What the advantage and the loss read (`core.advantages`, `core.losses.policy_loss`)."""
+
+    advantage: str  # a name in `core.advantages.ADVANTAGE_ESTIMATORS`
+    agg: str  # a name in `core.losses.LOSS_AGGREGATIONS`
+    clip: float  # PPO clip epsilon
+    clip_low: float | None  # lower clip epsilon (None = clip)
+    clip_high: float | None  # upper clip epsilon (None = clip)
+    kl_coef: float  # beta of the KL term (0 = no reference model)
+    kl_estimator: str  # a name in `core.losses.KL_ESTIMATORS`
+    entropy_coef: float  # static entropy bonus (0 = off)
+    rollout_correction: str  # off | token | sequence (`core.correction`)
+    rollout_correction_cap: float  # its truncation threshold C
+
+
+@dataclass(frozen=True)
+class ShapingSpec:
+    """DAPO's shaping of the rewards and the loss set (`train/step_shaping.py`)."""
+
+    dynamic_sampling: str  # off | filter
+    overlong_mask: bool  # truncated rollouts leave the loss
+    overlong_cache: int | None  # soft overlong penalty band (None = off)
+
+
+@dataclass(frozen=True)
+class MomentumSpec:
+    """The EMA m of the momentum model: a constant, or Co-rewarding-II's cosine schedule
+    `m_t = 1 - alpha(t)` from `alpha_start` to `alpha_end` (`core.ema.cosine_momentum`)."""
+
+    m: float | None = None  # the constant momentum
+    schedule: tuple[float, float] | None = None  # (alpha_start, alpha_end)
+
+
+@dataclass(frozen=True)
+class AlgorithmSpec:
+    """Resolved, derived settings of one algorithm: all the step reads about it (never
+    written back into the config). Shapes: B prompts, G = M + V + N rollouts each."""
+
+    name: str  # the preset
+    policy_rollouts: int  # M: policy samples that enter the loss
+    vote_only_rollouts: int  # V: extra policy samples that only vote (TTRL)
+    momentum_rollouts: int  # N: momentum-model samples (vote only)
+    iqr_k: float | None  # k of the IQR entropy filter; None = off
+    filter_in_loss: bool  # IQR-dropped policy rollouts leave the loss set
+    vote: VoteSpec  # how the vote pools the answers (it runs when a reward `votes`)
+    rewards: tuple[BoundReward, ...]  # the reward terms, parameters bound
+    reward_norm: str  # how several terms mix (`train.rewards.REWARD_NORMS`)
+    momentum: MomentumSpec | None  # the momentum model's EMA (None: the method has none)
+    kl_to_teacher: bool  # the KL term goes to the momentum model, not the initial one
+    loss: LossSpec
+    shaping: ShapingSpec
+
+    @property
+    def votes(self) -> bool:
+        """The step runs the majority vote (some reward reads the pseudo-label)."""
+        return any(r.votes for r in self.rewards)
+
+    @property
+    def needs_labels(self) -> bool:
+        """Some reward reads the ground truth (every training prompt needs an answer)."""
+        return any(r.needs_truth for r in self.rewards)
+
+    @property
+    def uses_momentum_model(self) -> bool:
+        return self.momentum_rollouts > 0
+
+    @property
+    def group_size(self) -> int:
+        """Rollouts per prompt that are generated: policy (train + vote-only) + momentum."""
+        return self.policy_rollouts + self.vote_only_rollouts + self.momentum_rollouts
+
+    def momentum_at(self, step: int, total_steps: int) -> float:
+        """The EMA momentum of step `step`: the constant m, or the cosine schedule's."""
+        if self.momentum is None:
+            raise ValueError(f"preset {self.name} has no momentum model")
+        if self.momentum.schedule is None:
+            assert self.momentum.m is not None
+            return self.momentum.m
+        # lazy, start-up: the EMA schedule is tensor-free but lives with the EMA in core
+        from mgrpo.core.ema import cosine_momentum
+
+        return cosine_momentum(step, total_steps, *self.momentum.schedule)
+
+
+# ----------------------------------------------------------------------------- the presets
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A `PRESETS` entry: the config type of the preset and its spec function."""
+
+    name: str
+    config: type[AlgorithmConfig]
+    resolve: Callable[[AlgorithmConfig], AlgorithmSpec]
+
+    def options(self) -> tuple[str, ...]:
+        """The option names only this preset's config type declares (not the base's)."""
+        shared = {f.name for f in fields(AlgorithmConfig)}
+        return tuple(f.name for f in fields(self.config) if f.name not in shared)
+
+
+#: preset name -> `Preset`, one per method (registered in the method's module).
+PRESETS: Registry[Preset] = Registry("preset")
+
+
+def preset(name: str, config: type[AlgorithmConfig]
+           ) -> Callable[[Callable[..., AlgorithmSpec]], Callable[..., AlgorithmSpec]]:
+    """Register the decorated spec function of preset `name`, configured by `config`."""
+    def add(resolve: Callable[..., AlgorithmSpec]) -> Callable[..., AlgorithmSpec]:
+        PRESETS.register(name, Preset(name, config, resolve))
+        return resolve
+
+    return add
+
