@@ -11,10 +11,14 @@ import pytest
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 # gsm8k_train and mbppplus are fetched on first use (mgrpo.data.fetched), never in a test:
-# tests read the copies in $MGRPO_DATA_DIR, by default the machine's shared data directory.
-SHARED_DATA = Path("/work/shared/data")
-if "MGRPO_DATA_DIR" not in os.environ and SHARED_DATA.is_dir():
-    os.environ["MGRPO_DATA_DIR"] = str(SHARED_DATA)
+# tests read the copies in $MGRPO_DATA_DIR, by default the machine's shared data directory
+# (`shared/data` beside the checkout, or /work/shared/data); without one their tests skip.
+SHARED_DATA = (Path(__file__).resolve().parents[2] / "shared" / "data", Path("/work/shared/data"))
+if "MGRPO_DATA_DIR" not in os.environ:
+    for _shared in SHARED_DATA:
+        if _shared.is_dir():
+            os.environ["MGRPO_DATA_DIR"] = str(_shared)
+            break
 
 
 def pytest_configure(config: pytest.Config) -> None:
