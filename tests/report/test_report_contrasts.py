@@ -79,6 +79,20 @@ def test_a_family_is_holm_corrected_within_itself(tmp_path):
     assert "## Declared family: f" in study_tables(runs, "srt", families=[family])
 
 
+def test_a_contrast_not_run_yet_keeps_the_family_size(tmp_path):
+    """A half-done sweep: the missing contrast is listed as not run and enters Holm as p = 1."""
+    runs = _sweep(tmp_path, {"srt": True, "m-grpo": True, "m-grpo-N8": False})
+    done = parse_contrast("n8", "m-grpo-N8:m-grpo")
+    family = Family("f", "end", (done, parse_contrast("later", "m-grpo-N4:m-grpo")))
+    table = family_table(runs, family)
+    p = t_pvalue(done.values(runs, "end")[1])
+    row = next(line.split("|") for line in table.splitlines() if line.startswith("| n8"))
+    assert row[-2].strip() == ("< 0.001" if holm([p, 1.0])[0] < 0.001
+                               else f"{holm([p, 1.0])[0]:.3f}")
+    assert "not run: no complete runs of m-grpo-N4" in table
+    assert "Holm over its 2 contrasts; 1 not run yet, counted as p = 1" in table
+
+
 def test_family_files_name_the_file_and_the_entry(tmp_path):
     path = tmp_path / "f.yaml"
     path.write_text("families:\n  - name: a\n    outcome: median\n    contrasts: {x: 'a:b'}\n")

@@ -343,17 +343,34 @@ def _terms(contrast: Contrast) -> str:
 
 
 def family_table(runs: Runs, family: Family) -> str:
-    rows = []
+    """The declared family's contrasts, Holm-corrected over all of them as declared.
+
+    A contrast one of whose arms has no complete runs yet (a half-done sweep) is listed as
+    not run and enters the correction with p = 1, so the family keeps its declared size and a
+    partial study is never corrected less strictly than the full one.
+    """
+    rows: list[tuple[Contrast, list[int], list[float], float]] = []
+    not_run: dict[str, list[str]] = {}
     for contrast in family.contrasts:
+        missing = [arm for arm, _ in contrast.weights if arm not in runs]
+        if missing:
+            not_run[contrast.name] = missing
+            rows.append((contrast, [], [], 1.0))
+            continue
         seeds, values = contrast.values(runs, family.outcome)
         rows.append((contrast, seeds, values, t_pvalue(values)))
     adjusted = holm([row[-1] for row in rows])
+    pending = (f"; {len(not_run)} not run yet, counted as p = 1" if not_run else "")
     lines = [f"\n## Declared family: {family.name} (outcome: {OUTCOMES[family.outcome]}; "
-             f"paired by seed; Holm over its {len(rows)} contrasts)\n",
+             f"paired by seed; Holm over its {len(rows)} contrasts{pending})\n",
              "| contrast | = | n | mean [95% t] (points) | bootstrap 95% | seeds above "
              "| p (t) | p (Holm) |",
              "|---|---|---|---|---|---|---|---|"]
     for (contrast, seeds, values, p), p_adj in zip(rows, adjusted):
+        if contrast.name in not_run:
+            lines.append(f"| {contrast.name} | {_terms(contrast)} | 0 | not run: no complete "
+                         f"runs of {', '.join(not_run[contrast.name])} | — | — | — | — |")
+            continue
         lines.append(f"| {contrast.name} | {_terms(contrast)} | {len(seeds)} | {_ci(values)} "
                      f"| {_boot(values)} | {sum(v > 0 for v in values)}/{len(values)} "
                      f"| {fmt_p(p)} | {fmt_p(p_adj)} |")
