@@ -71,3 +71,13 @@ python docs/lab-study/stats.py $LONG $TENARMS --seeds 6-10 $PAIRS \
 python docs/lab-study/alarm-score.py $LONG --tune 1-5 --held-out 6-10 > $DOC/long-regime/alarm.md
 python docs/lab-study/embed.py long $DOC/long-regime/stats.md --level 4
 python docs/lab-study/embed.py alarm $DOC/long-regime/alarm.md
+
+# the mechanism study (mechanism.sh): seeds 11-20, the families declared in mechanism/family.yaml
+# before its runs (mechanism/plan.md); a contrast whose arms have not run yet reads "not run"
+. docs/lab-study/mechanism-arms.sh
+MECH=$RES/mechanism
+# shellcheck disable=SC2086
+mgrpo compare lab-long $FACTORIAL $SCHEDULE --seeds 11-20 -o $MECH \
+  --report-to $DOC/mechanism/report $Q > /dev/null
+python docs/lab-study/stats.py $MECH --family $DOC/mechanism/family.yaml > $DOC/mechanism/stats.md
+python docs/lab-study/embed.py mechanism $DOC/mechanism/stats.md --level 4
