@@ -13,7 +13,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mgrpo.report.build import build_report
-from mgrpo.report.model_collapse import model_collapse_step, reward_accuracy_bound
+from mgrpo.report.model_collapse import (
+    model_collapse_step,
+    reward_accuracy_bound,
+    reward_accuracy_bounds,
+)
 from mgrpo.report.runs import RunMetrics
 
 FAST = settings(deadline=None, max_examples=60, derandomize=True)
@@ -39,16 +43,17 @@ GROUPS = st.lists(st.lists(st.sampled_from("ABCD"), min_size=2, max_size=8), min
 
 @FAST
 @given(steps=st.lists(GROUPS, min_size=1, max_size=5))
-def test_bound_is_an_upper_bound_of_ttrl_reward_accuracy(steps):
+def test_bounds_hold_ttrl_reward_accuracy(steps):
     records, exact = [], []
     for i, groups in enumerate(steps, start=1):
         hit, acc, ra = _vote_step(groups, truth="A")
         records.append({"step": i, "reward/hit_rate": hit, "policy/accuracy": acc})
         exact.append(ra)
-    got_steps, bound = reward_accuracy_bound(RunMetrics(Path("m"), records))
+    got_steps, lower, upper = reward_accuracy_bounds(RunMetrics(Path("m"), records))
     assert list(got_steps) == list(range(1, len(steps) + 1))
-    for b, ra in zip(bound, exact, strict=True):
-        assert b >= ra - 1e-12
+    assert list(upper) == list(reward_accuracy_bound(RunMetrics(Path("m"), records))[1])
+    for low, high, ra in zip(lower, upper, exact, strict=True):
+        assert low - 1e-12 <= ra <= high + 1e-12
 
 
 @FAST
@@ -84,8 +89,18 @@ def test_first_step_below_the_threshold():
     assert "not reached in 2 steps" in healthy.describe()
 
 
+def test_runs_before_the_hit_rate_read_the_mean_reward():
+    rows = [{"step": 1, "reward/mean": 0.6, "policy/accuracy": 0.4},
+            {"step": 2, "reward/mean": 1.0, "policy/accuracy": 0.0}]
+    assert model_collapse_step(RunMetrics(Path("m"), rows)).step == 2
+    rows[0]["reward/hit_rate"] = 0.5  # logged: the hit rate wins where there is one
+    _, bound = reward_accuracy_bound(RunMetrics(Path("m"), rows))
+    assert list(bound) == pytest.approx([0.9])
+
+
 def test_unlabelled_runs_have_no_reading():
-    rows = [{"step": 1, "reward/hit_rate": 0.9}, {"step": 2, "reward/hit_rate": 1.0}]
+    rows = [{"step": 1, "reward/hit_rate": 0.9, "reward/mean": 0.9},
+            {"step": 2, "reward/hit_rate": 1.0, "reward/mean": 1.0}]
     reading = model_collapse_step(RunMetrics(Path("m"), rows))
     assert reading.step is None and reading.steps_read == 0
     assert reading.describe().startswith("n/a")

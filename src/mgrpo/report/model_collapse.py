@@ -16,7 +16,8 @@ step, no smoothing).
 
 What mgrpo logs, and the departure. RA needs, per rollout, both rewards together; a step's
 metrics hold only their means: ``r = reward/hit_rate`` (the share of train rollouts with
-reward > 0, the 0/1 pseudo-reward) and ``a = policy/accuracy`` (the share whose answer is
+reward > 0, the 0/1 pseudo-reward; runs logged before that key existed give ``reward/mean``,
+the same number for a 0/1 reward) and ``a = policy/accuracy`` (the share whose answer is
 right; labelled training prompts only). With ``P11`` the share both rewarded and right,
 
     RA = 1 - r - a + 2 P11,     max(0, r + a - 1) <= P11 <= min(r, a)
@@ -49,21 +50,32 @@ __all__ = [
     "CollapseReading",
     "model_collapse_step",
     "reward_accuracy_bound",
+    "reward_accuracy_bounds",
 ]
 
 HIT_RATE_KEY = "reward/hit_rate"
+REWARD_KEY = "reward/mean"  # the hit rate of a 0/1 reward, in runs that predate HIT_RATE_KEY
 ACCURACY_KEY = "policy/accuracy"
 #: the paper's threshold on the reward accuracy
 MCS_THRESHOLD = 0.01
 
 
-def reward_accuracy_bound(log: RunMetrics) -> tuple[np.ndarray, np.ndarray]:
-    """``(steps, RA+)``: ``1 - |hit_rate - policy/accuracy|`` at every step that logged both
-    (module docstring); empty arrays when either is never logged."""
-    r_steps, r = log.series(HIT_RATE_KEY)
+def reward_accuracy_bounds(log: RunMetrics) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(steps, RA-, RA+)`` at every step that logged both means (module docstring;
+    ``reward/mean`` for a run that never logged the hit rate): the bounds of RA over ``P11``,
+    ``RA- = |1 - r - a|`` and ``RA+ = 1 - |r - a|``; empty arrays when either is never
+    logged."""
+    r_steps, r = log.series(HIT_RATE_KEY if log.has(HIT_RATE_KEY) else REWARD_KEY)
     a_steps, a = log.series(ACCURACY_KEY)
     steps, ri, ai = np.intersect1d(r_steps, a_steps, return_indices=True)
-    return steps, 1.0 - np.abs(r[ri] - a[ai])
+    r, a = r[ri], a[ai]
+    return steps, np.abs(1.0 - r - a), 1.0 - np.abs(r - a)
+
+
+def reward_accuracy_bound(log: RunMetrics) -> tuple[np.ndarray, np.ndarray]:
+    """``(steps, RA+)``, the upper bound that the Model Collapse Step reads."""
+    steps, _, upper = reward_accuracy_bounds(log)
+    return steps, upper
 
 
 @dataclass(frozen=True)
