@@ -258,3 +258,39 @@ def test_cli_tiny_runs_each_option(tmp_path, overrides, key):
     for override in overrides:
         name, value = override.split("=", 1)
         assert f"{name.split('.')[-1]}: {value}" in resolved
+
+
+# ---------------------------------------------------------------- the config keys
+
+def test_config_names_are_the_registry_names():
+    from mgrpo.core.losses import POLICY_LOSSES, RATIO_LEVELS
+    from mgrpo.fields import literal_names
+    from mgrpo.methods.base import PolicyLossName, RatioLevelName
+
+    assert sorted(literal_names(PolicyLossName)) == list(POLICY_LOSSES.names())
+    assert tuple(literal_names(RatioLevelName)) == RATIO_LEVELS
+
+
+@pytest.mark.parametrize(("options", "match"), [
+    ({"epochs": 0}, "algorithm.epochs"),
+    ({"top_entropy_quantile": 0.0}, "algorithm.top_entropy_quantile"),
+    ({"top_entropy_quantile": 1.5}, "algorithm.top_entropy_quantile"),
+    ({"policy_loss": "grpo"}, "algorithm.policy_loss"),
+    ({"ratio_level": "segment"}, "algorithm.ratio_level"),
+    ({"dynamic_sampling": "resample", "resample_budget": 0}, "algorithm.resample_budget"),
+    ({"resample_budget": 4}, "read only with dynamic_sampling resample"),
+])
+def test_bad_values_name_the_key(options, match):
+    from mgrpo.fields import ConfigError
+
+    with pytest.raises(ConfigError, match=match):
+        _cfg(**options)
+
+
+def test_defaults_leave_every_option_off():
+    from mgrpo.train.algorithm import resolve_algorithm
+
+    spec = resolve_algorithm(_cfg().algorithm)
+    assert (spec.loss.policy_loss, spec.loss.ratio_level, spec.loss.top_entropy_quantile,
+            spec.epochs, spec.shaping.dynamic_sampling, spec.shaping.resample_budget) == (
+        "ppo", "token", 1.0, 1, "off", None)

@@ -192,33 +192,27 @@ class AlgorithmConfig:
     entropy_coef: float = doc(0.0, "static entropy bonus c: loss -= c * token entropy, >= 0 "
                               "(0 = off)")
     policy_loss: PolicyLossName = doc(
-        "ppo", "the surrogate objective (`mgrpo.core.losses.POLICY_LOSSES`): ppo (-min(r A, "
-        "clip(r) A), the paper) | cispo (MiniMax-M1's -sg[clip(r, 1 - clip_low, 1 + clip_high)] "
-        "A logp: the clipped ratio is a constant weight, every token keeps its gradient; verl's "
-        "loss_mode cispo, TRL's loss_type cispo)")
+        "ppo", "surrogate (`mgrpo.core.losses.POLICY_LOSSES`): ppo (-min(r A, clip(r) A)) | "
+        "cispo (MiniMax-M1: -sg[clip(r, 1 - clip_low, 1 + clip_high)] A logp; verl, TRL cispo)")
     ratio_level: RatioLevelName = doc(
-        "token", "the importance ratio r: token (r_t = pi / pi_old per token) | sequence (GSPO: "
-        "one r = exp(mean_t log(pi_t / pi_old_t)) per rollout, clipped once per sequence; TRL's "
-        "importance_sampling_level, verl's loss_mode gspo, which also sets loss_agg "
-        "seq-mean-token-mean and clip ranges near 3e-4 / 4e-4)")
+        "token", "importance ratio r: token | sequence (GSPO: r = exp(mean_t log(pi_t / "
+        "pi_old_t)) per rollout, clipped once per sequence; TRL's importance_sampling_level, "
+        "verl's gspo, which pairs it with loss_agg seq-mean-token-mean)")
     top_entropy_quantile: float = doc(
-        1.0, "rho, the share of tokens that carry the policy gradient, in (0, 1]: only tokens "
-        "with entropy >= the (1 - rho) quantile of the update's loss tokens keep their pg term "
-        "and entropy bonus (TRL's top_entropy_quantile; 0.2 in 'Beyond the 80/20 rule'); the "
-        "KL term and the normaliser keep every token (1 = off)")
+        1.0, "rho in (0, 1]: only tokens with entropy >= the (1 - rho) quantile of the "
+        "update's loss tokens keep their pg term and entropy bonus (TRL's "
+        "top_entropy_quantile; KL and normaliser keep every token; 1 = off)")
     epochs: int = doc(
-        1, "mu, passes over each step's rollouts, >= 1 (TRL's num_iterations, verl's "
-        "ppo_epochs): mu x trainer.updates_per_step optimizer steps per step, every pass "
-        "against the logp_old of the weights before the first; the momentum EMA follows "
-        "every optimizer step; the lr and momentum schedules and trainer.max_steps count steps")
+        1, "mu >= 1 passes over each step's rollouts (TRL num_iterations, verl ppo_epochs): "
+        "mu x trainer.updates_per_step optimizer steps and EMA updates per step, all against "
+        "the logp_old from before the first")
     dynamic_sampling: DynamicSamplingName = doc(
         "off", "DAPO dynamic sampling: off | filter (prompts whose train rollouts all get the "
-        "same reward leave the loss and its normaliser) | resample (such prompts' groups are "
-        "generated again, policy and momentum rollouts, up to algorithm.resample_budget extra "
-        "groups per step; those still constant are filtered)")
+        "same reward leave the loss and its normaliser) | resample (their groups are "
+        "generated again, up to algorithm.resample_budget per step; the rest filtered)")
     resample_budget: int | None = doc(
-        None, "with dynamic_sampling resample: the most extra groups generated per step, over "
-        "all processes, >= 1 (null = one per prompt of the step, trainer.prompts_per_step)")
+        None, "dynamic_sampling resample: most groups generated again per step, over all "
+        "processes, >= 1 (null = trainer.prompts_per_step)")
     overlong_mask: bool = doc(False, "truncated rollouts (stopped by max_new_tokens) leave the "
                               "loss")
     overlong_cache: int | None = doc(
@@ -275,8 +269,10 @@ class AlgorithmConfig:
               f"must be an integer >= 1, got {self.epochs!r}")
         one_of(self.dynamic_sampling, "algorithm.dynamic_sampling",
                literal_names(DynamicSamplingName))
-        check(self.resample_budget is None or self.resample_budget >= 1,
-              "algorithm.resample_budget", f"must be >= 1 or null, got {self.resample_budget!r}")
+        check(self.resample_budget is None or (self.resample_budget >= 1 and
+              self.dynamic_sampling == "resample"), "algorithm.resample_budget",
+              f"must be >= 1 or null, and is read only with dynamic_sampling resample, got "
+              f"{self.resample_budget!r} with {self.dynamic_sampling}")
         check(self.overlong_cache is None or self.overlong_cache >= 1, "algorithm.overlong_cache",
               "must be >= 1 or null")
         one_of(self.rollout_correction, "algorithm.rollout_correction",
