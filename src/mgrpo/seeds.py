@@ -4,6 +4,8 @@ A run has one user seed `cfg.seed`. Sampling seeds are pure functions of it, nev
 global RNG state, so a resumed or re-sharded run draws the same samples:
 
     step_seed(seed, step, stream[, prompt])   the rollouts of one step, stream and prompt
+    resample_stream(stream, attempt)          a stream's groups generated again by dynamic
+                                              sampling (`train/step_resample.py`)
     chunk_seed(seed, c)                       prompt chunk c of a decode call split by the
                                               KV budget (chunk 0 keeps the call's own seed)
     request_seed(seed, i)                     request i of a vLLM call (one request per rollout:
@@ -30,6 +32,7 @@ __all__ = [
     "chunk_seed",
     "epoch_seed",
     "request_seed",
+    "resample_stream",
     "step_seed",
 ]
 
@@ -38,6 +41,7 @@ MOMENTUM_STREAM = 1  # the momentum model's N rollouts of a training step
 VOTE_TIE_STREAM = 2  # `algorithm.vote_ties: random`, one seed per global prompt
 RANDOM_REWARD_STREAM = 3  # preset random's Bernoulli rewards, one seed per global prompt
 VALIDATION_STREAM = 99  # periodic validation, distinct from the training streams
+RESAMPLE_STREAM_STRIDE = 1_000  # attempt a of dynamic sampling: stream + a * stride
 
 VAL_SEED_OFFSET = 1  # validation sets are drawn with seed + 1
 SYNTHETIC_VAL_SEED_OFFSET = 7_919  # held-out synthetic problems: seed + 7919
@@ -56,6 +60,14 @@ def step_seed(seed: int, step: int, stream: int, prompt: int = 0) -> int:
     0 is the seed of a whole step's batched call; a per-prompt call uses prompt index + 1."""
     return (seed * _PRIME_SEED + step * _PRIME_STEP + stream * _PRIME_STREAM
             + prompt * _PRIME_PROMPT) % _MODULUS
+
+
+def resample_stream(stream: int, attempt: int) -> int:
+    """The stream of attempt `attempt` >= 1 of generating `stream`'s groups again (dynamic
+    sampling): `stream + attempt * RESAMPLE_STREAM_STRIDE`, apart from every named stream."""
+    if attempt < 1:
+        raise ValueError(f"resample attempts count from 1, got {attempt}")
+    return stream + attempt * RESAMPLE_STREAM_STRIDE
 
 
 def chunk_seed(seed: int, index: int) -> int:

@@ -135,3 +135,16 @@ def test_two_updates_per_step_idle_ranks_keep_lockstep(tmp_path):
     _train(tmp_path / "one", *steps)
     _train(tmp_path / "two", "--nproc", "2", *steps)
     _assert_same_run(tmp_path / "one", tmp_path / "two")
+
+
+def test_two_processes_match_one_with_the_loss_and_update_options(tmp_path):
+    """The options that gather over ranks (the top-entropy quantile, dynamic-sampling
+    resampling) and the extra passes (epochs): two FSDP ranks give the one-process run."""
+    steps = ["trainer.max_steps=2", "algorithm.epochs=2", "algorithm.top_entropy_quantile=0.5",
+             "algorithm.ratio_level=sequence", "algorithm.dynamic_sampling=resample",
+             "algorithm.resample_budget=1"]
+    _train(tmp_path / "one", *steps)
+    _train(tmp_path / "two", "--nproc", "2", *steps)
+    _assert_same_run(tmp_path / "one", tmp_path / "two")
+    rows = _metrics(tmp_path / "one")
+    assert all("dynamic/resampled_groups" in r and "loss/top_entropy_threshold" in r for r in rows)

@@ -291,8 +291,9 @@ class TrainerConfig:
     max_steps: int = doc(100, "training steps, >= 1")
     prompts_per_step: int = doc(8, "B, prompts per step (each with G rollouts), >= 1 (paper "
                                 "Table 4: 8)")
-    updates_per_step: int = doc(1, "U, optimizer updates per step, each on B / U of the prompts "
-                                "with an EMA update after it, in [1, B]")
+    updates_per_step: int = doc(1, "U, optimizer updates per pass over the step's rollouts, "
+                                "each on B / U of the prompts with an EMA update after it, in "
+                                "[1, B] (algorithm.epochs passes: mu x U per step)")
     micro_batch_size: int = doc(8, "rollouts per forward/backward (gradient accumulation), >= 1")
     save_every: int = doc(50, "checkpoint every this many steps, >= 0 (0 = only at the end)")
     keep_last: int = doc(2, "checkpoints kept, >= 1")

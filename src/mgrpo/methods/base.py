@@ -44,6 +44,8 @@ __all__ = [
     "KLEstimatorName",
     "LossAggregationName",
     "LossSpec",
+    "PolicyLossName",
+    "RatioLevelName",
     "MomentumSpec",
     "Preset",
     "Reward",
@@ -65,8 +67,10 @@ LossAggregationName = Literal["token-mean", "seq-mean-token-mean", "seq-mean-tok
 KLEstimatorName = Literal["k3", "low_var_kl"]
 VoteTieName = Literal["policy-first", "momentum-first", "random"]
 RewardNormName = Literal["sum", "per-reward"]
-DynamicSamplingName = Literal["off", "filter"]
+DynamicSamplingName = Literal["off", "filter", "resample"]
 RolloutCorrectionName = Literal["off", "token", "sequence"]
+RatioLevelName = Literal["token", "sequence"]  # core.losses.RATIO_LEVELS
+PolicyLossName = Literal["ppo", "cispo"]  # core.losses.POLICY_LOSSES
 
 
 @dataclass(frozen=True)
@@ -176,7 +180,7 @@ class AlgorithmConfig:
         "in verl | seq-mean-token-mean (GRPO paper) | seq-mean-token-sum-norm (Dr. GRPO)")
     clip: float = doc(0.2, "PPO clip range epsilon, in (0, 1) (paper Table 4: 0.2)")
     clip_low: float | None = doc(None, "lower PPO clip epsilon (ratio >= 1 - clip_low), in "
-                                 "[0, 1) (null = algorithm.clip)")
+                                 "[0, 1]; 1 = no lower bound (null = algorithm.clip)")
     clip_high: float | None = doc(None, "upper PPO clip epsilon (ratio <= 1 + clip_high), >= 0; "
                                   "DAPO's clip-higher uses 0.28 (null = algorithm.clip)")
     kl_coef: float = doc(0.005, "beta of the KL term, >= 0; 0 = no reference model (paper "
@@ -187,9 +191,28 @@ class AlgorithmConfig:
         "[-20, 20] and the value to [-10, 10])")
     entropy_coef: float = doc(0.0, "static entropy bonus c: loss -= c * token entropy, >= 0 "
                               "(0 = off)")
+    policy_loss: PolicyLossName = doc(
+        "ppo", "surrogate (`mgrpo.core.losses.POLICY_LOSSES`): ppo (-min(r A, clip(r) A)) | "
+        "cispo (MiniMax-M1: -sg[clip(r, 1 - clip_low, 1 + clip_high)] A logp; verl, TRL cispo)")
+    ratio_level: RatioLevelName = doc(
+        "token", "importance ratio r: token | sequence (GSPO: r = exp(mean_t log(pi_t / "
+        "pi_old_t)) per rollout, clipped once per sequence; TRL's importance_sampling_level, "
+        "verl's gspo, which pairs it with loss_agg seq-mean-token-mean)")
+    top_entropy_quantile: float = doc(
+        1.0, "rho in (0, 1]: only tokens with entropy >= the (1 - rho) quantile of the "
+        "update's loss tokens keep their pg term and entropy bonus (TRL's "
+        "top_entropy_quantile; KL and normaliser keep every token; 1 = off)")
+    epochs: int = doc(
+        1, "mu >= 1 passes over each step's rollouts (TRL num_iterations, verl ppo_epochs): "
+        "mu x trainer.updates_per_step optimizer steps and EMA updates per step, all against "
+        "the logp_old from before the first")
     dynamic_sampling: DynamicSamplingName = doc(
         "off", "DAPO dynamic sampling: off | filter (prompts whose train rollouts all get the "
-        "same reward leave the loss and its normaliser)")
+        "same reward leave the loss and its normaliser) | resample (their groups are "
+        "generated again, up to algorithm.resample_budget per step; the rest filtered)")
+    resample_budget: int | None = doc(
+        None, "dynamic_sampling resample: most groups generated again per step, over all "
+        "processes, >= 1 (null = trainer.prompts_per_step)")
     overlong_mask: bool = doc(False, "truncated rollouts (stopped by max_new_tokens) leave the "
                               "loss")
     overlong_cache: int | None = doc(
@@ -231,15 +254,25 @@ class AlgorithmConfig:
         one_of(self.advantage, "algorithm.advantage", literal_names(AdvantageName))
         one_of(self.loss_agg, "algorithm.loss_agg", literal_names(LossAggregationName))
         check(0.0 < self.clip < 1.0, "algorithm.clip", "must be in (0, 1)")
-        check(self.clip_low is None or 0.0 <= self.clip_low < 1.0, "algorithm.clip_low",
-              "must be in [0, 1) or null")
+        check(self.clip_low is None or 0.0 <= self.clip_low <= 1.0, "algorithm.clip_low",
+              "must be in [0, 1] or null")
         check(self.clip_high is None or self.clip_high >= 0.0, "algorithm.clip_high",
               "must be >= 0 or null")
         check(self.kl_coef >= 0.0, "algorithm.kl_coef", "must be >= 0")
         one_of(self.kl_estimator, "algorithm.kl_estimator", literal_names(KLEstimatorName))
         check(self.entropy_coef >= 0.0, "algorithm.entropy_coef", "must be >= 0")
+        one_of(self.policy_loss, "algorithm.policy_loss", literal_names(PolicyLossName))
+        one_of(self.ratio_level, "algorithm.ratio_level", literal_names(RatioLevelName))
+        check(0.0 < self.top_entropy_quantile <= 1.0, "algorithm.top_entropy_quantile",
+              f"must be in (0, 1] (1 = off), got {self.top_entropy_quantile!r}")
+        check(self.epochs >= 1, "algorithm.epochs",
+              f"must be an integer >= 1, got {self.epochs!r}")
         one_of(self.dynamic_sampling, "algorithm.dynamic_sampling",
                literal_names(DynamicSamplingName))
+        check(self.resample_budget is None or (self.resample_budget >= 1 and
+              self.dynamic_sampling == "resample"), "algorithm.resample_budget",
+              f"must be >= 1 or null, and is read only with dynamic_sampling resample, got "
+              f"{self.resample_budget!r} with {self.dynamic_sampling}")
         check(self.overlong_cache is None or self.overlong_cache >= 1, "algorithm.overlong_cache",
               "must be >= 1 or null")
         one_of(self.rollout_correction, "algorithm.rollout_correction",
@@ -272,10 +305,14 @@ class AlgorithmConfig:
                           kl_coef=self.kl_coef, kl_estimator=self.kl_estimator,
                           entropy_coef=self.entropy_coef,
                           rollout_correction=self.rollout_correction,
-                          rollout_correction_cap=self.rollout_correction_cap),
+                          rollout_correction_cap=self.rollout_correction_cap,
+                          policy_loss=self.policy_loss, ratio_level=self.ratio_level,
+                          top_entropy_quantile=float(self.top_entropy_quantile)),
             shaping=ShapingSpec(dynamic_sampling=self.dynamic_sampling,
                                 overlong_mask=self.overlong_mask,
-                                overlong_cache=self.overlong_cache),
+                                overlong_cache=self.overlong_cache,
+                                resample_budget=self.resample_budget),
+            epochs=self.epochs,
         )
 
     def vote_spec(self, *, policy_votes: bool = True, filter_in_vote: bool = True,
@@ -353,15 +390,19 @@ class LossSpec:
     entropy_coef: float  # static entropy bonus (0 = off)
     rollout_correction: str  # off | token | sequence (`core.correction`)
     rollout_correction_cap: float  # its truncation threshold C
+    policy_loss: str = "ppo"  # a name in `core.losses.POLICY_LOSSES`
+    ratio_level: str = "token"  # token | sequence (GSPO), `core.losses.RATIO_LEVELS`
+    top_entropy_quantile: float = 1.0  # share of tokens that carry the pg term (1 = all)
 
 
 @dataclass(frozen=True)
 class ShapingSpec:
     """DAPO's shaping of the rewards and the loss set (`train/step_shaping.py`)."""
 
-    dynamic_sampling: str  # off | filter
+    dynamic_sampling: str  # off | filter | resample
     overlong_mask: bool  # truncated rollouts leave the loss
     overlong_cache: int | None  # soft overlong penalty band (None = off)
+    resample_budget: int | None = None  # extra groups per step (None = one per prompt)
 
 
 @dataclass(frozen=True)
@@ -391,6 +432,7 @@ class AlgorithmSpec:
     kl_to_teacher: bool  # the KL term goes to the momentum model, not the initial one
     loss: LossSpec
     shaping: ShapingSpec
+    epochs: int = 1  # mu: passes of updates over each step's rollouts
 
     @property
     def votes(self) -> bool:

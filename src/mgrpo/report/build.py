@@ -8,7 +8,8 @@ run, ``./report`` for several):
   accuracy, policy/momentum entropy, pseudo-label accuracy (when the data has hidden
   answers), vote share, IQR-dropped fraction, response length, loss (pg + KL), step time;
 - ``report.html``: summary table (best/final val accuracy, step of best, final entropy,
-  alarms), benchmark table (when eval results exist), the plots inline, and the resolved
+  alarms, URLVR's Model Collapse Step read from the metrics: :mod:`mgrpo.report.model_collapse`),
+  benchmark table (when eval results exist), the plots inline, and the resolved
   configs side by side with their differences highlighted;
 - ``summary.md``: the summary (and benchmark) tables as markdown;
 - ``samples/``: the sample browser of each run that logged ``samples.jsonl``
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mgrpo.report.html import MISSING, Table, render_report
+from mgrpo.report.model_collapse import MCS_THRESHOLD, CollapseReading, model_collapse_step
 from mgrpo.report.plots import DEFAULT_MAX_POINTS, DEFAULT_SMOOTHING, make_plots
 from mgrpo.report.runs import RunData, load_runs
 from mgrpo.report.samples import sample_links
@@ -66,6 +68,7 @@ class RunSummary:
     alarm_first_step: int | None
     alarm_reasons: list[str] = field(default_factory=list)
     alarm_source: str = "none"  # "logged" | "replayed" | "none"
+    model_collapse: CollapseReading | None = None  # URLVR's Model Collapse Step (upper bound)
 
 
 def summarize_run(run: RunData) -> RunSummary:
@@ -89,6 +92,7 @@ def summarize_run(run: RunData) -> RunSummary:
         final_entropy=float(entropies[-1]) if entropies.size else None,
         alarm_steps=0,
         alarm_first_step=None,
+        model_collapse=model_collapse_step(log),
     )
     if ALARM_KEY in log.keys():
         fired = [r for r in log.records if r.get(ALARM_KEY) in (1, True, 1.0)]
@@ -126,7 +130,9 @@ def summary_table(summaries: Sequence[RunSummary]) -> tuple[Table, set[tuple[int
         "reward at the last step",
         "entropy at the last step",
         "collapse alarm (online warning)",
+        f"model collapse step (URLVR: reward accuracy < {MCS_THRESHOLD:g})",
     ]
+    alarm_column = len(headers) - 2
     rows, alarm_cells = [], set()
     for i, s in enumerate(summaries):
         if s.alarm_steps:
@@ -137,7 +143,7 @@ def summary_table(summaries: Sequence[RunSummary]) -> tuple[Table, set[tuple[int
                 + " | ".join(shown)
                 + (f" (+{more} more)" if more > 0 else "")
             )
-            alarm_cells.add((i, len(headers) - 1))
+            alarm_cells.add((i, alarm_column))
         else:
             alarm = f"none [{s.alarm_source}]" if s.alarm_source != "none" else "none"
         rows.append(
@@ -150,6 +156,7 @@ def summary_table(summaries: Sequence[RunSummary]) -> tuple[Table, set[tuple[int
                 num(s.final_reward),
                 num(s.final_entropy),
                 alarm,
+                MISSING if s.model_collapse is None else s.model_collapse.describe(),
             ]
         )
     return Table(headers, rows), alarm_cells

@@ -2,8 +2,9 @@
 
     policy rollouts (M [+ V vote-only]) and momentum rollouts (N) for B prompts
     -> trajectory entropies (B, G) -> IQR keep mask -> answers -> majority vote (pseudo-labels)
-    -> rewards (B, M) -> loss set -> group advantages -> frozen logp_old / logp_ref
-    -> U x [ gradient over the update's micro-batches -> optimizer step -> EMA ]
+    -> rewards (B, M) [-> dynamic sampling: constant groups generated again]
+    -> loss set -> group advantages -> frozen logp_old / logp_ref
+    -> mu x U x [ gradient over the update's micro-batches -> optimizer step -> EMA ]
 
 Every preset runs this same function; what differs is the `AlgorithmSpec` (the method's spec,
 `mgrpo.methods`, resolved by `train/algorithm.py`), whose reward terms are functions of
@@ -58,7 +59,13 @@ from mgrpo.models.protocol import Tokenizer
 from mgrpo.parallel.distributed import gather_objects
 from mgrpo.rollout import RolloutBatch, SamplingParams
 from mgrpo.rollout.groups import generate_groups
-from mgrpo.seeds import MOMENTUM_STREAM, POLICY_STREAM, VOTE_TIE_STREAM, step_seed
+from mgrpo.seeds import (
+    MOMENTUM_STREAM,
+    POLICY_STREAM,
+    VOTE_TIE_STREAM,
+    resample_stream,
+    step_seed,
+)
 from mgrpo.train.logs.samples import SampleRecord, sample_records
 from mgrpo.train.logs.step_metrics import (
     MetricInputs,
@@ -68,6 +75,7 @@ from mgrpo.train.logs.step_metrics import (
     step_metrics,
 )
 from mgrpo.train.rewards import mix_rewards
+from mgrpo.train.step_resample import ScoredPool, resample_constant_groups
 from mgrpo.train.step_shaping import shape_step
 from mgrpo.train.step_updates import (
     NonFiniteLossError,
@@ -105,49 +113,45 @@ def train_step(models: StepModels, batch: StepBatch, cfg: Config, spec: Algorith
         policy, *momentum = generate_groups(batch.prompt_ids, groups, params,
                                             prompt_offset=batch.prompt_offset,
                                             per_prompt=cfg.distributed.seed_per_prompt)
-    with timer("vote"):  # entropies (B, G) -> IQR keep (B, G) -> answers (B, G) -> votes (B,)
-        tie_seeds = [step_seed(cfg.seed, step, VOTE_TIE_STREAM, batch.prompt_offset + b)
-                     for b in range(B)]
-        rollouts = score_rollouts(models, policy, momentum[0] if N else None, spec, B,
-                                  cfg.data.answer_kind, equivalent, tie_seeds)
+    # vote: entropies (B, G) -> IQR keep (B, G) -> answers (B, G) -> votes (B,);
+    # reward: rewards (B, M) -> shaped rewards and loss set (B, M)
+    rescore = functools.partial(_scored_pool, models, batch, cfg, spec, step, equivalent, timer)
+    pool = rescore(policy, momentum[0] if N else None)
+    resampled = None
+    if spec.shaping.dynamic_sampling == "resample":  # DAPO: constant groups generated again
+        pool, resampled = resample_constant_groups(
+            pool, budget=spec.shaping.resample_budget or (batch.global_prompts or B),
+            prompt_offset=batch.prompt_offset, groups=(M + V, N), rescore=rescore,
+            regenerate=functools.partial(_regenerate, models, batch, cfg, spec, step, timer),
+            pad_token_id=_pad_id(models.tokenizer), ctx=models.dist)
+    rollouts, train, shaped = pool.rollouts, pool.train, pool.shaped
     with timer("reward"):
-        train = policy.select(policy_train_rows(B, M, V, rollouts.keep.device))  # (B*M, T)
-        inputs = RewardInputs(pool=rollouts, train=train, prompt_ids=batch.prompt_ids,
-                              truths=batch.answers, equivalent=equivalent,
-                              sampler=models.policy_full or models.policy,
-                              tokenizer=models.tokenizer, temperature=settings.temperature,
-                              step=step, seed=cfg.seed, prompt_offset=batch.prompt_offset)
-        in_loss = (rollouts.keep[:, :M].clone() if spec.filter_in_loss  # scope loss, vote+loss
-                   else torch.ones(B, M, dtype=torch.bool, device=rollouts.keep.device))  # (B, M)
-        rewards = mix_rewards([term.fn(inputs) for term in spec.rewards],
-                              [term.weight for term in spec.rewards], spec.reward_norm,
-                              in_loss)  # (B, M) on D
-        shaped = shape_step(rewards, in_loss, train, spec.shaping, cfg.generation.max_new_tokens)
         advantages = get_advantage_estimator(spec.loss.advantage)(shaped.rewards,
                                                                   shaped.in_loss)  # (B, M)
     ls = loss_set(train, shaped.in_loss, advantages)  # rows outside the loss set: never forwarded
-    with timer("logprobs"):  # before any update; logp_old only when U > 1 (else: detached logp)
+    with timer("logprobs"):  # before any update; logp_old only when mu U > 1 (else: detached)
         logp_old, logp_ref = frozen_logprobs(_kl_target(models, spec), batch, settings, ls)
 
     stats = LossStats()
-    for update in range(settings.updates_per_step):  # U GRPO updates, each on B / U prompts
-        with timer("train"), train_mode(models.policy):
-            models.optimizer.zero_grad(set_to_none=True)
-            stats.add(accumulate_gradients(models, batch, settings, ls, update, logp_old,
-                                           logp_ref, step))
-            stats.grad_norms.append(clip_gradients(models, settings.max_grad_norm, step))
-            models.optimizer.step()
-            models.optimizer.zero_grad(set_to_none=True)
-        with timer("sync"):  # refresh the bf16 / unsharded generator copy from the new weights
-            if models.after_update is not None:
-                models.after_update()
-            models.policy_engine.sync_weights()  # vllm: push them (hf, fast read them live)
-        with timer("ema"):  # theta_k <- m theta_k + (1 - m) theta_q after EVERY optimizer step
-            if models.momentum is not None:
-                models.momentum.update_(models.policy,
-                                        spec.momentum_at(step, cfg.trainer.max_steps))
-            if models.momentum_engine is not None:
-                models.momentum_engine.sync_weights()  # vllm: the momentum weights, likewise
+    for epoch in range(settings.epochs):  # mu passes over the same rollouts and logp_old
+        for update in range(settings.updates_per_step):  # U GRPO updates, each on B / U prompts
+            with timer("train"), train_mode(models.policy):
+                models.optimizer.zero_grad(set_to_none=True)
+                stats.add(accumulate_gradients(models, batch, settings, ls, update, logp_old,
+                                               logp_ref, step, epoch))
+                stats.grad_norms.append(clip_gradients(models, settings.max_grad_norm, step))
+                models.optimizer.step()
+                models.optimizer.zero_grad(set_to_none=True)
+            with timer("sync"):  # refresh the bf16 / unsharded generator copy from the new weights
+                if models.after_update is not None:
+                    models.after_update()
+                models.policy_engine.sync_weights()  # vllm: push them (hf, fast read them live)
+            with timer("ema"):  # theta_k <- m theta_k + (1 - m) theta_q after EVERY optimizer step
+                if models.momentum is not None:
+                    models.momentum.update_(models.policy,
+                                            spec.momentum_at(step, cfg.trainer.max_steps))
+                if models.momentum_engine is not None:
+                    models.momentum_engine.sync_weights()  # vllm: the momentum weights, likewise
     lr = models.optimizer.param_groups[0]["lr"]
     models.scheduler.step()
 
@@ -158,11 +162,68 @@ def train_step(models: StepModels, batch: StepBatch, cfg: Config, spec: Algorith
     local = metric_inputs(batch, rollouts, shaped.rewards, equivalent, shaped.stats)
     metrics = step_metrics(
         MetricInputs.cat(gather_objects(models.dist, local, stage="step metrics")), M)
+    if resampled is not None:
+        metrics.update(resampled.as_metrics())
     metrics.update(loss_and_time_metrics(models.dist, stats, lr, timer.times,
                                          time.perf_counter() - step_start,
                                          with_sync=(models.after_update is not None
                                                     or models.policy_engine.holds_weights_copy)))
     return metrics
+
+
+def _scored_pool(models: StepModels, batch: StepBatch, cfg: Config, spec: AlgorithmSpec,
+                 step: int, equivalent: Equivalence, timer: StageTimer, policy: RolloutBatch,
+                 momentum: RolloutBatch | None) -> ScoredPool:
+    """Score the pool (timer `vote`), then reward and shape the train rollouts (`reward`)."""
+    B, M, V = len(batch.prompt_ids), spec.policy_rollouts, spec.vote_only_rollouts
+    with timer("vote"):  # entropies (B, G) -> IQR keep (B, G) -> answers (B, G) -> votes (B,)
+        tie_seeds = [step_seed(cfg.seed, step, VOTE_TIE_STREAM, batch.prompt_offset + b)
+                     for b in range(B)]
+        rollouts = score_rollouts(models, policy, momentum, spec, B, cfg.data.answer_kind,
+                                  equivalent, tie_seeds)
+    with timer("reward"):
+        train = policy.select(policy_train_rows(B, M, V, rollouts.keep.device))  # (B*M, T)
+        inputs = RewardInputs(pool=rollouts, train=train, prompt_ids=batch.prompt_ids,
+                              truths=batch.answers, equivalent=equivalent,
+                              sampler=models.policy_full or models.policy,
+                              tokenizer=models.tokenizer, temperature=cfg.generation.temperature,
+                              step=step, seed=cfg.seed, prompt_offset=batch.prompt_offset)
+        in_loss = (rollouts.keep[:, :M].clone() if spec.filter_in_loss  # scope loss, vote+loss
+                   else torch.ones(B, M, dtype=torch.bool, device=rollouts.keep.device))  # (B, M)
+        rewards = mix_rewards([term.fn(inputs) for term in spec.rewards],
+                              [term.weight for term in spec.rewards], spec.reward_norm,
+                              in_loss)  # (B, M) on D
+        shaped = shape_step(rewards, in_loss, train, spec.shaping, cfg.generation.max_new_tokens)
+    return ScoredPool(policy, momentum, rollouts, train, shaped)
+
+
+def _regenerate(models: StepModels, batch: StepBatch, cfg: Config, spec: AlgorithmSpec,
+                step: int, timer: StageTimer, prompts: list[int], attempt: int
+                ) -> tuple[RolloutBatch, RolloutBatch | None]:
+    """New groups (policy M + V, momentum N rollouts) for the local prompts `prompts`, attempt
+    `attempt` of dynamic sampling: the streams `resample_stream(stream, attempt)`, each prompt
+    seeded by its global index as in the step's own call (per-prompt mode), or the sub-batch by
+    the slice's offset (one call)."""
+    M, V, N = spec.policy_rollouts, spec.vote_only_rollouts, spec.momentum_rollouts
+    per_prompt = cfg.distributed.seed_per_prompt
+    groups = [(models.policy_engine, M + V, resample_stream(POLICY_STREAM, attempt))]
+    groups += [(models.momentum_engine, N, resample_stream(MOMENTUM_STREAM, attempt))] if N else []
+
+    def params(stream: int, index: int) -> SamplingParams:  # index: 0, or sub-batch b + 1
+        prompt = batch.prompt_offset + (prompts[index - 1] + 1 if per_prompt else 0)
+        return rollout_params(cfg.generation, models.stop_token_ids, cfg.seed, step, stream,
+                              prompt)
+
+    with timer("generate"):
+        policy, *momentum = generate_groups([batch.prompt_ids[b] for b in prompts], groups,
+                                            params, prompt_offset=0, per_prompt=per_prompt)
+    return policy, momentum[0] if N else None
+
+
+def _pad_id(tokenizer: Tokenizer) -> int:
+    """The tokenizer's pad id (0 without one): the filler of spliced rollout batches."""
+    pad = getattr(tokenizer, "pad_token_id", None)
+    return int(pad) if pad is not None else 0
 
 
 def rollout_params(gen: GenerationConfig, stop_token_ids: tuple[int, ...], seed: int, step: int,

@@ -5,9 +5,10 @@ off by default:
 1. soft overlong penalty (`algorithm.overlong_cache` = L_cache; L_max = max_new_tokens): the
    penalty of each train rollout's length is added to its reward;
 2. overlong masking (`algorithm.overlong_mask`): truncated train rollouts leave the loss set;
-3. dynamic sampling (`algorithm.dynamic_sampling: filter`): a prompt whose train rollouts in
-   the loss set all have the same (shaped) reward leaves the loss set entirely, so its tokens
-   leave the loss normaliser too.
+3. dynamic sampling (`algorithm.dynamic_sampling: filter`, and `resample` for the prompts
+   still constant after resampling, `train/step_resample.py`): a prompt whose train rollouts
+   in the loss set all have the same (shaped) reward leaves the loss set entirely, so its
+   tokens leave the loss normaliser too.
 
 `shape_step` returns a `Shaped` record: the shaped rewards and loss set, and per-prompt
 `ShapingStats` for the metrics (`reward/overlong_penalty_mean`, `dynamic/filtered_fraction`),
@@ -73,7 +74,7 @@ def shape_step(rewards: torch.Tensor, in_loss: torch.Tensor, train: RolloutBatch
         truncated = torch.tensor([fr == "length" for fr in train.finish_reasons],
                                  dtype=torch.bool, device=in_loss.device).view(B, M)
         in_loss = overlong_keep(in_loss, truncated)
-    if options.dynamic_sampling == "filter":
+    if options.dynamic_sampling in ("filter", "resample"):
         informative = informative_groups(rewards, in_loss)  # (B,)
         in_loss = in_loss & informative[:, None]
         filtered_stats = (~informative).float().tolist()

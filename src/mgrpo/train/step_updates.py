@@ -3,10 +3,12 @@
 `train_step` (in `step.py`) calls, in order:
 
     loss_set(...)              rollouts that enter the loss (L rows) and their advantages
-    frozen_logprobs(...)       logp_old (only when updates_per_step > 1) and logp_ref
+    frozen_logprobs(...)       logp_old (only when mu x U > 1 optimizer steps) and logp_ref
                                (kl_coef > 0), teacher-forced with no grad BEFORE any update
-    then, for each of the U updates (the loop is in `train_step`):
+    then, for each of the mu passes and each of its U updates (the loops are in `train_step`):
     accumulate_gradients(...)  forward/backward over the update's micro-batches; loss sums
+                               (with top-entropy masking, a no-grad entropy pass over the
+                               update's micro-batches first: `top_entropy_masks`)
     clip_gradients(...)        all-reduce (replicated DP), clip, finiteness check; the norm
 
 All tensors follow the step's device rule (`step.py` docstring): rows, buffers and
@@ -31,8 +33,9 @@ from contextlib import contextmanager
 import torch
 
 from mgrpo.core.correction import rollout_correction_weights
+from mgrpo.core.entropy import top_entropy_mask, top_entropy_threshold
 from mgrpo.core.losses import policy_loss
-from mgrpo.parallel.distributed import DistContext, all_reduce, all_reduce_grads_
+from mgrpo.parallel.distributed import DistContext, all_reduce, all_reduce_grads_, gather_objects
 from mgrpo.parallel.fsdp import SCORE_METHOD
 from mgrpo.rollout import RolloutBatch, score_responses
 from mgrpo.train.types import LossSet, StepBatch, StepModels, UpdateSettings
@@ -107,10 +110,11 @@ def frozen_logprobs(models: StepModels, batch: StepBatch, settings: UpdateSettin
                     ls: LossSet) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """(logp_old, logp_ref), each (L, T') fp32 on D or None, before any update.
 
-    logp_old only when updates_per_step > 1 (update 0 uses its own detached log-prob: same
-    weights), from the policy's training forward (module docstring); logp_ref only when
-    there is a reference and kl_coef > 0."""
-    need_old = settings.updates_per_step > 1
+    logp_old only when a step takes more than one optimizer step (mu x U > 1; the first update
+    uses its own detached log-prob: same weights), from the policy's training forward (module
+    docstring); every later update, of every pass, reads these; logp_ref only when there is a
+    reference and kl_coef > 0."""
+    need_old = settings.optimizer_steps > 1
     use_ref = models.reference is not None and settings.loss.kl_coef > 0
     dev = ls.advantages.device
     shape = ls.rollouts.response_ids.shape  # (L, T')
@@ -159,16 +163,57 @@ def update_micro_batches(ls: LossSet, batch: StepBatch, settings: UpdateSettings
                                          ls.advantages.device)]
 
 
+@torch.no_grad()
+def top_entropy_masks(models: StepModels, batch: StepBatch, settings: UpdateSettings,
+                      ls: LossSet, parts: list[torch.Tensor]
+                      ) -> tuple[list[torch.Tensor], float | None]:
+    """Top-entropy masking of one update (`core.entropy.top_entropy_mask`): one (mb, T') bool
+    mask per micro-batch of `parts`, and the threshold tau (None: no loss token anywhere).
+
+    The entropies are the current policy's (the update's weights: no optimizer step happens
+    within an update), from its training forward without grad over the update's own
+    micro-batches, so each token's entropy is the one its gradient forward computes. tau is the
+    (1 - rho) quantile of the loss tokens of the whole update, pooled over its micro-batches
+    and over the ranks, so the mask does not depend on micro_batch_size or on the number of
+    processes (TRL pools one micro-batch over the ranks; the two agree when an update is one
+    micro-batch). Call with the policy in train mode."""
+    dev = ls.advantages.device
+    sharded = hasattr(models.policy, SCORE_METHOD)
+    entropies, values = [], []
+    for rows in lockstep(models.dist, parts, sharded):
+        mb = _micro_batch(ls, rows)
+        prompts = [batch.prompt_ids[i] for i in mb.prompt_index.tolist()]
+        with _autocast(models, dev):
+            _, entropy = score(models.policy, prompts, mb.response_ids, mb.response_mask,
+                               settings.temperature, with_grad=False)
+        if rows is None:  # FSDP lockstep filler
+            continue
+        entropy = entropy.float()  # (mb, T')
+        entropies.append((entropy, mb.response_mask))
+        values.append(entropy[mb.response_mask].cpu())
+    local = torch.cat(values) if values else torch.zeros(0)
+    pooled = torch.cat(gather_objects(models.dist, local, stage="top-entropy threshold"))
+    tau = top_entropy_threshold(pooled, settings.loss.top_entropy_quantile)
+    share = settings.loss.top_entropy_quantile
+    masks = [top_entropy_mask(entropy, mask, share, threshold=tau) if tau is not None
+             else torch.zeros_like(mask) for entropy, mask in entropies]
+    return masks, tau
+
+
 def accumulate_gradients(models: StepModels, batch: StepBatch, settings: UpdateSettings,
                          ls: LossSet, update: int, logp_old: torch.Tensor | None,
-                         logp_ref: torch.Tensor | None, step: int) -> dict[str, float]:
-    """Forward/backward of update `update` over its micro-batches; its loss sums / U.
+                         logp_ref: torch.Tensor | None, step: int, epoch: int = 0
+                         ) -> dict[str, float]:
+    """Forward/backward of update `update` of pass `epoch` over its micro-batches; its loss
+    sums / (mu x U).
 
     Each micro-batch's loss is its partial sum over the update's GLOBAL normaliser (tokens
     and sequences summed over ranks), so the accumulated gradient is the update's gradient.
-    Call with the policy in train mode. Raises NonFiniteLossError (grads zeroed) on a NaN/inf
-    loss (one process; under W > 1 the gradient norm catches it on every rank)."""
-    ctx, updates = models.dist, settings.updates_per_step
+    The first update of the first pass reads its own detached log-probs as logp_old (the
+    same weights); every other update reads `logp_old`. Call with the policy in train mode.
+    Raises NonFiniteLossError (grads zeroed) on a NaN/inf loss (one process; under W > 1 the
+    gradient norm catches it on every rank)."""
+    ctx, updates = models.dist, settings.optimizer_steps
     dev = ls.advantages.device
     sharded = hasattr(models.policy, SCORE_METHOD)
     parts = update_micro_batches(ls, batch, settings, update)
@@ -181,7 +226,14 @@ def accumulate_gradients(models: StepModels, batch: StepBatch, settings: UpdateS
     correct = settings.loss.rollout_correction != "off"
     if correct:
         sums["rollout/is_weight_mean"] = sums["rollout/is_truncated_fraction"] = 0.0
-    for rows in lockstep(ctx, parts, sharded):
+    masks: list[torch.Tensor] | None = None
+    if settings.loss.top_entropy_quantile < 1.0:
+        masks, tau = top_entropy_masks(models, batch, settings, ls, parts)
+        # tau is the same on every rank and the sums are summed over ranks
+        sums["loss/top_entropy_threshold"] = (0.0 if tau is None else tau) / updates / ctx.world_size
+        sums["loss/top_entropy_kept_fraction"] = 0.0
+    first = update == 0 and epoch == 0
+    for index, rows in enumerate(lockstep(ctx, parts, sharded)):
         mb = _micro_batch(ls, rows)
         width = mb.response_ids.shape[1]
         prompts = [batch.prompt_ids[i] for i in mb.prompt_index.tolist()]
@@ -194,7 +246,7 @@ def accumulate_gradients(models: StepModels, batch: StepBatch, settings: UpdateS
         if rows is None:  # FSDP lockstep filler: zero-weight loss on one row
             (logp.sum() * 0.0).backward()
             continue
-        old = logp.detach() if update == 0 else logp_old[rows, :width]
+        old = logp.detach() if first else logp_old[rows, :width]
         weights = None
         if correct:  # truncated IS against the sampler's own log-probs (core.correction)
             sampler = mb.sampler_logprobs if mb.sampler_logprobs is not None else mb.logprobs
@@ -219,6 +271,8 @@ def accumulate_gradients(models: StepModels, batch: StepBatch, settings: UpdateS
             num_tokens_global=n_tokens, num_seqs_global=n_seqs,
             norm_length=settings.max_new_tokens,
             is_weights=weights,
+            ratio_level=settings.loss.ratio_level, loss_mode=settings.loss.policy_loss,
+            token_mask=None if masks is None else masks[index],
         )
         if not torch.isfinite(loss) and ctx.world_size == 1:  # W > 1: the global
             models.optimizer.zero_grad(set_to_none=True)
@@ -232,6 +286,9 @@ def accumulate_gradients(models: StepModels, batch: StepBatch, settings: UpdateS
         sums["loss/clip_fraction"] += (
             stats["clip_fraction"] * stats["num_tokens"] / max(n_tokens, 1.0) / updates
         )
+        if masks is not None:
+            sums["loss/top_entropy_kept_fraction"] += (
+                stats["token_mask_tokens"] / max(n_tokens, 1.0) / updates)
     return sums
 
 

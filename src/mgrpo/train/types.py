@@ -94,12 +94,18 @@ class StepBatch:
 class UpdateSettings:
     """The settings `frozen_logprobs` and the updates read, resolved once per step."""
 
-    updates_per_step: int  # U optimizer updates per step, each over B / U prompts
+    updates_per_step: int  # U optimizer updates per pass, each over B / U prompts
     micro_batch_size: int  # loss rows per forward/backward (gradient accumulation)
     temperature: float  # the sampling temperature: log-probs are of softmax(logits / T)
     max_new_tokens: int  # the response budget (the length normaliser of some loss aggs)
     max_grad_norm: float  # gradient-norm clip
     loss: LossSpec  # the algorithm's loss settings (clip, KL, aggregation, entropy bonus)
+    epochs: int = 1  # mu passes over the step's rollouts (algorithm.epochs)
+
+    @property
+    def optimizer_steps(self) -> int:
+        """mu x U: the optimizer steps (and EMA updates) of one training step."""
+        return self.epochs * self.updates_per_step
 
     @classmethod
     def of(cls, cfg: Config, spec: AlgorithmSpec) -> UpdateSettings:
@@ -111,6 +117,7 @@ class UpdateSettings:
             max_new_tokens=cfg.generation.max_new_tokens,
             max_grad_norm=cfg.optim.max_grad_norm,
             loss=spec.loss,
+            epochs=spec.epochs,
         )
 
 
@@ -127,12 +134,13 @@ class LossSet:
 class LossStats:
     """What the U updates report (this rank's sums; `step_metrics` sums them over ranks)."""
 
-    # loss/pg, loss/kl, loss/clip_fraction: each the mean over updates of the update's value
+    # loss/pg, loss/kl, loss/clip_fraction: each the mean over the mu x U optimizer updates
+    # of the update's value
     sums: dict[str, float] = field(
         default_factory=lambda: {"loss/pg": 0.0, "loss/kl": 0.0, "loss/clip_fraction": 0.0})
-    grad_norms: list[float] = field(default_factory=list)  # (U,) one per optimizer update
+    grad_norms: list[float] = field(default_factory=list)  # (mu U,) one per optimizer update
 
     def add(self, sums: dict[str, float]) -> None:
-        """Add one update's loss sums (already divided by U)."""
+        """Add one update's loss sums (already divided by mu x U)."""
         for key, value in sums.items():
             self.sums[key] = self.sums.get(key, 0.0) + value
