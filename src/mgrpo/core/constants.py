@@ -36,6 +36,11 @@ DEFAULT_LOSS_AGG: str = "token-mean"
 #: Default EMA momentum ``m`` in ``theta_k <- m * theta_k + (1 - m) * theta_q``.
 DEFAULT_EMA_MOMENTUM: float = 0.99
 
+# --- label-free rewards ----------------------------------------------------------------------
+#: Floor of an embedding's L2 norm before the cosine similarity of EVOL-RL's novelty
+#: (``np.maximum(norms, 1e-8)`` in YujunZhou/EVOL-RL ``semantic_novelty.py``).
+EMBED_NORM_EPS: float = 1e-8
+
 # --- precision --------------------------------------------------------------------------------
 #: Floating dtypes narrower than fp32 are upcast to this dtype before any reduction.
 ACCUMULATE_DTYPE: torch.dtype = torch.float32

@@ -58,7 +58,13 @@ from mgrpo.models.protocol import Tokenizer
 from mgrpo.parallel.distributed import gather_objects
 from mgrpo.rollout import RolloutBatch, SamplingParams
 from mgrpo.rollout.groups import generate_groups
-from mgrpo.seeds import MOMENTUM_STREAM, POLICY_STREAM, VOTE_TIE_STREAM, step_seed
+from mgrpo.seeds import (
+    MOMENTUM_STREAM,
+    PARAPHRASE_STREAM,
+    POLICY_STREAM,
+    VOTE_TIE_STREAM,
+    step_seed,
+)
 from mgrpo.train.logs.samples import SampleRecord, sample_records
 from mgrpo.train.logs.step_metrics import (
     MetricInputs,
@@ -105,8 +111,11 @@ def train_step(models: StepModels, batch: StepBatch, cfg: Config, spec: Algorith
         policy, *momentum = generate_groups(batch.prompt_ids, groups, params,
                                             prompt_offset=batch.prompt_offset,
                                             per_prompt=cfg.distributed.seed_per_prompt)
+        if spec.paraphrases:  # co-rewarding-i: each prompt's rephrased twin samples its own group
+            policy = _with_twins(models, batch, policy, M + V, params, cfg)
+            batch, B = batch.with_twins(), 2 * B  # from here on: B questions, then B twins
     with timer("vote"):  # entropies (B, G) -> IQR keep (B, G) -> answers (B, G) -> votes (B,)
-        tie_seeds = [step_seed(cfg.seed, step, VOTE_TIE_STREAM, batch.prompt_offset + b)
+        tie_seeds = [step_seed(cfg.seed, step, VOTE_TIE_STREAM, batch.global_index(b))
                      for b in range(B)]
         rollouts = score_rollouts(models, policy, momentum[0] if N else None, spec, B,
                                   cfg.data.answer_kind, equivalent, tie_seeds)
@@ -116,7 +125,8 @@ def train_step(models: StepModels, batch: StepBatch, cfg: Config, spec: Algorith
                               truths=batch.answers, equivalent=equivalent,
                               sampler=models.policy_full or models.policy,
                               tokenizer=models.tokenizer, temperature=settings.temperature,
-                              step=step, seed=cfg.seed, prompt_offset=batch.prompt_offset)
+                              step=step, seed=cfg.seed, prompt_offset=batch.prompt_offset,
+                              twins=batch.twins)
         in_loss = (rollouts.keep[:, :M].clone() if spec.filter_in_loss  # scope loss, vote+loss
                    else torch.ones(B, M, dtype=torch.bool, device=rollouts.keep.device))  # (B, M)
         rewards = mix_rewards([term.fn(inputs) for term in spec.rewards],
@@ -125,6 +135,8 @@ def train_step(models: StepModels, batch: StepBatch, cfg: Config, spec: Algorith
         shaped = shape_step(rewards, in_loss, train, spec.shaping, cfg.generation.max_new_tokens)
         advantages = get_advantage_estimator(spec.loss.advantage)(shaped.rewards,
                                                                   shaped.in_loss)  # (B, M)
+        if spec.advantage_transform is not None:  # restrain: prompt weights and penalty
+            advantages = spec.advantage_transform(inputs, advantages, shaped.in_loss)
     ls = loss_set(train, shaped.in_loss, advantages)  # rows outside the loss set: never forwarded
     with timer("logprobs"):  # before any update; logp_old only when U > 1 (else: detached logp)
         logp_old, logp_ref = frozen_logprobs(_kl_target(models, spec), batch, settings, ls)
@@ -163,6 +175,18 @@ def train_step(models: StepModels, batch: StepBatch, cfg: Config, spec: Algorith
                                          with_sync=(models.after_update is not None
                                                     or models.policy_engine.holds_weights_copy)))
     return metrics
+
+
+def _with_twins(models: StepModels, batch: StepBatch, policy: RolloutBatch, n: int,
+                params: functools.partial, cfg: Config) -> RolloutBatch:
+    """The policy rollouts of the B prompts, then n of each prompt's rephrased twin (stream
+    `PARAPHRASE_STREAM`, so the twins' samples are drawn apart from the questions'): one
+    prompt-major batch over 2B prompts."""
+    (twin,) = generate_groups(batch.twin_ids, [(models.policy_engine, n, PARAPHRASE_STREAM)],
+                              params, prompt_offset=batch.prompt_offset,
+                              per_prompt=cfg.distributed.seed_per_prompt)
+    B = len(batch.prompt_ids)
+    return RolloutBatch.cat([policy, twin], [B, B])
 
 
 def rollout_params(gen: GenerationConfig, stop_token_ids: tuple[int, ...], seed: int, step: int,
