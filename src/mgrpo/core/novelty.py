@@ -21,7 +21,9 @@ its range (0.75 / -0.75); a class of one gets 1.0 (it matches the vote) or -0.5 
 not); when some rollouts are invalid and at most one valid rollout is left, EVERY rollout
 gets -1 (that one included); a prompt of a single rollout keeps its 0/1 vote reward. The
 cosine floors each norm at ``EMBED_NORM_EPS``. Computed in float64 (the public code: float32
-NumPy), so the min-max rescaling does not depend on the embeddings' dtype.
+NumPy), so the min-max rescaling does not depend on the embeddings' dtype, and the novelties
+are rounded to ``NOVELTY_DECIMALS`` before it: novelties equal in exact arithmetic (identical
+embeddings) tie, where the public code's rounding noise would be stretched to [0, 1].
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from collections.abc import Sequence
 import torch
 
 from mgrpo.core._checks import check_tensor
-from mgrpo.core.constants import EMBED_NORM_EPS
+from mgrpo.core.constants import EMBED_NORM_EPS, NOVELTY_DECIMALS
 
 __all__ = ["novelty_rewards", "similarity"]
 
@@ -81,7 +83,7 @@ def novelty_rewards(embeddings: torch.Tensor, matches: Sequence[bool | None]) ->
     avg_same = (sim * same).sum(1) / n_same.clamp_min(1)
     avg = torch.where(n_same > 0, avg_same, avg_all)
     most = sim.masked_fill(~other, float("-inf")).amax(1)
-    novelty = 1.0 - (0.5 * avg + 0.5 * most)  # (k,)
+    novelty = torch.round(1.0 - (0.5 * avg + 0.5 * most), decimals=NOVELTY_DECIMALS)  # (k,)
     for cls, (low, alone) in ((True, _MATCH), (False, _OTHER)):
         members = [a for a, i in enumerate(valid) if matches[i] is cls]
         if not members:
