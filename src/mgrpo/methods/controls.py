@@ -17,7 +17,8 @@ from the optimisation, the format or the prompt alone.
                                      ("D" -> "A") and within A-J for E-J
       wrong(t) = "(t)+1"             anything else (an expression: never equivalent to t)
 
-Paper: Shao et al. 2025, "Spurious Rewards: Rethinking Training Signals in RLVR". Public
+Paper: Shao et al. 2025, arXiv 2506.10947 ("Spurious Rewards: Rethinking Training Signals in
+RLVR"); the random control is also this project's sanity check. Public
 code: ruixin31/Spurious_Rewards (`random<p>` in `code/ttrl/verifier/auto_verify.py`;
 `box_only_format` in `code/ttrl/verifier/qwen/qwen_eval.py`; the incorrect labels from
 `scripts/majority_voting_labeling.py` + `relabel_data_based_on_mv_labels.py`).
