@@ -208,3 +208,33 @@ def test_incorrect_label_rewards_the_fixed_wrong_answer(tmp_path):
     _, m, samples, _ = _step(tmp_path, texts, [1.0] * 8, answer="5", preset="incorrect-label")
     assert _rewards(samples) == [1.0] * 3 + [0.0] * 5
     assert m["policy/accuracy"] == pytest.approx(5 / 8)  # the truth is still only measured
+
+
+def test_twin_seeds_do_not_depend_on_the_number_of_ranks():
+    # one process: questions 0..3, twins 4..7; rank 1 of 2 holds questions 2, 3 and their twins
+    whole = StepBatch([[1]] * 4, ["1"] * 4, 0, 4, twin_ids=[[2]] * 4).with_twins()
+    half = StepBatch([[1]] * 2, ["1"] * 2, 2, 4, twin_ids=[[2]] * 2).with_twins()
+    assert [whole.global_index(b) for b in range(8)] == list(range(8))
+    assert [half.global_index(b) for b in range(4)] == [2, 3, 6, 7]
+    assert half.prompt_ids == [[1], [1], [2], [2]] and half.answers == ["1"] * 4
+    plain = StepBatch([[1]] * 2, ["1"] * 2, 2, 4)
+    assert [plain.global_index(b) for b in range(2)] == [2, 3]  # as before: offset + b
+    with pytest.raises(ValueError, match="twin_ids"):
+        plain.with_twins()
+
+
+def test_co_rewarding_i_without_twins_is_a_config_error_through_the_cli(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    data = tmp_path / "q.jsonl"
+    data.write_text('{"question": "1+1", "answer": "2"}\n')
+    done = subprocess.run(
+        [sys.executable, "-m", "mgrpo", "train", "tiny", "algorithm.preset=co-rewarding-i",
+         f"data.train={data}", "-o", str(tmp_path / "run")],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "config error: data.paraphrase_field: preset co-rewarding-i" in done.stderr
+    assert not (tmp_path / "run").exists()

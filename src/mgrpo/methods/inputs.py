@@ -1,7 +1,8 @@
 """What a method reads: the step's scored pool (`Rollouts`) and a reward's inputs (`RewardInputs`).
 
 Shapes: B prompts, M policy train rollouts, V vote-only policy rollouts, N momentum rollouts
-per prompt, G = M + V + N; T response width. Pool order within each prompt: the M train
+per prompt, G = M + V + N; T response width. Co-rewarding-i runs the step on 2B prompts (the
+questions, then their rephrased twins: `RewardInputs.twins`), so B counts both copies. Pool order within each prompt: the M train
 rollouts, the V vote-only ones, then the N momentum ones. Every tensor indexed by rollout row
 lives on the rollouts' device D (`train/step.py`, device rule). Types only at import (the
 records are built by `train/step.py`), so the method modules stay torch-free at import.
