@@ -63,8 +63,8 @@ def _step(tmp_path, texts, ents, answer="5", data=None, **algorithm):
     samples = []
     twins = run.train_set.twin_batch(1, 1) if run.spec.paraphrases else None
     try:
-        metrics = train_step(run.models, StepBatch(ids, [answer], twin_ids=twins), cfg,
-                             run.spec, 1, samples=samples)
+        batch = StepBatch(ids, [answer], prompt_offset=0, global_prompts=1, twin_ids=twins)
+        metrics = train_step(run.models, batch, cfg, run.spec, 1, samples=samples)  # as trainer
     finally:
         updates.policy_loss = real
     return run, metrics, samples, seen
@@ -214,8 +214,11 @@ def test_twin_seeds_do_not_depend_on_the_number_of_ranks():
     # one process: questions 0..3, twins 4..7; rank 1 of 2 holds questions 2, 3 and their twins
     whole = StepBatch([[1]] * 4, ["1"] * 4, 0, 4, twin_ids=[[2]] * 4).with_twins()
     half = StepBatch([[1]] * 2, ["1"] * 2, 2, 4, twin_ids=[[2]] * 2).with_twins()
+    assert whole.global_prompts == half.global_prompts == 8  # the step's 2 x 4 prompts
     assert [whole.global_index(b) for b in range(8)] == list(range(8))
     assert [half.global_index(b) for b in range(4)] == [2, 3, 6, 7]
+    alone = StepBatch([[1]] * 2, ["1"] * 2, twin_ids=[[2]] * 2).with_twins()  # no global size
+    assert [alone.global_index(b) for b in range(4)] == [0, 1, 2, 3]
     assert half.prompt_ids == [[1], [1], [2], [2]] and half.answers == ["1"] * 4
     plain = StepBatch([[1]] * 2, ["1"] * 2, 2, 4)
     assert [plain.global_index(b) for b in range(2)] == [2, 3]  # as before: offset + b
