@@ -15,14 +15,15 @@ global RNG state, so a resumed or re-sharded run draws the same samples:
     seed + SYNTHETIC_VAL_SEED_OFFSET          the held-out synthetic arithmetic problems
 
 Streams keep the draws of different consumers apart within one step: the policy's rollouts,
-the momentum model's rollouts, the random tie rule of the vote, the random reward, and
-periodic validation.
+the momentum model's rollouts, the rephrased twins' rollouts (co-rewarding-i), the random
+tie rule of the vote, the random reward, and periodic validation.
 """
 
 from __future__ import annotations
 
 __all__ = [
     "MOMENTUM_STREAM",
+    "PARAPHRASE_STREAM",
     "POLICY_STREAM",
     "RANDOM_REWARD_STREAM",
     "SYNTHETIC_VAL_SEED_OFFSET",
@@ -40,6 +41,7 @@ POLICY_STREAM = 0  # the policy's M (+ V vote-only) rollouts of a training step
 MOMENTUM_STREAM = 1  # the momentum model's N rollouts of a training step
 VOTE_TIE_STREAM = 2  # `algorithm.vote_ties: random`, one seed per global prompt
 RANDOM_REWARD_STREAM = 3  # preset random's Bernoulli rewards, one seed per global prompt
+PARAPHRASE_STREAM = 5  # co-rewarding-i: the policy's rollouts of the rephrased twins
 VALIDATION_STREAM = 99  # periodic validation, distinct from the training streams
 RESAMPLE_STREAM_STRIDE = 1_000  # attempt a of dynamic sampling: stream + a * stride
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mgrpo.data.arithmetic import (
     evaluate_expression,
     make_problems,
     parse_expression,
+    rewrite_expression,
     solution_steps,
     worked_solution,
 )
@@ -120,3 +123,26 @@ def test_solution_steps_and_bad_records():
     for bad in ("", "1+", "+1", "1 + 2", "1/2", "a+b"):
         with pytest.raises(ValueError, match="not an arithmetic question"):
             parse_expression(bad)
+
+
+expressions = st.lists(st.integers(0, 30), min_size=1, max_size=6).flatmap(
+    lambda values: st.lists(st.sampled_from("+-*"), min_size=len(values) - 1,
+                            max_size=len(values) - 1).map(
+        lambda ops: str(values[0]) + "".join(f"{o}{v}" for o, v in zip(ops, values[1:]))))
+
+
+@settings(deadline=None, max_examples=200, derandomize=True)
+@given(question=expressions)
+def test_rewrite_expression_keeps_the_value_and_the_operands(question) -> None:
+    twin = rewrite_expression(question)
+    assert evaluate_expression(twin) == evaluate_expression(question)
+    assert sorted(parse_expression(twin)[0]) == sorted(parse_expression(question)[0])
+    assert sorted(parse_expression(twin)[1]) == sorted(parse_expression(question)[1])
+    assert rewrite_expression(question) == twin  # deterministic
+
+
+def test_rewrite_expression_examples():
+    assert rewrite_expression("7-3+9-1") == "9+7-1-3"  # + commutes, positive terms first
+    assert rewrite_expression("2*3+4") == "4+3*2"  # * commutes
+    assert rewrite_expression("4-2") == "4-2"  # its own rewrite: unchanged
+    assert rewrite_expression("5") == "5"

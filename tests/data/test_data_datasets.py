@@ -291,3 +291,15 @@ def test_hub_id_through_datasets_package(monkeypatch: pytest.MonkeyPatch) -> Non
         DatasetError, match="could not load 'offline/set'.*ConnectionError: no network.*local"
     ):
         load_prompt_dataset("offline/set")
+
+
+def test_paraphrase_field_keeps_each_rows_twin(tmp_path: Path) -> None:
+    path = tmp_path / "pairs.jsonl"
+    path.write_text('{"q": "2+3?", "q2": "3+2?", "a": "5"}\n{"q": "7-4?", "q2": "seven minus four?", "a": 3}\n')
+    records = load_prompt_dataset(path, prompt_field="q", answer_field="a",
+                                  paraphrase_field="q2")
+    assert [r.meta["paraphrase"] for r in records] == ["3+2?", "seven minus four?"]
+    assert all("paraphrase" not in r.meta for r in load_prompt_dataset(path, prompt_field="q"))
+    path.write_text('{"q": "2+3?", "q2": "3+2?"}\n{"q": "7-4?"}\n')
+    with pytest.raises(DatasetError, match=r"pairs.jsonl:2: missing paraphrase field 'q2'"):
+        load_prompt_dataset(path, prompt_field="q", paraphrase_field="q2")

@@ -19,11 +19,13 @@ from mgrpo.core.voting import VOTE_TIES
 from mgrpo.fields import literal_names
 from mgrpo.methods import METHOD_MODULES, PRESETS, REWARDS, AlgorithmConfig
 from mgrpo.methods.base import (
+    PRESET_DEFAULT,
     AdvantageName,
     KLEstimatorName,
     LossAggregationName,
     RewardNormName,
     VoteTieName,
+    preset_default,
 )
 from mgrpo.rollout import ENGINES
 from mgrpo.train.algorithm import resolve_algorithm
@@ -58,16 +60,41 @@ def test_every_builtin_reward_lives_in_a_method_module():
         assert REWARDS.get(name).fn.__module__ in METHOD_MODULES, name
 
 
+def _redeclared_with_preset_default(klass: type, name: str) -> bool:
+    own = vars(klass).get("__dataclass_fields__", {}).get(name)
+    return klass is not AlgorithmConfig and own is not None and PRESET_DEFAULT in own.metadata
+
+
 def test_each_option_is_declared_once():
     declared: dict[str, set[type]] = {}
     for cls in PRESET_TYPES:
         for klass in cls.__mro__:
             for name in vars(klass).get("__annotations__", {}):
-                if name != "preset" and not name.isupper():
+                if (name != "preset" and not name.isupper()
+                        and not _redeclared_with_preset_default(klass, name)):
                     declared.setdefault(name, set()).add(klass)
     twice = {name: sorted(k.__name__ for k in owners) for name, owners in declared.items()
              if len(owners) > 1}
     assert twice == {}
+
+
+def test_a_preset_default_keeps_the_shared_description_and_type():
+    shared = {f.name: f for f in dataclasses.fields(AlgorithmConfig)}
+    hints = typing.get_type_hints(AlgorithmConfig)
+    changed = {name: PRESETS.get(name).changed_defaults() for name in PRESETS.names()}
+    assert changed["evol-rl"] == {"entropy_coef": (0.003, "EVOL-RL's README run: --ent 0.003"),
+                                  "clip_high": (0.28, "EVOL-RL's README run: --clip-high, 0.28")}
+    for preset_name, options in changed.items():
+        config = PRESETS.get(preset_name).config
+        for name in options:
+            field = {f.name: f for f in dataclasses.fields(config)}[name]
+            assert field.metadata["doc"] == shared[name].metadata["doc"]
+            assert typing.get_type_hints(config)[name] == hints[name]
+    # a value the recipe sets still wins; another preset keeps the shared default
+    assert algorithm_config(preset="evol-rl", entropy_coef=0.0).entropy_coef == 0.0
+    assert algorithm_config(preset="srt").entropy_coef == 0.0
+    with pytest.raises(ValueError, match="not an option every preset reads"):
+        preset_default("nope", 1, "x")
 
 
 def _sections(cls=Config):

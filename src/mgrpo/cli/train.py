@@ -64,11 +64,17 @@ def run(args: argparse.Namespace) -> int:
     from mgrpo.parallel.distributed import RankLostError
     from mgrpo.train.run.checkpoint import CheckpointError
     from mgrpo.train.run.trainer import TrainingError, TrainingInterrupted, train
+    from mgrpo.user_functions import UserFunctionError
 
     try:
         train(cfg, output, resume=args.resume)
     except ConfigError as exc:  # found before any model loads or the run directory is touched
         print(f"mgrpo train: config error: {exc}", file=sys.stderr)
+        return 2
+    except UserFunctionError as exc:  # the user's frames (if it raised), then one line
+        if exc.user_traceback:
+            print(exc.user_traceback, end="", file=sys.stderr)
+        print(f"mgrpo train: error: {exc}", file=sys.stderr)
         return 2
     except (TrainingError, ValueError, FileNotFoundError, RankLostError) as exc:
         print(f"mgrpo train: error: {exc}", file=sys.stderr)

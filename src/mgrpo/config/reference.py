@@ -96,11 +96,19 @@ def reference_markdown() -> str:
               _table(list(_rows(AlgorithmConfig, "algorithm.", shared))) + "\n"]
     for name in PRESETS.names():
         entry = PRESETS.get(name)
-        own = set(entry.options())
+        own, changed = set(entry.options()), entry.changed_defaults()
+        if own or changed:
+            parts.append(f"### `algorithm.preset: {name}`\n")
         if own:
-            parts += [f"### `algorithm.preset: {name}`\n", "Its own options:\n",
+            parts += ["Its own options:\n",
                       _table(list(_rows(entry.config, "algorithm.", own))) + "\n"]
-    plain = [name for name in PRESETS.names() if not PRESETS.get(name).options()]
+        if changed:
+            parts += ["Shared options with another default here:\n",
+                      "\n".join(["| key | default | source |", "|---|---|---|"]
+                                 + [f"| `algorithm.{key}` | `{value}` | {source} |"
+                                    for key, (value, source) in changed.items()]) + "\n"]
+    plain = [name for name in PRESETS.names()
+             if not PRESETS.get(name).options() and not PRESETS.get(name).changed_defaults()]
     parts.append(f"The presets {', '.join(f'`{n}`' for n in plain)} read the shared options "
                  "only. An option another preset declares is dropped at its default and "
                  "refused otherwise, naming the key and the preset.\n")

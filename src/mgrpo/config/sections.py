@@ -169,6 +169,10 @@ class DataConfig:
                             "chat messages ({role, content})")
     answer_field: str | None = doc("answer", "the column holding the answer (null = none)")
     id_field: str | None = doc(None, "the column holding a row id (null = the row number)")
+    paraphrase_field: str | None = doc(
+        None, "the column holding each question's rephrased twin, read by preset "
+        "co-rewarding-i (null = none; the lab and arithmetic tasks make synthetic twins by "
+        "commuting operands, `mgrpo.data.arithmetic.rewrite_expression`)")
     template: str = doc("default", "prompt template: a name in `mgrpo.data.templates.TEMPLATES` "
                         "(default | chat | plain | raw) or a format string with {question}")
     suffix: str | None = doc(MATH_SUFFIX, "instruction appended to every question (null = none; "
@@ -196,6 +200,8 @@ class DataConfig:
         check(self.system_prompt is None or bool(self.system_prompt.strip()),
               "data.system_prompt", "must be non-empty text or null")
         check(bool(self.prompt_field), "data.prompt_field", "must be a column name")
+        check(self.paraphrase_field is None or bool(self.paraphrase_field),
+              "data.paraphrase_field", "must be a column name or null")
         one_of(self.answer_kind, "data.answer_kind", literal_names(AnswerKind))
         check(self.max_prompt_length >= 1, "data.max_prompt_length", "must be >= 1")
         one_of(self.overlong_prompts, "data.overlong_prompts", ["skip", "truncate", "error"])

@@ -36,6 +36,14 @@ DEFAULT_LOSS_AGG: str = "token-mean"
 #: Default EMA momentum ``m`` in ``theta_k <- m * theta_k + (1 - m) * theta_q``.
 DEFAULT_EMA_MOMENTUM: float = 0.99
 
+# --- label-free rewards ----------------------------------------------------------------------
+#: Floor of an embedding's L2 norm before the cosine similarity of EVOL-RL's novelty
+#: (``np.maximum(norms, 1e-8)`` in YujunZhou/EVOL-RL ``semantic_novelty.py``).
+EMBED_NORM_EPS: float = 1e-8
+#: EVOL-RL's novelties are rounded to this many decimals before the min-max rescaling, so
+#: novelties equal in exact arithmetic (identical embeddings) tie whatever the summation order.
+NOVELTY_DECIMALS: int = 12
+
 # --- precision --------------------------------------------------------------------------------
 #: Floating dtypes narrower than fp32 are upcast to this dtype before any reduction.
 ACCUMULATE_DTYPE: torch.dtype = torch.float32

@@ -107,6 +107,33 @@ def evaluate_expression(question: str) -> int:
     return total + sign * term
 
 
+def rewrite_expression(question: str) -> str:
+    """A synthetic rephrasing of `question` with the same value (co-rewarding-i's twin in the
+    lab and arithmetic tasks): the expression as a sum of signed products, each product's
+    factors reversed (``*`` commutes), the positive terms first in reverse order, then the
+    negative ones in reverse order (``+`` commutes): ``"7-3+9-1"`` -> ``"9+7-1-3"``,
+    ``"2*3+4"`` -> ``"4+3*2"``. Deterministic; an expression that is its own rewrite (``"4-2"``,
+    a single operand) comes back unchanged. The first term of a question is positive, so the
+    rewrite never needs a unary minus. Not from the paper: Co-rewarding-I rephrases questions
+    with an LLM; this rewrite only moves operands.
+    """
+    operands, operators = parse_expression(question)
+    terms: list[tuple[int, list[int]]] = [(1, [operands[0]])]  # (sign, factors)
+    for op, b in zip(operators, operands[1:]):
+        if op == "*":
+            terms[-1][1].append(b)
+        else:
+            terms.append((1 if op == "+" else -1, [b]))
+    positive = [f for sign, f in reversed(terms) if sign > 0]
+    negative = [f for sign, f in reversed(terms) if sign < 0]
+
+    def product(factors: list[int]) -> str:
+        return "*".join(str(v) for v in reversed(factors))
+
+    return ("+".join(product(f) for f in positive)
+            + "".join("-" + product(f) for f in negative))
+
+
 def worked_solution(record: PromptRecord) -> str:
     """Short worked solution of an arithmetic record, ending in ``\\boxed{N}``.
 

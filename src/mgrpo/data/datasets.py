@@ -50,6 +50,7 @@ DEFAULT_MAX_PROMPT_CHARS = 1_000_000
 VENDORED_DIR = Path(__file__).resolve().parent / "vendored"
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
 DUPLICATE_POLICIES = ("error", "skip")
+PARAPHRASE = "paraphrase"  # `PromptRecord.meta` key of a question's rephrased twin
 
 
 class DatasetError(ValueError):
@@ -346,6 +347,7 @@ def records_from_rows(
     on_duplicate: str = "error",
     max_prompt_chars: int | None = DEFAULT_MAX_PROMPT_CHARS,
     keep_row: bool = False,
+    paraphrase_field: str | None = None,
 ) -> list[PromptRecord]:
     """Validate `(location, row)` pairs into records (see `load_prompt_dataset`)."""
     if on_duplicate not in DUPLICATE_POLICIES:
@@ -387,6 +389,8 @@ def records_from_rows(
         meta: dict[str, Any] = {"row": dict(row)} if keep_row else {}
         if messages is not None:
             meta["messages"] = messages
+        if paraphrase_field is not None:
+            meta[PARAPHRASE] = field_text(row, paraphrase_field, where, role="paraphrase")
         records.append(PromptRecord(id=rid, question=question, answer=answer, meta=meta))
     if skipped:
         logger.warning(
@@ -412,6 +416,7 @@ def load_prompt_dataset(
     on_duplicate: str = "error",
     max_prompt_chars: int | None = DEFAULT_MAX_PROMPT_CHARS,
     keep_row: bool = False,
+    paraphrase_field: str | None = None,
 ) -> list[PromptRecord]:
     """Load prompts from a file, a vendored set or a hub id (see the module docstring).
 
@@ -420,7 +425,9 @@ def load_prompt_dataset(
     attached, GSM8K reduced to the number after '####'). Without id_field, ids are
     "<name>-<row index>". `limit`: keep the first N rows. `on_duplicate`: "error" (default)
     or "skip" (keep the first occurrence, log the count). `keep_row=True` keeps the raw row
-    in `record.meta["row"]`.
+    in `record.meta["row"]`. `paraphrase_field`: the column holding each question's rephrased
+    twin (preset co-rewarding-i), kept as the string `record.meta[PARAPHRASE]`; every row needs
+    one.
 
     Raises DatasetError for a missing file, an empty dataset or any bad row, naming the
     file and line.
@@ -432,6 +439,7 @@ def load_prompt_dataset(
         on_duplicate=on_duplicate,
         max_prompt_chars=max_prompt_chars,
         keep_row=keep_row,
+        paraphrase_field=paraphrase_field,
     )
     if path.is_file() or _looks_like_path(text):
         return records_from_rows(

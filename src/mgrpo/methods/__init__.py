@@ -3,12 +3,16 @@ sources (`base.py` says what a method is; `inputs.py` what it reads).
 
     m_grpo            m-grpo: momentum rollouts vote, IQR entropy filter (this project's paper)
     self_consistency  srt, ttrl: the policy's own majority vote; the `vote` reward
-    co_rewarding      co-rewarding-ii: an EMA teacher's vote labels the policy
+    co_rewarding      co-rewarding-ii: an EMA teacher's vote labels the policy;
+                      co-rewarding-i: each question's rephrased twin's vote labels it
     intuitor          intuitor: self-certainty
     supervised        grpo: the ground truth (the upper bound)
     empo              empo: the share of a rollout's answer cluster
     entropy_min       em-rl, rent: negative token entropy
-    controls          random: Bernoulli rewards (the sanity control)
+    evol_rl           evol-rl: the vote, rescaled by each rollout's novelty
+    restrain          restrain: weighted pseudo-labels, a prompt rule on the advantages
+    scrl              scrl: a strict-consensus positive label, entropy-gated negatives
+    controls          random, format, incorrect-label: the spurious-reward controls
 
 Every module of this package is imported here, so its presets and rewards are registered
 when `PRESETS` / `REWARDS` are read: a new method is one new module (and its test). Nothing

@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Literal
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any, Literal
 
-from mgrpo.fields import ConfigError, check, doc, literal_names, one_of
+from mgrpo.fields import DOC, ConfigError, check, doc, literal_names, one_of
 from mgrpo.registry import Registry, UnknownNameError
+from mgrpo.user_functions import is_user_spec
 
 if TYPE_CHECKING:  # typing only: the reward functions' tensors (imported where they run)
     from torch import Tensor
@@ -37,7 +38,9 @@ if TYPE_CHECKING:  # typing only: the reward functions' tensors (imported where 
 __all__ = [
     "PRESETS",
     "REWARDS",
+    "PRESET_DEFAULT",
     "AdvantageName",
+    "AdvantageTransform",
     "AlgorithmConfig",
     "AlgorithmSpec",
     "BoundReward",
@@ -56,6 +59,7 @@ __all__ = [
     "VoteSpec",
     "VoteTieName",
     "preset",
+    "preset_default",
     "preset_field",
     "reward",
 ]
@@ -133,15 +137,27 @@ class RewardTerm:
     weight: float = doc(1.0, "the term's weight (any finite number)")
 
 
-def is_user_spec(name: str) -> bool:
-    """'file.py:function' or 'package.module:function' (not a registry name)."""
-    return ":" in name
-
-
 def preset_field(name: str) -> str:
     """The discriminator field of a method's config type: `preset: Literal[name]`."""
     return doc(name, f"the algorithm: a name in `mgrpo.methods.PRESETS` (the README's preset "
                      f"table; docs/methods.md); this type configures `{name}`")
+
+
+#: the metadata key marking a shared option re-declared with a preset's own default
+PRESET_DEFAULT = "preset_default"
+
+
+def preset_default(option: str, value: object, source: str) -> Any:
+    """A shared option (a field of `AlgorithmConfig`) with another default in one method's
+    config type: the option keeps its one description, and `source` says where this default
+    comes from (EVOL-RL's script runs with an entropy bonus: `entropy_coef: float =
+    preset_default("entropy_coef", 0.003, "EVOL-RL's script")`). A value the recipe sets
+    wins as for any option; `docs/config.md` lists the changed defaults under the preset."""
+    shared = {f.name: f for f in fields(AlgorithmConfig)}
+    if option not in shared:
+        raise ValueError(f"preset_default: {option!r} is not an option every preset reads")
+    return field(default=value, metadata={DOC: shared[option].metadata[DOC],
+                                          PRESET_DEFAULT: source})
 
 
 @dataclass(frozen=True)
@@ -284,10 +300,12 @@ class AlgorithmConfig:
              vote_only_rollouts: int = 0, momentum_rollouts: int = 0,
              iqr_k: float | None = None, filter_in_loss: bool = False,
              vote: VoteSpec | None = None, momentum: MomentumSpec | None = None,
-             kl_to_teacher: bool = False) -> AlgorithmSpec:
+             kl_to_teacher: bool = False, paraphrases: bool = False,
+             advantage_transform: AdvantageTransform | None = None) -> AlgorithmSpec:
         """The spec of this config: the method's structure (the keyword arguments: M (default
-        G), V, N, the filter, the vote's pool rules, the EMA, the reward terms) around the
-        options every preset shares (loss, shaping, reward mixing, the vote's share and ties)."""
+        G), V, N, the filter, the vote's pool rules, the EMA, the reward terms, the rephrased
+        twins, a rule on the advantages) around the options every preset shares (loss,
+        shaping, reward mixing, the vote's share and ties)."""
         return AlgorithmSpec(
             name=self.preset,
             policy_rollouts=self.rollouts if policy_rollouts is None else policy_rollouts,
@@ -313,6 +331,8 @@ class AlgorithmConfig:
                                 overlong_cache=self.overlong_cache,
                                 resample_budget=self.resample_budget),
             epochs=self.epochs,
+            paraphrases=paraphrases,
+            advantage_transform=advantage_transform,
         )
 
     def vote_spec(self, *, policy_votes: bool = True, filter_in_vote: bool = True,
@@ -363,6 +383,11 @@ def _check_reward_name(name: str, key: str) -> None:
 
 
 # -------------------------------------------------------------------------------- the spec
+
+#: ``transform(inputs, advantages (B, M), in_loss (B, M) bool) -> (B, M)``: a method's rule on
+#: the group advantages, applied after the estimator (RESTRAIN's prompt weights and penalty);
+#: the method's parameters are bound into it.
+AdvantageTransform = Callable[["RewardInputs", "Tensor", "Tensor"], "Tensor"]
 
 
 @dataclass(frozen=True)
@@ -433,6 +458,20 @@ class AlgorithmSpec:
     loss: LossSpec
     shaping: ShapingSpec
     epochs: int = 1  # mu: passes of updates over each step's rollouts
+    # co-rewarding-i: each prompt's rephrased twin (`StepBatch.twin_ids`) samples M + V
+    # rollouts of its own; the step runs on 2B prompts, the twins after the originals
+    paraphrases: bool = False
+    # a rule on the advantages after the estimator (None = the estimator's advantages)
+    advantage_transform: AdvantageTransform | None = None
+
+    def __post_init__(self) -> None:
+        if self.paraphrases and self.momentum_rollouts:
+            raise ValueError("rephrased twins (co-rewarding-i) sample policy rollouts only: "
+                             f"momentum_rollouts must be 0, got {self.momentum_rollouts}")
+        if self.paraphrases and self.shaping.dynamic_sampling == "resample":
+            raise ValueError("rephrased twins (co-rewarding-i) and dynamic_sampling=resample "
+                             "cannot be combined: resampling regenerates the questions' groups "
+                             "only; use dynamic_sampling=filter")
 
     @property
     def votes(self) -> bool:
@@ -481,6 +520,12 @@ class Preset:
         """The option names only this preset's config type declares (not the base's)."""
         shared = {f.name for f in fields(AlgorithmConfig)}
         return tuple(f.name for f in fields(self.config) if f.name not in shared)
+
+    def changed_defaults(self) -> dict[str, tuple[object, str]]:
+        """Shared option -> (this preset's default, its source), for the options its config
+        type re-declares with `preset_default`."""
+        return {f.name: (f.default, f.metadata[PRESET_DEFAULT]) for f in fields(self.config)
+                if PRESET_DEFAULT in f.metadata}
 
 
 #: preset name -> `Preset`, one per method (registered in the method's module).

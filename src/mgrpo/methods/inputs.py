@@ -1,7 +1,8 @@
 """What a method reads: the step's scored pool (`Rollouts`) and a reward's inputs (`RewardInputs`).
 
 Shapes: B prompts, M policy train rollouts, V vote-only policy rollouts, N momentum rollouts
-per prompt, G = M + V + N; T response width. Pool order within each prompt: the M train
+per prompt, G = M + V + N; T response width. Co-rewarding-i runs the step on 2B prompts (the
+questions, then their rephrased twins: `RewardInputs.twins`), so B counts both copies. Pool order within each prompt: the M train
 rollouts, the V vote-only ones, then the N momentum ones. Every tensor indexed by rollout row
 lives on the rollouts' device D (`train/step.py`, device rule). Types only at import (the
 records are built by `train/step.py`), so the method modules stay torch-free at import.
@@ -70,6 +71,8 @@ class RewardInputs:
     step: int  # the training step (1-based)
     seed: int  # the run's seed
     prompt_offset: int  # global index of prompt 0 (a seeded reward is the same on any W)
+    # co-rewarding-i: prompts B/2.. are the rephrased twins of prompts 0..B/2-1 (in order)
+    twins: bool = False
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -90,3 +93,10 @@ class RewardInputs:
     def labels(self) -> list[str | None]:
         """(B,) the vote's pseudo-labels (None: no vote, or no winner)."""
         return [v.label for v in self.pool.votes] if self.pool.votes else [None] * self.shape[0]
+
+    def twin_of(self, b: int) -> int:
+        """The index of prompt b's rephrased twin (`twins`: the second half pairs the first)."""
+        if not self.twins:
+            raise ValueError("these prompts have no rephrased twins (preset co-rewarding-i)")
+        half = self.shape[0] // 2
+        return b + half if b < half else b - half

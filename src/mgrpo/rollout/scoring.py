@@ -12,6 +12,9 @@ the naive gradient: d logp_t / d z = (onehot(y_t) - softmax(z)) / T. A chunk is 
 Sequences are laid out as [left-padded prompt | right-padded response] with an
 attention mask and position ids = cumsum(mask) - 1, so a padded batch scores each
 sequence as if it were alone (test). Entropies are returned detached.
+
+Two no-grad passes over the same layout serve the rewards: `self_certainty` (Intuitor) and
+`mean_hidden_states` (EVOL-RL's default embedding: the trunk only, no LM head).
 """
 
 from __future__ import annotations
@@ -393,4 +396,46 @@ def self_certainty(
         row_of = m.nonzero()[:, 0]  # (N,) row of each real token
         sums = torch.zeros(m.shape[0], device=device).index_add_(0, row_of, per_token)
         out[rows] = (sums / m.sum(1).clamp_min(1)).cpu()
+    return out
+
+
+EMBED_ROWS = 8  # rollouts per forward of `mean_hidden_states`
+
+
+@torch.no_grad()
+def mean_hidden_states(
+    model: nn.Module,
+    prompt_ids: list[list[int]],
+    response_ids: torch.Tensor,  # (R, T)
+    mask: torch.Tensor,  # (R, T) bool
+) -> torch.Tensor:
+    """(R, H) fp32: each rollout's final hidden state (the trunk's `last_hidden_state`, after
+    its final norm), averaged over the rollout's response tokens (EOS included); a rollout
+    without a response token -> 0. The embedding EVOL-RL's novelty reads by default.
+
+    Teacher forcing as `self_certainty` (left-padded prompt, then the response; the state at
+    column P + t is the one that has read response token t), `EMBED_ROWS` rows per forward,
+    the trunk only: no LM head runs, so it costs one no-grad trunk pass over the rows.
+    """
+    if len(prompt_ids) != response_ids.shape[0]:
+        raise ValueError("prompt_ids must have one entry per rollout")
+    head = lm_head_of(model)
+    device = head.weight.device
+    mask = mask.bool()
+    out = torch.zeros(response_ids.shape[0], head.in_features, dtype=torch.float32)  # (R, H)
+    for start in range(0, response_ids.shape[0], EMBED_ROWS):
+        rows = slice(start, start + EMBED_ROWS)
+        m = mask[rows].to(device)
+        if not bool(m.any()):
+            continue
+        input_ids, attention, position_ids, width = build_scoring_inputs(
+            prompt_ids[rows], response_ids[rows].masked_fill(~mask[rows], 0), m,
+            pad_token_id=0, device=device,
+        )
+        hidden = model.base_model(
+            input_ids=input_ids, attention_mask=attention, position_ids=position_ids,
+            use_cache=False,
+        ).last_hidden_state  # (r, P+T, H)
+        states = hidden[:, width : width + m.shape[1]].float() * m[..., None]  # (r, T, H)
+        out[rows] = (states.sum(1) / m.sum(1, keepdim=True).clamp_min(1)).cpu()
     return out

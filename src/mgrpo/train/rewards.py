@@ -28,9 +28,9 @@ import torch
 from mgrpo.core.advantages import group_advantages
 from mgrpo.fields import ConfigError
 from mgrpo.methods import REWARDS, BoundReward, Reward, RewardInputs
-from mgrpo.methods.base import is_user_spec
 from mgrpo.registry import Registry, UnknownNameError
 from mgrpo.train.user_rewards import RewardRecord, call_reward, load_reward_function
+from mgrpo.user_functions import is_user_spec
 
 __all__ = ["REWARD_NORMS", "mix_rewards", "register_reward", "resolve_reward", "reward_record"]
 

@@ -61,6 +61,7 @@ from mgrpo.rollout import RolloutBatch, SamplingParams
 from mgrpo.rollout.groups import generate_groups
 from mgrpo.seeds import (
     MOMENTUM_STREAM,
+    PARAPHRASE_STREAM,
     POLICY_STREAM,
     VOTE_TIE_STREAM,
     resample_stream,
@@ -113,6 +114,9 @@ def train_step(models: StepModels, batch: StepBatch, cfg: Config, spec: Algorith
         policy, *momentum = generate_groups(batch.prompt_ids, groups, params,
                                             prompt_offset=batch.prompt_offset,
                                             per_prompt=cfg.distributed.seed_per_prompt)
+        if spec.paraphrases:  # co-rewarding-i: each prompt's rephrased twin samples its own group
+            policy = _with_twins(models, batch, policy, M + V, params, cfg)
+            batch, B = batch.with_twins(), 2 * B  # from here on: B questions, then B twins
     # vote: entropies (B, G) -> IQR keep (B, G) -> answers (B, G) -> votes (B,);
     # reward: rewards (B, M) -> shaped rewards and loss set (B, M)
     rescore = functools.partial(_scored_pool, models, batch, cfg, spec, step, equivalent, timer)
@@ -128,6 +132,8 @@ def train_step(models: StepModels, batch: StepBatch, cfg: Config, spec: Algorith
     with timer("reward"):
         advantages = get_advantage_estimator(spec.loss.advantage)(shaped.rewards,
                                                                   shaped.in_loss)  # (B, M)
+        if spec.advantage_transform is not None:  # restrain: prompt weights and penalty
+            advantages = spec.advantage_transform(pool.inputs, advantages, shaped.in_loss)
     ls = loss_set(train, shaped.in_loss, advantages)  # rows outside the loss set: never forwarded
     with timer("logprobs"):  # before any update; logp_old only when mu U > 1 (else: detached)
         logp_old, logp_ref = frozen_logprobs(_kl_target(models, spec), batch, settings, ls)
@@ -177,7 +183,7 @@ def _scored_pool(models: StepModels, batch: StepBatch, cfg: Config, spec: Algori
     """Score the pool (timer `vote`), then reward and shape the train rollouts (`reward`)."""
     B, M, V = len(batch.prompt_ids), spec.policy_rollouts, spec.vote_only_rollouts
     with timer("vote"):  # entropies (B, G) -> IQR keep (B, G) -> answers (B, G) -> votes (B,)
-        tie_seeds = [step_seed(cfg.seed, step, VOTE_TIE_STREAM, batch.prompt_offset + b)
+        tie_seeds = [step_seed(cfg.seed, step, VOTE_TIE_STREAM, batch.global_index(b))
                      for b in range(B)]
         rollouts = score_rollouts(models, policy, momentum, spec, B, cfg.data.answer_kind,
                                   equivalent, tie_seeds)
@@ -187,14 +193,15 @@ def _scored_pool(models: StepModels, batch: StepBatch, cfg: Config, spec: Algori
                               truths=batch.answers, equivalent=equivalent,
                               sampler=models.policy_full or models.policy,
                               tokenizer=models.tokenizer, temperature=cfg.generation.temperature,
-                              step=step, seed=cfg.seed, prompt_offset=batch.prompt_offset)
+                              step=step, seed=cfg.seed, prompt_offset=batch.prompt_offset,
+                              twins=batch.twins)
         in_loss = (rollouts.keep[:, :M].clone() if spec.filter_in_loss  # scope loss, vote+loss
                    else torch.ones(B, M, dtype=torch.bool, device=rollouts.keep.device))  # (B, M)
         rewards = mix_rewards([term.fn(inputs) for term in spec.rewards],
                               [term.weight for term in spec.rewards], spec.reward_norm,
                               in_loss)  # (B, M) on D
         shaped = shape_step(rewards, in_loss, train, spec.shaping, cfg.generation.max_new_tokens)
-    return ScoredPool(policy, momentum, rollouts, train, shaped)
+    return ScoredPool(policy, momentum, rollouts, train, shaped, inputs)
 
 
 def _regenerate(models: StepModels, batch: StepBatch, cfg: Config, spec: AlgorithmSpec,
@@ -224,6 +231,18 @@ def _pad_id(tokenizer: Tokenizer) -> int:
     """The tokenizer's pad id (0 without one): the filler of spliced rollout batches."""
     pad = getattr(tokenizer, "pad_token_id", None)
     return int(pad) if pad is not None else 0
+
+
+def _with_twins(models: StepModels, batch: StepBatch, policy: RolloutBatch, n: int,
+                params: functools.partial, cfg: Config) -> RolloutBatch:
+    """The policy rollouts of the B prompts, then n of each prompt's rephrased twin (stream
+    `PARAPHRASE_STREAM`, so the twins' samples are drawn apart from the questions'): one
+    prompt-major batch over 2B prompts."""
+    (twin,) = generate_groups(batch.twin_ids, [(models.policy_engine, n, PARAPHRASE_STREAM)],
+                              params, prompt_offset=batch.prompt_offset,
+                              per_prompt=cfg.distributed.seed_per_prompt)
+    B = len(batch.prompt_ids)
+    return RolloutBatch.cat([policy, twin], [B, B])
 
 
 def rollout_params(gen: GenerationConfig, stop_token_ids: tuple[int, ...], seed: int, step: int,

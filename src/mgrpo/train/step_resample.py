@@ -41,7 +41,7 @@ from dataclasses import dataclass
 
 import torch
 
-from mgrpo.methods.inputs import Rollouts
+from mgrpo.methods.inputs import RewardInputs, Rollouts
 from mgrpo.parallel.distributed import DistContext, gather_objects
 from mgrpo.rollout import RolloutBatch
 from mgrpo.train.step_shaping import Shaped
@@ -58,6 +58,7 @@ class ScoredPool:
     rollouts: Rollouts  # entropies, keep mask, answers, votes of the whole pool
     train: RolloutBatch  # (B*M, T) the policy train rollouts
     shaped: Shaped  # rewards (B, M), loss set (B, M), per-prompt shaping stats
+    inputs: RewardInputs  # what the rewards read (an advantage transform reads it too)
 
     def constant_prompts(self) -> list[int]:
         """Local indices of the prompts whose group the shaping found constant (filtered)."""

@@ -147,17 +147,22 @@ def frozen_logprobs(models: StepModels, batch: StepBatch, settings: UpdateSettin
     return logp_old, logp_ref
 
 
-def _update_rows(ls: LossSet, update: int, updates: int, prompt_offset: int, B_global: int) -> torch.Tensor:
-    """(L_u,) loss rows of update u: those of the GLOBAL prompts [u B / U, (u + 1) B / U)."""
+def _update_rows(ls: LossSet, update: int, updates: int, global_of: torch.Tensor,
+                 B_global: int) -> torch.Tensor:
+    """(L_u,) loss rows of update u: those of the GLOBAL prompts [u B / U, (u + 1) B / U);
+    `global_of` (B_local,) is the global index of each local prompt (`StepBatch.global_index`:
+    offset + b, twins after all the questions)."""
     lo, hi = update * B_global // updates, (update + 1) * B_global // updates
-    global_index = ls.rollouts.prompt_index + prompt_offset  # local prompt b -> offset + b
+    global_index = global_of[ls.rollouts.prompt_index]  # local prompt b -> its global index
     return ((global_index >= lo) & (global_index < hi)).nonzero().flatten()
 
 
 def update_micro_batches(ls: LossSet, batch: StepBatch, settings: UpdateSettings,
                          update: int) -> list[torch.Tensor]:
     """Loss-set rows of each micro-batch of update `update` (at most micro_batch_size each)."""
-    positions = _update_rows(ls, update, settings.updates_per_step, batch.prompt_offset,
+    global_of = torch.tensor([batch.global_index(b) for b in range(len(batch.prompt_ids))],
+                             device=ls.rollouts.prompt_index.device)
+    positions = _update_rows(ls, update, settings.updates_per_step, global_of,
                              batch.global_prompts or len(batch.prompt_ids))
     return [positions[c] for c in chunks(len(positions), settings.micro_batch_size,
                                          ls.advantages.device)]

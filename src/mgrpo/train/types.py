@@ -82,12 +82,34 @@ class StepBatch:
     """B prompts: their token ids and (diagnostic-only, unless reward == truth) answers.
 
     Under data parallelism it is this rank's slice: global prompt indices
-    [prompt_offset, prompt_offset + B) out of `global_prompts` (None = B, one process)."""
+    [prompt_offset, prompt_offset + B) out of `global_prompts` (None = B, one process).
+    Co-rewarding-i: `twin_ids` holds each prompt's rephrased twin; `with_twins()` is the
+    batch of 2B prompts the step runs on (the B prompts, then their twins, `twins` set)."""
 
     prompt_ids: list[list[int]]  # (B,) token ids of each prompt
     answers: list[str | None]  # (B,) ground-truth answers (None = unlabelled)
     prompt_offset: int = 0  # global index of prompt 0 of this slice
     global_prompts: int | None = None  # prompts of the step over all ranks (None = B)
+    twin_ids: list[list[int]] | None = None  # (B,) token ids of each prompt's twin (None: none)
+    twins: bool = False  # prompts B/2.. are the twins of prompts 0..B/2-1 (`with_twins`)
+
+    def with_twins(self) -> StepBatch:
+        """The 2B prompts: these B, then their twins (same answers). Globally the step then
+        has twice the questions: Q questions at [0, Q), their twins at [Q, 2Q)."""
+        if self.twin_ids is None or self.twins:
+            raise ValueError("with_twins needs a batch with twin_ids that is not yet paired")
+        questions = self.global_prompts or len(self.prompt_ids)
+        return StepBatch(self.prompt_ids + self.twin_ids, self.answers + self.answers,
+                         self.prompt_offset, 2 * questions, twins=True)
+
+    def global_index(self, b: int) -> int:
+        """The global index of prompt b (per-prompt seeds, the updates' split of the prompts):
+        prompt_offset + b; with twins, a twin's is its question's plus the step's number of
+        questions, so it is the same on any number of ranks."""
+        half = len(self.prompt_ids) // 2 if self.twins else len(self.prompt_ids)
+        if b < half:
+            return self.prompt_offset + b
+        return (self.global_prompts or 2 * half) // 2 + self.prompt_offset + (b - half)
 
 
 @dataclass(frozen=True)

@@ -10,21 +10,19 @@ Several rewards (``algorithm.rewards: [{fn: ..., weight: ...}, ...]``) are mixed
 ``mgrpo.train.rewards.mix_rewards`` with ``algorithm.reward_norm``.
 
 Errors name the function and the step: a function that raises (``RewardFunctionError`` from
-the original exception), returns the wrong shape, or returns NaN/inf.
+the original exception, carrying the function's own frames), returns the wrong shape, or
+returns NaN/inf (one line: the function, the step, the expected shape). `mgrpo train` prints
+the user's frames (if any), then that line, and exits 2 (`mgrpo.user_functions`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib
-import importlib.util
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from types import ModuleType
 
 import torch
+
+from mgrpo.user_functions import UserFunctionError, call_user_function, load_user_function
 
 __all__ = [
     "RewardFunctionError",
@@ -35,8 +33,9 @@ __all__ = [
 ]
 
 
-class RewardFunctionError(RuntimeError):
-    """A reward function failed or returned something unusable (the message names it and the step)."""
+class RewardFunctionError(UserFunctionError):
+    """A reward function failed or returned something unusable (the message names it and the
+    step; `user_traceback`: the function's own frames when it raised)."""
 
 
 @dataclass(frozen=True)
@@ -70,25 +69,6 @@ class RewardRecord:
         return len(self.prompts), self.num_train
 
 
-def _file_module(path: Path, spec: str) -> ModuleType:
-    resolved = path.resolve()
-    name = "mgrpo_user_reward_" + hashlib.sha1(str(resolved).encode()).hexdigest()[:12]
-    if name in sys.modules:
-        return sys.modules[name]
-    module_spec = importlib.util.spec_from_file_location(name, resolved)
-    if module_spec is None or module_spec.loader is None:
-        raise ValueError(f"reward {spec!r}: cannot load {resolved} as a Python file")
-    module = importlib.util.module_from_spec(module_spec)
-    sys.modules[name] = module
-    try:
-        module_spec.loader.exec_module(module)
-    except Exception as exc:
-        del sys.modules[name]
-        raise ValueError(f"reward {spec!r}: importing {resolved} failed: "
-                         f"{type(exc).__name__}: {exc}") from exc
-    return module
-
-
 def load_reward_function(spec: str) -> Callable[[RewardRecord], object]:
     """The callable named by ``spec``: ``path/to/file.py:function`` (a path relative to the
     working directory, or absolute) or ``package.module:function`` (importable).
@@ -97,29 +77,7 @@ def load_reward_function(spec: str) -> Callable[[RewardRecord], object]:
         ValueError: a malformed spec, a missing file or module, an import error, a missing or
             non-callable attribute; the message names the spec.
     """
-    if not isinstance(spec, str) or spec.count(":") < 1:
-        raise ValueError(f"reward {spec!r} must be 'path/to/file.py:function' or "
-                         "'package.module:function'")
-    target, _, attr = spec.rpartition(":")
-    if not target or not attr.isidentifier():
-        raise ValueError(f"reward {spec!r}: expected '<file.py or module>:<function name>'")
-    if target.endswith(".py") or "/" in target or "\\" in target:
-        path = Path(target).expanduser()
-        if not path.is_file():
-            raise ValueError(f"reward {spec!r}: file {path} not found (relative paths are "
-                             f"read from the working directory {Path.cwd()})")
-        module = _file_module(path, spec)
-    else:
-        try:
-            module = importlib.import_module(target)
-        except ImportError as exc:
-            raise ValueError(f"reward {spec!r}: cannot import module {target!r}: {exc}") from exc
-    fn = getattr(module, attr, None)
-    if fn is None:
-        raise ValueError(f"reward {spec!r}: {target} has no attribute {attr!r}")
-    if not callable(fn):
-        raise ValueError(f"reward {spec!r}: {target}.{attr} is not callable")
-    return fn
+    return load_user_function(spec, "reward")
 
 
 def checked_rewards(value: object, name: str, step: int, shape: tuple[int, int],
@@ -144,17 +102,16 @@ def checked_rewards(value: object, name: str, step: int, shape: tuple[int, int],
     out = out.to(torch.float32)
     if not bool(torch.isfinite(out).all()):
         bad = (~torch.isfinite(out)).nonzero()[:5].tolist()
-        raise RewardFunctionError(f"{where} returned NaN/inf (at [prompt, rollout] {bad})")
+        raise RewardFunctionError(f"{where} returned NaN/inf (at [prompt, rollout] {bad}), "
+                                  f"expected finite numbers, (B, M) = {tuple(shape)}")
     return out if device is None else out.to(device)
 
 
 def call_reward(fn: Callable[[RewardRecord], object], name: str, record: RewardRecord,
                 device: torch.device | None = None) -> torch.Tensor:
     """``fn(record)`` checked by :func:`checked_rewards`; an exception inside ``fn`` becomes a
-    RewardFunctionError naming ``name`` and the step (the original is chained)."""
-    try:
-        value = fn(record)
-    except Exception as exc:
-        raise RewardFunctionError(f"reward function {name} raised at step {record.step}: "
-                                  f"{type(exc).__name__}: {exc}") from exc
+    RewardFunctionError naming ``name`` and the step, carrying the function's own frames (the
+    original is chained)."""
+    value = call_user_function(fn, f"reward function {name} raised at step {record.step}",
+                               record, error=RewardFunctionError)
     return checked_rewards(value, name, record.step, record.shape, device)

@@ -42,7 +42,7 @@ from mgrpo.train.layout.precision import Precision, resolve_precision
 from mgrpo.train.logs.alarm import CollapseAlarm
 from mgrpo.train.run import faults
 from mgrpo.train.run.errors import TrainingError
-from mgrpo.train.run.prompt_set import PromptSet, build_prompt_set, load_records
+from mgrpo.train.run.prompt_set import PromptSet, build_prompt_set, load_records, with_twins
 from mgrpo.train.run.run_dir import prepare_run_dir
 from mgrpo.train.types import Roles, StepModels
 
@@ -95,7 +95,8 @@ def build_run(cfg: Config, run_dir: Path, resume: bool = False) -> Run:
         device="cpu" if ctx.fsdp else cfg.model.device, seed=cfg.seed,
         tiny_hidden_size=cfg.model.tiny_hidden_size, tiny_layers=cfg.model.tiny_layers,
     )
-    train_set = build_prompt_set(train_records, tokenizer, cfg.data, seed=cfg.seed)
+    train_set = build_prompt_set(train_records, tokenizer, cfg.data, seed=cfg.seed,
+                                 twins=spec.paraphrases)
 
     layout = pick_layout(cfg, precision, ctx, with_momentum=spec.uses_momentum_model)
     layout.adapt(policy)
@@ -232,6 +233,11 @@ def load_data_records(cfg: Config, spec: AlgorithmSpec
         train_records = load_records(cfg.data, cfg.data.train, split="train", seed=cfg.seed)
     except (DatasetError, OSError, ValueError) as exc:
         raise ConfigError(f"data.train={cfg.data.train!r}: {exc}") from None
+    if spec.paraphrases:  # co-rewarding-i: every question needs its rephrased twin
+        try:
+            train_records = with_twins(train_records, cfg.data)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     if spec.needs_labels and any(r.answer is None for r in train_records):
         raise ConfigError(
             f"data.answer_field: preset {spec.name!r} trains on ground truth: every row of "

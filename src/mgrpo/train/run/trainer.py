@@ -148,9 +148,12 @@ def _train(run: Run, cfg: Config, run_dir: Path, *, resume: bool, signals: _Stop
                 raise signals.interrupted(f"before step {step}")
             records, prompt_ids = run.train_set.batch(step, cfg.trainer.prompts_per_step)
             mine = D.local_slice(ctx, len(records))  # this rank's whole prompt groups
+            twin_ids = (run.train_set.twin_batch(step, cfg.trainer.prompts_per_step)
+                        [mine.start:mine.stop] if run.spec.paraphrases else None)  # co-rewarding-i
             batch = StepBatch(prompt_ids=prompt_ids[mine.start:mine.stop],
                               answers=[r.answer for r in records[mine.start:mine.stop]],
-                              prompt_offset=mine.start, global_prompts=len(records))
+                              prompt_offset=mine.start, global_prompts=len(records),
+                              twin_ids=twin_ids)
             try:
                 logged = [] if samples.due(step) else None  # the step fills it (all ranks)
                 metrics = train_step(run.models, batch, cfg, run.spec, step, samples=logged)
