@@ -38,7 +38,7 @@ from mgrpo.methods.base import (
 from mgrpo.methods.inputs import RewardInputs, Rollouts
 
 #: the modules of this package that are not method families
-_NOT_METHODS = {"base", "inputs"}
+_NOT_METHODS = {"base", "inputs", "reward_registry"}
 
 #: the method modules, in name order (each registers its presets and rewards on import)
 METHOD_MODULES: tuple[str, ...] = tuple(
