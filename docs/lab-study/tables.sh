@@ -81,3 +81,14 @@ mgrpo compare lab-long $FACTORIAL $SCHEDULE --seeds 11-20 -o $MECH \
   --report-to $DOC/mechanism/report $Q > /dev/null
 python docs/lab-study/stats.py $MECH --family $DOC/mechanism/family.yaml > $DOC/mechanism/stats.md
 python docs/lab-study/embed.py mechanism $DOC/mechanism/stats.md --level 4
+
+# evol-rl and restrain (workbench.sh) beside the mechanism study's arms on the same seeds: one
+# directory of links to both groups, at a fixed path so that the table's header is the same
+U=${TMPDIR:-/tmp}/mgrpo-workbench-union
+rm -rf "$U" && mkdir -p "$U"
+set +f
+for d in "$RES"/workbench/*-s* "$RES"/mechanism/*-s*; do ln -s "$PWD/$d" "$U/"; done
+set -f
+mkdir -p $DOC/workbench
+python docs/lab-study/stats.py "$U" --arms srt,co-rewarding-ii,evol-rl,restrain,grpo \
+  --pair evol-rl:co-rewarding-ii --pair restrain:co-rewarding-ii > $DOC/workbench/stats.md
