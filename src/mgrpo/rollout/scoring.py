@@ -371,21 +371,9 @@ def self_certainty(
         raise ValueError(f"temperature must be > 0, got {temperature}")
     head = lm_head_of(model)
     device = head.weight.device
-    mask = mask.bool()
     out = torch.zeros(response_ids.shape[0], dtype=torch.float32)
-    for start in range(0, response_ids.shape[0], SELF_CERTAINTY_ROWS):
-        rows = slice(start, start + SELF_CERTAINTY_ROWS)
-        m = mask[rows].to(device)
-        if not bool(m.any()):
-            continue
-        input_ids, attention, position_ids, width = build_scoring_inputs(
-            prompt_ids[rows], response_ids[rows].masked_fill(~mask[rows], 0), m,
-            pad_token_id=0, device=device,
-        )
-        hidden = model.base_model(
-            input_ids=input_ids, attention_mask=attention, position_ids=position_ids,
-            use_cache=False,
-        ).last_hidden_state  # (r, P+T, H)
+    for rows, m, hidden, width in _trunk_states(model, prompt_ids, response_ids, mask,
+                                                SELF_CERTAINTY_ROWS):
         h = hidden[:, width - 1 : width - 1 + m.shape[1]][m]  # (N, H) states of real tokens
         per_token = torch.cat([
             -math.log(head.out_features)
@@ -420,11 +408,24 @@ def mean_hidden_states(
     if len(prompt_ids) != response_ids.shape[0]:
         raise ValueError("prompt_ids must have one entry per rollout")
     head = lm_head_of(model)
-    device = head.weight.device
-    mask = mask.bool()
     out = torch.zeros(response_ids.shape[0], head.in_features, dtype=torch.float32)  # (R, H)
-    for start in range(0, response_ids.shape[0], EMBED_ROWS):
-        rows = slice(start, start + EMBED_ROWS)
+    for rows, m, hidden, width in _trunk_states(model, prompt_ids, response_ids, mask,
+                                                EMBED_ROWS):
+        states = hidden[:, width : width + m.shape[1]].float() * m[..., None]  # (r, T, H)
+        out[rows] = (states.sum(1) / m.sum(1, keepdim=True).clamp_min(1)).cpu()
+    return out
+
+
+def _trunk_states(model: nn.Module, prompt_ids: list[list[int]], response_ids: torch.Tensor,
+                  mask: torch.Tensor, rows_per_forward: int
+                  ) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor, int]]:
+    """Teacher-forced trunk passes over the rollouts, `rows_per_forward` rows at a time (rows
+    without a response token are skipped): yields (rows, m (r, T) bool on the model's device,
+    last_hidden_state (r, P + T, H), P), the response starting at column P."""
+    device = lm_head_of(model).weight.device
+    mask = mask.bool()
+    for start in range(0, response_ids.shape[0], rows_per_forward):
+        rows = slice(start, start + rows_per_forward)
         m = mask[rows].to(device)
         if not bool(m.any()):
             continue
@@ -436,6 +437,4 @@ def mean_hidden_states(
             input_ids=input_ids, attention_mask=attention, position_ids=position_ids,
             use_cache=False,
         ).last_hidden_state  # (r, P+T, H)
-        states = hidden[:, width : width + m.shape[1]].float() * m[..., None]  # (r, T, H)
-        out[rows] = (states.sum(1) / m.sum(1, keepdim=True).clamp_min(1)).cpu()
-    return out
+        yield rows, m, hidden, width
